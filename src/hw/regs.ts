@@ -1,0 +1,125 @@
+// Architectural registers that paging depends on (SDM Vol. 3A 2.5 "Control registers", 4.1.1,
+// 4.6.2 "Protection keys"), decoded once per write into the fields the walker and the TLB use.
+// A core's registers live in its control block (layout R_*); a Regs is the executing thread's
+// decoded copy, refreshed by Cpu whenever it writes a register.
+
+import { hiReservedMask } from './pte.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './walk.js';
+
+export const CR0_WP = 1 << 16;
+export const CR0_PG = 1 << 31;
+export const CR4_PAE = 1 << 5;
+export const CR4_PGE = 1 << 7;
+export const CR4_LA57 = 1 << 12;
+export const CR4_PCIDE = 1 << 17;
+export const CR4_SMEP = 1 << 20;
+export const CR4_SMAP = 1 << 21;
+export const CR4_PKE = 1 << 22;
+export const EFER_LME = 1 << 8;
+export const EFER_LMA = 1 << 10;
+export const EFER_NXE = 1 << 11;
+/** MOV to CR3 with bit 63 set (CR4.PCIDE = 1): no TLB invalidation. */
+export const CR3_NOFLUSH_HI = 1 << 31;
+
+/** Register values as the controller sets them; every field optional. CR3 as a 64-bit value. */
+export interface RegisterValues {
+  cr0?: number;
+  cr3?: bigint;
+  cr4?: number;
+  efer?: number;
+  pkru?: number;
+  cpl?: 0 | 3;
+  ac?: boolean;
+}
+
+/** Long-mode defaults: paging on, WP on, PAE, NXE; no PCID, no global pages, no SMEP/SMAP/PKE. */
+export const DEFAULT_REGS = {
+  cr0: (CR0_PG | CR0_WP | 1) | 0,
+  cr4: CR4_PAE,
+  efer: EFER_LME | EFER_LMA | EFER_NXE,
+  pkru: 0,
+  cpl: 0,
+  ac: 0,
+} as const;
+
+/** Decoded paging state of one core. Fields are plain numbers/booleans for monomorphic hot paths. */
+export class Regs {
+  cr0 = 0;
+  cr3lo = 0;
+  cr3hi = 0;
+  cr4 = 0;
+  efer = 0;
+  pkru = 0;
+  cpl = 0;
+  ac = false;
+  // decoded
+  wp = false;
+  pge = false;
+  pcide = false;
+  la57 = false;
+  smep = false;
+  smap = false;
+  pke = false;
+  nxe = false;
+  rootPfn = 0;
+  pcid = 0;
+  rsvdHi = 0;
+  /** Whether A/D updates are locked (false only under the injected fault 'non-atomic-ad'). */
+  atomicAD = true;
+  /** Access masks for read, write and fetch at the current CPL, see accessMask(). */
+  maskRead = 0;
+  maskWrite = 0;
+  maskFetch = 0;
+
+  constructor(readonly maxPhysAddr: number) {
+    this.rsvdHi = hiReservedMask(maxPhysAddr);
+  }
+
+  /** Recomputes every decoded field from the raw registers. */
+  decode(): void {
+    this.wp = (this.cr0 & CR0_WP) !== 0;
+    this.pge = (this.cr4 & CR4_PGE) !== 0;
+    this.pcide = (this.cr4 & CR4_PCIDE) !== 0;
+    this.la57 = (this.cr4 & CR4_LA57) !== 0;
+    this.smep = (this.cr4 & CR4_SMEP) !== 0;
+    this.smap = (this.cr4 & CR4_SMAP) !== 0;
+    this.pke = (this.cr4 & CR4_PKE) !== 0;
+    this.nxe = (this.efer & EFER_NXE) !== 0;
+    // CR3 bits 51:12 hold the root table's address; bits 11:0 the PCID when CR4.PCIDE = 1.
+    const addrHi = this.cr3hi & ((1 << (this.maxPhysAddr - 32)) - 1);
+    this.rootPfn = (this.cr3lo >>> 12) + addrHi * 0x100000;
+    this.pcid = this.pcide ? this.cr3lo & 0xfff : 0;
+    this.computeMasks();
+  }
+
+  /** Rebuilds the per-access masks from CPL, WP, SMEP, SMAP, AC, PKE and PKRU (SDM 4.6). */
+  computeMasks(): void {
+    let ad = 0;
+    let wd = 0;
+    if (this.pke) {
+      for (let k = 0; k < 16; k++) {
+        if ((this.pkru >>> (2 * k)) & 1) ad |= 1 << (F_PK_SHIFT + k);
+        if ((this.pkru >>> (2 * k + 1)) & 1) wd |= 1 << (F_PK_SHIFT + k);
+      }
+    }
+    const user = this.cpl === 3;
+    const smapBlocks = this.smap && !this.ac ? F_USER : 0;
+    if (user) {
+      this.maskRead = F_SUPER | ad;
+      this.maskWrite = F_SUPER | F_NW | F_CLEAN | ad | wd;
+      this.maskFetch = F_SUPER | F_XD;
+    } else {
+      this.maskRead = smapBlocks | ad;
+      this.maskWrite = (this.wp ? F_NW | wd : 0) | F_CLEAN | smapBlocks | ad;
+      this.maskFetch = F_XD | (this.smep ? F_USER : 0);
+    }
+    this.maskRead |= F_NOMEM;
+    this.maskWrite |= F_NOMEM;
+    this.maskFetch |= F_NOMEM;
+  }
+
+  /** The mask for access kind acc: an access is allowed by a translation iff (flags & mask) == 0. */
+  accessMask(acc: number): number {
+    return acc === ACC_READ ? this.maskRead : acc === ACC_WRITE ? this.maskWrite : acc === ACC_FETCH ? this.maskFetch : 0;
+  }
+}

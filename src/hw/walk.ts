@@ -1,0 +1,196 @@
+// The page walker (Intel SDM Vol. 3A 4.5 "4-level and 5-level paging", 4.6 "Access rights",
+// 4.7 "Page-fault exceptions", 4.8 "Accessed and dirty flags"), modelled on QEMU's mmu_translate.
+//
+// It walks PML5 (CR4.LA57) / PML4 -> PDPT -> PD -> PT over shifts 48, 39, 30, 21, 12, checks P and
+// the reserved bits of each entry, combines rights (R/W and U/S by AND, XD by OR), sets A in every
+// non-leaf entry it uses, and at the leaf checks the access against CR0.WP, CR4.SMEP/SMAP with
+// EFLAGS.AC, EFER.NXE and CR4.PKE with PKRU. Only an allowed access sets the leaf's A (and D for a
+// write). A/D updates are Atomics.or on the entry's low half: hardware's locked update.
+//
+// Torn entries: an entry's low half is read first and the high half after it, with plain loads
+// (an Atomics.load costs 10-20x a plain one on Node 20: see README "Memory ordering"). V8 keeps
+// typed-array loads in program order on the effect chain and x86 (TSO) never reorders two loads,
+// so the walker sees the writer's stores in the order they were made. A writer publishes a
+// present entry high half first, low half last (Atomics.store: a full fence), and changes the
+// high half of a present entry only by break-before-make (clear P, wait until no core is inside
+// a walk, store hi, then lo): see Cpu.updateEntry. So a walker that saw P=1 in lo reads the hi
+// that goes with it. The torn-translation test checks this under contention, and catches the
+// injected in-place update ('torn-pte-update').
+//
+// Physical memory that is not installed reads as all ones, as on a PC bus.
+//
+// Results are numbers, never objects: 0 for a translation (written into a WalkOut the caller
+// owns) or a fault code, see fault().
+
+import {
+  PTE_A, PTE_D, PTE_G, PTE_P, PTE_PS, PTE_PAT_HUGE, LO_RSVD_1G, LO_RSVD_2M, FRAME_WORDS,
+  HI_ADDR_MASK, HI_PKEY_SHIFT, isCanonical, tableIndex,
+} from './pte.js';
+import type { Regs } from './regs.js';
+
+// ---- access kinds ----
+export const ACC_READ = 0;
+export const ACC_WRITE = 1;
+export const ACC_FETCH = 2;
+
+// ---- translation flags, negative sense (v86 style): an access is allowed iff (flags & mask) == 0
+/** Combined R/W = 0. */
+export const F_NW = 1 << 0;
+/** Supervisor-mode address (some level has U/S = 0). */
+export const F_SUPER = 1 << 1;
+/** User-mode address (U/S = 1 at every level): SMAP, SMEP and protection keys apply. */
+export const F_USER = 1 << 2;
+/** Execute-disable (XD at some level, EFER.NXE = 1). */
+export const F_XD = 1 << 3;
+/** Leaf D = 0: a write must walk again to set D. */
+export const F_CLEAN = 1 << 4;
+/** The page lies (partly) outside installed memory: every access takes the slow path, which bounds it. */
+export const F_NOMEM = 1 << 5;
+/** Bits 16..31: one-hot protection key of a user-mode page (bit 16 + key). */
+export const F_PK_SHIFT = 16;
+export const F_PK_ALL = 0xffff << 16;
+
+// ---- #PF error code (SDM 4.7) ----
+export const PF_P = 1 << 0;
+export const PF_W = 1 << 1;
+export const PF_U = 1 << 2;
+export const PF_RSVD = 1 << 3;
+export const PF_ID = 1 << 4;
+export const PF_PK = 1 << 5;
+
+export const VEC_GP = 13;
+export const VEC_PF = 14;
+/** Not an x86 vector: an access to physical memory that is not installed (reads all ones, writes dropped). */
+export const VEC_NOMEM = 255;
+
+/** Encodes a fault as a negative number: -1 - (vector << 16 | errorCode). */
+export function fault(vector: number, error: number): number {
+  return -1 - ((vector << 16) | error);
+}
+export function faultVector(r: number): number {
+  return (-1 - r) >>> 16;
+}
+export function faultError(r: number): number {
+  return (-1 - r) & 0xffff;
+}
+export const FAULT_GP0 = fault(VEC_GP, 0);
+export const FAULT_NOMEM = fault(VEC_NOMEM, 0);
+
+/** Where a successful walk writes its translation. Owned by one thread; reused, never reallocated. */
+export class WalkOut {
+  /** First frame of the page (the page's physical address >> 12). */
+  pfn = 0;
+  /** log2 of the page size: 12, 21 or 30. */
+  shift = 12;
+  /** Negative-sense flags, see F_*. */
+  flags = 0;
+  /** Leaf G = 1 and CR4.PGE = 1. */
+  global = false;
+  /** Word index of the leaf entry's low half in physical memory, or -1 if not installed. */
+  leafWord = -1;
+  /** The leaf entry as read (before this walk's own A/D update). */
+  lo = 0;
+  hi = 0;
+}
+
+/** Sets bits in an entry's low half: Atomics.or, or (injected fault) a plain read-modify-write that can lose a racing update. */
+function setEntryBits(mem: Int32Array, word: number, bits: number, atomic: boolean): void {
+  if (atomic) Atomics.or(mem, word, bits);
+  else mem[word] = mem[word] | bits;
+}
+
+/** Error-code bits that describe the access rather than the entry: W, U, I/D. */
+export function accessErrorBits(regs: Regs, acc: number): number {
+  let e = 0;
+  if (acc === ACC_WRITE) e |= PF_W;
+  if (regs.cpl === 3) e |= PF_U;
+  if (acc === ACC_FETCH && (regs.nxe || regs.smep)) e |= PF_ID;
+  return e;
+}
+
+/**
+ * Walks the page tables rooted at regs' CR3 for an access of kind acc at linear address vhi:vlo.
+ * Returns 0 and fills `out`, or a fault code (#GP(0) for a non-canonical address, #PF with its
+ * error code). With setAD false it has no side effects at all (dumps, checkers, debuggers) and
+ * does not check the access's rights beyond P and reserved bits unless checkRights is true.
+ * Any thread; hot on a TLB miss.
+ */
+export function walk(
+  mem: Int32Array,
+  totalFrames: number,
+  regs: Regs,
+  vhi: number,
+  vlo: number,
+  acc: number,
+  out: WalkOut,
+  setAD: boolean,
+  checkRights: boolean,
+): number {
+  if (!isCanonical(vhi, regs.la57)) return FAULT_GP0;
+  const accBits = accessErrorBits(regs, acc);
+  const rsvdHi = regs.rsvdHi;
+  const nxe = regs.nxe;
+  let table = regs.rootPfn;
+  let rw = 1;
+  let us = 1;
+  let xd = 0;
+  let shift = regs.la57 ? 48 : 39;
+  for (;;) {
+    const idx = tableIndex(vhi, vlo, shift);
+    let word = -1;
+    let lo = -1;
+    let hi = -1;
+    if (table < totalFrames) {
+      word = table * FRAME_WORDS + idx * 2;
+      lo = mem[word];
+      if ((lo & PTE_P) === 0) return fault(VEC_PF, accBits);
+      hi = mem[word + 1];
+    }
+    let leaf = shift === 12;
+    let rsvd = (hi & rsvdHi) !== 0 || (!nxe && hi < 0);
+    if (shift >= 39) {
+      if ((lo & PTE_PS) !== 0) rsvd = true;
+    } else if ((lo & PTE_PS) !== 0 && !leaf) {
+      leaf = true;
+      if ((lo & (shift === 30 ? LO_RSVD_1G : LO_RSVD_2M)) !== 0) rsvd = true;
+    }
+    if (rsvd) return fault(VEC_PF, accBits | PF_P | PF_RSVD);
+    rw &= lo >>> 1;
+    us &= lo >>> 2;
+    xd |= hi >>> 31;
+    if (!leaf) {
+      if (setAD && (lo & PTE_A) === 0 && word >= 0) setEntryBits(mem, word, PTE_A, regs.atomicAD);
+      table = (lo >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
+      shift -= 9;
+      continue;
+    }
+    // Leaf: build the negative-sense flags and check the access.
+    let flags = (rw & 1) === 0 ? F_NW : 0;
+    if ((us & 1) !== 0) {
+      flags |= F_USER | (1 << (F_PK_SHIFT + ((hi >>> HI_PKEY_SHIFT) & 0xf)));
+    } else {
+      flags |= F_SUPER;
+    }
+    if (nxe && (xd & 1) !== 0) flags |= F_XD;
+    if ((lo & PTE_D) === 0) flags |= F_CLEAN;
+    const pfn = ((shift === 12 ? lo : lo & ~PTE_PAT_HUGE) >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
+    if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= F_NOMEM;
+    if (checkRights || setAD) {
+      const violation = flags & regs.accessMask(acc) & ~(F_CLEAN | F_NOMEM);
+      if (violation !== 0) return fault(VEC_PF, accBits | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
+    }
+    if (setAD && word >= 0) {
+      const need = acc === ACC_WRITE ? PTE_A | PTE_D : PTE_A;
+      if ((lo & need) !== need) setEntryBits(mem, word, need, regs.atomicAD);
+      if (acc === ACC_WRITE) flags &= ~F_CLEAN;
+    }
+    out.pfn = pfn;
+    out.shift = shift;
+    out.flags = flags;
+    out.global = regs.pge && (lo & PTE_G) !== 0;
+    out.leafWord = word;
+    out.lo = lo;
+    out.hi = hi;
+    return 0;
+  }
+}

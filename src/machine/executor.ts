@@ -1,0 +1,306 @@
+// Runs a program on a core: the instruction loop (interrupt check at every boundary, then the
+// operation), fault recording, and the end-of-run barrier. Runs on whatever thread attached the
+// core: a pool worker normally, the main thread in synchronous tests.
+
+import {
+  Cpu, IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, readCounters,
+} from '../hw/cpu.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/walk.js';
+import { CTR } from '../hw/layout.js';
+import { hex64 } from '../hw/pte.js';
+import {
+  OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
+  OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
+  type ProgramSource,
+} from './program.js';
+
+export const FAULT_LOG_LIMIT = 32;
+const CHUNK_OPS = 4096;
+
+/** One fault as the program saw it. */
+export interface FaultRecord {
+  /** Index of the operation in the program. */
+  op: number;
+  vector: number;
+  error: number;
+  cr2: string;
+}
+
+/** What a core reports to the controller after a program. */
+export interface CoreResult {
+  core: number;
+  /** False when the run failed on this core (a wait past its bound, an abort, a panic). */
+  ok: boolean;
+  error?: string;
+  ops: number;
+  faults: number;
+  faultLog: FaultRecord[];
+  /** Sum of every loaded and fetched 32-bit half, modulo 2^32: a cheap fingerprint of what was read. */
+  checksum: number;
+  /** Every loaded/fetched value as hex, when the program records. */
+  values?: string[];
+  pingsSentTo: number[];
+  pingSumTo: number[];
+  pingsRecvFrom: number[];
+  pingSumFrom: number[];
+  /** OP_XLATE outcomes: "pfn:flags" or "fault:vector:error" -> count. */
+  xlates: Record<string, number>;
+  counters: Record<string, number>;
+  elapsedMs: number;
+}
+
+export interface ExecOptions {
+  record: boolean;
+  stopOnFault: boolean;
+  /** Every core of the run: IPI_SYNC targets for break-before-make, and barrier participants. */
+  peers: readonly number[];
+  /** Take part in the end-of-run barrier (false when the controller runs a core alone). */
+  barrier: boolean;
+}
+
+/** Per-run mutable state shared by the hot loop and the cold path. */
+class RunState {
+  checksum = 0;
+  faults = 0;
+  stop = false;
+  readonly faultLog: FaultRecord[] = [];
+  constructor(readonly stopOnFault: boolean) {}
+
+  /** Records a fault of operation `index`; sets stop when the program stops at faults. Cold. */
+  noteFault(cpu: Cpu, index: number, r: number): void {
+    this.faults++;
+    if (this.faultLog.length < FAULT_LOG_LIMIT) {
+      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), cr2: hex64(cpu.cr2hi, cpu.cr2lo) });
+    }
+    if (this.stopOnFault) this.stop = true;
+  }
+}
+
+/**
+ * The instruction loop for loads, stores, fetches and INVLPG, from operation `from` of the chunk:
+ * interrupt check, then the access. Returns the index of the first operation it does not handle
+ * (n at the end of the chunk). Numbers and typed arrays only.
+ */
+function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: number, st: RunState): number {
+  const mem = cpu.mem;
+  const ctl = cpu.ctl;
+  const pending = cpu.pendingWord;
+  let checksum = st.checksum;
+  let loads = 0;
+  let stores = 0;
+  let fetches = 0;
+  let i = from;
+  for (let w = from * OP_WORDS; i < n; i++, w += OP_WORDS) {
+    if (ctl[pending] !== 0) cpu.service();
+    const op = buf[w];
+    let r: number;
+    if (op === OP_LOAD) {
+      loads++;
+      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_READ);
+      if (r >= 0) {
+        checksum = (checksum + mem[r] + mem[r + 1]) | 0;
+        continue;
+      }
+    } else if (op === OP_STORE) {
+      stores++;
+      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_WRITE);
+      if (r >= 0) {
+        mem[r] = buf[w + 4];
+        mem[r + 1] = buf[w + 3];
+        continue;
+      }
+    } else if (op === OP_FETCH) {
+      fetches++;
+      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_FETCH);
+      if (r >= 0) {
+        checksum = (checksum + mem[r] + mem[r + 1]) | 0;
+        continue;
+      }
+    } else if (op === OP_INVLPG) {
+      cpu.invlpg(buf[w + 1], buf[w + 2]);
+      continue;
+    } else {
+      break;
+    }
+    if (r === FAULT_NOMEM) {
+      if (op !== OP_STORE) checksum = (checksum - 2) | 0; // all ones, twice
+      continue;
+    }
+    st.noteFault(cpu, base + i, r);
+    if (st.stop) {
+      i++;
+      break;
+    }
+  }
+  cpu.countAccesses(loads, stores, fetches);
+  st.checksum = checksum;
+  return i;
+}
+
+/** Runs `src` to its end on `cpu` (already attached). Never throws for program behaviour. */
+export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreResult {
+  const cores = cpu.layout.config.cores;
+  const res: CoreResult = {
+    core: cpu.id, ok: true, ops: 0, faults: 0, faultLog: [], checksum: 0,
+    pingsSentTo: new Array(cores).fill(0), pingSumTo: new Array(cores).fill(0),
+    pingsRecvFrom: new Array(cores).fill(0), pingSumFrom: new Array(cores).fill(0),
+    xlates: {}, counters: {}, elapsedMs: 0,
+  };
+  if (opts.record) res.values = [];
+  const recvFrom = res.pingsRecvFrom;
+  const sumFrom = res.pingSumFrom;
+  cpu.handlers[IPI_PING] = (c, sender, payload) => {
+    recvFrom[sender]++;
+    sumFrom[sender] = (sumFrom[sender] + payload) | 0;
+    c.ack(sender);
+  };
+  const st = new RunState(opts.stopOnFault);
+  const xl = new Map<string, number>();
+  const buf = new Int32Array(CHUNK_OPS * OP_WORDS);
+  const t0 = performance.now();
+  let base = 0;
+  let failed = '';
+  const waitFailure = (what: string, r: number): string =>
+    r === WAIT_ABORTED ? `core ${cpu.id}: stopped because another core of the run failed`
+      : r === WAIT_TIMEOUT ? `core ${cpu.id}: no answer within ${cpu.waitLimitMs} ms while waiting for ${cpu.lastWaitWhat} (${what})`
+      : `core ${cpu.id}: ${what} failed (${r})`;
+  try {
+    if (opts.barrier) {
+      const b = cpu.startBarrier();
+      if (b !== WAIT_OK) failed = waitFailure('start of run', b);
+    }
+    while (!failed && !st.stop) {
+      const n = src.next(buf);
+      if (n === 0) break;
+      let i = 0;
+      while (i < n && !failed && !st.stop) {
+        if (!opts.record) i = hotLoop(cpu, buf, i, n, base, st);
+        if (i >= n || st.stop) break;
+        cpu.poll();
+        failed = coldOp(cpu, buf, i * OP_WORDS, base + i, st, res, xl, opts.peers, waitFailure);
+        i++;
+      }
+      base += Math.min(i, n);
+    }
+    res.ops = base;
+    if (opts.barrier) {
+      const b = cpu.barrier();
+      if (b !== WAIT_OK && !failed) failed = waitFailure('end of run', b);
+    }
+  } catch (e) {
+    failed = `core ${cpu.id}: ${(e as Error).message}`;
+  }
+  if (failed) {
+    res.ok = false;
+    res.error = failed;
+    cpu.abortRun();
+  }
+  res.checksum = st.checksum >>> 0;
+  res.faults = st.faults;
+  res.faultLog = st.faultLog;
+  res.xlates = Object.fromEntries(xl);
+  res.elapsedMs = performance.now() - t0;
+  cpu.publishCounters();
+  res.counters = readCounters(cpu.layout, cpu.ctl, cpu.id);
+  return res;
+}
+
+/** One operation on the cold path (and every operation of a recording program). Returns an error or ''. */
+function coldOp(
+  cpu: Cpu, buf: Int32Array, w: number, index: number, st: RunState, res: CoreResult,
+  xl: Map<string, number>, peers: readonly number[], waitFailure: (what: string, r: number) => string,
+): string {
+  const op = buf[w];
+  let r = 0;
+  switch (op) {
+    case OP_LOAD:
+    case OP_FETCH:
+      r = op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+      if (r === 0) st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
+      res.values?.push(r === 0 ? hex64(cpu.valHi, cpu.valLo) : 'fault');
+      break;
+    case OP_STORE:
+      r = cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
+      break;
+    case OP_INVLPG:
+      cpu.invlpg(buf[w + 1], buf[w + 2]);
+      break;
+    case OP_INVPCID:
+      if (buf[w + 1] < 0 || buf[w + 1] > 3) return `core ${cpu.id}: op ${index}: INVPCID type ${buf[w + 1]} is not 0-3`;
+      cpu.invpcid(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
+      break;
+    case OP_MOV_CR3:
+      cpu.movCr3(buf[w + 1], buf[w + 2]);
+      break;
+    case OP_MOV_CR4:
+      cpu.movCr4(buf[w + 1]);
+      break;
+    case OP_MOV_CR0:
+      cpu.movCr0(buf[w + 1]);
+      break;
+    case OP_WREFER:
+      cpu.wrEfer(buf[w + 1]);
+      break;
+    case OP_WRPKRU:
+      cpu.wrpkru(buf[w + 1]);
+      break;
+    case OP_SET_MODE:
+      cpu.setMode(buf[w + 1], buf[w + 2] !== 0);
+      break;
+    case OP_PING: {
+      const target = buf[w + 1];
+      if (target < 0 || target >= cpu.layout.config.cores) return `core ${cpu.id}: op ${index}: no core ${target} to send an IPI to`;
+      const s = cpu.sendIpi(target, IPI_PING, buf[w + 2]);
+      if (s === IPI_TARGET_OFFLINE) return `core ${cpu.id}: op ${index}: IPI to core ${target}, which is not running`;
+      if (s !== IPI_OK) return waitFailure(`op ${index}: IPI to core ${target}`, s);
+      res.pingsSentTo[target]++;
+      res.pingSumTo[target] = (res.pingSumTo[target] + buf[w + 2]) | 0;
+      const a = cpu.waitAcks();
+      if (a !== WAIT_OK) return waitFailure(`op ${index}: ack from core ${target}`, a);
+      break;
+    }
+    case OP_HALT: {
+      const h = cpu.halt();
+      if (h !== WAIT_OK) return waitFailure(`op ${index}: HLT`, h);
+      break;
+    }
+    case OP_PTE_WRITE: {
+      const u = cpu.updateEntry(buf[w + 1], buf[w + 2], buf[w + 3], peers);
+      if (u === -WAIT_TIMEOUT || u === -WAIT_ABORTED) {
+        return waitFailure(`op ${index}: break-before-make of the entry at word ${buf[w + 1]}`, -u);
+      }
+      break;
+    }
+    case OP_PTE_TOGGLE: {
+      const mem = cpu.mem;
+      const word = buf[w + 1];
+      for (;;) {
+        const v = Atomics.load(mem, word);
+        if (Atomics.compareExchange(mem, word, v, v ^ buf[w + 2]) === v) break;
+      }
+      break;
+    }
+    case OP_XLATE: {
+      cpu.ctr[CTR.translations]++;
+      const x = cpu.translate(buf[w + 1], buf[w + 2], buf[w + 3]);
+      const key = x >= 0 || x === FAULT_NOMEM
+        ? lastTranslation(cpu, buf[w + 1], buf[w + 2])
+        : `fault:${faultVector(x)}:${faultError(x)}`;
+      xl.set(key, (xl.get(key) ?? 0) + 1);
+      break;
+    }
+    default:
+      return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;
+  }
+  if (r !== 0) st.noteFault(cpu, index, r);
+  return '';
+}
+
+/** "pfn:flags" of the TLB entry that now translates vhi:vlo (filled by the translate just done). */
+function lastTranslation(cpu: Cpu, vhi: number, vlo: number): string {
+  for (const arr of [cpu.tlb4k, cpu.tlb2m, cpu.tlb1g]) {
+    const e = arr.find(vhi, vlo, cpu.regs.pcid);
+    if (e >= 0) return `${cpu.ctl[e + 4]}:${cpu.ctl[e + 3]}`;
+  }
+  return 'none';
+}

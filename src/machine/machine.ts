@@ -1,0 +1,260 @@
+// Boot and the controller: the main thread's handle on a machine. `Machine.boot` validates the
+// configuration, lays out shared memory through hw/layout, initialises every core block and
+// starts the core pool (piscina: one worker per simulated core, kept alive and reused across
+// runs). The controller sets registers, runs programs on cores, reads counters and TLBs,
+// translates without side effects, dumps, and shuts down leaving no worker behind.
+
+import { Piscina } from 'piscina';
+import { randomUUID } from 'node:crypto';
+import { validateConfig, type MachineConfig, type MachineOptions } from '../hw/config.js';
+import {
+  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, type MachineShared,
+} from '../hw/layout.js';
+import { Frames } from '../hw/frames.js';
+import { Cpu, readCounters } from '../hw/cpu.js';
+import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
+import { TlbArray, type TlbEntryView } from '../hw/tlb.js';
+import { split64, join64 } from '../hw/pte.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, WalkOut, faultError, faultVector, walk } from '../hw/walk.js';
+import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
+import type { CoreResult } from './executor.js';
+
+/** A configuration the machine cannot be built from. The message names the problem. */
+export class ConfigError extends Error {}
+/** A controller call that does not fit the machine's state (bad core, core busy...). */
+export class MachineError extends Error {}
+
+/** What a pool worker receives to run one program on one core. */
+export interface CoreTask {
+  shared: MachineShared;
+  core: number;
+  program: ProgramSpec;
+  peers: number[];
+  barrier: boolean;
+}
+
+export interface Job {
+  core: number;
+  program: ProgramSpec;
+}
+
+/** Result of a side-effect-free translation. */
+export type Translation =
+  | { ok: true; pa: bigint; size: number; flags: number; global: boolean }
+  | { ok: false; vector: number; error: number };
+
+export class Machine {
+  readonly config: MachineConfig;
+  readonly layout: Layout;
+  readonly shared: MachineShared;
+  readonly ctl: Int32Array;
+  readonly mem: Int32Array;
+  readonly frames: Frames;
+  private pool: Piscina | null;
+  private busy = false;
+
+  private constructor(config: MachineConfig, pool: boolean) {
+    this.config = config;
+    this.layout = new Layout(config);
+    const phys = new SharedArrayBuffer(config.memoryBytes);
+    const control = new SharedArrayBuffer(this.layout.controlWords * 4);
+    this.shared = { id: randomUUID(), config, phys, control };
+    this.ctl = new Int32Array(control);
+    this.mem = new Int32Array(phys);
+    this.frames = new Frames(this.layout, this.ctl, this.mem);
+    this.frames.reset();
+    for (let c = 0; c < config.cores; c++) this.initCore(c);
+    this.pool = pool
+      ? new Piscina({
+          filename: new URL('../../workers/core.js', import.meta.url).href,
+          minThreads: config.cores,
+          maxThreads: config.cores,
+          idleTimeout: 2 ** 31 - 1,
+          concurrentTasksPerWorker: 1,
+        })
+      : null;
+  }
+
+  /**
+   * Validates `opts`, lays out shared memory and starts one worker per core. Rejects with a
+   * ConfigError naming the problem. With { pool: false } no worker starts: the machine is only
+   * driven from the main thread (dumps, synchronous tests).
+   */
+  static async boot(opts: MachineOptions = {}, mode: { pool?: boolean } = {}): Promise<Machine> {
+    const v = validateConfig(opts);
+    if ('error' in v) throw new ConfigError(v.error);
+    let buffers: Machine;
+    try {
+      buffers = new Machine(v.config, mode.pool ?? true);
+    } catch (e) {
+      if (e instanceof RangeError) {
+        throw new ConfigError(`cannot allocate ${v.config.memoryBytes} bytes of simulated memory: ${e.message}`);
+      }
+      throw e;
+    }
+    return buffers;
+  }
+
+  private initCore(c: number): void {
+    const b = this.layout.coreBase(c);
+    const ctl = this.ctl;
+    ctl[b + R_NODE] = this.layout.nodeOfCore(c);
+    ctl[b + R_CR0] = DEFAULT_REGS.cr0;
+    ctl[b + R_CR4] = DEFAULT_REGS.cr4;
+    ctl[b + R_EFER] = DEFAULT_REGS.efer;
+    ctl[b + R_PKRU] = DEFAULT_REGS.pkru;
+    ctl[b + R_CPL] = DEFAULT_REGS.cpl;
+    ctl[b + R_AC] = DEFAULT_REGS.ac;
+    ctl[b + C_STATE] = CORE_OFF;
+    ctl[b + C_QHEAD] = 0;
+    ctl[b + C_QTAIL] = 0;
+    for (let s = 0; s < this.layout.queueSlots; s++) ctl[b + this.layout.queueBase + s * SLOT_WORDS] = s;
+    for (const a of [this.layout.tlb4k, this.layout.tlb2m, this.layout.tlb1g]) new TlbArray(ctl, b, a).clear();
+  }
+
+  private checkCore(c: number): void {
+    if (!Number.isInteger(c) || c < 0 || c >= this.config.cores) {
+      throw new MachineError(`no core ${c}: this machine has cores 0..${this.config.cores - 1}`);
+    }
+  }
+
+  /** NUMA node of core c. */
+  nodeOf(c: number): number {
+    this.checkCore(c);
+    return this.layout.nodeOfCore(c);
+  }
+
+  /** Sets registers of an offline core. Unspecified registers keep their values. */
+  setRegisters(c: number, v: RegisterValues): void {
+    this.checkCore(c);
+    const b = this.layout.coreBase(c);
+    if (Atomics.load(this.ctl, b + C_STATE) !== CORE_OFF) throw new MachineError(`core ${c} is running: registers can only be set while it is offline`);
+    const ctl = this.ctl;
+    if (v.cr0 !== undefined) ctl[b + R_CR0] = v.cr0 | 0;
+    if (v.cr3 !== undefined) {
+      const s = split64(v.cr3);
+      ctl[b + R_CR3_HI] = s.hi;
+      ctl[b + R_CR3_LO] = s.lo;
+    }
+    if (v.cr4 !== undefined) ctl[b + R_CR4] = v.cr4 | 0;
+    if (v.efer !== undefined) ctl[b + R_EFER] = v.efer | 0;
+    if (v.pkru !== undefined) ctl[b + R_PKRU] = v.pkru | 0;
+    if (v.cpl !== undefined) ctl[b + R_CPL] = v.cpl;
+    if (v.ac !== undefined) ctl[b + R_AC] = v.ac ? 1 : 0;
+  }
+
+  /** Registers of core c as stored in its control block. */
+  registers(c: number): Required<RegisterValues> {
+    this.checkCore(c);
+    const b = this.layout.coreBase(c);
+    const ctl = this.ctl;
+    return {
+      cr0: ctl[b + R_CR0], cr3: join64(ctl[b + R_CR3_HI], ctl[b + R_CR3_LO]), cr4: ctl[b + R_CR4],
+      efer: ctl[b + R_EFER], pkru: ctl[b + R_PKRU], cpl: ctl[b + R_CPL] as 0 | 3, ac: ctl[b + R_AC] !== 0,
+    };
+  }
+
+  /**
+   * Drives core c from the main thread (tests, tools): attaches it and returns its Cpu. Release
+   * it with cpu.detach(). Throws MachineError if another thread runs the core.
+   */
+  attachHere(c: number): Cpu {
+    this.checkCore(c);
+    const cpu = new Cpu({ layout: this.layout, ctl: this.ctl, mem: this.mem }, c);
+    if (!cpu.attach()) throw new MachineError(`core ${c} is already running on another thread`);
+    return cpu;
+  }
+
+  /**
+   * Runs one program per listed core, all at once, on the pool; resolves when every core has
+   * finished and passed the end-of-run barrier. Results come in job order; a core that failed
+   * has ok = false and an error naming what it waited for.
+   */
+  async run(jobs: Job[]): Promise<CoreResult[]> {
+    if (!this.pool) throw new MachineError('this machine was booted without a core pool');
+    if (this.busy) throw new MachineError('a run is already in progress on this machine');
+    const seen = new Set<number>();
+    for (const j of jobs) {
+      this.checkCore(j.core);
+      if (seen.has(j.core)) throw new MachineError(`core ${j.core} appears twice in one run`);
+      seen.add(j.core);
+      if (Atomics.load(this.ctl, this.layout.coreBase(j.core) + C_STATE) !== CORE_OFF) {
+        throw new MachineError(`core ${j.core} is already running`);
+      }
+    }
+    const programs = jobs.map((j) => (j.program.kind === 'ops' ? encodeProgram(j.program as OpsProgram) : j.program));
+    const peers = jobs.map((j) => j.core);
+    Atomics.store(this.ctl, G_BARRIER, 0);
+    Atomics.store(this.ctl, G_STARTED, 0);
+    Atomics.store(this.ctl, G_PARTICIPANTS, jobs.length);
+    Atomics.store(this.ctl, G_ABORT, 0);
+    this.busy = true;
+    try {
+      const pool = this.pool;
+      return await Promise.all(
+        jobs.map((j, i) => pool.run({ shared: this.shared, core: j.core, program: programs[i], peers, barrier: true } satisfies CoreTask)),
+      );
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Counters core c has published (after each run). */
+  counters(c: number): Record<string, number> {
+    this.checkCore(c);
+    return readCounters(this.layout, this.ctl, c);
+  }
+
+  /** The valid entries of core c's TLB, all page sizes. Side-effect free; any time. */
+  tlb(c: number): TlbEntryView[] {
+    this.checkCore(c);
+    const b = this.layout.coreBase(c);
+    return [this.layout.tlb4k, this.layout.tlb2m, this.layout.tlb1g].flatMap((a) => new TlbArray(this.ctl, b, a).snapshot());
+  }
+
+  /**
+   * Translates va under the given registers (defaults: core 0's) without touching A/D or any
+   * TLB, checking the rights of `access` at the given CPL. Main thread; side-effect free.
+   */
+  translate(va: bigint, regs: RegisterValues & { access?: 'read' | 'write' | 'fetch' } = {}): Translation {
+    const r = new Regs(this.config.maxPhysAddr);
+    const cur = this.registers(0);
+    const v = { ...cur, ...regs };
+    const cr3 = split64(v.cr3);
+    r.cr0 = v.cr0;
+    r.cr3hi = cr3.hi;
+    r.cr3lo = cr3.lo;
+    r.cr4 = v.cr4;
+    r.efer = v.efer;
+    r.pkru = v.pkru;
+    r.cpl = v.cpl;
+    r.ac = v.ac;
+    r.decode();
+    const a = split64(va);
+    const out = new WalkOut();
+    const acc = regs.access === 'write' ? ACC_WRITE : regs.access === 'fetch' ? ACC_FETCH : ACC_READ;
+    const res = walk(this.mem, this.layout.totalFrames, r, a.hi, a.lo, acc, out, false, true);
+    if (res !== 0) return { ok: false, vector: faultVector(res), error: faultError(res) };
+    const size = 2 ** out.shift;
+    const off = va & BigInt(size - 1);
+    return { ok: true, pa: (BigInt(out.pfn) << 12n) + off, size, flags: out.flags, global: out.global };
+  }
+
+  /** Stops every worker. Idempotent. */
+  async shutdown(): Promise<void> {
+    const p = this.pool;
+    this.pool = null;
+    if (p) await p.destroy();
+  }
+
+  /** Number of live pool threads (0 after shutdown). */
+  get threads(): number {
+    return this.pool ? this.pool.threads.length : 0;
+  }
+}
+
+function encodeProgram(p: OpsProgram): ProgramSpec {
+  const { ops, ...rest } = p;
+  return { ...rest, kind: 'encoded', encoded: encodeOps(ops) };
+}

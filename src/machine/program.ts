@@ -1,0 +1,149 @@
+// Programs a core runs: a stream of operations in an Int32Array, OP_WORDS words each, produced in
+// chunks by a ProgramSource inside the worker (so no per-operation message crosses threads).
+// This module defines the encoding and the explicit form ({ kind: 'ops' }) that the controller
+// can send; generated kinds (random mixes, IPI storms...) live in src/workloads.
+
+import { parseAddress, split64 } from '../hw/pte.js';
+
+export const OP_WORDS = 5;
+
+/** [OP_LOAD, vhi, vlo] 8-byte load (recorded when the program records values). */
+export const OP_LOAD = 1;
+/** [OP_STORE, vhi, vlo, valueHi, valueLo] 8-byte store. */
+export const OP_STORE = 2;
+/** [OP_FETCH, vhi, vlo] 8-byte instruction fetch. */
+export const OP_FETCH = 3;
+/** [OP_INVLPG, vhi, vlo] */
+export const OP_INVLPG = 4;
+/** [OP_INVPCID, type, pcid, vhi, vlo] */
+export const OP_INVPCID = 5;
+/** [OP_MOV_CR3, hi, lo] (hi bit 31 = no-flush) */
+export const OP_MOV_CR3 = 6;
+/** [OP_MOV_CR4, value] */
+export const OP_MOV_CR4 = 7;
+/** [OP_WRPKRU, value] */
+export const OP_WRPKRU = 8;
+/** [OP_SET_MODE, cpl, ac] */
+export const OP_SET_MODE = 9;
+/** [OP_PING, target, payload] send IPI_PING and wait for its ack. */
+export const OP_PING = 10;
+/** [OP_HALT] wait for an interrupt. */
+export const OP_HALT = 11;
+/** [OP_PTE_WRITE, word, lo, hi] update an entry by break-before-make against the run's cores. */
+export const OP_PTE_WRITE = 12;
+/** [OP_PTE_TOGGLE, word, bits] flip software bits of an entry's low half with a CAS loop. */
+export const OP_PTE_TOGGLE = 13;
+/** [OP_XLATE, vhi, vlo, acc] translate and tally the resulting (frame, flags) or fault. */
+export const OP_XLATE = 14;
+/** [OP_MOV_CR0, value] */
+export const OP_MOV_CR0 = 15;
+/** [OP_WREFER, value] */
+export const OP_WREFER = 16;
+
+/** Fills `buf` with up to buf.length / OP_WORDS operations; returns how many (0 = the end). */
+export interface ProgramSource {
+  next(buf: Int32Array): number;
+}
+
+/** One explicit operation, as the controller writes it. Addresses: bigint, safe number or hex string. */
+export type Op =
+  | { op: 'load'; va: bigint | number | string }
+  | { op: 'store'; va: bigint | number | string; value: bigint | number }
+  | { op: 'fetch'; va: bigint | number | string }
+  | { op: 'invlpg'; va: bigint | number | string }
+  | { op: 'invpcid'; type: 0 | 1 | 2 | 3; pcid?: number; va?: bigint | number | string }
+  | { op: 'movCr3'; value: bigint; noFlush?: boolean }
+  | { op: 'movCr4'; value: number }
+  | { op: 'movCr0'; value: number }
+  | { op: 'wrEfer'; value: number }
+  | { op: 'wrpkru'; value: number }
+  | { op: 'mode'; cpl: 0 | 3; ac?: boolean }
+  | { op: 'ping'; target: number; payload?: number }
+  | { op: 'halt' }
+  | { op: 'pteWrite'; pa: bigint | number; lo: number; hi: number }
+  | { op: 'pteToggle'; pa: bigint | number; bits: number }
+  | { op: 'xlate'; va: bigint | number | string; acc: 'read' | 'write' | 'fetch' };
+
+/** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
+export interface ProgramSpec {
+  kind: string;
+  /** Record every loaded/fetched value (small programs only). */
+  record?: boolean;
+  /** Stop at the first fault instead of recording it and going on. */
+  stopOnFault?: boolean;
+  /** Repeat the whole program this many times (default 1). */
+  repeat?: number;
+  [field: string]: unknown;
+}
+
+export interface OpsProgram extends ProgramSpec {
+  kind: 'ops';
+  ops: Op[];
+}
+
+function va2(v: bigint | number | string, where: string): [number, number] {
+  const b = parseAddress(v);
+  if (b === null) throw new ProgramError(`${where}: '${String(v)}' is not an address (an integer in [0, 2^64))`);
+  const { hi, lo } = split64(b);
+  return [hi, lo];
+}
+
+function aligned(hi: number, lo: number, where: string): [number, number] {
+  if ((lo & 7) !== 0) throw new ProgramError(`${where}: address 0x${(lo >>> 0).toString(16)} is not 8-byte aligned`);
+  return [hi, lo];
+}
+
+/** A program that cannot be encoded; the message names the operation and the problem. */
+export class ProgramError extends Error {}
+
+const ACC: Record<string, number> = { read: 0, write: 1, fetch: 2 };
+
+/** Encodes explicit operations. Throws ProgramError naming the bad operation. Any thread. */
+export function encodeOps(ops: Op[]): Int32Array {
+  const buf = new Int32Array(ops.length * OP_WORDS);
+  ops.forEach((o, i) => {
+    const at = `op ${i} (${o.op})`;
+    const w = i * OP_WORDS;
+    const put = (...v: number[]): void => v.forEach((x, k) => (buf[w + k] = x | 0));
+    switch (o.op) {
+      case 'load': put(OP_LOAD, ...aligned(...va2(o.va, at), at)); break;
+      case 'fetch': put(OP_FETCH, ...aligned(...va2(o.va, at), at)); break;
+      case 'store': {
+        const v = split64(BigInt(o.value));
+        put(OP_STORE, ...aligned(...va2(o.va, at), at), v.hi, v.lo);
+        break;
+      }
+      case 'invlpg': put(OP_INVLPG, ...va2(o.va, at)); break;
+      case 'invpcid': put(OP_INVPCID, o.type, o.pcid ?? 0, ...va2(o.va ?? 0, at)); break;
+      case 'movCr3': {
+        const v = split64(o.value);
+        put(OP_MOV_CR3, v.hi | (o.noFlush ? 1 << 31 : 0), v.lo);
+        break;
+      }
+      case 'movCr4': put(OP_MOV_CR4, o.value); break;
+      case 'movCr0': put(OP_MOV_CR0, o.value); break;
+      case 'wrEfer': put(OP_WREFER, o.value); break;
+      case 'wrpkru': put(OP_WRPKRU, o.value); break;
+      case 'mode': put(OP_SET_MODE, o.cpl, o.ac ? 1 : 0); break;
+      case 'ping': put(OP_PING, o.target, o.payload ?? i); break;
+      case 'halt': put(OP_HALT); break;
+      case 'pteWrite': put(OP_PTE_WRITE, Number(o.pa) / 4, o.lo, o.hi); break;
+      case 'pteToggle': put(OP_PTE_TOGGLE, Number(o.pa) / 4, o.bits); break;
+      case 'xlate': put(OP_XLATE, ...va2(o.va, at), ACC[o.acc]); break;
+      default: throw new ProgramError(`${at}: unknown operation`);
+    }
+  });
+  return buf;
+}
+
+/** A source over an already encoded buffer, served in one chunk per call. */
+export class BufferSource implements ProgramSource {
+  private at = 0;
+  constructor(private readonly ops: Int32Array) {}
+  next(buf: Int32Array): number {
+    const n = Math.min((this.ops.length - this.at) / OP_WORDS, buf.length / OP_WORDS);
+    buf.set(this.ops.subarray(this.at, this.at + n * OP_WORDS));
+    this.at += n * OP_WORDS;
+    return n;
+  }
+}

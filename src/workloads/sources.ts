@@ -1,0 +1,153 @@
+// Program sources: turn a ProgramSpec into a stream of operations inside the worker, generated
+// chunk by chunk from a seed so that no per-operation message crosses threads and a run is the
+// same every time for the same seed.
+//
+//   encoded     explicit operations the controller encoded (machine/program.ts)
+//   random      seeded loads/stores/fetches over regions, with an optional INVLPG rate
+//   ipi-storm   seeded IPI_PINGs to the other cores of the run, each waiting for its ack
+
+import { parseAddress, split64 } from '../hw/pte.js';
+import {
+  BufferSource, OP_FETCH, OP_INVLPG, OP_LOAD, OP_PING, OP_STORE, OP_WORDS, ProgramError,
+  type ProgramSource, type ProgramSpec,
+} from '../machine/program.js';
+import { Rng } from './rng.js';
+
+export interface Region {
+  /** First byte (hex string, bigint or safe number). */
+  va: string | bigint | number;
+  bytes: number;
+}
+
+export interface RandomProgram extends ProgramSpec {
+  kind: 'random';
+  seed: number;
+  count: number;
+  regions: Region[];
+  mix?: { load?: number; store?: number; fetch?: number; invlpg?: number };
+}
+
+export interface IpiStormProgram extends ProgramSpec {
+  kind: 'ipi-storm';
+  seed: number;
+  count: number;
+  targets: number[];
+}
+
+function need(cond: boolean, msg: string): void {
+  if (!cond) throw new ProgramError(msg);
+}
+
+function countOf(spec: ProgramSpec): number {
+  const n = spec.count;
+  need(typeof n === 'number' && Number.isSafeInteger(n) && n >= 0, `program '${spec.kind}': count must be a whole number >= 0`);
+  return n as number;
+}
+
+/** Seeded random accesses over regions; every address 8-byte aligned and inside a region. */
+class RandomSource implements ProgramSource {
+  private left: number;
+  private readonly rng: Rng;
+  private readonly bases: { hi: number; lo: number; slots: number }[] = [];
+  private readonly cut: number[];
+
+  constructor(p: RandomProgram, core: number) {
+    this.left = countOf(p);
+    need(Array.isArray(p.regions) && p.regions.length > 0, "program 'random': regions must list at least one { va, bytes }");
+    for (const r of p.regions) {
+      const va = parseAddress(r.va);
+      need(va !== null && (va & 7n) === 0n, `program 'random': region start ${String(r.va)} is not an 8-aligned address`);
+      need(Number.isSafeInteger(r.bytes) && r.bytes >= 8, `program 'random': region bytes must be >= 8`);
+      const { hi, lo } = split64(va as bigint);
+      need((lo >>> 0) + r.bytes <= 2 ** 32, `program 'random': a region may not cross a 4 GiB boundary`);
+      this.bases.push({ hi, lo, slots: Math.floor(r.bytes / 8) });
+    }
+    const m = { load: 70, store: 30, fetch: 0, invlpg: 0, ...(p.mix ?? {}) };
+    const w = [m.load, m.store, m.fetch, m.invlpg];
+    need(w.every((x) => Number.isFinite(x) && x >= 0) && w.some((x) => x > 0), "program 'random': mix weights must be >= 0, not all 0");
+    const total = w.reduce((a, b) => a + b, 0);
+    let acc = 0;
+    this.cut = w.map((x) => (acc += x) / total);
+    this.rng = new Rng(p.seed | 0, core);
+  }
+
+  next(buf: Int32Array): number {
+    const n = Math.min(this.left, buf.length / OP_WORDS);
+    const rng = this.rng;
+    for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
+      const r = this.bases[this.bases.length === 1 ? 0 : rng.below(this.bases.length)];
+      const lo = (r.lo + rng.below(r.slots) * 8) | 0;
+      const x = (rng.next() >>> 0) / 4294967296;
+      buf[w] = x < this.cut[0] ? OP_LOAD : x < this.cut[1] ? OP_STORE : x < this.cut[2] ? OP_FETCH : OP_INVLPG;
+      buf[w + 1] = r.hi;
+      buf[w + 2] = lo;
+      buf[w + 3] = rng.next();
+      buf[w + 4] = rng.next();
+    }
+    this.left -= n;
+    return n;
+  }
+}
+
+/** Seeded pings to other cores of the run. */
+class IpiStormSource implements ProgramSource {
+  private left: number;
+  private readonly rng: Rng;
+  private readonly targets: number[];
+
+  constructor(p: IpiStormProgram, core: number) {
+    this.left = countOf(p);
+    need(Array.isArray(p.targets), "program 'ipi-storm': targets must list cores");
+    this.targets = p.targets.filter((t) => t !== core);
+    need(this.targets.length > 0 || this.left === 0, "program 'ipi-storm': no target other than the core itself");
+    this.rng = new Rng(p.seed | 0, core);
+  }
+
+  next(buf: Int32Array): number {
+    const n = Math.min(this.left, buf.length / OP_WORDS);
+    for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
+      buf[w] = OP_PING;
+      buf[w + 1] = this.targets[this.rng.below(this.targets.length)];
+      buf[w + 2] = this.rng.next() & 0xffff;
+    }
+    this.left -= n;
+    return n;
+  }
+}
+
+/** Repeats a source's program `times` times (sources are re-created per pass). */
+class RepeatSource implements ProgramSource {
+  private cur: ProgramSource;
+  private pass = 1;
+  constructor(private readonly make: () => ProgramSource, private readonly times: number) {
+    this.cur = make();
+  }
+  next(buf: Int32Array): number {
+    for (;;) {
+      const n = this.cur.next(buf);
+      if (n > 0 || this.pass >= this.times) return n;
+      this.pass++;
+      this.cur = this.make();
+    }
+  }
+}
+
+/** Builds the source for a spec on `core`. Throws ProgramError naming the problem. */
+export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
+  const one = (): ProgramSource => {
+    switch (spec.kind) {
+      case 'encoded':
+        need(spec.encoded instanceof Int32Array, "program 'encoded': missing encoded operations");
+        return new BufferSource(spec.encoded as Int32Array);
+      case 'random':
+        return new RandomSource(spec as RandomProgram, core);
+      case 'ipi-storm':
+        return new IpiStormSource(spec as IpiStormProgram, core);
+      default:
+        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm)`);
+    }
+  };
+  const times = spec.repeat ?? 1;
+  need(Number.isSafeInteger(times) && times >= 1, 'repeat must be a whole number >= 1');
+  return times === 1 ? one() : new RepeatSource(one, times);
+}

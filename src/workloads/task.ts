@@ -1,0 +1,69 @@
+// The body of a pool worker's task: attach the machine's shared buffers (once per machine and
+// worker), take the core, build the program's source, run it, release the core. Every failure
+// comes back as a CoreResult with ok = false and a message, never as a thrown error.
+
+import { Cpu } from '../hw/cpu.js';
+import { Layout } from '../hw/layout.js';
+import { execute, type CoreResult } from '../machine/executor.js';
+import type { CoreTask } from '../machine/machine.js';
+import { makeSource } from './sources.js';
+
+interface Attached {
+  layout: Layout;
+  ctl: Int32Array;
+  mem: Int32Array;
+  cpus: Map<number, Cpu>;
+}
+
+const attached = new Map<string, Attached>();
+
+function attach(task: CoreTask): Attached {
+  let a = attached.get(task.shared.id);
+  if (!a) {
+    // One machine at a time per worker in practice; forget older ones so their memory can go.
+    attached.clear();
+    a = {
+      layout: new Layout(task.shared.config),
+      ctl: new Int32Array(task.shared.control),
+      mem: new Int32Array(task.shared.phys),
+      cpus: new Map(),
+    };
+    attached.set(task.shared.id, a);
+  }
+  return a;
+}
+
+function failed(core: number, error: string): CoreResult {
+  return {
+    core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
+    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, counters: {}, elapsedMs: 0,
+  };
+}
+
+/** Runs task.program on task.core. Any pool worker. */
+export function runCoreTask(task: CoreTask): CoreResult {
+  const a = attach(task);
+  let cpu = a.cpus.get(task.core);
+  if (!cpu) {
+    cpu = new Cpu(a, task.core);
+    a.cpus.set(task.core, cpu);
+  }
+  if (!cpu.attach()) return failed(task.core, `core ${task.core} is already running on another thread`);
+  try {
+    let src;
+    try {
+      src = makeSource(task.program, task.core);
+    } catch (e) {
+      cpu.abortRun();
+      return failed(task.core, `core ${task.core}: program: ${(e as Error).message}`);
+    }
+    return execute(cpu, src, {
+      record: task.program.record === true,
+      stopOnFault: task.program.stopOnFault === true,
+      peers: task.peers,
+      barrier: task.barrier,
+    });
+  } finally {
+    cpu.detach();
+  }
+}

@@ -1,0 +1,88 @@
+// Shared fixtures for the tests: a machine driven from the main thread, page-table building in
+// a few words, and a deterministic PRNG for generated cases.
+
+import { Machine } from '../src/machine/machine.js';
+import type { MachineOptions } from '../src/hw/config.js';
+import { mapPage, type LeafAttrs, MAP_OK } from '../src/hw/ptbuild.js';
+import { split64 } from '../src/hw/pte.js';
+import type { Cpu } from '../src/hw/cpu.js';
+
+/** Boots a machine with no worker pool (main-thread tests). */
+export async function bootLocal(opts: MachineOptions = {}): Promise<Machine> {
+  return Machine.boot({ cores: 2, nodes: 1, memory: '8MiB', ...opts }, { pool: false });
+}
+
+/** A page-table hierarchy under construction on node 0. */
+export class Tables {
+  readonly root: number;
+  constructor(readonly m: Machine, readonly la57 = false, readonly node = 0) {
+    this.root = m.frames.allocZeroed(node);
+  }
+  /** CR3 value for this root (PCID in bits 11:0). */
+  cr3(pcid = 0): bigint {
+    return (BigInt(this.root) << 12n) | BigInt(pcid);
+  }
+  /** Maps va to a fresh zeroed frame (or `pfn`); returns the frame. Throws on a mapping error. */
+  map(va: bigint, attrs: LeafAttrs, shift = 12, pfn?: number): number {
+    const pages = 1 << (shift - 12);
+    let f = pfn;
+    if (f === undefined) {
+      // Huge pages need aligned runs of frames: take them from the top of node 0.
+      f = shift === 12 ? this.m.frames.allocZeroed(this.node) : alignedRun(this.m, pages);
+    }
+    const { hi, lo } = split64(va);
+    const r = mapPage(this.m.mem, this.m.frames, this.node, this.root, this.la57, hi, lo, f, shift, attrs);
+    if (r !== MAP_OK) throw new Error(`map ${va.toString(16)}: error ${r}`);
+    return f;
+  }
+  /** Word index of the leaf entry for va (the entry at level `shift`). */
+  entryWord(va: bigint, shift = 12): number {
+    const { hi, lo } = split64(va);
+    let table = this.root;
+    for (let s = this.la57 ? 48 : 39; ; s -= 9) {
+      const idx = s >= 32 ? (hi >>> (s - 32)) & 511 : s <= 23 ? (lo >>> s) & 511 : ((lo >>> s) | (hi << (32 - s))) & 511;
+      const w = table * 1024 + idx * 2;
+      if (s === shift) return w;
+      table = (this.m.mem[w] >>> 12) + (this.m.mem[w + 1] & 0xfffff) * 0x100000;
+    }
+  }
+}
+
+/** A run of `pages` frames aligned to `pages`, carved out by allocating until one is found. */
+export function alignedRun(m: Machine, pages: number): number {
+  const taken: number[] = [];
+  for (;;) {
+    const f = m.frames.alloc(0);
+    if (f < 0) throw new Error('alignedRun: out of memory');
+    if (f % pages === 0) {
+      let ok = true;
+      const run = [f];
+      for (let i = 1; i < pages; i++) {
+        const g = m.frames.alloc(0);
+        if (g !== f + i) {
+          ok = false;
+          if (g >= 0) taken.push(g);
+          break;
+        }
+        run.push(g);
+      }
+      if (ok) {
+        for (const t of taken) m.frames.free(t);
+        return f;
+      }
+      taken.push(...run);
+    } else taken.push(f);
+  }
+}
+
+/** Attaches core c on this thread with the given registers; remember to detach. */
+export function core(m: Machine, c: number, regs: Parameters<Machine['setRegisters']>[1]): Cpu {
+  m.setRegisters(c, regs);
+  return m.attachHere(c);
+}
+
+/** Splits a bigint address into [hi, lo]. */
+export function hl(va: bigint): [number, number] {
+  const { hi, lo } = split64(va);
+  return [hi, lo];
+}
