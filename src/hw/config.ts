@@ -139,7 +139,8 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
   }
 
   const ipiQueueSlots = opts.ipiQueueSlots ?? DEFAULTS.ipiQueueSlots;
-  err = checkInt('ipiQueueSlots', ipiQueueSlots, 1, 1024);
+  // Vyukov's bounded queue needs at least two slots: with one, a published slot looks free.
+  err = checkInt('ipiQueueSlots', ipiQueueSlots, 2, 1024);
   if (err) return { error: err };
   if (!isPow2(ipiQueueSlots)) return { error: `ipiQueueSlots must be a power of two, got ${ipiQueueSlots}` };
 

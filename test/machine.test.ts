@@ -1,0 +1,147 @@
+// Properties: configuration is validated with messages that name the problem; boot lays out
+// nodes as contiguous frame ranges; the frame allocator hands out each frame once, reports out of
+// memory as a value and catches double frees; shutdown leaves no worker behind; controller calls
+// on bad cores or busy cores fail clearly.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Machine, ConfigError, MachineError } from '../src/machine/machine.js';
+import { validateConfig, parseSize } from '../src/hw/config.js';
+import { NO_FRAME } from '../src/hw/frames.js';
+import { bootLocal } from './helpers.js';
+
+const C = suite('configuration');
+
+const bad: [object, RegExp][] = [
+  [{ cores: 0 }, /cores must be between 1 and 256, got 0/],
+  [{ cores: 2.5 }, /cores must be a whole number/],
+  [{ cores: 2, nodes: 4 }, /nodes \(4\) cannot exceed cores \(2\)/],
+  [{ memory: 4097 }, /not a whole number of 4 KiB frames/],
+  [{ memory: 'lots' }, /memory must be a size such as 64MiB/],
+  [{ memory: '64KiB' }, /too small for the page tables/],
+  [{ memory: '32GiB' }, /exceeds 16 GiB, the limit of an Int32Array view/],
+  [{ tlb: { entries4k: 48, ways4k: 4 } }, /tlb.entries4k \/ tlb.ways4k must be a power of two/],
+  [{ ipiQueueSlots: 3 }, /ipiQueueSlots must be a power of two/],
+  [{ ipiQueueSlots: 1 }, /ipiQueueSlots must be between 2 and 1024/],
+  [{ maxPhysAddr: 60 }, /maxPhysAddr must be between 36 and 52/],
+  [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update\)/],
+];
+
+for (const [opts, re] of bad) {
+  C(`rejects ${JSON.stringify(opts)}`, async () => {
+    const v = validateConfig(opts);
+    assert.ok('error' in v && re.test(v.error), 'error' in v ? v.error : 'accepted');
+    try {
+      await Machine.boot(opts, { pool: false });
+      assert.unreachable('boot accepted a bad configuration');
+    } catch (e) {
+      assert.instance(e, ConfigError);
+      assert.match((e as Error).message, re);
+    }
+  });
+}
+
+C('sizes parse with binary units', () => {
+  assert.is(parseSize('64MiB'), 64 * 2 ** 20);
+  assert.is(parseSize('1g'), 2 ** 30);
+  assert.is(parseSize('4096'), 4096);
+  assert.is(parseSize('12 parsecs'), null);
+});
+
+const F = suite('frames');
+
+F('each NUMA node owns a contiguous range; cores are grouped by node', async () => {
+  const m = await Machine.boot({ cores: 4, nodes: 2, memory: '8MiB' }, { pool: false });
+  assert.equal(m.layout.nodeFrameStart, [0, 1024, 2048]);
+  assert.equal([0, 1, 2, 3].map((c) => m.nodeOf(c)), [0, 0, 1, 1]);
+  const a = m.frames.alloc(1);
+  assert.ok(a >= 1024 && a < 2048);
+});
+
+F('allocation hands out every frame of a node once, then reports out of memory as a value', async () => {
+  const m = await bootLocal({ memory: '1MiB', nodes: 1 });
+  const seen = new Set<number>();
+  for (;;) {
+    const f = m.frames.alloc(0);
+    if (f === NO_FRAME) break;
+    assert.not.ok(seen.has(f), `frame ${f} handed out twice`);
+    seen.add(f);
+  }
+  assert.is(seen.size, 256);
+  assert.is(m.frames.freeCount(), 0);
+  assert.is(m.frames.allocAny(0), NO_FRAME);
+  for (const f of seen) m.frames.free(f);
+  assert.is(m.frames.freeCount(), 256);
+});
+
+F('allocAny falls back to the other nodes when the preferred one is full', async () => {
+  const m = await Machine.boot({ cores: 2, nodes: 2, memory: '1MiB' }, { pool: false });
+  while (m.frames.alloc(0) !== NO_FRAME);
+  const f = m.frames.allocAny(0);
+  assert.ok(f >= 128, `got ${f}`);
+});
+
+F('a double free is a panic naming the frame', async () => {
+  const m = await bootLocal();
+  const f = m.frames.alloc(0);
+  m.frames.free(f);
+  assert.throws(() => m.frames.free(f), /panic: Frames.free: frame \d+ was not allocated \(double free\)/);
+});
+
+F('frames are zeroed and copied whole', async () => {
+  const m = await bootLocal();
+  const a = m.frames.alloc(0);
+  const b = m.frames.alloc(0);
+  m.mem.fill(7, a * 1024, a * 1024 + 1024);
+  m.frames.copy(b, a);
+  assert.is(m.mem[b * 1024 + 1023], 7);
+  m.frames.zero(b);
+  assert.is(m.mem.subarray(b * 1024, b * 1024 + 1024).some((x) => x !== 0), false);
+});
+
+const K = suite('controller');
+
+K('controller calls name the bad core; registers only change on an offline core', async () => {
+  const m = await bootLocal();
+  assert.throws(() => m.setRegisters(5, { cpl: 3 }), /no core 5: this machine has cores 0..1/);
+  const cpu = m.attachHere(0);
+  assert.throws(() => m.setRegisters(0, { cpl: 3 }), /core 0 is running/);
+  assert.throws(() => m.attachHere(0), /already running/);
+  cpu.detach();
+  m.setRegisters(0, { cpl: 3, cr3: 0x5000n });
+  assert.is(m.registers(0).cr3, 0x5000n);
+  await assert.not.throws(async () => m.shutdown());
+});
+
+K('boot starts one worker per core; shutdown leaves none', async () => {
+  const m = await Machine.boot({ cores: 3, nodes: 1, memory: '4MiB' });
+  const r = await m.run([0, 1, 2].map((c) => ({ core: c, program: { kind: 'ops', ops: [] } })));
+  assert.equal(r.map((x) => x.ok), [true, true, true]);
+  assert.is(m.threads, 3);
+  await m.shutdown();
+  assert.is(m.threads, 0);
+  try {
+    await m.run([{ core: 0, program: { kind: 'ops', ops: [] } }]);
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, MachineError);
+  }
+});
+
+K('a bad program is an error naming the operation, before anything runs', async () => {
+  const m = await Machine.boot({ cores: 1, nodes: 1, memory: '4MiB' });
+  try {
+    await m.run([{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: '0x1003' }] } }]);
+    assert.unreachable();
+  } catch (e) {
+    assert.match((e as Error).message, /op 0 \(load\): address 0x1003 is not 8-byte aligned/);
+  }
+  const r = await m.run([{ core: 0, program: { kind: 'warp-drive' } }]);
+  assert.is(r[0].ok, false);
+  assert.match(r[0].error ?? '', /unknown program kind 'warp-drive'/);
+  await m.shutdown();
+});
+
+C.run();
+F.run();
+K.run();
