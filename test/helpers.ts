@@ -48,31 +48,11 @@ export class Tables {
   }
 }
 
-/** A run of `pages` frames aligned to `pages`, carved out by allocating until one is found. */
+/** A run of `pages` frames aligned to `pages` on node 0. */
 export function alignedRun(m: Machine, pages: number): number {
-  const taken: number[] = [];
-  for (;;) {
-    const f = m.frames.alloc(0);
-    if (f < 0) throw new Error('alignedRun: out of memory');
-    if (f % pages === 0) {
-      let ok = true;
-      const run = [f];
-      for (let i = 1; i < pages; i++) {
-        const g = m.frames.alloc(0);
-        if (g !== f + i) {
-          ok = false;
-          if (g >= 0) taken.push(g);
-          break;
-        }
-        run.push(g);
-      }
-      if (ok) {
-        for (const t of taken) m.frames.free(t);
-        return f;
-      }
-      taken.push(...run);
-    } else taken.push(f);
-  }
+  const f = m.frames.allocContiguous(0, pages);
+  if (f < 0) throw new Error('alignedRun: out of memory');
+  return f;
 }
 
 /** Attaches core c on this thread with the given registers; remember to detach. */

@@ -81,6 +81,18 @@ F('allocAny falls back to the other nodes when the preferred one is full', async
   assert.ok(f >= 128, `got ${f}`);
 });
 
+F('contiguous aligned runs skip taken frames and count as allocated', async () => {
+  const m = await bootLocal({ memory: '8MiB', nodes: 1 });
+  const a = m.frames.alloc(0);
+  const free = m.frames.freeCount();
+  const run = m.frames.allocContiguous(0, 512);
+  assert.is(run % 512, 0);
+  assert.ok(run > a);
+  assert.is(m.frames.freeCount(), free - 512);
+  assert.ok(m.frames.isAllocated(run + 511));
+  assert.is(m.frames.allocContiguous(0, 4096), NO_FRAME);
+});
+
 F('a double free is a panic naming the frame', async () => {
   const m = await bootLocal();
   const f = m.frames.alloc(0);

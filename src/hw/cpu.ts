@@ -34,6 +34,8 @@ export const IPI_SYNC = 2;
 export const IPI_INVLPG = 3;
 /** Invalidate all non-global entries, then acknowledge. */
 export const IPI_FLUSH = 4;
+/** Ask the core to end its current program at the next operation boundary, then acknowledge. */
+export const IPI_STOP = 5;
 export const IPI_TYPES = 64;
 
 /** Pending-word bits. */
@@ -104,6 +106,8 @@ export class Cpu {
   msgSender = 0;
   /** Number of acks this core must have received before its current IPI wait ends. */
   private ackTarget = 0;
+  /** Set by IPI_STOP: the executor ends the program at its next check. */
+  stopRequested = false;
   /** Cores the last bounded wait was waiting for, for the error message. */
   lastWaitWhat = '';
 
@@ -144,6 +148,10 @@ export class Cpu {
       cpu.flushNonGlobal();
       cpu.ack(sender);
     };
+    this.handlers[IPI_STOP] = (cpu, sender) => {
+      cpu.stopRequested = true;
+      cpu.ack(sender);
+    };
     this.loadRegisters();
   }
 
@@ -154,6 +162,7 @@ export class Cpu {
     if (Atomics.compareExchange(this.ctl, this.base + C_STATE, CORE_OFF, CORE_RUNNING) !== CORE_OFF) return false;
     this.loadRegisters();
     this.ackTarget = Atomics.load(this.ctl, this.base + C_ACK);
+    this.stopRequested = false;
     return true;
   }
 

@@ -67,6 +67,47 @@ export class Frames {
     return NO_FRAME;
   }
 
+  /**
+   * Allocates `count` contiguous frames on `node`, the first aligned to `count` (a power of two:
+   * 512 for a 2 MiB page). Claims frame by frame with compareExchange and gives back what it
+   * took when it loses a race. Returns the first frame or NO_FRAME. Any thread.
+   */
+  allocContiguous(node: number, count: number): number {
+    const l = this.layout;
+    const start = l.nodeFrameStart[node];
+    const end = l.nodeFrameStart[node + 1];
+    for (let first = Math.ceil(start / count) * count; first + count <= end; first += count) {
+      let got = 0;
+      while (got < count && this.claim(first + got)) got++;
+      if (got === count) {
+        Atomics.sub(this.ctl, l.nodeFreeCount[node], count);
+        return first;
+      }
+      for (let i = 0; i < got; i++) this.release(first + i);
+    }
+    return NO_FRAME;
+  }
+
+  private claim(pfn: number): boolean {
+    const l = this.layout;
+    const node = l.nodeOfFrame(pfn);
+    const rel = pfn - l.nodeFrameStart[node];
+    const word = l.nodeBitmap[node] + (rel >>> 5);
+    const bit = 1 << (rel & 31);
+    for (;;) {
+      const v = Atomics.load(this.ctl, word);
+      if ((v & bit) !== 0) return false;
+      if (Atomics.compareExchange(this.ctl, word, v, v | bit) === v) return true;
+    }
+  }
+
+  private release(pfn: number): void {
+    const l = this.layout;
+    const node = l.nodeOfFrame(pfn);
+    const rel = pfn - l.nodeFrameStart[node];
+    Atomics.and(this.ctl, l.nodeBitmap[node] + (rel >>> 5), ~(1 << (rel & 31)));
+  }
+
   /** Returns frame pfn to its node. Panics on a double free, which is a broken invariant. */
   free(pfn: number): void {
     const l = this.layout;

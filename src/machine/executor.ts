@@ -45,6 +45,9 @@ export interface CoreResult {
   pingSumFrom: number[];
   /** OP_XLATE outcomes: "pfn:flags" or "fault:vector:error" -> count. */
   xlates: Record<string, number>;
+  /** OP_PTE_TOGGLE count per entry word. */
+  toggles: Record<string, number>;
+
   counters: Record<string, number>;
   elapsedMs: number;
 }
@@ -144,7 +147,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     core: cpu.id, ok: true, ops: 0, faults: 0, faultLog: [], checksum: 0,
     pingsSentTo: new Array(cores).fill(0), pingSumTo: new Array(cores).fill(0),
     pingsRecvFrom: new Array(cores).fill(0), pingSumFrom: new Array(cores).fill(0),
-    xlates: {}, counters: {}, elapsedMs: 0,
+    xlates: {}, toggles: {}, counters: {}, elapsedMs: 0,
   };
   if (opts.record) res.values = [];
   const recvFrom = res.pingsRecvFrom;
@@ -169,11 +172,11 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       const b = cpu.startBarrier();
       if (b !== WAIT_OK) failed = waitFailure('start of run', b);
     }
-    while (!failed && !st.stop) {
+    while (!failed && !st.stop && !cpu.stopRequested) {
       const n = src.next(buf);
       if (n === 0) break;
       let i = 0;
-      while (i < n && !failed && !st.stop) {
+      while (i < n && !failed && !st.stop && !cpu.stopRequested) {
         if (!opts.record) i = hotLoop(cpu, buf, i, n, base, st);
         if (i >= n || st.stop) break;
         cpu.poll();
@@ -274,6 +277,7 @@ function coldOp(
     case OP_PTE_TOGGLE: {
       const mem = cpu.mem;
       const word = buf[w + 1];
+      res.toggles[word] = (res.toggles[word] ?? 0) + 1;
       for (;;) {
         const v = Atomics.load(mem, word);
         if (Atomics.compareExchange(mem, word, v, v ^ buf[w + 2]) === v) break;
@@ -282,6 +286,7 @@ function coldOp(
     }
     case OP_XLATE: {
       cpu.ctr[CTR.translations]++;
+      if (buf[w + 4] === 1) cpu.invlpg(buf[w + 1], buf[w + 2]);
       const x = cpu.translate(buf[w + 1], buf[w + 2], buf[w + 3]);
       const key = x >= 0 || x === FAULT_NOMEM
         ? lastTranslation(cpu, buf[w + 1], buf[w + 2])

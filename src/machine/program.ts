@@ -33,7 +33,7 @@ export const OP_HALT = 11;
 export const OP_PTE_WRITE = 12;
 /** [OP_PTE_TOGGLE, word, bits] flip software bits of an entry's low half with a CAS loop. */
 export const OP_PTE_TOGGLE = 13;
-/** [OP_XLATE, vhi, vlo, acc] translate and tally the resulting (frame, flags) or fault. */
+/** [OP_XLATE, vhi, vlo, acc, invlpgFirst] translate (after an INVLPG when the last word is 1) and tally the resulting (frame, flags) or fault. */
 export const OP_XLATE = 14;
 /** [OP_MOV_CR0, value] */
 export const OP_MOV_CR0 = 15;

@@ -5,10 +5,13 @@
 //   encoded     explicit operations the controller encoded (machine/program.ts)
 //   random      seeded loads/stores/fetches over regions, with an optional INVLPG rate
 //   ipi-storm   seeded IPI_PINGs to the other cores of the run, each waiting for its ack
+//   hw-mix      the hardware stress mix: accesses, INVLPG, IPIs, walks of a page whose entry
+//               another core rewrites (break-before-make), and flips of entry bits racing the
+//               walkers' A/D updates
 
 import { parseAddress, split64 } from '../hw/pte.js';
 import {
-  BufferSource, OP_FETCH, OP_INVLPG, OP_LOAD, OP_PING, OP_STORE, OP_WORDS, ProgramError,
+  BufferSource, OP_FETCH, OP_INVLPG, OP_LOAD, OP_PING, OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
   type ProgramSource, type ProgramSpec,
 } from '../machine/program.js';
 import { Rng } from './rng.js';
@@ -115,6 +118,106 @@ class IpiStormSource implements ProgramSource {
   }
 }
 
+export interface HwMixProgram extends ProgramSpec {
+  kind: 'hw-mix';
+  seed: number;
+  count: number;
+  regions: Region[];
+  /** Cores to ping (the core itself is skipped). */
+  targets: number[];
+  /** Page whose leaf entry the flipper rewrites; readers INVLPG and translate it. */
+  flipVa: string;
+  /** Word index of that leaf entry, and the two states [lo, hi] it alternates between. */
+  flipWord: number;
+  flipStates: [[number, number], [number, number]];
+  /** Leaf-entry words whose bits 9 and D are flipped with compareExchange. */
+  toggleWords: number[];
+  toggleBits: number;
+  mix: { load: number; store: number; fetch: number; invlpg: number; ping: number; xlate: number; toggle: number; flip: number };
+}
+
+const MIX_KINDS = ['load', 'store', 'fetch', 'invlpg', 'ping', 'xlate', 'toggle', 'flip'] as const;
+
+/** The hardware stress mix, one seeded stream per core. */
+class HwMixSource implements ProgramSource {
+  private left: number;
+  private readonly rng: Rng;
+  private readonly random: RandomSource;
+  private readonly one = new Int32Array(OP_WORDS);
+  private readonly cut: number[];
+  private readonly targets: number[];
+  private readonly flip: [number, number];
+  private flips = 0;
+
+  constructor(private readonly p: HwMixProgram, core: number) {
+    this.left = countOf(p);
+    this.random = new RandomSource({ kind: 'random', seed: p.seed, count: Number.MAX_SAFE_INTEGER, regions: p.regions }, core);
+    this.rng = new Rng((p.seed ^ 0x5eed) | 0, core);
+    this.targets = (p.targets ?? []).filter((t) => t !== core);
+    const va = parseAddress(p.flipVa);
+    need(va !== null, `program 'hw-mix': flipVa ${p.flipVa} is not an address`);
+    const f = split64(va as bigint);
+    this.flip = [f.hi, f.lo];
+    const w = MIX_KINDS.map((k) => p.mix?.[k] ?? 0);
+    need(w.every((x) => Number.isFinite(x) && x >= 0) && w.some((x) => x > 0), "program 'hw-mix': mix weights must be >= 0, not all 0");
+    if (this.targets.length === 0) w[4] = 0;
+    if (!p.toggleWords?.length) w[6] = 0;
+    const total = w.reduce((a, b) => a + b, 0);
+    let acc = 0;
+    this.cut = w.map((x) => (acc += x) / total);
+  }
+
+  next(buf: Int32Array): number {
+    const n = Math.min(this.left, buf.length / OP_WORDS);
+    const rng = this.rng;
+    for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
+      const x = (rng.next() >>> 0) / 4294967296;
+      let k = 0;
+      while (k < this.cut.length - 1 && x >= this.cut[k]) k++;
+      buf[w + 3] = 0;
+      buf[w + 4] = 0;
+      switch (MIX_KINDS[k]) {
+        case 'load':
+        case 'store':
+        case 'fetch':
+        case 'invlpg':
+          this.random.next(this.one);
+          buf.set(this.one, w);
+          buf[w] = k === 0 ? OP_LOAD : k === 1 ? OP_STORE : k === 2 ? OP_FETCH : OP_INVLPG;
+          break;
+        case 'ping':
+          buf[w] = OP_PING;
+          buf[w + 1] = this.targets[rng.below(this.targets.length)];
+          buf[w + 2] = rng.next() & 0xffff;
+          break;
+        case 'xlate':
+          // Readers: INVLPG is folded into the translate's slot so that every one walks.
+          buf[w] = OP_XLATE;
+          buf[w + 1] = this.flip[0];
+          buf[w + 2] = this.flip[1];
+          buf[w + 3] = 0;
+          buf[w + 4] = 1;
+          break;
+        case 'toggle':
+          buf[w] = OP_PTE_TOGGLE;
+          buf[w + 1] = this.p.toggleWords[rng.below(this.p.toggleWords.length)];
+          buf[w + 2] = this.p.toggleBits;
+          break;
+        case 'flip': {
+          const [lo, hi] = this.p.flipStates[this.flips++ & 1 ? 0 : 1];
+          buf[w] = OP_PTE_WRITE;
+          buf[w + 1] = this.p.flipWord;
+          buf[w + 2] = lo;
+          buf[w + 3] = hi;
+          break;
+        }
+      }
+    }
+    this.left -= n;
+    return n;
+  }
+}
+
 /** Repeats a source's program `times` times (sources are re-created per pass). */
 class RepeatSource implements ProgramSource {
   private cur: ProgramSource;
@@ -143,8 +246,10 @@ export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
         return new RandomSource(spec as RandomProgram, core);
       case 'ipi-storm':
         return new IpiStormSource(spec as IpiStormProgram, core);
+      case 'hw-mix':
+        return new HwMixSource(spec as HwMixProgram, core);
       default:
-        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm)`);
+        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm, hw-mix)`);
     }
   };
   const times = spec.repeat ?? 1;

@@ -36,7 +36,7 @@ function attach(task: CoreTask): Attached {
 function failed(core: number, error: string): CoreResult {
   return {
     core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
-    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, counters: {}, elapsedMs: 0,
+    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, counters: {}, elapsedMs: 0,
   };
 }
 

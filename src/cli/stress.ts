@@ -1,0 +1,142 @@
+// `nrvm stress`: rounds of seeded random programs on every core until the time is up, with the
+// hardware oracles checked after each round. Reports what ran, what the TLBs and IPIs did, and
+// every violation with the command that replays the run.
+
+import { Machine } from '../machine/machine.js';
+import type { MachineOptions } from '../hw/config.js';
+import { writeDump } from '../machine/dump.js';
+import { hwStressJobs, setupHwStress, type StressMix } from '../workloads/hwstress.js';
+import { checkCores, checkIpis, checkToggles, checkXlates, type Violation } from '../check/hw.js';
+import type { CoreResult } from '../machine/executor.js';
+
+export interface StressOptions {
+  machine: MachineOptions;
+  seconds: number;
+  seed: number;
+  opsPerRound: number;
+  mix: StressMix;
+  dump?: string;
+  /** Called after every round with a one-line status (the CLI prints it on a terminal). */
+  progress?: (line: string) => void;
+}
+
+export interface StressReport {
+  seed: number;
+  config: { cores: number; nodes: number; memoryBytes: number; inject: string[] };
+  seconds: number;
+  rounds: number;
+  ops: Record<string, number>;
+  accesses: number;
+  accessesPerSec: number;
+  faults: number;
+  tlb: { hits: number; misses: number; hitRate: number; walks: number };
+  ipis: { sent: number; received: number };
+  pteUpdates: number;
+  violations: (Violation & { round: number })[];
+  replay: string;
+  dump?: string;
+}
+
+const SUM_COUNTERS = ['loads', 'stores', 'fetches', 'invlpg', 'ipisSent', 'ipisReceived', 'translations', 'pteUpdates', 'tlbHits', 'tlbMisses', 'walks', 'pageFaults', 'gpFaults'];
+
+/** Runs the stress loop. Rejects only for configuration/setup errors; violations are in the report. */
+export async function runStress(o: StressOptions, replay: string): Promise<StressReport> {
+  const m = await Machine.boot(o.machine);
+  try {
+    const setup = setupHwStress(m);
+    const sum: Record<string, number> = Object.fromEntries(SUM_COUNTERS.map((k) => [k, 0]));
+    let toggles = 0;
+    const violations: StressReport['violations'] = [];
+    const t0 = performance.now();
+    const deadline = t0 + o.seconds * 1000;
+    let round = 0;
+    do {
+      const before = new Map(setup.toggleWords.map((w) => [w, (m.mem[w] >>> 9) & 1]));
+      const res: CoreResult[] = await m.run(hwStressJobs(m, setup, o.seed, round, o.opsPerRound, o.mix));
+      const found = [
+        ...checkCores(res),
+        ...checkIpis(res),
+        ...checkXlates(res, setup.legalXlates),
+        ...checkToggles(res, m.mem, before),
+      ];
+      for (const v of found) violations.push({ ...v, round });
+      // Core counters are cumulative since boot: the totals are their sum over cores.
+      for (const k of SUM_COUNTERS) sum[k] = 0;
+      for (let c = 0; c < m.config.cores; c++) {
+        const k = m.counters(c);
+        for (const name of SUM_COUNTERS) sum[name] += k[name] ?? 0;
+      }
+      for (const r of res) for (const n of Object.values(r.toggles)) toggles += n;
+      round++;
+      const el = (performance.now() - t0) / 1000;
+      const acc = sum.loads + sum.stores + sum.fetches;
+      o.progress?.(
+        `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  ` +
+          `TLB hit ${(100 * sum.tlbHits / Math.max(1, sum.tlbHits + sum.tlbMisses)).toFixed(1)}%  IPIs ${fmt(sum.ipisSent)}  violations ${violations.length}`,
+      );
+      if (found.some((v) => v.kind === 'core-failure')) break;
+    } while (performance.now() < deadline);
+    const seconds = (performance.now() - t0) / 1000;
+    const accesses = sum.loads + sum.stores + sum.fetches;
+    let dump: string | undefined;
+    if (o.dump) {
+      await writeDump(m, o.dump, [{ label: 'stress-shared', cr3: setup.cr3, la57: false }]);
+      dump = o.dump;
+    }
+    return {
+      seed: o.seed,
+      config: { cores: m.config.cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, inject: m.config.inject },
+      seconds,
+      rounds: round,
+      ops: {
+        load: sum.loads, store: sum.stores, fetch: sum.fetches, invlpg: sum.invlpg, ping: sum.ipisSent,
+        xlate: sum.translations, toggle: toggles, flip: sum.pteUpdates,
+      },
+      accesses,
+      accessesPerSec: accesses / seconds,
+      faults: sum.pageFaults + sum.gpFaults,
+      tlb: { hits: sum.tlbHits, misses: sum.tlbMisses, hitRate: sum.tlbHits / Math.max(1, sum.tlbHits + sum.tlbMisses), walks: sum.walks },
+      ipis: { sent: sum.ipisSent, received: sum.ipisReceived },
+      pteUpdates: sum.pteUpdates,
+      violations,
+      replay,
+      dump,
+    };
+  } finally {
+    await m.shutdown();
+  }
+}
+
+/** 1234567 -> "1.23M". */
+export function fmt(n: number): string {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + 'G';
+  if (n >= 1e6) return (n / 1e6).toFixed(2) + 'M';
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + 'k';
+  return n.toFixed(0);
+}
+
+/** The human summary printed after a run. */
+export function formatReport(r: StressReport): string {
+  const lines = [
+    `nrvm stress: ${r.config.cores} cores on ${r.config.nodes} nodes, ${r.config.memoryBytes / 2 ** 20} MiB, seed ${r.seed}` +
+      (r.config.inject.length ? `, injected: ${r.config.inject.join(', ')}` : ''),
+    `  ran ${r.seconds.toFixed(1)} s, ${r.rounds} rounds`,
+    `  operations  ${Object.entries(r.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
+    `  accesses    ${fmt(r.accesses)} (${fmt(r.accessesPerSec)}/s over all cores)`,
+    `  faults      ${fmt(r.faults)} (#PF and #GP; walks of the flip page during a break are not-present faults)`,
+    `  TLB         hit rate ${(100 * r.tlb.hitRate).toFixed(2)}%, ${fmt(r.tlb.misses)} misses, ${fmt(r.tlb.walks)} walks`,
+    `  IPIs        ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received; entry rewrites (break-before-make) ${fmt(r.pteUpdates)}`,
+  ];
+  if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
+  if (r.violations.length === 0) {
+    lines.push('  violations  none');
+  } else {
+    const kinds = new Map<string, number>();
+    for (const v of r.violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
+    lines.push(`  VIOLATIONS  ${r.violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`);
+    for (const v of r.violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
+    if (r.violations.length > 5) lines.push(`    ... ${r.violations.length - 5} more (--json lists all)`);
+  }
+  lines.push(`  replay      ${r.replay}`);
+  return lines.join('\n');
+}

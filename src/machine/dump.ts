@@ -1,0 +1,85 @@
+// `nrvm dump`: the raw physical-memory image (phys.bin: physical address 0 at byte 0, so any
+// outside tool can walk the page tables in it) and machine.json describing the machine and each
+// page-table root's mappings, read with the side-effect-free enumeration (no A/D update).
+
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Machine } from './machine.js';
+import { enumerateMappings, type Mapping } from '../hw/ptbuild.js';
+
+/** One page-table hierarchy to describe: CR3 (bits 51:12 = root frame) and its paging mode. */
+export interface DumpRoot {
+  label: string;
+  cr3: bigint;
+  la57: boolean;
+}
+
+/** machine.json as written. Addresses are hex strings; size in bytes. */
+export interface DumpJson {
+  format: 'nrvm-dump/1';
+  memoryBytes: number;
+  cores: number;
+  nodes: number;
+  maxPhysAddr: number;
+  nodeFrames: { node: number; firstFrame: number; frames: number }[];
+  roots: {
+    label: string;
+    cr3: string;
+    la57: boolean;
+    mappings: {
+      va: string; pa: string; size: number; write: boolean; user: boolean; nx: boolean;
+      global: boolean; accessed: boolean; dirty: boolean; pkey: number;
+    }[];
+  }[];
+}
+
+const CHUNK = 64 * 1024 * 1024;
+
+function mappingJson(x: Mapping): DumpJson['roots'][number]['mappings'][number] {
+  return {
+    va: '0x' + x.va.toString(16), pa: '0x' + x.pa.toString(16), size: x.size, write: x.write, user: x.user,
+    nx: x.nx, global: x.global, accessed: x.accessed, dirty: x.dirty, pkey: x.pkey,
+  };
+}
+
+/** Builds machine.json's content for the given roots. Main thread; side-effect free. */
+export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
+  const l = m.layout;
+  return {
+    format: 'nrvm-dump/1',
+    memoryBytes: m.config.memoryBytes,
+    cores: m.config.cores,
+    nodes: m.config.nodes,
+    maxPhysAddr: m.config.maxPhysAddr,
+    nodeFrames: l.nodeFrameStart.slice(0, -1).map((f, n) => ({ node: n, firstFrame: f, frames: l.nodeFrameStart[n + 1] - f })),
+    roots: roots.map((r) => {
+      const rootPfn = Number((r.cr3 >> 12n) & ((1n << BigInt(m.config.maxPhysAddr - 12)) - 1n));
+      return {
+        label: r.label,
+        cr3: '0x' + r.cr3.toString(16),
+        la57: r.la57,
+        mappings: enumerateMappings(m.mem, l.totalFrames, rootPfn, r.la57).map(mappingJson),
+      };
+    }),
+  };
+}
+
+/** Writes DIR/phys.bin and DIR/machine.json. Returns their paths and the JSON written. */
+export async function writeDump(m: Machine, dir: string, roots: DumpRoot[]): Promise<{ phys: string; json: string; content: DumpJson }> {
+  await mkdir(dir, { recursive: true });
+  const phys = join(dir, 'phys.bin');
+  const json = join(dir, 'machine.json');
+  const content = describe(m, roots);
+  const fh = await open(phys, 'w');
+  try {
+    const buf = m.shared.phys;
+    for (let off = 0; off < buf.byteLength; off += CHUNK) {
+      const len = Math.min(CHUNK, buf.byteLength - off);
+      await fh.write(new Uint8Array(buf, off, len), 0, len, off);
+    }
+  } finally {
+    await fh.close();
+  }
+  await writeFile(json, JSON.stringify(content, null, 2) + '\n');
+  return { phys, json, content };
+}

@@ -1,0 +1,119 @@
+// Property: the nrvm command keeps its promises to a user — help for every command, a clear
+// message and exit code 2 for every bad input (never a stack trace), a dump whose image and JSON
+// agree with the machine, and a stress run that exits 0 when clean and 1 when an injected fault
+// is caught.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function nrvm(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+const U = suite('cli: usage');
+
+U('--help and help <command> print usage and exit 0', () => {
+  const h = nrvm('--help');
+  assert.is(h.code, 0);
+  assert.match(h.out, /Usage: nrvm <command>/);
+  for (const c of ['stress', 'dump', 'bench']) {
+    const r = nrvm('help', c);
+    assert.is(r.code, 0, c);
+    assert.match(r.out, /Usage: nrvm/);
+    assert.match(r.out, /Example: nrvm/);
+  }
+});
+
+const bad: [string[], RegExp][] = [
+  [['frobnicate'], /unknown command 'frobnicate'/],
+  [['stress', '--cores', 'four'], /--cores must be a whole number, got 'four'/],
+  [['stress', '--cores', '0'], /cores must be between 1 and 256, got 0/],
+  [['stress', '--nodes', '8', '--cores', '2'], /nodes \(8\) cannot exceed cores \(2\)/],
+  [['stress', '--memory', '3000'], /not a whole number of 4 KiB frames/],
+  [['stress', '--memory', '64KiB'], /too small for the page tables/],
+  [['stress', '--mix', 'load=1,frob=2'], /--mix: unknown kind 'frob'/],
+  [['stress', '--mix', 'load'], /--mix: 'load' is not KIND=WEIGHT/],
+  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update\)/],
+  [['stress', '--bogus'], /stress: Unknown option '--bogus'/],
+  [['stress', '--seconds', 'soon'], /--seconds must be a number of seconds/],
+  [['stress', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
+  [['dump'], /dump: --out DIR is required/],
+  [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
+  [['bench', 'macro'], /unknown benchmark 'macro'/],
+];
+
+for (const [args, re] of bad) {
+  U(`'${args.join(' ')}' fails with a message and exit 2`, () => {
+    const r = nrvm(...args);
+    assert.is(r.code, 2, r.err);
+    assert.match(r.err, re);
+    assert.not.match(r.err, /\n\s+at /, 'no stack trace');
+  });
+}
+
+const D = suite('cli: dump');
+
+D('dump writes the raw image and a machine.json that describes its page tables', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-dump-'));
+  const r = nrvm('dump', '--out', dir, '--scenario', 'varied');
+  assert.is(r.code, 0, r.err);
+  const json = JSON.parse(readFileSync(join(dir, 'machine.json'), 'utf8'));
+  assert.is(statSync(join(dir, 'phys.bin')).size, json.memoryBytes);
+  assert.is(json.cores, 2);
+  assert.is(json.nodes, 1);
+  const [r4, r5] = json.roots;
+  assert.is(r4.la57, false);
+  assert.is(r5.la57, true);
+  const sizes = new Set<number>(r4.mappings.map((x: { size: number }) => x.size));
+  assert.equal([...sizes].sort((a, b) => a - b), [4096, 2 ** 21, 2 ** 30]);
+  const by = (va: string) => r4.mappings.find((x: { va: string }) => x.va === va);
+  assert.is(by('0x404000').write, false, 'read-only page');
+  assert.is(by('0x405000').nx, true, 'NX page');
+  assert.is(by('0x403000').pkey, 3);
+  assert.is(by('0xffff800000000000').global, true);
+  assert.is(by('0xffff800000000000').user, false);
+  assert.is(by('0x400000').dirty, true, 'written by a core during the scenario');
+  assert.is(by('0x401000').accessed, true);
+  assert.is(by('0x401000').dirty, false, 'read only');
+  assert.is(by('0x402000').accessed, false, 'never touched');
+  assert.ok(r5.mappings.some((x: { va: string }) => x.va === '0xabcdef12345000'));
+  // The image holds the tables: walk the 4-level root's PML4 entry for 0x400000 by hand.
+  const img = readFileSync(join(dir, 'phys.bin'));
+  const root = Number(BigInt(r4.cr3) >> 12n);
+  const pml4e = img.readBigUInt64LE(root * 4096 + 0);
+  assert.is(pml4e & 1n, 1n, 'PML4[0] present in the image');
+  const pa = BigInt(by('0x400000').pa);
+  assert.is(img.readUInt32LE(Number(pa)), 0x21, 'the value the core stored is in the image');
+});
+
+const S = suite('cli: stress');
+
+S('a short default stress run is clean, prints a report and exits 0', () => {
+  const r = nrvm('stress', '--seconds', '1', '--seed', '3', '--json');
+  assert.is(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.equal(rep.violations, []);
+  assert.is(rep.seed, 3);
+  assert.ok(rep.accesses > 100_000, `${rep.accesses} accesses`);
+  assert.ok(rep.ipis.sent > 0 && rep.ipis.sent === rep.ipis.received);
+  assert.match(rep.replay, /nrvm stress --seconds 1 --seed 3/);
+});
+
+S('an injected torn entry update is caught: violations reported, exit 1', () => {
+  const r = nrvm('stress', '--seconds', '2', '--seed', '3', '--inject', 'torn-pte-update', '--mix', 'xlate=50,flip=20,load=10');
+  assert.is(r.code, 1, r.out + r.err);
+  assert.match(r.out, /VIOLATIONS .*torn-translation/);
+  assert.match(r.out, /replay +nrvm stress .*--inject torn-pte-update/);
+});
+
+U.run();
+D.run();
+S.run();
