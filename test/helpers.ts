@@ -3,7 +3,7 @@
 
 import { Machine } from '../src/machine/machine.js';
 import type { MachineOptions } from '../src/hw/config.js';
-import { mapPage, type LeafAttrs, MAP_OK } from '../src/hw/ptbuild.js';
+import { findEntry, mapPage, type LeafAttrs, MAP_OK } from '../src/hw/ptbuild.js';
 import { split64 } from '../src/hw/pte.js';
 import type { Cpu } from '../src/hw/cpu.js';
 
@@ -35,16 +35,12 @@ export class Tables {
     if (r !== MAP_OK) throw new Error(`map ${va.toString(16)}: error ${r}`);
     return f;
   }
-  /** Word index of the leaf entry for va (the entry at level `shift`). */
+  /** Word index of the entry for va at level `shift` (the leaf for 12). Throws if a table is missing. */
   entryWord(va: bigint, shift = 12): number {
     const { hi, lo } = split64(va);
-    let table = this.root;
-    for (let s = this.la57 ? 48 : 39; ; s -= 9) {
-      const idx = s >= 32 ? (hi >>> (s - 32)) & 511 : s <= 23 ? (lo >>> s) & 511 : ((lo >>> s) | (hi << (32 - s))) & 511;
-      const w = table * 1024 + idx * 2;
-      if (s === shift) return w;
-      table = (this.m.mem[w] >>> 12) + (this.m.mem[w + 1] & 0xfffff) * 0x100000;
-    }
+    const w = findEntry(this.m.mem, this.root, this.la57, hi, lo, shift);
+    if (w < 0) throw new Error(`entryWord: no table down to 0x${va.toString(16)} at shift ${shift}`);
+    return w;
   }
 }
 

@@ -54,6 +54,22 @@ export function walkCreate(
 }
 
 /**
+ * Word index of the entry for vhi:vlo at the level whose entries cover 2^shift bytes, following
+ * present tables only; -1 when a table on the way is missing or a huge leaf sits above. No side
+ * effects. Any thread.
+ */
+export function findEntry(mem: Int32Array, rootPfn: number, la57: boolean, vhi: number, vlo: number, shift: number): number {
+  let table = rootPfn;
+  for (let s = la57 ? 48 : 39; ; s -= 9) {
+    const word = table * FRAME_WORDS + tableIndex(vhi, vlo, s) * 2;
+    if (s === shift) return word;
+    const lo = Atomics.load(mem, word);
+    if ((lo & PTE_P) === 0 || (s <= 30 && (lo & PTE_PS) !== 0)) return -1;
+    table = entryFrame(lo, mem[word + 1]);
+  }
+}
+
+/**
  * Maps one page of 2^shift bytes (12, 21, 30) at vhi:vlo to frame pfn, creating tables
  * (present, writable, user) on `node`. Returns MAP_OK or a MAP_* error.
  */

@@ -218,6 +218,7 @@ export class Machine {
    * TLB, checking the rights of `access` at the given CPL. Main thread; side-effect free.
    */
   translate(va: bigint, regs: RegisterValues & { access?: 'read' | 'write' | 'fetch' } = {}): Translation {
+    if (typeof va !== 'bigint' || va < 0n || va >= 1n << 64n) throw new MachineError(`translate: ${String(va)} is not a 64-bit address`);
     const r = new Regs(this.config.maxPhysAddr);
     const cur = this.registers(0);
     const v = { ...cur, ...regs };

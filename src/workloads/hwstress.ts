@@ -6,7 +6,7 @@
 
 import type { Machine } from '../machine/machine.js';
 import type { Job } from '../machine/machine.js';
-import { mapPage, MAP_OK } from '../hw/ptbuild.js';
+import { findEntry, mapPage, MAP_OK } from '../hw/ptbuild.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, makeHi, makeLo, split64 } from '../hw/pte.js';
 import { F_NW, F_PK_SHIFT, F_USER, F_XD } from '../hw/walk.js';
@@ -86,13 +86,7 @@ export function setupHwStress(m: Machine, dataPages = 64): HwStressSetup {
 
 function leafWord(m: Machine, root: number, va: bigint): number {
   const { hi, lo } = split64(va);
-  let table = root;
-  for (let s = 39; ; s -= 9) {
-    const idx = s >= 32 ? (hi >>> (s - 32)) & 511 : s <= 23 ? (lo >>> s) & 511 : ((lo >>> s) | (hi << (32 - s))) & 511;
-    const w = table * 1024 + idx * 2;
-    if (s === 12) return w;
-    table = (m.mem[w] >>> 12) + (m.mem[w + 1] & 0xfffff) * 0x100000;
-  }
+  return findEntry(m.mem, root, false, hi, lo, 12);
 }
 
 /** The jobs of one round: every core runs `count` operations of the mix; only core 0 flips. */
