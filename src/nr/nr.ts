@@ -1,0 +1,378 @@
+// Node replication (Calciu et al., ASPLOS'17; the node-replication crate's log.rs, replica.rs and
+// context.rs), over shared memory so that every replica and the log are visible to every thread.
+//
+// The algorithm. A data structure is replicated once per NUMA node. Every mutating operation goes
+// through a shared log: a ring of fixed-size entries with logical indices that only grow (slot =
+// index & mask). `tail` is the next free index, `head` the oldest live one, `ctail` the largest
+// index some replica has fully applied, `ltail[r]` how far replica r has applied. A thread that
+// wants to write puts its operation in its flat-combining slot and tries its replica's combiner
+// lock; the winner gathers the pending operations of its node, reserves room for the whole batch
+// with one compareExchange on `tail`, fills the entries and publishes each by storing its `seq`
+// word (the logical index + 1: it tells a filled entry from a reserved one, and one lap from
+// the next, which is what the crate's alive bit flipped per wrap does). Then it applies the log to
+// its replica from `ltail[r]` to the tail it reserved up to, under the replica's writer lock,
+// hands each of its node's threads its response, and advances `ltail[r]` and `ctail`. A read
+// snapshots `ctail`, brings the local replica up to it, and runs under the reader lock. GC moves
+// `head` to the smallest `ltail`. A writer that finds the log full applies the log to the lagging
+// replicas itself (taking their combiner locks: the replicas live in shared memory) and calls
+// the `onLagging` hook, with which the kernel pokes an idle core of that node.
+//
+// Every wait is bounded; a wait that runs out panics naming the instance, replica and thread it
+// was waiting for. While waiting, a thread calls its `poll` hook (a core services interrupts).
+
+import {
+  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NrLayout, R_COMBINER, R_LTAIL, R_WRITER,
+  RESP_WORDS, SLOT_ARGS, SLOT_DONE, SLOT_EMPTY, SLOT_OP, SLOT_PENDING, SLOT_RESP, SLOT_STATE,
+} from './layout.js';
+
+/** What a replicated structure supplies: how to apply one logged operation to one replica. */
+export interface Replicated {
+  /**
+   * Applies the operation `op` with arguments words[argOff .. argOff + ENTRY_ARGS) to replica r,
+   * writing up to RESP_WORDS response words into resp[respOff ..]. Deterministic: every replica
+   * must reach the same state and the same response. Called by whichever thread holds r's
+   * combiner lock.
+   */
+  apply(r: number, op: number, words: Int32Array, argOff: number, resp: Int32Array, respOff: number): void;
+}
+
+/** The calling thread as NR sees it. */
+export interface NrThread {
+  /** Index 0 .. threads-1 (the core number). */
+  id: number;
+  /** Its replica (its NUMA node). */
+  replica: number;
+  /** Called while waiting (a core services its interrupts here). */
+  poll(): void;
+}
+
+const SPINS = 64;
+
+/** A broken invariant or a wait past its bound. */
+export class NrPanic extends Error {}
+
+/** Statistics of one thread's use of NR (local, not shared). */
+export class NrStats {
+  appends = 0;
+  batches = 0;
+  batchedOps = 0;
+  combines = 0;
+  readSyncs = 0;
+  laggardAdvances = 0;
+}
+
+/**
+ * One thread's handle on one NR instance. Cheap; create one per (thread, instance). Holds the
+ * structure's apply function and the thread-to-replica map.
+ */
+export class Nr {
+  readonly w: Int32Array;
+  readonly base: number;
+  readonly size: number;
+  readonly mask: number;
+  readonly stats = new NrStats();
+  private readonly scratch = new Int32Array(RESP_WORDS);
+
+  constructor(
+    readonly layout: NrLayout,
+    words: Int32Array,
+    readonly instance: number,
+    readonly ds: Replicated,
+    /** Replica of each thread. */
+    readonly replicaOf: ArrayLike<number>,
+    readonly waitLimitMs: number,
+    /** Called when replica q lags and the log is full: wake a core of q's node (optional). */
+    readonly onLagging: (q: number) => void = () => {},
+  ) {
+    this.w = words;
+    this.base = layout.instanceBase(instance);
+    this.size = layout.config.logEntries;
+    this.mask = layout.mask;
+  }
+
+  // ---- words ------------------------------------------------------------------------------
+
+  head(): number {
+    return Atomics.load(this.w, this.base + H_HEAD);
+  }
+  tail(): number {
+    return Atomics.load(this.w, this.base + H_TAIL);
+  }
+  ctail(): number {
+    return Atomics.load(this.w, this.base + H_CTAIL);
+  }
+  ltail(r: number): number {
+    return Atomics.load(this.w, this.base + this.layout.replica(r) + R_LTAIL);
+  }
+
+  /** Resets the instance to empty. Only while no thread uses it (allocation from the pool). */
+  reset(): void {
+    const w = this.w;
+    const b = this.base;
+    w.fill(0, b, b + this.layout.instanceWords);
+  }
+
+  // ---- bounded waiting ----------------------------------------------------------------------
+
+  private deadline = 0;
+  private spins = 0;
+
+  private startWait(): void {
+    this.deadline = 0;
+    this.spins = 0;
+  }
+
+  /** One step of a bounded wait: poll, spin, then yield briefly; panics past the bound. */
+  private waitStep(t: NrThread, what: () => string): void {
+    t.poll();
+    if (++this.spins < SPINS) return;
+    const now = Date.now();
+    if (this.deadline === 0) this.deadline = now + this.waitLimitMs;
+    else if (now > this.deadline) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${what()}`);
+    Atomics.wait(this.w, this.base + H_TAIL, Atomics.load(this.w, this.base + H_TAIL), 0.05);
+  }
+
+  // ---- writes -------------------------------------------------------------------------------
+
+  /**
+   * Executes a mutating operation through the log: returns when it has been applied to this
+   * thread's replica, with the response in resp[0 .. RESP_WORDS). Thread t only, one at a time.
+   */
+  execute(t: NrThread, op: number, args: ArrayLike<number>, resp: Int32Array): void {
+    const w = this.w;
+    const slot = this.base + this.layout.slot(t.id);
+    if (Atomics.load(w, slot + SLOT_STATE) !== SLOT_EMPTY) throw new NrPanic(`nr.execute: thread ${t.id} already has an operation pending`);
+    w[slot + SLOT_OP] = op;
+    const n = Math.min(args.length, ENTRY_ARGS);
+    for (let i = 0; i < n; i++) w[slot + SLOT_ARGS + i] = args[i];
+    for (let i = n; i < ENTRY_ARGS; i++) w[slot + SLOT_ARGS + i] = 0;
+    Atomics.store(w, slot + SLOT_STATE, SLOT_PENDING);
+    this.startWait();
+    for (;;) {
+      if (Atomics.load(w, slot + SLOT_STATE) === SLOT_DONE) break;
+      if (this.tryCombine(t, t.replica)) continue;
+      this.waitStep(t, () => `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`);
+    }
+    for (let i = 0; i < RESP_WORDS; i++) resp[i] = w[slot + SLOT_RESP + i];
+    Atomics.store(w, slot + SLOT_STATE, SLOT_EMPTY);
+  }
+
+  private holder(r: number): string {
+    const v = Atomics.load(this.w, this.base + this.layout.replica(r) + R_COMBINER);
+    return v === 0 ? 'nobody' : `thread ${v - 1}`;
+  }
+
+  /**
+   * Flat combining: if r's combiner lock is free, takes it, appends the pending operations of
+   * r's threads as one batch, applies the log to r and hands out responses. Returns whether it
+   * combined.
+   */
+  private tryCombine(t: NrThread, r: number): boolean {
+    const w = this.w;
+    const lock = this.base + this.layout.replica(r) + R_COMBINER;
+    if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
+    try {
+      this.stats.combines++;
+      const threads = this.layout.config.threads;
+      const maxBatch = this.layout.config.maxBatch;
+      const batch: number[] = [];
+      for (let u = 0; u < threads && batch.length < maxBatch; u++) {
+        if (this.replicaOf[u] === r && Atomics.load(w, this.base + this.layout.slot(u) + SLOT_STATE) === SLOT_PENDING) batch.push(u);
+      }
+      if (batch.length > 0) this.append(t, r, batch);
+      this.exec(t, r, this.tail());
+    } finally {
+      Atomics.store(w, lock, 0);
+    }
+    return true;
+  }
+
+  /** Reserves room for the batch with one CAS on tail (making room when full), fills and publishes it. */
+  private append(t: NrThread, r: number, batch: number[]): void {
+    const w = this.w;
+    const b = this.base;
+    const n = batch.length;
+    this.startWait();
+    let start: number;
+    for (;;) {
+      const tail = Atomics.load(w, b + H_TAIL);
+      const head = Atomics.load(w, b + H_HEAD);
+      if (((tail + n - head) | 0) > this.size) {
+        this.makeRoom(t, r);
+        if (((Atomics.load(w, b + H_TAIL) + n - Atomics.load(w, b + H_HEAD)) | 0) > this.size) {
+          this.waitStep(t, () => `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`);
+        }
+        continue;
+      }
+      if (Atomics.compareExchange(w, b + H_TAIL, tail, (tail + n) | 0) === tail) {
+        start = tail;
+        break;
+      }
+    }
+    for (let k = 0; k < n; k++) {
+      const idx = (start + k) | 0;
+      const e = b + this.layout.entry(idx);
+      const slot = b + this.layout.slot(batch[k]);
+      w[e + E_ORIGIN] = (r << 16) | batch[k];
+      w[e + E_OP] = w[slot + SLOT_OP];
+      for (let i = 0; i < ENTRY_ARGS; i++) w[e + E_ARGS + i] = w[slot + SLOT_ARGS + i];
+      Atomics.store(w, e + E_SEQ, (idx + 1) | 0);
+    }
+    this.stats.appends += n;
+    this.stats.batches++;
+    this.stats.batchedOps += n;
+  }
+
+  private ltails(): string {
+    const out: string[] = [];
+    for (let r = 0; r < this.layout.config.replicas; r++) out.push(`r${r}=${this.ltail(r)}`);
+    return out.join(' ');
+  }
+
+  /** GC: head = min ltail; then advance lagging replicas (other than r, which we are combining). */
+  private makeRoom(t: NrThread, r: number): void {
+    const w = this.w;
+    const b = this.base;
+    // Our own replica first: it may be the laggard.
+    this.exec(t, r, Atomics.load(w, b + H_TAIL));
+    this.gc();
+    const head = Atomics.load(w, b + H_HEAD);
+    for (let q = 0; q < this.layout.config.replicas; q++) {
+      if (q === r || this.ltail(q) !== head) continue;
+      this.onLagging(q);
+      const lock = b + this.layout.replica(q) + R_COMBINER;
+      if (Atomics.compareExchange(w, lock, 0, t.id + 1) === 0) {
+        try {
+          this.stats.laggardAdvances++;
+          this.exec(t, q, Atomics.load(w, b + H_TAIL));
+        } finally {
+          Atomics.store(w, lock, 0);
+        }
+      }
+    }
+    this.gc();
+  }
+
+  /** Moves head up to the smallest ltail (CAS; only forward). */
+  gc(): void {
+    const w = this.w;
+    const b = this.base;
+    let min = this.ltail(0);
+    for (let q = 1; q < this.layout.config.replicas; q++) {
+      const l = this.ltail(q);
+      if (((l - min) | 0) < 0) min = l;
+    }
+    for (;;) {
+      const head = Atomics.load(w, b + H_HEAD);
+      if (((min - head) | 0) <= 0) return;
+      if (Atomics.compareExchange(w, b + H_HEAD, head, min) === head) return;
+    }
+  }
+
+  /**
+   * Applies log entries ltail[r] .. upto-1 to replica r under its writer lock, delivering the
+   * responses of r's own entries. The caller holds r's combiner lock.
+   */
+  private exec(t: NrThread, r: number, upto: number): void {
+    const w = this.w;
+    const b = this.base;
+    const rb = b + this.layout.replica(r);
+    let i = Atomics.load(w, rb + R_LTAIL);
+    if (((upto - i) | 0) <= 0) return;
+    this.lockWriter(t, r);
+    try {
+      for (; i !== upto; i = (i + 1) | 0) {
+        const e = b + this.layout.entry(i);
+        this.startWait();
+        while (Atomics.load(w, e + E_SEQ) !== ((i + 1) | 0)) {
+          this.waitStep(t, () => `log entry ${i} to be filled by its appender (replica ${r} applying)`);
+        }
+        const origin = w[e + E_ORIGIN];
+        const mine = origin >>> 16 === r;
+        const resp = mine ? this.w : this.scratch;
+        const respOff = mine ? b + this.layout.slot(origin & 0xffff) + SLOT_RESP : 0;
+        this.ds.apply(r, w[e + E_OP], w, e + E_ARGS, resp, respOff);
+        if (mine) Atomics.store(w, b + this.layout.slot(origin & 0xffff) + SLOT_STATE, SLOT_DONE);
+      }
+      Atomics.store(w, rb + R_LTAIL, upto);
+    } finally {
+      Atomics.store(w, rb + R_WRITER, 0);
+    }
+    for (;;) {
+      const c = Atomics.load(w, b + H_CTAIL);
+      if (((upto - c) | 0) <= 0 || Atomics.compareExchange(w, b + H_CTAIL, c, upto) === c) break;
+    }
+  }
+
+  /** Writer side of r's reader/writer lock (writer preference): flag, then wait for readers to leave. */
+  private lockWriter(t: NrThread, r: number): void {
+    const w = this.w;
+    Atomics.store(w, this.base + this.layout.replica(r) + R_WRITER, 1);
+    this.startWait();
+    for (let u = 0; u < this.layout.config.threads; u++) {
+      const flag = this.base + this.layout.reader(r, u);
+      while (Atomics.load(w, flag) !== 0) this.waitStep(t, () => `thread ${u} to leave replica ${r}'s read side`);
+    }
+  }
+
+  // ---- reads --------------------------------------------------------------------------------
+
+  /**
+   * Brings t's replica up to the ctail seen now (combining if the lock is free, else waiting for
+   * the combiner). Afterwards the replica reflects every operation completed before the call.
+   */
+  sync(t: NrThread): void {
+    const r = t.replica;
+    const target = this.ctail();
+    this.startWait();
+    let counted = false;
+    while (((this.ltail(r) - target) | 0) < 0) {
+      if (!counted) {
+        this.stats.readSyncs++;
+        counted = true;
+      }
+      if (this.tryCombine(t, r)) continue;
+      this.waitStep(t, () => `replica ${r} to reach ctail ${target} (at ${this.ltail(r)}, combiner ${this.holder(r)})`);
+    }
+  }
+
+  /**
+   * A read: sync the local replica, then run `fn(replica)` under the reader lock. `fn` must not
+   * write the structure. Returns fn's result.
+   */
+  read<T>(t: NrThread, fn: (r: number) => T): T {
+    this.sync(t);
+    const w = this.w;
+    const r = t.replica;
+    const flag = this.base + this.layout.reader(r, t.id);
+    const writer = this.base + this.layout.replica(r) + R_WRITER;
+    this.startWait();
+    for (;;) {
+      Atomics.store(w, flag, 1);
+      if (Atomics.load(w, writer) === 0) break;
+      Atomics.store(w, flag, 0);
+      while (Atomics.load(w, writer) !== 0) this.waitStep(t, () => `replica ${r}'s writer to finish`);
+    }
+    try {
+      return fn(r);
+    } finally {
+      Atomics.store(w, flag, 0);
+    }
+  }
+
+  /** Checks head <= every ltail <= tail and ctail <= tail; returns the violations found (empty when sound). */
+  checkInvariants(): string[] {
+    const out: string[] = [];
+    const head = this.head();
+    const tail = this.tail();
+    const ctail = this.ctail();
+    for (let r = 0; r < this.layout.config.replicas; r++) {
+      const l = this.ltail(r);
+      if (((l - head) | 0) < 0) out.push(`instance ${this.instance}: ltail[${r}] ${l} is behind head ${head}`);
+      if (((tail - l) | 0) < 0) out.push(`instance ${this.instance}: ltail[${r}] ${l} is past tail ${tail}`);
+    }
+    if (((tail - ctail) | 0) < 0) out.push(`instance ${this.instance}: ctail ${ctail} is past tail ${tail}`);
+    if (((tail - head) | 0) > this.size) out.push(`instance ${this.instance}: ${tail - head} live entries exceed the log's ${this.size}`);
+    return out;
+  }
+}
