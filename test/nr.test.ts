@@ -57,7 +57,7 @@ async function run(o: { kind: 'counter' | 'stack'; replicaOf: number[]; active: 
 function syncAll(x: Run): void {
   for (let r = 0; r < x.config.replicas; r++) {
     const t = x.replicaOf.indexOf(r);
-    x.nr.sync({ id: t, replica: r, poll: () => {} });
+    x.nr.sync({ id: t, replica: r, poll: () => {}, combining: 0 });
   }
 }
 

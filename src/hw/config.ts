@@ -14,9 +14,25 @@ export interface TlbConfig {
   ways1g: number;
 }
 
-/** Named faults a run can inject to prove that the checks catch them. */
+/** Named faults a run can inject to prove that the checks catch them (hardware, then kernel). */
 export const HW_INJECTIONS = ['non-atomic-ad', 'torn-pte-update'] as const;
-export type HwInjection = (typeof HW_INJECTIONS)[number];
+export const ALL_INJECTIONS = [...HW_INJECTIONS, 'skip-shootdown', 'skip-replica-sync'] as const;
+
+/** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
+export interface KernelOptions {
+  /** Address spaces that can exist at once (each one NR instance with its own log). */
+  maxSpaces: number;
+  /** Mappings one address space can hold. */
+  maxMappings: number;
+  /** Entries of each NR log (a power of two; the crate uses 32,768 per 2 MiB log). */
+  logEntries: number;
+  /** Largest batch one combiner appends. */
+  maxBatch: number;
+  /** Page-table frames each replica may keep in reserve. */
+  ptPoolFrames: number;
+}
+
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 512 };
 
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig {
@@ -31,6 +47,7 @@ export interface MachineConfig {
   /** Bound on any single wait (ack, doorbell, full queue), in milliseconds. */
   waitLimitMs: number;
   inject: string[];
+  kernel: KernelOptions;
 }
 
 /** What `Machine.boot` accepts: any subset, memory also as "64MiB"-style text. */
@@ -43,6 +60,7 @@ export interface MachineOptions {
   ipiQueueSlots?: number;
   waitLimitMs?: number;
   inject?: string[];
+  kernel?: Partial<KernelOptions>;
 }
 
 export const DEFAULT_TLB: TlbConfig = {
@@ -150,9 +168,18 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
 
   const inject = opts.inject ?? [];
   for (const name of inject) {
-    if (!(HW_INJECTIONS as readonly string[]).includes(name)) {
-      return { error: `unknown injection '${name}' (known: ${HW_INJECTIONS.join(', ')})` };
+    if (!(ALL_INJECTIONS as readonly string[]).includes(name)) {
+      return { error: `unknown injection '${name}' (known: ${ALL_INJECTIONS.join(', ')})` };
     }
   }
-  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject] } };
+  const kernel: KernelOptions = { ...DEFAULT_KERNEL, ...(opts.kernel ?? {}) };
+  err = checkInt('kernel.maxSpaces', kernel.maxSpaces, 1, 4096) ?? checkInt('kernel.maxMappings', kernel.maxMappings, 16, 1 << 22) ??
+    checkInt('kernel.logEntries', kernel.logEntries, 16, 1 << 20) ?? checkInt('kernel.maxBatch', kernel.maxBatch, 1, 1024) ??
+    checkInt('kernel.ptPoolFrames', kernel.ptPoolFrames, 8, 1 << 20);
+  if (err) return { error: err };
+  if (!isPow2(kernel.logEntries)) return { error: `kernel.logEntries must be a power of two, got ${kernel.logEntries}` };
+  if (kernel.logEntries < kernel.maxBatch) {
+    return { error: `kernel.logEntries (${kernel.logEntries}) must hold one whole batch (maxBatch ${kernel.maxBatch})` };
+  }
+  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject], kernel } };
 }

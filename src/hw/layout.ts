@@ -173,4 +173,8 @@ export interface MachineShared {
   config: MachineConfig;
   phys: SharedArrayBuffer;
   control: SharedArrayBuffer;
+  /** The kernel's tables (kernel/layout.ts). */
+  kernel: SharedArrayBuffer;
+  /** The NR logs of every address space (nr/layout.ts). */
+  nr: SharedArrayBuffer;
 }

@@ -26,13 +26,16 @@ export const MAP_OUT_OF_MEMORY = 1;
 /** A huge leaf sits where a table is needed, or a leaf already exists at the target. */
 export const MAP_CONFLICT = 2;
 
+/** Supplies a zeroed frame for a new page table, or NO_FRAME. */
+export type TableSource = () => number;
+
 /**
  * Returns the word index of the entry for vhi:vlo at the level whose entries cover 2^shift
- * bytes, allocating (zeroed, on `node`) missing tables above it with `tableFlags`. Returns
- * -1 - MAP_* on failure. Single writer per hierarchy (the caller serialises).
+ * bytes, taking missing tables above it from `newTable` (zeroed frames) with `tableFlags`.
+ * Returns -1 - MAP_* on failure. Single writer per hierarchy (the caller serialises).
  */
 export function walkCreate(
-  mem: Int32Array, frames: Frames, node: number, rootPfn: number, la57: boolean,
+  mem: Int32Array, newTable: TableSource, rootPfn: number, la57: boolean,
   vhi: number, vlo: number, shift: number, tableFlags: number,
 ): number {
   let table = rootPfn;
@@ -41,7 +44,7 @@ export function walkCreate(
     if (s === shift) return word;
     const lo = Atomics.load(mem, word);
     if ((lo & PTE_P) === 0) {
-      const t = frames.allocZeroed(node);
+      const t = newTable();
       if (t === NO_FRAME) return -1 - MAP_OUT_OF_MEMORY;
       mem[word + 1] = makeHi(t, 0, false);
       Atomics.store(mem, word, makeLo(t, tableFlags | PTE_P));
@@ -51,6 +54,18 @@ export function walkCreate(
       table = entryFrame(lo, mem[word + 1]);
     }
   }
+}
+
+/** Low and high halves of a leaf for frame pfn, page size 2^shift, with attrs. */
+export function leafEntry(pfn: number, shift: number, attrs: LeafAttrs): [number, number] {
+  let flags = PTE_P;
+  if (attrs.write) flags |= PTE_RW;
+  if (attrs.user) flags |= PTE_US;
+  if (attrs.global) flags |= PTE_G;
+  if (attrs.accessed) flags |= PTE_A;
+  if (attrs.dirty) flags |= PTE_D;
+  if (shift !== 12) flags |= PTE_PS;
+  return [makeLo(pfn, flags), makeHi(pfn, attrs.pkey ?? 0, attrs.nx ?? false)];
 }
 
 /**
@@ -77,18 +92,12 @@ export function mapPage(
   mem: Int32Array, frames: Frames, node: number, rootPfn: number, la57: boolean,
   vhi: number, vlo: number, pfn: number, shift: number, attrs: LeafAttrs,
 ): number {
-  const word = walkCreate(mem, frames, node, rootPfn, la57, vhi, vlo, shift, PTE_RW | PTE_US);
+  const word = walkCreate(mem, () => frames.allocZeroed(node), rootPfn, la57, vhi, vlo, shift, PTE_RW | PTE_US);
   if (word < 0) return -1 - word;
   if ((Atomics.load(mem, word) & PTE_P) !== 0) return MAP_CONFLICT;
-  let flags = PTE_P;
-  if (attrs.write) flags |= PTE_RW;
-  if (attrs.user) flags |= PTE_US;
-  if (attrs.global) flags |= PTE_G;
-  if (attrs.accessed) flags |= PTE_A;
-  if (attrs.dirty) flags |= PTE_D;
-  if (shift !== 12) flags |= PTE_PS;
-  mem[word + 1] = makeHi(pfn, attrs.pkey ?? 0, attrs.nx ?? false);
-  Atomics.store(mem, word, makeLo(pfn, flags));
+  const [lo, hi] = leafEntry(pfn, shift, attrs);
+  mem[word + 1] = hi;
+  Atomics.store(mem, word, lo);
   return MAP_OK;
 }
 

@@ -12,6 +12,7 @@ import {
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, type MachineShared,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
+import { Kernel, kernelLayouts } from '../kernel/kernel.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
 import { TlbArray, type TlbEntryView } from '../hw/tlb.js';
@@ -51,6 +52,8 @@ export class Machine {
   readonly ctl: Int32Array;
   readonly mem: Int32Array;
   readonly frames: Frames;
+  /** The controller's handle on the kernel (address spaces, checks). */
+  readonly kernel: Kernel;
   private pool: Piscina | null;
   private busy = false;
 
@@ -59,11 +62,19 @@ export class Machine {
     this.layout = new Layout(config);
     const phys = new SharedArrayBuffer(config.memoryBytes);
     const control = new SharedArrayBuffer(this.layout.controlWords * 4);
-    this.shared = { id: randomUUID(), config, phys, control };
+    const { klayout, nrLayout } = kernelLayouts(config);
+    const kernel = new SharedArrayBuffer(klayout.totalWords * 4);
+    const nr = new SharedArrayBuffer(nrLayout.totalWords * 4);
+    this.shared = { id: randomUUID(), config, phys, control, kernel, nr };
     this.ctl = new Int32Array(control);
     this.mem = new Int32Array(phys);
     this.frames = new Frames(this.layout, this.ctl, this.mem);
     this.frames.reset();
+    this.kernel = new Kernel({
+      klayout, k: new Int32Array(kernel), nrLayout, nrw: new Int32Array(nr), mem: this.mem, frames: this.frames,
+      replicaOf: Array.from({ length: config.cores }, (_, c) => this.layout.nodeOfCore(c)), waitLimitMs: config.waitLimitMs,
+      inject: config.inject,
+    });
     for (let c = 0; c < config.cores; c++) this.initCore(c);
     this.pool = pool
       ? new Piscina({

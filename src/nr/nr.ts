@@ -42,8 +42,14 @@ export interface NrThread {
   id: number;
   /** Its replica (its NUMA node). */
   replica: number;
-  /** Called while waiting (a core services its interrupts here). */
+  /** Called while waiting (a core services its interrupts here), except while combining. */
   poll(): void;
+  /**
+   * Combiner locks this thread holds right now (any instance). While it holds one it does not
+   * poll: an interrupt handler that syncs a replica must never wait for a combiner that is its
+   * own interrupted self.
+   */
+  combining: number;
 }
 
 const SPINS = 64;
@@ -124,7 +130,7 @@ export class Nr {
 
   /** One step of a bounded wait: poll, spin, then yield briefly; panics past the bound. */
   private waitStep(t: NrThread, what: () => string): void {
-    t.poll();
+    if (t.combining === 0) t.poll();
     if (++this.spins < SPINS) return;
     const now = Date.now();
     if (this.deadline === 0) this.deadline = now + this.waitLimitMs;
@@ -171,6 +177,7 @@ export class Nr {
     const w = this.w;
     const lock = this.base + this.layout.replica(r) + R_COMBINER;
     if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
+    t.combining++;
     try {
       this.stats.combines++;
       const threads = this.layout.config.threads;
@@ -183,6 +190,7 @@ export class Nr {
       this.exec(t, r, this.tail());
     } finally {
       Atomics.store(w, lock, 0);
+      t.combining--;
     }
     return true;
   }
@@ -242,11 +250,13 @@ export class Nr {
       this.onLagging(q);
       const lock = b + this.layout.replica(q) + R_COMBINER;
       if (Atomics.compareExchange(w, lock, 0, t.id + 1) === 0) {
+        t.combining++;
         try {
           this.stats.laggardAdvances++;
           this.exec(t, q, Atomics.load(w, b + H_TAIL));
         } finally {
           Atomics.store(w, lock, 0);
+          t.combining--;
         }
       }
     }

@@ -1,0 +1,457 @@
+// The kernel's address-space services as one thread (a core's executor, or the controller) uses
+// them: replicated address spaces on NR (NRK's process structure: MapFrame, Unmap, Adjust and the
+// read Resolve, errors as values), the page-fault path that tells a spurious fault on a lagging
+// replica from an invalid access, context switches that keep the active-core masks true, and the
+// TLB shootdown of DESIGN.md: the initiator sends a request to every other core in the space's
+// active mask, flushes its own TLB and returns only after every ack (servicing its own queue
+// meanwhile); a receiver acknowledges, syncs its local replica, takes the request and
+// invalidates, running no program access in between. Above SHOOTDOWN_FULL_FLUSH_PAGES pages the
+// receiver flushes everything (NRK: 20).
+
+import { Nr, type NrThread } from '../nr/nr.js';
+import { NrLayout } from '../nr/layout.js';
+import type { MachineConfig } from '../hw/config.js';
+import { KernelLayout, S_ACTIVE, S_GEN, S_STATE, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT } from './layout.js';
+import {
+  ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_NX, R_USER, R_WRITE,
+  VS_ADJUST, VS_MAP, VS_UNMAP, VSpace, lockPool, tablesNeeded,
+} from './vspace.js';
+import type { Frames } from '../hw/frames.js';
+import { NO_FRAME } from '../hw/frames.js';
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, type Cpu } from '../hw/cpu.js';
+import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/walk.js';
+import { FRAME_WORDS, PTE_P, PTE_PS, entryFrame } from '../hw/pte.js';
+import { panic } from '../hw/panic.js';
+
+/** IPI type of a shootdown request: a0 = space, a1:a2 = va (hi, lo), a3 = pages. */
+export const IPI_SHOOTDOWN = 16;
+export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
+export const USER_TOP = 2 ** 47;
+
+/** Kernel faults a run can inject to prove the oracles catch them. */
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync'] as const;
+
+/** The kernel's and NR's layouts for a machine configuration. */
+export function kernelLayouts(c: MachineConfig): { klayout: KernelLayout; nrLayout: NrLayout } {
+  const klayout = new KernelLayout({
+    cores: c.cores, nodes: c.nodes, totalFrames: c.memoryBytes / PAGE, maxSpaces: c.kernel.maxSpaces,
+    maxMappings: c.kernel.maxMappings, ptPoolFrames: c.kernel.ptPoolFrames,
+  });
+  const nrLayout = new NrLayout({
+    logEntries: c.kernel.logEntries, replicas: c.nodes, threads: c.cores, instances: c.kernel.maxSpaces, maxBatch: c.kernel.maxBatch,
+  });
+  return { klayout, nrLayout };
+}
+
+/** Everything a thread needs to use the kernel. */
+export interface KernelViews {
+  klayout: KernelLayout;
+  k: Int32Array;
+  nrLayout: NrLayout;
+  nrw: Int32Array;
+  mem: Int32Array;
+  frames: Frames;
+  /** NUMA node (replica) of each core. */
+  replicaOf: number[];
+  waitLimitMs: number;
+  inject: readonly string[];
+}
+
+/** Per-thread statistics, merged by the controller. */
+export class KernelStats {
+  maps = 0;
+  unmaps = 0;
+  adjusts = 0;
+  resolves = 0;
+  errors = 0;
+  spuriousFaults = 0;
+  invalidAccesses = 0;
+  shootdowns = 0;
+  shootdownIpis = 0;
+  shootdownsReceived = 0;
+  switches = 0;
+}
+
+export interface MapResult {
+  code: number;
+  /** Lowest conflicting VA for ALREADY_MAPPED. */
+  conflict?: number;
+}
+
+export interface UnmapResult {
+  code: number;
+  pfn: number;
+  pages: number;
+}
+
+export type ResolveResult = { code: typeof OK; pa: number; rights: number } | { code: typeof NOT_MAPPED };
+
+export class Kernel {
+  readonly stats = new KernelStats();
+  private readonly vspaces: (VSpace | undefined)[] = [];
+  private readonly nrs: (Nr | undefined)[] = [];
+  private readonly threads = new Map<number, NrThread>();
+  /** Space each core of this thread currently runs (-1: none). */
+  readonly current: Int32Array;
+  private readonly resp = new Int32Array(8);
+  private readonly args = new Int32Array(13);
+  readonly skipShootdown: boolean;
+  readonly skipReplicaSync: boolean;
+
+  constructor(readonly v: KernelViews) {
+    this.current = new Int32Array(v.replicaOf.length).fill(-1);
+    this.skipShootdown = v.inject.includes('skip-shootdown');
+    this.skipReplicaSync = v.inject.includes('skip-replica-sync');
+  }
+
+  get maxSpaces(): number {
+    return this.v.klayout.config.maxSpaces;
+  }
+
+  vspace(s: number): VSpace {
+    let x = this.vspaces[s];
+    if (!x) {
+      x = new VSpace(this.v.klayout, this.v.k, this.v.mem, s);
+      this.vspaces[s] = x;
+    }
+    return x;
+  }
+
+  nr(s: number): Nr {
+    let x = this.nrs[s];
+    if (!x) {
+      x = new Nr(this.v.nrLayout, this.v.nrw, s, this.vspace(s), this.v.replicaOf, this.v.waitLimitMs);
+      this.nrs[s] = x;
+    }
+    return x;
+  }
+
+  /** NR's view of core c, polling `cpu` (if any) while it waits. */
+  thread(c: number, cpu?: Cpu): NrThread {
+    let t = this.threads.get(c);
+    if (!t) {
+      t = { id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0 };
+      this.threads.set(c, t);
+    }
+    return t;
+  }
+
+  isLive(s: number): boolean {
+    return s >= 0 && s < this.maxSpaces && Atomics.load(this.v.k, this.v.klayout.spaceBase(s) + S_STATE) === 1;
+  }
+
+  // ---- the controller's side: create and destroy (no core may use the space meanwhile) -----------
+
+  /** Creates an address space: an empty replica per node. Returns its number, or -1 - OUT_OF_MEMORY / -1 - ALREADY_MAPPED (no free slot). */
+  createSpace(): number {
+    const { k, klayout, frames } = this.v;
+    for (let s = 0; s < this.maxSpaces; s++) {
+      const b = klayout.spaceBase(s);
+      if (Atomics.compareExchange(k, b + S_STATE, 0, 2) !== 0) continue;
+      k.fill(0, b + S_ACTIVE, b + S_ACTIVE + klayout.maskWords);
+      const roots: number[] = [];
+      for (let r = 0; r < klayout.config.nodes; r++) {
+        const f = frames.allocZeroed(r);
+        if (f === NO_FRAME) {
+          for (const x of roots) frames.free(x);
+          Atomics.store(k, b + S_STATE, 0);
+          return -1 - OUT_OF_MEMORY;
+        }
+        roots.push(f);
+      }
+      for (let r = 0; r < klayout.config.nodes; r++) {
+        const rb = klayout.replicaBase(s, r);
+        k.fill(0, rb, rb + klayout.replicaWords);
+        k[rb + SR_ROOT] = roots[r];
+        this.vspace(s).db(r).reset();
+      }
+      this.nr(s).reset();
+      k[b + S_GEN]++;
+      Atomics.store(k, b + S_STATE, 1);
+      return s;
+    }
+    return -1 - ALREADY_MAPPED;
+  }
+
+  /**
+   * Destroys space s: syncs every replica, frees every data frame still mapped (returned to the
+   * caller's `freeData`), every page-table frame, the pools and the roots. Controller only, with
+   * no core running s.
+   */
+  destroySpace(s: number, freeData: (pfn: number, pages: number) => void): void {
+    const { k, klayout, frames, mem } = this.v;
+    if (!this.isLive(s)) panic(`Kernel.destroySpace: space ${s} is not live`);
+    this.syncAll(s);
+    for (const e of this.vspace(s).db(0).entries()) freeData(e.pfn, e.pages);
+    for (let r = 0; r < klayout.config.nodes; r++) {
+      const rb = klayout.replicaBase(s, r);
+      const root = k[rb + SR_ROOT];
+      const tables = tableFrames(mem, root);
+      for (const t of tables) frames.free(t);
+      for (let i = 0; i < k[rb + SR_COUNT]; i++) frames.free(k[rb + SR_FRAMES + i]);
+      k[rb + SR_COUNT] = 0;
+      k[rb + SR_ROOT] = 0;
+    }
+    Atomics.store(k, klayout.spaceBase(s) + S_STATE, 0);
+  }
+
+  /** Brings every replica of s up to date, acting on the controller's behalf (no core running). */
+  syncAll(s: number): void {
+    for (let r = 0; r < this.v.klayout.config.nodes; r++) {
+      const c = this.v.replicaOf.indexOf(r);
+      this.nr(s).sync(this.thread(c));
+    }
+  }
+
+  // ---- reservations of page-table frames ----------------------------------------------------
+
+  /**
+   * Makes sure every replica's pool holds `need` more frames than already promised, allocating
+   * from each replica's own node. All or nothing: false (nothing reserved) when a node is full.
+   */
+  private reserveTables(s: number, need: number): boolean {
+    const { k, klayout, frames } = this.v;
+    const done: number[] = [];
+    for (let r = 0; r < klayout.config.nodes; r++) {
+      const b = klayout.replicaBase(s, r);
+      lockPool(k, b);
+      let ok = true;
+      while (k[b + SR_COUNT] - k[b + SR_RESERVED] < need) {
+        if (k[b + SR_COUNT] >= klayout.config.ptPoolFrames) {
+          ok = false;
+          break;
+        }
+        const f = frames.alloc(r);
+        if (f === NO_FRAME) {
+          ok = false;
+          break;
+        }
+        k[b + SR_FRAMES + k[b + SR_COUNT]] = f;
+        k[b + SR_COUNT]++;
+      }
+      if (ok) k[b + SR_RESERVED] += need;
+      Atomics.store(k, b + SR_LOCK, 0);
+      if (!ok) {
+        for (const q of done) {
+          const qb = klayout.replicaBase(s, q);
+          lockPool(k, qb);
+          k[qb + SR_RESERVED] -= need;
+          Atomics.store(k, qb + SR_LOCK, 0);
+        }
+        return false;
+      }
+      done.push(r);
+    }
+    return true;
+  }
+
+  // ---- operations ---------------------------------------------------------------------------
+
+  private checkSpace(s: number): void {
+    if (!this.isLive(s)) panic(`Kernel: address space ${s} does not exist`);
+  }
+
+  /**
+   * MapFrame: maps [va, va + size) to physical [pa, pa + size) with rights (R_*). Errors:
+   * INVALID_BASE (misaligned or outside the user half), INVALID_FRAME (zero size, misaligned or
+   * outside memory), ALREADY_MAPPED with the lowest conflicting VA, OUT_OF_MEMORY. Never shoots down.
+   */
+  map(c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
+    this.checkSpace(s);
+    this.stats.maps++;
+    if (!Number.isSafeInteger(va) || va % PAGE !== 0 || va < 0 || va + Math.max(size, 0) > USER_TOP) return this.err({ code: INVALID_BASE });
+    if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
+        pa / PAGE + size / PAGE > this.v.klayout.config.totalFrames) return this.err({ code: INVALID_FRAME });
+    const pages = size / PAGE;
+    const need = tablesNeeded(pages);
+    if (!this.reserveTables(s, need)) return this.err({ code: OUT_OF_MEMORY });
+    const a = this.args;
+    a[0] = Math.floor(va / 4294967296);
+    a[1] = va % 4294967296 | 0;
+    a[2] = pa / PAGE;
+    a[3] = pages;
+    a[4] = rights;
+    a[5] = need;
+    this.nr(s).execute(this.thread(c, cpu), VS_MAP, a, this.resp);
+    const code = this.resp[0];
+    if (code === ALREADY_MAPPED) return this.err({ code, conflict: this.resp[1] * 4294967296 + (this.resp[2] >>> 0) });
+    if (code !== OK) return this.err({ code });
+    return { code };
+  }
+
+  private err<T extends { code: number }>(r: T): T {
+    this.stats.errors++;
+    return r;
+  }
+
+  /** Unmap: removes the mapping based at va and shoots down stale translations. The caller frees the frames. */
+  unmap(cpu: Cpu, s: number, va: number): UnmapResult {
+    this.checkSpace(s);
+    this.stats.unmaps++;
+    const a = this.args;
+    a[0] = Math.floor(va / 4294967296);
+    a[1] = va % 4294967296 | 0;
+    this.nr(s).execute(this.thread(cpu.id, cpu), VS_UNMAP, a, this.resp);
+    if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pfn: -1, pages: 0 });
+    const pfn = this.resp[1];
+    const pages = this.resp[2];
+    this.shootdown(cpu, s, va, pages);
+    return { code: OK, pfn, pages };
+  }
+
+  /**
+   * Adjust: sets the rights of the mapping based at va; returns the mapping's pages. Shoots down
+   * when any right decreases (a permission increase costs at most one spurious fault).
+   */
+  adjust(cpu: Cpu, s: number, va: number, rights: number): { code: number; pages: number } {
+    this.checkSpace(s);
+    this.stats.adjusts++;
+    const a = this.args;
+    a[0] = Math.floor(va / 4294967296);
+    a[1] = va % 4294967296 | 0;
+    a[2] = rights;
+    this.nr(s).execute(this.thread(cpu.id, cpu), VS_ADJUST, a, this.resp);
+    if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pages: 0 });
+    const pages = this.resp[1];
+    const old = this.resp[2];
+    const decreased = ((old & R_WRITE) !== 0 && (rights & R_WRITE) === 0) || ((old & R_USER) !== 0 && (rights & R_USER) === 0) ||
+      ((old & R_NX) === 0 && (rights & R_NX) !== 0);
+    if (decreased) this.shootdown(cpu, s, va, pages);
+    return { code: OK, pages };
+  }
+
+  /** Resolve: syncs the local replica and looks va up. Returns the physical address and rights. */
+  resolve(c: number, s: number, va: number, cpu?: Cpu): ResolveResult {
+    this.checkSpace(s);
+    this.stats.resolves++;
+    const vs = this.vspace(s);
+    const e = this.nr(s).read(this.thread(c, cpu), (r) => vs.db(r).find(va));
+    if (!e) return { code: NOT_MAPPED };
+    return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
+  }
+
+  // ---- cores: switch, faults, shootdowns ----------------------------------------------------------
+
+  private maskWord(s: number, c: number): number {
+    return this.v.klayout.spaceBase(s) + S_ACTIVE + (c >>> 5);
+  }
+
+  /**
+   * Runs space s on cpu: joins s's active mask, syncs the local replica (so that an unmap that
+   * did not see this core in the mask is already applied here), loads CR3 with the node's root
+   * (flushing the TLB), then leaves the previous space's mask.
+   */
+  switchTo(cpu: Cpu, s: number): void {
+    this.checkSpace(s);
+    const prev = this.current[cpu.id];
+    if (prev === s) return;
+    this.stats.switches++;
+    Atomics.or(this.v.k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
+    this.nr(s).sync(this.thread(cpu.id, cpu));
+    cpu.movCr3(0, this.vspace(s).root(cpu.node) * PAGE);
+    if (prev >= 0) Atomics.and(this.v.k, this.maskWord(prev, cpu.id), ~(1 << (cpu.id & 31)));
+    this.current[cpu.id] = s;
+  }
+
+  /** Leaves the current space: flushes the TLB, then leaves the mask. */
+  leave(cpu: Cpu): void {
+    const prev = this.current[cpu.id];
+    if (prev < 0) return;
+    cpu.flushNonGlobal();
+    Atomics.and(this.v.k, this.maskWord(prev, cpu.id), ~(1 << (cpu.id & 31)));
+    this.current[cpu.id] = -1;
+  }
+
+  /** Cores in s's active mask. */
+  activeCores(s: number): number[] {
+    const out: number[] = [];
+    const base = this.v.klayout.spaceBase(s) + S_ACTIVE;
+    for (let w = 0; w < this.v.klayout.maskWords; w++) {
+      const m = Atomics.load(this.v.k, base + w);
+      for (let b = 0; b < 32; b++) if ((m >>> b) & 1) out.push(w * 32 + b);
+    }
+    return out;
+  }
+
+  /**
+   * The page-fault handler: a #PF in the current space runs Resolve (which syncs the replica).
+   * A mapping that allows the access means the fault was spurious (a lagging replica, or a stale
+   * read-only translation): returns true, retry. Otherwise the access is invalid: false, deliver.
+   */
+  onPageFault(cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
+    const s = this.current[cpu.id];
+    if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
+    const va = vhi * 4294967296 + (vlo >>> 0);
+    const r = this.resolve(cpu.id, s, va, cpu);
+    this.stats.resolves--; // counted as a fault, not as a program's Resolve
+    let ok = r.code === OK;
+    if (r.code === OK) {
+      if (acc === ACC_WRITE && (r.rights & R_WRITE) === 0) ok = false;
+      if (acc === ACC_FETCH && (r.rights & R_NX) !== 0) ok = false;
+      if (cpu.regs.cpl === 3 && (r.rights & R_USER) === 0) ok = false;
+    }
+    if (ok) this.stats.spuriousFaults++;
+    else this.stats.invalidAccesses++;
+    return ok;
+  }
+
+  /**
+   * Shoots down [va, va + pages * 4 KiB) of space s: a request to every other core in the active
+   * mask, the local flush, and the wait for every ack. Panics (naming the cores) past the bound.
+   */
+  shootdown(cpu: Cpu, s: number, va: number, pages: number): void {
+    this.stats.shootdowns++;
+    const hi = Math.floor(va / 4294967296) | 0;
+    const lo = va % 4294967296 | 0;
+    const targets = this.skipShootdown ? [] : this.activeCores(s).filter((c) => c !== cpu.id);
+    for (const c of targets) {
+      const r = cpu.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
+      if (r === IPI_TARGET_OFFLINE) continue;
+      if (r !== IPI_OK) panic(`Kernel.shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
+      this.stats.shootdownIpis++;
+    }
+    invalidateRange(cpu, hi, lo, pages);
+    const w = cpu.waitAcks();
+    if (w !== WAIT_OK) panic(`Kernel.shootdown: core ${cpu.id} (space ${s}, targets ${targets.join(',')}): ${cpu.lastWaitWhat}`);
+  }
+
+  /** Registers the shootdown receiver on cpu. */
+  installHandlers(cpu: Cpu): void {
+    cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
+      c.ack(sender);
+      this.stats.shootdownsReceived++;
+      if (!this.skipReplicaSync) this.nr(s).sync(this.thread(c.id, c));
+      invalidateRange(c, hi, lo, pages);
+    };
+  }
+}
+
+/** INVLPG page by page, or a full non-global flush above the threshold. */
+function invalidateRange(cpu: Cpu, hi: number, lo: number, pages: number): void {
+  if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
+    cpu.flushNonGlobal();
+    return;
+  }
+  for (let i = 0; i < pages; i++) {
+    const v = (lo >>> 0) + i * PAGE;
+    cpu.invalidatePage((hi + Math.floor(v / 4294967296)) | 0, v | 0);
+  }
+}
+
+/** Every page-table frame under a 4-level root, root included (user half). */
+export function tableFrames(mem: Int32Array, root: number): number[] {
+  const out = [root];
+  const visit = (t: number, level: number): void => {
+    for (let i = 0; i < (level === 4 ? 256 : 512); i++) {
+      const lo = mem[t * FRAME_WORDS + i * 2];
+      if ((lo & PTE_P) === 0 || (level < 4 && (lo & PTE_PS) !== 0)) continue;
+      const f = entryFrame(lo, mem[t * FRAME_WORDS + i * 2 + 1]);
+      out.push(f);
+      if (level > 2) visit(f, level - 1);
+    }
+  };
+  visit(root, 4);
+  return out;
+}
+
+export { ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY };

@@ -1,0 +1,77 @@
+// Placement of the kernel's shared state: the frame-owner table (the oracle's shadow owner of
+// every frame), the address-space table (state, active-core mask, per-replica page-table root and
+// page-table frame pool) and one mapping-database arena per address space and replica. The NR
+// logs live in their own region (nr/layout.ts). Contended words sit alone on 64-byte lines.
+
+import { arenaWords } from './mapdb.js';
+
+export const K_LINE = 16;
+
+export interface KernelConfig {
+  cores: number;
+  nodes: number;
+  totalFrames: number;
+  /** Address spaces that can exist at once (one NR instance each). */
+  maxSpaces: number;
+  /** Mappings one address space can hold (sizes its B+tree arenas). */
+  maxMappings: number;
+  /** Page-table frames each replica's pool can hold. */
+  ptPoolFrames: number;
+}
+
+// Address-space block, relative to spaceBase(s).
+/** 0 free, 1 live, 2 being destroyed. Written: the controller (create/destroy). Read: everyone. */
+export const S_STATE = 0;
+/** Generation, bumped at every create: names the space in messages. */
+export const S_GEN = 1;
+/** Active-core mask: bit c of word c >> 5 set while core c may hold TLB entries of this space. Written: cores (Atomics.or/and). Read: shootdown initiators. */
+export const S_ACTIVE = K_LINE;
+// Per replica r, at S_REPLICAS + r * replicaWords:
+/** Root (PML4) frame of replica r's page tables. Written: create. Read: cores switching in, dumps. */
+export const SR_ROOT = 0;
+/** Pool lock (0 free, else 1 + holder thread). Written: reservers and appliers (CAS). */
+export const SR_LOCK = K_LINE;
+/** Frames in the pool, and frames promised to logged operations not yet applied here. */
+export const SR_COUNT = 2 * K_LINE;
+export const SR_RESERVED = 2 * K_LINE + 1;
+/** Page-table frames this replica has taken from its pool (for conservation checks). */
+export const SR_TABLES = 2 * K_LINE + 2;
+/** The pool's frames. */
+export const SR_FRAMES = 3 * K_LINE;
+
+export class KernelLayout {
+  readonly ownerBase = 0;
+  readonly maskWords: number;
+  readonly replicaWords: number;
+  readonly spacesBase: number;
+  readonly spaceReplicasOff: number;
+  readonly spaceWords: number;
+  readonly arenaWordsEach: number;
+  readonly arenasBase: number;
+  readonly totalWords: number;
+
+  constructor(readonly config: KernelConfig) {
+    const c = config;
+    this.maskWords = Math.ceil(c.cores / 32);
+    const round = (x: number): number => Math.ceil(x / K_LINE) * K_LINE;
+    this.replicaWords = round(SR_FRAMES + c.ptPoolFrames);
+    this.spacesBase = round(c.totalFrames);
+    this.spaceReplicasOff = round(S_ACTIVE + this.maskWords);
+    this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
+    this.arenaWordsEach = round(arenaWords(c.maxMappings));
+    this.arenasBase = this.spacesBase + c.maxSpaces * this.spaceWords;
+    this.totalWords = this.arenasBase + c.maxSpaces * c.nodes * this.arenaWordsEach;
+  }
+
+  spaceBase(s: number): number {
+    return this.spacesBase + s * this.spaceWords;
+  }
+
+  replicaBase(s: number, r: number): number {
+    return this.spaceBase(s) + this.spaceReplicasOff + r * this.replicaWords;
+  }
+
+  arenaBase(s: number, r: number): number {
+    return this.arenasBase + (s * this.config.nodes + r) * this.arenaWordsEach;
+  }
+}

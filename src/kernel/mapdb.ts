@@ -1,0 +1,347 @@
+// The mapping database of one address-space replica: a B+tree in a shared arena, VA -> (frame,
+// pages, rights), as NRK keeps a BTreeMap of mappings beside its page tables. Keys are user
+// virtual addresses (below 2^56, so exact as JavaScript numbers) held as two 32-bit halves.
+// Leaves are chained for ordered iteration. Deletion removes the entry from its leaf and does not
+// rebalance: a leaf may become empty and stays in the tree (searches skip it); the arena is
+// reclaimed whole when the address space is destroyed. Only the holder of the replica's combiner
+// lock writes a tree; readers hold the replica's reader lock.
+//
+// Arena words: [0] next free node index, [1] root node, [2] entry count, then nodes of NODE_WORDS:
+//   leaf:     [kind=1, count, next leaf, height 0, then FANOUT x (keyHi, keyLo, pfn, pages, rights)]
+//   internal: [kind=2, count (children), -, height, then FANOUT x (keyHi, keyLo, child, -, -)]
+// An internal node's key i is the smallest key under child i.
+
+export const FANOUT = 32;
+const HDR = 4;
+const LEAF_SLOT = 5;
+export const NODE_WORDS = HDR + FANOUT * LEAF_SLOT;
+const A_NEXT = 0;
+const A_ROOT = 1;
+const A_COUNT = 2;
+const ARENA_HDR = 16;
+const LEAF = 1;
+const INNER = 2;
+
+/** A mapping: [va, va + pages * 4096) -> frames pfn .. pfn + pages - 1 with rights. */
+export interface MapEntry {
+  va: number;
+  pfn: number;
+  pages: number;
+  rights: number;
+}
+
+function kHi(va: number): number {
+  return Math.floor(va / 4294967296) | 0;
+}
+function kLo(va: number): number {
+  return va % 4294967296 | 0;
+}
+function kVal(hi: number, lo: number): number {
+  return hi * 4294967296 + (lo >>> 0);
+}
+
+/** Words an arena needs to hold `maxEntries` mappings in the worst case (half-full leaves). */
+export function arenaWords(maxEntries: number): number {
+  const leaves = Math.ceil((2 * maxEntries) / FANOUT) + 2;
+  const inner = Math.ceil((2 * leaves) / FANOUT) * 2 + 8;
+  return ARENA_HDR + (leaves + inner) * NODE_WORDS;
+}
+
+/** A handle on one tree. Methods return values; a full arena is the value false from insert. */
+export class MapDb {
+  readonly maxNodes: number;
+
+  constructor(readonly w: Int32Array, readonly base: number, readonly words: number) {
+    this.maxNodes = Math.floor((words - ARENA_HDR) / NODE_WORDS);
+  }
+
+  /** Empties the tree (a root leaf with no entries). */
+  reset(): void {
+    const w = this.w;
+    w[this.base + A_NEXT] = 1;
+    w[this.base + A_ROOT] = 0;
+    w[this.base + A_COUNT] = 0;
+    const n = this.node(0);
+    w[n] = LEAF;
+    w[n + 1] = 0;
+    w[n + 2] = -1;
+    w[n + 3] = 0;
+  }
+
+  get size(): number {
+    return this.w[this.base + A_COUNT];
+  }
+
+  private node(i: number): number {
+    return this.base + ARENA_HDR + i * NODE_WORDS;
+  }
+
+  private alloc(kind: number, height: number): number {
+    const i = this.w[this.base + A_NEXT];
+    if (i >= this.maxNodes) return -1;
+    this.w[this.base + A_NEXT] = i + 1;
+    const n = this.node(i);
+    this.w[n] = kind;
+    this.w[n + 1] = 0;
+    this.w[n + 2] = -1;
+    this.w[n + 3] = height;
+    return i;
+  }
+
+  /** Compares key (hi, lo) with the key stored at word k: <0, 0, >0. */
+  private cmp(hi: number, lo: number, k: number): number {
+    const h = this.w[k];
+    if (hi !== h) return hi < h ? -1 : 1;
+    const l = this.w[k + 1] >>> 0;
+    const x = lo >>> 0;
+    return x === l ? 0 : x < l ? -1 : 1;
+  }
+
+  /** Index of the last key <= (hi, lo) in node n (by slots of `stride`), or -1. */
+  private floorIndex(n: number, hi: number, lo: number): number {
+    const count = this.w[n + 1];
+    let a = 0;
+    let b = count - 1;
+    let r = -1;
+    while (a <= b) {
+      const m = (a + b) >> 1;
+      if (this.cmp(hi, lo, n + HDR + m * LEAF_SLOT) >= 0) {
+        r = m;
+        a = m + 1;
+      } else b = m - 1;
+    }
+    return r;
+  }
+
+  /** The leaf that would hold key va, and the path of (node, child index) above it. */
+  private descend(va: number, path: number[] | null): number {
+    const hi = kHi(va);
+    const lo = kLo(va);
+    let i = this.w[this.base + A_ROOT];
+    for (;;) {
+      const n = this.node(i);
+      if (this.w[n] === LEAF) return i;
+      let c = this.floorIndex(n, hi, lo);
+      if (c < 0) c = 0;
+      if (path) path.push(i, c);
+      i = this.w[n + HDR + c * LEAF_SLOT + 2];
+    }
+  }
+
+  private read(n: number, s: number): MapEntry {
+    const k = n + HDR + s * LEAF_SLOT;
+    const w = this.w;
+    return { va: kVal(w[k], w[k + 1]), pfn: w[k + 2], pages: w[k + 3], rights: w[k + 4] };
+  }
+
+  /** The mapping with the largest base <= va, or null. */
+  floor(va: number): MapEntry | null {
+    let leaf = this.descend(va, null);
+    const hi = kHi(va);
+    const lo = kLo(va);
+    let n = this.node(leaf);
+    const s = this.floorIndex(n, hi, lo);
+    if (s >= 0) return this.read(n, s);
+    // The floor lies in an earlier leaf: search from the left (rare: empty or first leaves).
+    let best: MapEntry | null = null;
+    leaf = this.firstLeaf();
+    while (leaf >= 0) {
+      n = this.node(leaf);
+      const c = this.w[n + 1];
+      for (let k = 0; k < c; k++) {
+        if (this.cmp(hi, lo, n + HDR + k * LEAF_SLOT) < 0) return best;
+        best = this.read(n, k);
+      }
+      leaf = this.w[n + 2];
+    }
+    return best;
+  }
+
+  /** The mapping with the smallest base >= va, or null. */
+  ceil(va: number): MapEntry | null {
+    let leaf = this.descend(va, null);
+    const hi = kHi(va);
+    const lo = kLo(va);
+    while (leaf >= 0) {
+      const n = this.node(leaf);
+      const c = this.w[n + 1];
+      for (let k = 0; k < c; k++) if (this.cmp(hi, lo, n + HDR + k * LEAF_SLOT) <= 0) return this.read(n, k);
+      leaf = this.w[n + 2];
+    }
+    return null;
+  }
+
+  /** The mapping containing va, or null. */
+  find(va: number): MapEntry | null {
+    const f = this.floor(va);
+    return f && va < f.va + f.pages * 4096 ? f : null;
+  }
+
+  private firstLeaf(): number {
+    let i = this.w[this.base + A_ROOT];
+    for (;;) {
+      const n = this.node(i);
+      if (this.w[n] === LEAF) return i;
+      i = this.w[n + HDR + 2];
+    }
+  }
+
+  /** Inserts a mapping whose base is not in the tree. Returns false when the arena is full. */
+  insert(e: MapEntry): boolean {
+    const path: number[] = [];
+    const leaf = this.descend(e.va, path);
+    const hi = kHi(e.va);
+    const lo = kLo(e.va);
+    const w = this.w;
+    const n = this.node(leaf);
+    if (w[n + 1] === FANOUT) {
+      // Split first (needs up to depth + 1 new nodes); then re-descend.
+      if (this.w[this.base + A_NEXT] + path.length / 2 + 2 > this.maxNodes) return false;
+      this.split(leaf, path);
+      return this.insert(e);
+    }
+    const pos = this.floorIndex(n, hi, lo) + 1;
+    const at = n + HDR + pos * LEAF_SLOT;
+    w.copyWithin(at + LEAF_SLOT, at, n + HDR + w[n + 1] * LEAF_SLOT);
+    w[at] = hi;
+    w[at + 1] = lo;
+    w[at + 2] = e.pfn;
+    w[at + 3] = e.pages;
+    w[at + 4] = e.rights;
+    w[n + 1]++;
+    w[this.base + A_COUNT]++;
+    if (pos === 0 && path.length > 0) this.fixSeparators(path, hi, lo);
+    return true;
+  }
+
+  /** After inserting a new smallest key in a leaf, lowers the separators above it. */
+  private fixSeparators(path: number[], hi: number, lo: number): void {
+    for (let p = path.length - 2; p >= 0; p -= 2) {
+      const n = this.node(path[p]);
+      const k = n + HDR + path[p + 1] * LEAF_SLOT;
+      if (this.cmp(hi, lo, k) < 0) {
+        this.w[k] = hi;
+        this.w[k + 1] = lo;
+      }
+      if (path[p + 1] !== 0) break;
+    }
+  }
+
+  /** Splits node i (full) in two, inserting the new node into its parent (splitting upward). */
+  private split(i: number, path: number[]): void {
+    const w = this.w;
+    const n = this.node(i);
+    const kind = w[n];
+    const j = this.alloc(kind, w[n + 3]);
+    const m = this.node(j);
+    const half = FANOUT >> 1;
+    w.copyWithin(m + HDR, n + HDR + half * LEAF_SLOT, n + HDR + FANOUT * LEAF_SLOT);
+    w[m + 1] = FANOUT - half;
+    w[n + 1] = half;
+    if (kind === LEAF) {
+      w[m + 2] = w[n + 2];
+      w[n + 2] = j;
+    }
+    const sepHi = w[m + HDR];
+    const sepLo = w[m + HDR + 1];
+    if (path.length === 0) {
+      const r = this.alloc(INNER, w[n + 3] + 1);
+      const rn = this.node(r);
+      w[rn + 1] = 2;
+      w[rn + HDR] = w[n + HDR];
+      w[rn + HDR + 1] = w[n + HDR + 1];
+      w[rn + HDR + 2] = i;
+      w[rn + HDR + LEAF_SLOT] = sepHi;
+      w[rn + HDR + LEAF_SLOT + 1] = sepLo;
+      w[rn + HDR + LEAF_SLOT + 2] = j;
+      w[this.base + A_ROOT] = r;
+      return;
+    }
+    const parent = path[path.length - 2];
+    const ci = path[path.length - 1];
+    const p = this.node(parent);
+    if (w[p + 1] === FANOUT) {
+      this.split(parent, path.slice(0, -2));
+      // The parent moved; re-insert the separator by descending again from the root.
+      this.insertChild(sepHi, sepLo, j);
+      return;
+    }
+    const at = p + HDR + (ci + 1) * LEAF_SLOT;
+    w.copyWithin(at + LEAF_SLOT, at, p + HDR + w[p + 1] * LEAF_SLOT);
+    w[at] = sepHi;
+    w[at + 1] = sepLo;
+    w[at + 2] = j;
+    w[p + 1]++;
+  }
+
+  /** Inserts child j with separator key into the inner node that should hold it. */
+  private insertChild(hi: number, lo: number, j: number): void {
+    const w = this.w;
+    const path: number[] = [];
+    let i = w[this.base + A_ROOT];
+    for (;;) {
+      const n = this.node(i);
+      let c = this.floorIndex(n, hi, lo);
+      if (c < 0) c = 0;
+      const child = w[n + HDR + c * LEAF_SLOT + 2];
+      // Stop at the inner node whose children are at j's height.
+      if (w[n + 3] === w[this.node(j) + 3] + 1) {
+        if (w[n + 1] === FANOUT) {
+          this.split(i, path);
+          this.insertChild(hi, lo, j);
+          return;
+        }
+        const at = n + HDR + (c + 1) * LEAF_SLOT;
+        w.copyWithin(at + LEAF_SLOT, at, n + HDR + w[n + 1] * LEAF_SLOT);
+        w[at] = hi;
+        w[at + 1] = lo;
+        w[at + 2] = j;
+        w[n + 1]++;
+        return;
+      }
+      path.push(i, c);
+      i = child;
+    }
+  }
+
+  /** Removes the mapping based exactly at va; returns it, or null when there is none. */
+  remove(va: number): MapEntry | null {
+    const leaf = this.descend(va, null);
+    const w = this.w;
+    const n = this.node(leaf);
+    const hi = kHi(va);
+    const lo = kLo(va);
+    const s = this.floorIndex(n, hi, lo);
+    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
+    const e = this.read(n, s);
+    const at = n + HDR + s * LEAF_SLOT;
+    w.copyWithin(at, at + LEAF_SLOT, n + HDR + w[n + 1] * LEAF_SLOT);
+    w[n + 1]--;
+    w[this.base + A_COUNT]--;
+    return e;
+  }
+
+  /** Changes the rights of the mapping based exactly at va; returns it (new rights), or null. */
+  setRights(va: number, rights: number): MapEntry | null {
+    const leaf = this.descend(va, null);
+    const n = this.node(leaf);
+    const hi = kHi(va);
+    const lo = kLo(va);
+    const s = this.floorIndex(n, hi, lo);
+    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
+    this.w[n + HDR + s * LEAF_SLOT + 4] = rights;
+    return this.read(n, s);
+  }
+
+  /** Every mapping in address order. */
+  entries(): MapEntry[] {
+    const out: MapEntry[] = [];
+    let leaf = this.firstLeaf();
+    while (leaf >= 0) {
+      const n = this.node(leaf);
+      for (let k = 0; k < this.w[n + 1]; k++) out.push(this.read(n, k));
+      leaf = this.w[n + 2];
+    }
+    return out;
+  }
+}

@@ -1,0 +1,228 @@
+// One replica of a replicated address space (NRK's VSpace behind NR): the mapping database plus
+// the hardware page tables built from it, rooted at one PML4 per NUMA node. This module is the
+// structure's `apply`: the deterministic effect of MapFrame, Unmap and Adjust on one replica.
+// Every replica applies the same operations in log order and reaches the same mappings and the
+// same leaf entries; intermediate tables are different frames (each replica's own node).
+//
+// Page-table frames come from the replica's pool, which the issuing core filled before the
+// operation entered the log (kernel.ts, reserveTables): so the outcome of an allocation is the
+// same on every replica. Data frames are named in the operation: every replica maps the same one.
+
+import type { Replicated } from '../nr/nr.js';
+import { MapDb } from './mapdb.js';
+import {
+  KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES,
+} from './layout.js';
+import { findEntry, leafEntry, walkCreate, type LeafAttrs } from '../hw/ptbuild.js';
+import { HI_XD, PTE_P, PTE_RW, PTE_US } from '../hw/pte.js';
+import { panic } from '../hw/panic.js';
+
+// ---- operations and results ----
+export const VS_MAP = 1;
+export const VS_UNMAP = 2;
+export const VS_ADJUST = 3;
+
+/** Rights of a mapping. */
+export const R_WRITE = 1;
+export const R_USER = 2;
+export const R_NX = 4;
+
+/** Outcomes (NRK's errors as values). */
+export const OK = 0;
+export const ALREADY_MAPPED = 1;
+export const INVALID_FRAME = 2;
+export const INVALID_BASE = 3;
+export const NOT_MAPPED = 4;
+export const OUT_OF_MEMORY = 5;
+export const RESULT_NAMES = ['Ok', 'AlreadyMapped', 'InvalidFrame', 'InvalidBase', 'NotMapped', 'OutOfMemory'];
+
+export const PAGE = 4096;
+
+/** Splits a mapping into pages of the largest size that fits (1 GiB, 2 MiB, 4 KiB): [va, pfn, shift]. */
+export function* pieces(va: number, pfn: number, pages: number): Generator<[number, number, number]> {
+  let off = 0;
+  while (off < pages) {
+    const v = va + off * PAGE;
+    const f = pfn + off;
+    const left = pages - off;
+    let shift = 12;
+    if (v % 2 ** 30 === 0 && f % 2 ** 18 === 0 && left >= 2 ** 18) shift = 30;
+    else if (v % 2 ** 21 === 0 && f % 512 === 0 && left >= 512) shift = 21;
+    yield [v, f, shift];
+    off += 2 ** (shift - 12);
+  }
+}
+
+/** Page-table frames a mapping of `pages` pages may need in the worst case (4-level). */
+export function tablesNeeded(pages: number): number {
+  return Math.ceil(pages / 512) + Math.ceil(pages / 512 / 512) + 4;
+}
+
+function attrsOf(rights: number): LeafAttrs {
+  return { write: (rights & R_WRITE) !== 0, user: (rights & R_USER) !== 0, nx: (rights & R_NX) !== 0 };
+}
+
+function halves(va: number): [number, number] {
+  return [Math.floor(va / 4294967296) | 0, va % 4294967296 | 0];
+}
+
+/** The replicated address space `space`: apply() for NR, and direct reads for Resolve and checks. */
+export class VSpace implements Replicated {
+  private readonly dbs: MapDb[] = [];
+
+  constructor(
+    readonly klayout: KernelLayout,
+    readonly k: Int32Array,
+    readonly mem: Int32Array,
+    readonly space: number,
+  ) {
+    for (let r = 0; r < klayout.config.nodes; r++) {
+      this.dbs.push(new MapDb(k, klayout.arenaBase(space, r), klayout.arenaWordsEach));
+    }
+  }
+
+  db(r: number): MapDb {
+    return this.dbs[r];
+  }
+
+  root(r: number): number {
+    return Atomics.load(this.k, this.klayout.replicaBase(this.space, r) + SR_ROOT);
+  }
+
+  /** Takes one zeroed frame from replica r's pool (reserved by the issuer). Combiner of r only. */
+  private takeTable(r: number): number {
+    const k = this.k;
+    const b = this.klayout.replicaBase(this.space, r);
+    lockPool(k, b);
+    try {
+      const n = k[b + SR_COUNT];
+      if (n === 0) panic(`vspace.takeTable: space ${this.space} replica ${r}: pool empty although frames were reserved`);
+      k[b + SR_COUNT] = n - 1;
+      k[b + SR_TABLES]++;
+      const f = k[b + SR_FRAMES + n - 1];
+      this.mem.fill(0, f * 1024, f * 1024 + 1024);
+      return f;
+    } finally {
+      Atomics.store(k, b + SR_LOCK, 0);
+    }
+  }
+
+  private releaseReservation(r: number, need: number): void {
+    const b = this.klayout.replicaBase(this.space, r);
+    lockPool(this.k, b);
+    this.k[b + SR_RESERVED] -= need;
+    Atomics.store(this.k, b + SR_LOCK, 0);
+  }
+
+  apply(r: number, op: number, w: Int32Array, a: number, resp: Int32Array, ro: number): void {
+    const va = w[a] * 4294967296 + (w[a + 1] >>> 0);
+    switch (op) {
+      case VS_MAP:
+        this.applyMap(r, va, w[a + 2], w[a + 3], w[a + 4], resp, ro);
+        this.releaseReservation(r, w[a + 5]);
+        return;
+      case VS_UNMAP:
+        this.applyUnmap(r, va, resp, ro);
+        return;
+      case VS_ADJUST:
+        this.applyAdjust(r, va, w[a + 2], resp, ro);
+        return;
+      default:
+        panic(`vspace.apply: unknown operation ${op}`);
+    }
+  }
+
+  private applyMap(r: number, va: number, pfn: number, pages: number, rights: number, resp: Int32Array, ro: number): void {
+    const db = this.dbs[r];
+    const end = va + pages * PAGE;
+    const f = db.floor(va);
+    let conflict = -1;
+    if (f && f.va + f.pages * PAGE > va) {
+      if (f.va === va && f.pfn === pfn && f.pages === pages && f.rights === rights) {
+        resp[ro] = OK; // an identical mapping is accepted
+        return;
+      }
+      conflict = va;
+    } else {
+      const c = db.ceil(va);
+      if (c && c.va < end) conflict = c.va;
+    }
+    if (conflict >= 0) {
+      resp[ro] = ALREADY_MAPPED;
+      [resp[ro + 1], resp[ro + 2]] = halves(conflict);
+      return;
+    }
+    if (!db.insert({ va, pfn, pages, rights })) {
+      resp[ro] = OUT_OF_MEMORY;
+      return;
+    }
+    const root = this.root(r);
+    const attrs = attrsOf(rights);
+    for (const [v, p, shift] of pieces(va, pfn, pages)) {
+      const [hi, lo] = halves(v);
+      const word = walkCreate(this.mem, () => this.takeTable(r), root, false, hi, lo, shift, PTE_RW | PTE_US);
+      if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${v.toString(16)} (${-1 - word})`);
+      const [elo, ehi] = leafEntry(p, shift, attrs);
+      this.mem[word + 1] = ehi;
+      Atomics.store(this.mem, word, elo);
+    }
+    resp[ro] = OK;
+  }
+
+  /** Word of the leaf entry for one piece of a mapping in replica r. */
+  private leafWord(r: number, v: number, shift: number): number {
+    const [hi, lo] = halves(v);
+    const word = findEntry(this.mem, this.root(r), false, hi, lo, shift);
+    if (word < 0) panic(`vspace: space ${this.space} replica ${r}: mapping at 0x${v.toString(16)} has no leaf`);
+    return word;
+  }
+
+  private applyUnmap(r: number, va: number, resp: Int32Array, ro: number): void {
+    const e = this.dbs[r].remove(va);
+    if (!e) {
+      resp[ro] = NOT_MAPPED;
+      return;
+    }
+    for (const [v, , shift] of pieces(e.va, e.pfn, e.pages)) Atomics.store(this.mem, this.leafWord(r, v, shift), 0);
+    resp[ro] = OK;
+    resp[ro + 1] = e.pfn;
+    resp[ro + 2] = e.pages;
+    resp[ro + 3] = e.rights;
+  }
+
+  /**
+   * Changes the rights of the mapping based at va. Each leaf changes in two single-word steps,
+   * first to the intersection of old and new rights, then to the new rights: a walk that reads
+   * the entry between any two stores sees rights no wider than the old or the new ones.
+   */
+  private applyAdjust(r: number, va: number, rights: number, resp: Int32Array, ro: number): void {
+    const db = this.dbs[r];
+    const old = db.find(va);
+    if (!old || old.va !== va) {
+      resp[ro] = NOT_MAPPED;
+      return;
+    }
+    db.setRights(va, rights);
+    const mem = this.mem;
+    const clearLo = (rights & R_WRITE ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
+    const setLo = (rights & R_WRITE ? PTE_RW : 0) | (rights & R_USER ? PTE_US : 0);
+    for (const [v, , shift] of pieces(old.va, old.pfn, old.pages)) {
+      const word = this.leafWord(r, v, shift);
+      Atomics.and(mem, word, ~clearLo);
+      if (rights & R_NX) Atomics.or(mem, word + 1, HI_XD);
+      else Atomics.and(mem, word + 1, ~HI_XD);
+      Atomics.or(mem, word, setLo | PTE_P);
+    }
+    resp[ro] = OK;
+    resp[ro + 1] = old.pages;
+    resp[ro + 2] = old.rights;
+  }
+}
+
+/** Takes a replica pool's lock (short critical sections; bounded). */
+export function lockPool(k: Int32Array, b: number): void {
+  for (let i = 0; Atomics.compareExchange(k, b + SR_LOCK, 0, 1) !== 0; i++) {
+    if (i > 50_000_000) panic(`vspace.lockPool: page-table pool lock at word ${b + SR_LOCK} held for too long`);
+  }
+}
+

@@ -1,0 +1,83 @@
+// Property: the mapping database (B+tree in a shared arena) behaves like a sorted map of
+// non-overlapping ranges — insert, remove, setRights, find (containing), floor, ceil and ordered
+// iteration agree with a plain sequential model over thousands of random operations, through
+// many splits and with empty leaves left behind by removals; a full arena is a value.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import fc from 'fast-check';
+import { MapDb, arenaWords, type MapEntry } from '../src/kernel/mapdb.js';
+
+const T = suite('mapping database');
+
+function fresh(max: number): MapDb {
+  const words = arenaWords(max);
+  const db = new MapDb(new Int32Array(new SharedArrayBuffer(words * 4 + 64)), 16, words);
+  db.reset();
+  return db;
+}
+
+T('random inserts, removals and lookups agree with a sequential model', () => {
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.constantFrom('ins', 'ins', 'ins', 'rm', 'rights'), fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 3 })), { minLength: 200, maxLength: 2500 }), (ops) => {
+      const db = fresh(4000);
+      const model = new Map<number, MapEntry>();
+      for (const [kind, slot, pages] of ops) {
+        const va = 0x7f00_0000_0000 + slot * 4 * 4096; // 48-bit addresses: both halves in use
+        if (kind === 'ins') {
+          if (model.has(va)) continue;
+          const e = { va, pfn: slot, pages, rights: slot & 7 };
+          assert.ok(db.insert(e));
+          model.set(va, e);
+        } else if (kind === 'rm') {
+          const got = db.remove(va);
+          assert.equal(got, model.get(va) ?? null);
+          model.delete(va);
+        } else {
+          const got = db.setRights(va, 5);
+          const m = model.get(va);
+          if (m) m.rights = 5;
+          assert.equal(got, m ?? null);
+        }
+      }
+      const sorted = [...model.values()].sort((a, b) => a.va - b.va);
+      assert.equal(db.entries(), sorted);
+      assert.is(db.size, sorted.length);
+      for (let k = 0; k < 60; k++) {
+        const probe = 0x7f00_0000_0000 + Math.floor((k * 5001 * 4 * 4096) / 60) + (k % 3) * 4096;
+        const floor = [...sorted].reverse().find((e) => e.va <= probe) ?? null;
+        const ceil = sorted.find((e) => e.va >= probe) ?? null;
+        assert.equal(db.floor(probe), floor, `floor ${probe.toString(16)}`);
+        assert.equal(db.ceil(probe), ceil, `ceil ${probe.toString(16)}`);
+        assert.equal(db.find(probe), floor && probe < floor.va + floor.pages * 4096 ? floor : null);
+      }
+    }),
+    { numRuns: 40 },
+  );
+});
+
+T('sequential and reverse insertion of 20,000 entries (many levels of splits)', () => {
+  for (const order of ['up', 'down']) {
+    const db = fresh(20_000);
+    for (let i = 0; i < 20_000; i++) {
+      const k = order === 'up' ? i : 19_999 - i;
+      assert.ok(db.insert({ va: k * 4096, pfn: k, pages: 1, rights: 1 }), `insert ${k}`);
+    }
+    const all = db.entries();
+    assert.is(all.length, 20_000);
+    all.forEach((e, i) => assert.is(e.va, i * 4096));
+    assert.is(db.find(12_345 * 4096 + 100)?.pfn, 12_345);
+  }
+});
+
+T('a full arena refuses an insert with false, and loses nothing', () => {
+  const words = 16 + 3 * (4 + 32 * 5);
+  const db = new MapDb(new Int32Array(words + 16), 0, words);
+  db.reset();
+  let n = 0;
+  while (db.insert({ va: n * 4096, pfn: n, pages: 1, rights: 0 })) n++;
+  assert.ok(n >= 32 && n < 200);
+  assert.is(db.entries().length, n);
+});
+
+T.run();
