@@ -6,11 +6,13 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { ConfigError, Machine, MachineError } from '../machine/machine.js';
-import { HW_INJECTIONS, DEFAULTS, parseSize, type MachineOptions } from '../hw/config.js';
+import { ALL_INJECTIONS, HW_INJECTIONS, DEFAULTS, parseSize, type MachineOptions } from '../hw/config.js';
 import { writeDump } from '../machine/dump.js';
 import { SCENARIOS, ScenarioError, findScenario } from '../workloads/scenarios.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from '../workloads/hwstress.js';
 import { formatReport, runStress } from './stress.js';
+import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
+import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatMicro, runMicro } from './bench.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
@@ -18,8 +20,9 @@ export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA 
 Usage: nrvm <command> [options]
 
 Commands:
-  stress              stress run: every core runs seeded random programs over shared page
-                      tables while oracles check each round (the default job: npm start)
+  stress              stress run: every core runs seeded programs of map/unmap/adjust/resolve and
+                      accesses against node-replicated address spaces, with oracles (npm start);
+                      --hw runs the hardware-level stress instead
   dump                write a scenario's physical memory (phys.bin) and machine.json
   bench micro         micro-benchmarks of the hot paths: TLB hit, walk, IPI round trip
   help [command]      this text, or one command's options
@@ -38,23 +41,36 @@ const MACHINE_HELP = `Machine options:
 
 const STRESS_HELP = `Usage: nrvm stress [options]
 
-Every core runs a seeded random program of loads, stores, fetches, INVLPGs, IPIs, walks of a
-page whose entry core 0 rewrites (break-before-make), and compareExchange flips of entry bits
-racing the walkers' A/D updates. After each round the oracles check: IPIs delivered exactly
-once, no torn translation, no lost entry update, no core failure.
+Every core runs a seeded random program against --processes node-replicated address spaces:
+MapFrame, Unmap (with TLB shootdown), Adjust and Resolve on its own slots, context switches, and
+8-byte loads and stores anywhere in the spaces' shared region (so other cores' TLBs hold
+translations that shootdowns must remove). Page faults go through the kernel: Resolve syncs the
+local replica; a mapping found then means a spurious fault (retried), none an invalid access.
+
+Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
+replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
+ctail <= tail), frame-conservation and frame-leak (after every space is destroyed), core-failure.
 
 ${MACHINE_HELP}
 Run options:
+  --processes N       address spaces (default 2)
   --seconds S         how long to run, in rounds of --ops operations per core (default 10)
   --seed N            seed of every program (default: random; printed for replay)
-  --ops N             operations per core per round (default 200000)
-  --mix K=W,...       weights of ${STRESS_MIX_KINDS.join(', ')}
-                      (kinds not named get 0; default ${Object.entries(DEFAULT_STRESS_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
-  --inject NAME       inject a fault to see an oracle catch it: ${HW_INJECTIONS.join(', ')}
+  --ops N             operations per core per round (default 20000; --hw: 200000)
+  --mix K=W,...       weights of ${VM_MIX_KINDS.join(', ')} (kinds not named get 0;
+                      default ${Object.entries(DEFAULT_VM_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+  --inject NAME       inject a fault to see an oracle catch it: ${ALL_INJECTIONS.join(', ')}
   --json              print the report as one JSON object instead of text
-  --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json
+  --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
+  --hw                the hardware-level stress instead: accesses, INVLPG, IPIs, entry rewrites
+                      by break-before-make and A/D races over shared tables; its --mix kinds are
+                      ${STRESS_MIX_KINDS.join(', ')}
+                      (default ${Object.entries(DEFAULT_STRESS_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
 
-Example: nrvm stress --cores 8 --nodes 2 --seconds 20 --seed 7
+Examples:
+  nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
+  nrvm stress --seconds 5 --inject skip-replica-sync
+  nrvm stress --hw --cores 8 --seconds 10
 `;
 
 const DUMP_HELP = `Usage: nrvm dump --out DIR [--scenario NAME] [machine options]
@@ -132,18 +148,16 @@ function machineFrom(values: Record<string, unknown>): MachineOptions {
   return o;
 }
 
-/** Parses "load=60,store=30": named kinds get their weight, the others 0. */
-export function parseMix(text: string): StressMix {
-  const mix = Object.fromEntries(STRESS_MIX_KINDS.map((k) => [k, 0])) as StressMix;
+/** Parses "load=60,store=30" over `kinds`: named kinds get their weight, the others 0. */
+export function parseMix<K extends string>(text: string, kinds: readonly K[]): Record<K, number> {
+  const mix = Object.fromEntries(kinds.map((k) => [k, 0])) as Record<K, number>;
   for (const part of text.split(',')) {
     const m = /^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*$/.exec(part);
-    if (!m) throw new UsageError(`--mix: '${part}' is not KIND=WEIGHT (kinds: ${STRESS_MIX_KINDS.join(', ')})`);
-    if (!(STRESS_MIX_KINDS as readonly string[]).includes(m[1])) {
-      throw new UsageError(`--mix: unknown kind '${m[1]}' (kinds: ${STRESS_MIX_KINDS.join(', ')})`);
-    }
-    mix[m[1] as keyof StressMix] = Number(m[2]);
+    if (!m) throw new UsageError(`--mix: '${part}' is not KIND=WEIGHT (kinds: ${kinds.join(', ')})`);
+    if (!(kinds as readonly string[]).includes(m[1])) throw new UsageError(`--mix: unknown kind '${m[1]}' (kinds: ${kinds.join(', ')})`);
+    mix[m[1] as K] = Number(m[2]);
   }
-  if (Object.values(mix).every((w) => w === 0)) throw new UsageError('--mix: at least one weight must be above 0');
+  if (Object.values<number>(mix).every((w) => w === 0)) throw new UsageError('--mix: at least one weight must be above 0');
   return mix;
 }
 
@@ -162,33 +176,45 @@ async function stress(args: string[]): Promise<number> {
     inject: { type: 'string', multiple: true },
     json: { type: 'boolean' },
     dump: { type: 'string' },
+    processes: { type: 'string' },
+    hw: { type: 'boolean' },
   }, 'stress');
   if (values.help) {
     process.stdout.write(STRESS_HELP);
     return 0;
   }
   const machine = machineFrom(values);
-  const inject = (values.inject ?? []).flatMap((s) => s.split(',')).filter(Boolean);
+  const known: readonly string[] = values.hw ? HW_INJECTIONS : ALL_INJECTIONS;
+  const inject = (values.inject ?? []).flatMap((x) => x.split(',')).filter(Boolean);
   for (const i of inject) {
-    if (!(HW_INJECTIONS as readonly string[]).includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known: ${HW_INJECTIONS.join(', ')})`);
+    if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);
   }
   machine.inject = inject;
   const seconds = values.seconds === undefined ? 10 : Number(values.seconds);
   if (!Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
   const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
-  const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
-  const mix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix);
   const tty = process.stderr.isTTY && !values.json;
-  const report = await runStress(
-    {
-      machine, seconds, seed, opsPerRound, mix, dump: values.dump,
-      progress: tty ? (line) => process.stderr.write(`\r\x1b[2K${line}`) : undefined,
-    },
-    replayCommand(['stress', ...args], seed),
-  );
-  if (tty) process.stderr.write('\n');
-  process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
-  return report.violations.length === 0 ? 0 : 1;
+  const progress = tty ? (line: string) => process.stderr.write(`\r\x1b[2K${line}`) : undefined;
+  const replay = replayCommand(['stress', ...args], seed);
+  let violations: number;
+  if (values.hw) {
+    if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
+    const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
+    const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
+    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, progress }, replay);
+    if (tty) process.stderr.write('\n');
+    process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
+    violations = report.violations.length;
+  } else {
+    const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
+    const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
+    const mix: VmMix = values.mix === undefined ? DEFAULT_VM_MIX : parseMix(values.mix, VM_MIX_KINDS);
+    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, progress }, replay);
+    if (tty) process.stderr.write('\n');
+    process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');
+    violations = report.violations.length;
+  }
+  return violations === 0 ? 0 : 1;
 }
 
 async function dump(args: string[]): Promise<number> {

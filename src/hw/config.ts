@@ -32,7 +32,7 @@ export interface KernelOptions {
   ptPoolFrames: number;
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 512 };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096 };
 
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig {

@@ -108,10 +108,24 @@ export class Kernel {
     return this.v.klayout.config.maxSpaces;
   }
 
+  /** NR statistics of this thread over every address space it used. */
+  nrStats(): Record<string, number> {
+    const out: Record<string, number> = { nrAppends: 0, nrBatches: 0, nrCombines: 0, nrReadSyncs: 0, nrLaggardAdvances: 0 };
+    for (const n of this.nrs) {
+      if (!n) continue;
+      out.nrAppends += n.stats.appends;
+      out.nrBatches += n.stats.batches;
+      out.nrCombines += n.stats.combines;
+      out.nrReadSyncs += n.stats.readSyncs;
+      out.nrLaggardAdvances += n.stats.laggardAdvances;
+    }
+    return out;
+  }
+
   vspace(s: number): VSpace {
     let x = this.vspaces[s];
     if (!x) {
-      x = new VSpace(this.v.klayout, this.v.k, this.v.mem, s);
+      x = new VSpace(this.v.klayout, this.v.k, this.v.mem, s, (f) => this.v.frames.free(f));
       this.vspaces[s] = x;
     }
     return x;
@@ -263,7 +277,7 @@ export class Kernel {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
         pa / PAGE + size / PAGE > this.v.klayout.config.totalFrames) return this.err({ code: INVALID_FRAME });
     const pages = size / PAGE;
-    const need = tablesNeeded(pages);
+    const need = tablesNeeded(va, pages);
     if (!this.reserveTables(s, need)) return this.err({ code: OUT_OF_MEMORY });
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);

@@ -53,10 +53,18 @@ export function* pieces(va: number, pfn: number, pages: number): Generator<[numb
   }
 }
 
-/** Page-table frames a mapping of `pages` pages may need in the worst case (4-level). */
-export function tablesNeeded(pages: number): number {
-  return Math.ceil(pages / 512) + Math.ceil(pages / 512 / 512) + 4;
+/**
+ * Page-table frames mapping [va, va + pages * 4 KiB) may need at most under an existing PML4 (as
+ * if no table existed yet): one PT per 2 MiB, one PD per 1 GiB, one PDPT per 512 GiB it touches.
+ */
+export function tablesNeeded(va: number, pages: number): number {
+  const last = va + pages * PAGE - 1;
+  const span = (shift: number): number => Math.floor(last / 2 ** shift) - Math.floor(va / 2 ** shift) + 1;
+  return span(21) + span(30) + span(39);
 }
+
+/** Frames a pool keeps beyond its promises; more are given back to the node. */
+export const POOL_SLACK = 16;
 
 function attrsOf(rights: number): LeafAttrs {
   return { write: (rights & R_WRITE) !== 0, user: (rights & R_USER) !== 0, nx: (rights & R_NX) !== 0 };
@@ -75,6 +83,8 @@ export class VSpace implements Replicated {
     readonly k: Int32Array,
     readonly mem: Int32Array,
     readonly space: number,
+    /** Returns a spare pool frame to its node. */
+    readonly freeFrame: (pfn: number) => void,
   ) {
     for (let r = 0; r < klayout.config.nodes; r++) {
       this.dbs.push(new MapDb(k, klayout.arenaBase(space, r), klayout.arenaWordsEach));
@@ -107,11 +117,17 @@ export class VSpace implements Replicated {
     }
   }
 
+  /** Drops an applied operation's promise; frames beyond POOL_SLACK spare go back to the node. */
   private releaseReservation(r: number, need: number): void {
+    const k = this.k;
     const b = this.klayout.replicaBase(this.space, r);
-    lockPool(this.k, b);
-    this.k[b + SR_RESERVED] -= need;
-    Atomics.store(this.k, b + SR_LOCK, 0);
+    lockPool(k, b);
+    k[b + SR_RESERVED] -= need;
+    while (k[b + SR_COUNT] - k[b + SR_RESERVED] > POOL_SLACK) {
+      k[b + SR_COUNT]--;
+      this.freeFrame(k[b + SR_FRAMES + k[b + SR_COUNT]]);
+    }
+    Atomics.store(k, b + SR_LOCK, 0);
   }
 
   apply(r: number, op: number, w: Int32Array, a: number, resp: Int32Array, ro: number): void {

@@ -8,7 +8,11 @@ import {
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/walk.js';
 import { CTR } from '../hw/layout.js';
 import { hex64 } from '../hw/pte.js';
+import { Kernel } from '../kernel/kernel.js';
+import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
+import { NO_FRAME } from '../hw/frames.js';
 import {
+  OP_K_ADJUST, OP_K_MAP, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
@@ -47,6 +51,13 @@ export interface CoreResult {
   xlates: Record<string, number>;
   /** OP_PTE_TOGGLE count per entry word. */
   toggles: Record<string, number>;
+  /** Accesses through stale translations (checked mode), and the first of them. */
+  staleAccesses: number;
+  staleExamples: StaleAccess[];
+  /** Kernel counters of this run on this core (maps, shootdowns, spurious faults...). */
+  kernel: Record<string, number>;
+  /** Kernel operation outcomes by name ("map:Ok", "unmap:NotMapped"...). */
+  outcomes: Record<string, number>;
 
   counters: Record<string, number>;
   elapsedMs: number;
@@ -59,15 +70,45 @@ export interface ExecOptions {
   peers: readonly number[];
   /** Take part in the end-of-run barrier (false when the controller runs a core alone). */
   barrier: boolean;
+  /** The kernel: page faults go to its handler, and kernel operations run through it. */
+  kernel?: Kernel;
+  /** Checked mode: every access's frame must belong to the core's current address space. */
+  checkOwner?: boolean;
 }
+
+/** An access through a translation to a frame its address space no longer owns. */
+export interface StaleAccess {
+  op: number;
+  va: string;
+  pfn: number;
+  space: number;
+  owner: number;
+}
+
+/** Retries of one access after spurious faults before the fault is delivered. */
+const FAULT_RETRIES = 3;
 
 /** Per-run mutable state shared by the hot loop and the cold path. */
 class RunState {
   checksum = 0;
   faults = 0;
   stop = false;
+  retries = 0;
+  stale = 0;
+  readonly staleExamples: StaleAccess[] = [];
   readonly faultLog: FaultRecord[] = [];
+  /** Frame-owner table and its base (checked mode), or null. */
+  owner: Int32Array | null = null;
+  ownerBase = 0;
   constructor(readonly stopOnFault: boolean) {}
+
+  /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */
+  noteStale(cpu: Cpu, index: number, vhi: number, vlo: number, pfn: number, space: number): void {
+    this.stale++;
+    if (this.staleExamples.length < 8) {
+      this.staleExamples.push({ op: index, va: hex64(vhi, vlo), pfn, space, owner: (this.owner as Int32Array)[this.ownerBase + pfn] - 1 });
+    }
+  }
 
   /** Records a fault of operation `index`; sets stop when the program stops at faults. Cold. */
   noteFault(cpu: Cpu, index: number, r: number): void {
@@ -84,10 +125,14 @@ class RunState {
  * interrupt check, then the access. Returns the index of the first operation it does not handle
  * (n at the end of the chunk). Numbers and typed arrays only.
  */
-function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: number, st: RunState): number {
+function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: number, st: RunState, kernel: Kernel | undefined): number {
   const mem = cpu.mem;
   const ctl = cpu.ctl;
   const pending = cpu.pendingWord;
+  const owner = st.owner;
+  const ob = st.ownerBase;
+  const space = kernel ? kernel.current[cpu.id] : -1;
+  const expect = space + 1;
   let checksum = st.checksum;
   let loads = 0;
   let stores = 0;
@@ -97,23 +142,29 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
     if (ctl[pending] !== 0) cpu.service();
     const op = buf[w];
     let r: number;
+    let acc: number;
     if (op === OP_LOAD) {
       loads++;
+      acc = ACC_READ;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_READ);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
+        if (owner !== null && owner[ob + (r >>> 10)] !== expect) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_STORE) {
       stores++;
+      acc = ACC_WRITE;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_WRITE);
       if (r >= 0) {
         mem[r] = buf[w + 4];
         mem[r + 1] = buf[w + 3];
+        if (owner !== null && owner[ob + (r >>> 10)] !== expect) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_FETCH) {
       fetches++;
+      acc = ACC_FETCH;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_FETCH);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
@@ -129,12 +180,21 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       if (op !== OP_STORE) checksum = (checksum - 2) | 0; // all ones, twice
       continue;
     }
+    if (kernel !== undefined && st.retries < FAULT_RETRIES && kernel.onPageFault(cpu, cpu.cr2hi, cpu.cr2lo, acc, r)) {
+      // Spurious: the access is retried (the loop re-runs operation i).
+      st.retries++;
+      i--;
+      w -= OP_WORDS;
+      continue;
+    }
+    st.retries = 0;
     st.noteFault(cpu, base + i, r);
     if (st.stop) {
       i++;
       break;
     }
   }
+  st.retries = 0;
   cpu.countAccesses(loads, stores, fetches);
   st.checksum = checksum;
   return i;
@@ -147,9 +207,11 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     core: cpu.id, ok: true, ops: 0, faults: 0, faultLog: [], checksum: 0,
     pingsSentTo: new Array(cores).fill(0), pingSumTo: new Array(cores).fill(0),
     pingsRecvFrom: new Array(cores).fill(0), pingSumFrom: new Array(cores).fill(0),
-    xlates: {}, toggles: {}, counters: {}, elapsedMs: 0,
+    xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
   };
   if (opts.record) res.values = [];
+  const kernel = opts.kernel;
+  const kstart = kernel ? { ...kernel.stats, ...kernel.nrStats() } : null;
   const recvFrom = res.pingsRecvFrom;
   const sumFrom = res.pingSumFrom;
   cpu.handlers[IPI_PING] = (c, sender, payload) => {
@@ -158,6 +220,10 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     c.ack(sender);
   };
   const st = new RunState(opts.stopOnFault);
+  if (kernel && opts.checkOwner) {
+    st.owner = kernel.v.k;
+    st.ownerBase = kernel.v.klayout.ownerBase;
+  }
   const xl = new Map<string, number>();
   const buf = new Int32Array(CHUNK_OPS * OP_WORDS);
   const t0 = performance.now();
@@ -177,15 +243,16 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       if (n === 0) break;
       let i = 0;
       while (i < n && !failed && !st.stop && !cpu.stopRequested) {
-        if (!opts.record) i = hotLoop(cpu, buf, i, n, base, st);
+        if (!opts.record) i = hotLoop(cpu, buf, i, n, base, st, opts.kernel);
         if (i >= n || st.stop) break;
         cpu.poll();
-        failed = coldOp(cpu, buf, i * OP_WORDS, base + i, st, res, xl, opts.peers, waitFailure);
+        failed = coldOp(cpu, buf, i * OP_WORDS, base + i, st, res, xl, opts.peers, waitFailure, kernel);
         i++;
       }
       base += Math.min(i, n);
     }
     res.ops = base;
+    if (kernel) kernel.leave(cpu);
     if (opts.barrier) {
       const b = cpu.barrier();
       if (b !== WAIT_OK && !failed) failed = waitFailure('end of run', b);
@@ -200,6 +267,12 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   }
   res.checksum = st.checksum >>> 0;
   res.faults = st.faults;
+  res.staleAccesses = st.stale;
+  res.staleExamples = st.staleExamples;
+  if (kernel && kstart) {
+    const now: Record<string, number> = { ...(kernel.stats as unknown as Record<string, number>), ...kernel.nrStats() };
+    for (const [k, v] of Object.entries(kstart)) res.kernel[k] = now[k] - (v as number);
+  }
   res.faultLog = st.faultLog;
   res.xlates = Object.fromEntries(xl);
   res.elapsedMs = performance.now() - t0;
@@ -211,7 +284,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
 /** One operation on the cold path (and every operation of a recording program). Returns an error or ''. */
 function coldOp(
   cpu: Cpu, buf: Int32Array, w: number, index: number, st: RunState, res: CoreResult,
-  xl: Map<string, number>, peers: readonly number[], waitFailure: (what: string, r: number) => string,
+  xl: Map<string, number>, peers: readonly number[], waitFailure: (what: string, r: number) => string, kernel: Kernel | undefined,
 ): string {
   const op = buf[w];
   let r = 0;
@@ -294,11 +367,92 @@ function coldOp(
       xl.set(key, (xl.get(key) ?? 0) + 1);
       break;
     }
+    case OP_K_SWITCH:
+    case OP_K_MAP:
+    case OP_K_UNMAP:
+    case OP_K_ADJUST:
+    case OP_K_RESOLVE: {
+      if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
+      return kernelOp(cpu, kernel, buf, w, index, res);
+    }
     default:
       return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;
   }
-  if (r !== 0) st.noteFault(cpu, index, r);
+  if (r !== 0) {
+    if (kernel && (op === OP_LOAD || op === OP_STORE || op === OP_FETCH)) {
+      const acc = op === OP_LOAD ? ACC_READ : op === OP_STORE ? ACC_WRITE : ACC_FETCH;
+      for (let k = 0; k < FAULT_RETRIES && r !== 0 && kernel.onPageFault(cpu, cpu.cr2hi, cpu.cr2lo, acc, r); k++) {
+        r = op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+      }
+      if (r === 0 && op !== OP_STORE) {
+        st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
+        if (res.values) res.values[res.values.length - 1] = hex64(cpu.valHi, cpu.valLo);
+      }
+    }
+    if (r !== 0) st.noteFault(cpu, index, r);
+  }
   return '';
+}
+
+/** Kernel operations of a program: switch, map (allocating frames), unmap (freeing them), adjust, resolve. */
+function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, res: CoreResult): string {
+  const op = buf[w];
+  const space = buf[w + 1];
+  if (!kernel.isLive(space)) return `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
+  const va = buf[w + 2] * 4294967296 + (buf[w + 3] >>> 0);
+  const tally = (name: string, code: number): void => {
+    const key = `${name}:${RESULT_NAMES[code]}`;
+    res.outcomes[key] = (res.outcomes[key] ?? 0) + 1;
+  };
+  const k = kernel.v.k;
+  const ob = kernel.v.klayout.ownerBase;
+  const frames = kernel.v.frames;
+  switch (op) {
+    case OP_K_SWITCH:
+      kernel.switchTo(cpu, space);
+      return '';
+    case OP_K_MAP: {
+      const pages = buf[w + 4] & 0xffffff;
+      const rights = buf[w + 4] >>> 24;
+      const first = pages === 1 ? frames.allocAny(cpu.node) : frames.allocContiguous(cpu.node, pages);
+      if (first === NO_FRAME) {
+        tally('map', OUT_OF_MEMORY);
+        return '';
+      }
+      for (let p = 0; p < pages; p++) {
+        frames.zero(first + p);
+        Atomics.store(k, ob + first + p, space + 1);
+      }
+      const r = kernel.map(cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
+      tally('map', r.code);
+      if (r.code !== OK) {
+        for (let p = 0; p < pages; p++) {
+          Atomics.store(k, ob + first + p, 0);
+          frames.free(first + p);
+        }
+      }
+      return '';
+    }
+    case OP_K_UNMAP: {
+      const r = kernel.unmap(cpu, space, va);
+      tally('unmap', r.code);
+      if (r.code === OK) {
+        // The shootdown has returned: no core can use the old translation; the frames go back.
+        for (let p = 0; p < r.pages; p++) {
+          Atomics.store(k, ob + r.pfn + p, 0);
+          frames.free(r.pfn + p);
+        }
+      }
+      return '';
+    }
+    case OP_K_ADJUST:
+      tally('adjust', kernel.adjust(cpu, space, va, buf[w + 4]).code);
+      return '';
+    case OP_K_RESOLVE:
+      tally('resolve', kernel.resolve(cpu.id, space, va, cpu).code);
+      return '';
+  }
+  return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;
 }
 
 /** "pfn:flags" of the TLB entry that now translates vhi:vlo (filled by the translate just done). */

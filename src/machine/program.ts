@@ -40,6 +40,17 @@ export const OP_MOV_CR0 = 15;
 /** [OP_WREFER, value] */
 export const OP_WREFER = 16;
 
+/** [OP_K_SWITCH, space] run the address space on this core (kernel). */
+export const OP_K_SWITCH = 20;
+/** [OP_K_MAP, space, vaHi, vaLo, rights << 24 | pages] allocate frames and MapFrame them. */
+export const OP_K_MAP = 21;
+/** [OP_K_UNMAP, space, vaHi, vaLo] Unmap (with shootdown) and free the frames. */
+export const OP_K_UNMAP = 22;
+/** [OP_K_ADJUST, space, vaHi, vaLo, rights] */
+export const OP_K_ADJUST = 23;
+/** [OP_K_RESOLVE, space, vaHi, vaLo] */
+export const OP_K_RESOLVE = 24;
+
 /** Fills `buf` with up to buf.length / OP_WORDS operations; returns how many (0 = the end). */
 export interface ProgramSource {
   next(buf: Int32Array): number;
@@ -62,7 +73,12 @@ export type Op =
   | { op: 'halt' }
   | { op: 'pteWrite'; pa: bigint | number; lo: number; hi: number }
   | { op: 'pteToggle'; pa: bigint | number; bits: number }
-  | { op: 'xlate'; va: bigint | number | string; acc: 'read' | 'write' | 'fetch' };
+  | { op: 'xlate'; va: bigint | number | string; acc: 'read' | 'write' | 'fetch' }
+  | { op: 'switch'; space: number }
+  | { op: 'map'; space: number; va: bigint | number | string; pages: number; rights: number }
+  | { op: 'unmap'; space: number; va: bigint | number | string }
+  | { op: 'adjust'; space: number; va: bigint | number | string; rights: number }
+  | { op: 'resolve'; space: number; va: bigint | number | string };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -130,6 +146,14 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'pteWrite': put(OP_PTE_WRITE, Number(o.pa) / 4, o.lo, o.hi); break;
       case 'pteToggle': put(OP_PTE_TOGGLE, Number(o.pa) / 4, o.bits); break;
       case 'xlate': put(OP_XLATE, ...va2(o.va, at), ACC[o.acc]); break;
+      case 'switch': put(OP_K_SWITCH, o.space); break;
+      case 'map':
+        if (!Number.isInteger(o.pages) || o.pages < 1 || o.pages >= 1 << 24) throw new ProgramError(`${at}: pages must be 1 to 2^24 - 1`);
+        put(OP_K_MAP, o.space, ...va2(o.va, at), (o.rights << 24) | o.pages);
+        break;
+      case 'unmap': put(OP_K_UNMAP, o.space, ...va2(o.va, at)); break;
+      case 'adjust': put(OP_K_ADJUST, o.space, ...va2(o.va, at), o.rights); break;
+      case 'resolve': put(OP_K_RESOLVE, o.space, ...va2(o.va, at)); break;
       default: throw new ProgramError(`${at}: unknown operation`);
     }
   });

@@ -5,13 +5,16 @@
 //   encoded     explicit operations the controller encoded (machine/program.ts)
 //   random      seeded loads/stores/fetches over regions, with an optional INVLPG rate
 //   ipi-storm   seeded IPI_PINGs to the other cores of the run, each waiting for its ack
+//   vm-mix      the address-space stress mix: switches, MapFrame/Unmap/Adjust of the core's own
+//               slots, Resolve, and loads/stores anywhere in the shared region of the space
 //   hw-mix      the hardware stress mix: accesses, INVLPG, IPIs, walks of a page whose entry
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
 import { parseAddress, split64 } from '../hw/pte.js';
 import {
-  BufferSource, OP_FETCH, OP_INVLPG, OP_LOAD, OP_PING, OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
+  BufferSource, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_MAP, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
+  OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
   type ProgramSource, type ProgramSpec,
 } from '../machine/program.js';
 import { Rng } from './rng.js';
@@ -218,6 +221,109 @@ class HwMixSource implements ProgramSource {
   }
 }
 
+export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch'] as const;
+export type VmMix = Record<(typeof VM_MIX_KINDS)[number], number>;
+
+export interface VmMixProgram extends ProgramSpec {
+  kind: 'vm-mix';
+  seed: number;
+  count: number;
+  /** Address spaces to work on (the first is switched to at the start). */
+  spaces: number[];
+  /** Cores taking part: each owns `slots` 4 KiB slots of the region in every space. */
+  cores: number;
+  slots: number;
+  /** Start of the region (bytes; below 2^47). */
+  regionBase: number;
+  mix: VmMix;
+}
+
+/** Rights the stress uses: user read-write or user read-only. */
+const VM_RW = 3;
+const VM_RO = 2;
+
+/** Seeded address-space operations; outcomes (AlreadyMapped, NotMapped...) are decided when they run. */
+class VmMixSource implements ProgramSource {
+  private left: number;
+  private readonly rng: Rng;
+  private readonly cut: number[];
+  private space: number;
+  private started = false;
+
+  constructor(private readonly p: VmMixProgram, private readonly core: number) {
+    this.left = countOf(p);
+    need(Array.isArray(p.spaces) && p.spaces.length > 0, "program 'vm-mix': spaces must list at least one address space");
+    need(Number.isSafeInteger(p.slots) && p.slots > 0 && Number.isSafeInteger(p.cores) && p.cores > 0, "program 'vm-mix': cores and slots must be > 0");
+    need(p.regionBase % 4096 === 0 && p.regionBase + p.cores * p.slots * 4096 <= 2 ** 47, "program 'vm-mix': the region must be page-aligned and below 2^47");
+    const w = VM_MIX_KINDS.map((k) => p.mix?.[k] ?? 0);
+    need(w.every((x) => Number.isFinite(x) && x >= 0) && w.some((x) => x > 0), "program 'vm-mix': mix weights must be >= 0, not all 0");
+    const total = w.reduce((a, b) => a + b, 0);
+    let acc = 0;
+    this.cut = w.map((x) => (acc += x) / total);
+    this.rng = new Rng(p.seed | 0, core);
+    this.space = p.spaces[this.rng.below(p.spaces.length)];
+  }
+
+  next(buf: Int32Array): number {
+    const n = Math.min(this.left, buf.length / OP_WORDS);
+    const rng = this.rng;
+    const p = this.p;
+    const own = (): number => p.regionBase + (this.core * p.slots + rng.below(p.slots)) * 4096;
+    const any = (): number => p.regionBase + rng.below(p.cores * p.slots) * 4096;
+    for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
+      buf.fill(0, w, w + OP_WORDS);
+      if (!this.started) {
+        this.started = true;
+        buf[w] = OP_K_SWITCH;
+        buf[w + 1] = this.space;
+        continue;
+      }
+      const x = (rng.next() >>> 0) / 4294967296;
+      let k = 0;
+      while (k < this.cut.length - 1 && x >= this.cut[k]) k++;
+      switch (VM_MIX_KINDS[k]) {
+        case 'map': {
+          const va = own();
+          buf[w] = OP_K_MAP;
+          buf[w + 1] = this.space;
+          buf[w + 2] = Math.floor(va / 4294967296);
+          buf[w + 3] = va % 4294967296 | 0;
+          buf[w + 4] = (VM_RW << 24) | 1; // rights << 24 | pages
+          break;
+        }
+        case 'unmap':
+        case 'adjust':
+        case 'resolve': {
+          const kind = VM_MIX_KINDS[k];
+          const va = kind === 'resolve' ? any() : own();
+          buf[w] = kind === 'unmap' ? OP_K_UNMAP : kind === 'adjust' ? OP_K_ADJUST : OP_K_RESOLVE;
+          buf[w + 1] = this.space;
+          buf[w + 2] = Math.floor(va / 4294967296);
+          buf[w + 3] = va % 4294967296 | 0;
+          buf[w + 4] = rng.below(2) === 0 ? VM_RW : VM_RO;
+          break;
+        }
+        case 'access': {
+          const va = any() + rng.below(512) * 8;
+          buf[w] = rng.below(3) === 0 ? OP_STORE : OP_LOAD;
+          buf[w + 1] = Math.floor(va / 4294967296);
+          buf[w + 2] = va % 4294967296 | 0;
+          buf[w + 3] = this.core;
+          buf[w + 4] = rng.next();
+          break;
+        }
+        case 'switch':
+          this.space = p.spaces[rng.below(p.spaces.length)];
+          buf[w] = OP_K_SWITCH;
+          buf[w + 1] = this.space;
+          break;
+      }
+    }
+    this.left -= n;
+    return n;
+  }
+}
+
 /** Repeats a source's program `times` times (sources are re-created per pass). */
 class RepeatSource implements ProgramSource {
   private cur: ProgramSource;
@@ -248,8 +354,10 @@ export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
         return new IpiStormSource(spec as IpiStormProgram, core);
       case 'hw-mix':
         return new HwMixSource(spec as HwMixProgram, core);
+      case 'vm-mix':
+        return new VmMixSource(spec as VmMixProgram, core);
       default:
-        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm, hw-mix)`);
+        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm, hw-mix, vm-mix)`);
     }
   };
   const times = spec.repeat ?? 1;

@@ -7,12 +7,15 @@ import { Layout } from '../hw/layout.js';
 import { execute, type CoreResult } from '../machine/executor.js';
 import type { CoreTask } from '../machine/machine.js';
 import { makeSource } from './sources.js';
+import { Kernel, kernelLayouts } from '../kernel/kernel.js';
+import { Frames } from '../hw/frames.js';
 
 interface Attached {
   layout: Layout;
   ctl: Int32Array;
   mem: Int32Array;
   cpus: Map<number, Cpu>;
+  kernel: Kernel;
 }
 
 const attached = new Map<string, Attached>();
@@ -22,11 +25,19 @@ function attach(task: CoreTask): Attached {
   if (!a) {
     // One machine at a time per worker in practice; forget older ones so their memory can go.
     attached.clear();
+    const layout = new Layout(task.shared.config);
+    const ctl = new Int32Array(task.shared.control);
+    const mem = new Int32Array(task.shared.phys);
+    const { klayout, nrLayout } = kernelLayouts(task.shared.config);
+    const config = task.shared.config;
     a = {
-      layout: new Layout(task.shared.config),
-      ctl: new Int32Array(task.shared.control),
-      mem: new Int32Array(task.shared.phys),
-      cpus: new Map(),
+      layout, ctl, mem, cpus: new Map(),
+      kernel: new Kernel({
+        klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
+        frames: new Frames(layout, ctl, mem),
+        replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
+        waitLimitMs: config.waitLimitMs, inject: config.inject,
+      }),
     };
     attached.set(task.shared.id, a);
   }
@@ -36,7 +47,8 @@ function attach(task: CoreTask): Attached {
 function failed(core: number, error: string): CoreResult {
   return {
     core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
-    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, counters: {}, elapsedMs: 0,
+    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [],
+    kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
   };
 }
 
@@ -46,6 +58,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
   let cpu = a.cpus.get(task.core);
   if (!cpu) {
     cpu = new Cpu(a, task.core);
+    a.kernel.installHandlers(cpu);
     a.cpus.set(task.core, cpu);
   }
   if (!cpu.attach()) return failed(task.core, `core ${task.core} is already running on another thread`);
@@ -62,6 +75,8 @@ export function runCoreTask(task: CoreTask): CoreResult {
       stopOnFault: task.program.stopOnFault === true,
       peers: task.peers,
       barrier: task.barrier,
+      kernel: a.kernel,
+      checkOwner: task.program.checkOwner === true,
     });
   } finally {
     cpu.detach();

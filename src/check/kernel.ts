@@ -1,0 +1,125 @@
+// Oracles for the address-space stress run (issue: NR address spaces).
+//
+//   stale-tlb            an access went through a translation to a frame its address space no
+//                        longer owned (the unmap had returned): a missing or wrong shootdown
+//   replica-divergence   once synced, two replicas differ in mappings or in leaf entries
+//   nr-invariant         head <= every ltail <= tail, ctail <= tail, no more live entries than slots
+//   frame-conservation   free + data + page-table + reserved frames != total frames
+//   frame-leak           frames still allocated after every address space was destroyed
+//   core-failure         a core's bounded wait expired or it panicked
+//
+// Each is shown to fire: the tests inject skip-shootdown and skip-replica-sync, corrupt a replica,
+// break the log's indices and leak a frame.
+
+import type { Machine } from '../machine/machine.js';
+import type { CoreResult } from '../machine/executor.js';
+import { enumerateMappings } from '../hw/ptbuild.js';
+import { tableFrames } from '../kernel/kernel.js';
+import { SR_COUNT } from '../kernel/layout.js';
+
+export interface KernelViolation {
+  kind: 'stale-tlb' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure';
+  detail: string;
+}
+
+/** Accesses through stale translations reported by the cores. */
+export function checkStale(res: CoreResult[]): KernelViolation[] {
+  const out: KernelViolation[] = [];
+  for (const r of res) {
+    for (const e of r.staleExamples) {
+      out.push({
+        kind: 'stale-tlb',
+        detail: `core ${r.core} op ${e.op}: access to ${e.va} in space ${e.space} reached frame ${e.pfn}, ` +
+          (e.owner < 0 ? 'which is free' : `which now belongs to space ${e.owner}`),
+      });
+    }
+    if (r.staleAccesses > r.staleExamples.length) {
+      out.push({ kind: 'stale-tlb', detail: `core ${r.core}: ${r.staleAccesses - r.staleExamples.length} more stale accesses` });
+    }
+  }
+  return out;
+}
+
+/** Core failures (bounded waits that expired, panics). */
+export function checkCoreFailures(res: CoreResult[]): KernelViolation[] {
+  return res.filter((r) => !r.ok).map((r) => ({ kind: 'core-failure' as const, detail: r.error ?? `core ${r.core} failed` }));
+}
+
+/** NR's index invariants for every live space. */
+export function checkLogs(m: Machine): KernelViolation[] {
+  const out: KernelViolation[] = [];
+  for (let s = 0; s < m.kernel.maxSpaces; s++) {
+    if (!m.kernel.isLive(s)) continue;
+    for (const d of m.kernel.nr(s).checkInvariants()) out.push({ kind: 'nr-invariant', detail: d });
+  }
+  return out;
+}
+
+function leafKey(m: Machine, root: number): string[] {
+  return enumerateMappings(m.mem, m.layout.totalFrames, root, false).map((x) => `${x.va.toString(16)}>${x.pa.toString(16)}/${x.size}/${x.write ? 'w' : 'r'}${x.user ? 'u' : 's'}${x.nx ? 'x' : ''}`);
+}
+
+/** Syncs every replica of every live space and compares mappings and leaf entries (A/D masked). Controller only. */
+export function checkConvergence(m: Machine): KernelViolation[] {
+  const out: KernelViolation[] = [];
+  for (let s = 0; s < m.kernel.maxSpaces; s++) {
+    if (!m.kernel.isLive(s)) continue;
+    m.kernel.syncAll(s);
+    const vs = m.kernel.vspace(s);
+    const db0 = JSON.stringify(vs.db(0).entries());
+    const leaves0 = leafKey(m, vs.root(0));
+    for (let r = 1; r < m.config.nodes; r++) {
+      if (JSON.stringify(vs.db(r).entries()) !== db0) out.push({ kind: 'replica-divergence', detail: `space ${s}: replica ${r}'s mapping database differs from replica 0's` });
+      const lr = leafKey(m, vs.root(r));
+      if (lr.join() !== leaves0.join()) {
+        const a = new Set(leaves0);
+        const b = new Set(lr);
+        const diff = [...leaves0.filter((x) => !b.has(x)).map((x) => `only in 0: ${x}`), ...lr.filter((x) => !a.has(x)).map((x) => `only in ${r}: ${x}`)];
+        out.push({ kind: 'replica-divergence', detail: `space ${s}: leaf entries of replicas 0 and ${r} differ (${diff.slice(0, 3).join('; ')})` });
+      }
+    }
+  }
+  return out;
+}
+
+/** Frames by use; conservation holds when they add up to the machine's total. Controller only. */
+export function frameAccount(m: Machine): { total: number; free: number; data: number; tables: number; pools: number } {
+  const k = m.kernel.v.k;
+  const ob = m.kernel.v.klayout.ownerBase;
+  let data = 0;
+  for (let f = 0; f < m.layout.totalFrames; f++) if (k[ob + f] !== 0) data++;
+  let tables = 0;
+  let pools = 0;
+  for (let s = 0; s < m.kernel.maxSpaces; s++) {
+    if (!m.kernel.isLive(s)) continue;
+    for (let r = 0; r < m.config.nodes; r++) {
+      tables += tableFrames(m.mem, m.kernel.vspace(s).root(r)).length;
+      pools += k[m.kernel.v.klayout.replicaBase(s, r) + SR_COUNT];
+    }
+  }
+  return { total: m.layout.totalFrames, free: m.frames.freeCount(), data, tables, pools };
+}
+
+/** free + data + page tables + reserved pool frames = total. */
+export function checkConservation(m: Machine): KernelViolation[] {
+  const a = frameAccount(m);
+  const sum = a.free + a.data + a.tables + a.pools;
+  return sum === a.total ? [] : [{ kind: 'frame-conservation', detail: `free ${a.free} + data ${a.data} + tables ${a.tables} + pools ${a.pools} = ${sum}, not ${a.total}` }];
+}
+
+/** Destroys every live space (freeing data frames) and checks that every frame is free again. */
+export function destroyAllAndCheck(m: Machine): KernelViolation[] {
+  const k = m.kernel.v.k;
+  const ob = m.kernel.v.klayout.ownerBase;
+  for (let s = 0; s < m.kernel.maxSpaces; s++) {
+    if (!m.kernel.isLive(s)) continue;
+    m.kernel.destroySpace(s, (pfn, pages) => {
+      for (let p = 0; p < pages; p++) {
+        Atomics.store(k, ob + pfn + p, 0);
+        m.frames.free(pfn + p);
+      }
+    });
+  }
+  const free = m.frames.freeCount();
+  return free === m.layout.totalFrames ? [] : [{ kind: 'frame-leak', detail: `${m.layout.totalFrames - free} frames still allocated after every address space was destroyed` }];
+}

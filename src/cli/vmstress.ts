@@ -1,0 +1,189 @@
+// `nrvm stress` (the main job): rounds of seeded address-space programs on every core against
+// several node-replicated address spaces, with the checked-mode oracles (src/check/kernel.ts)
+// after every round and at the end. Reports operations, faults, shootdowns, TLB and log figures,
+// every violation, and the command that replays the run.
+
+import { Machine } from '../machine/machine.js';
+import type { MachineOptions } from '../hw/config.js';
+import type { CoreResult } from '../machine/executor.js';
+import type { Job } from '../machine/machine.js';
+import { writeDump, type DumpRoot } from '../machine/dump.js';
+import type { VmMix, VmMixProgram } from '../workloads/sources.js';
+import {
+  checkConservation, checkConvergence, checkCoreFailures, checkLogs, checkStale, destroyAllAndCheck, frameAccount,
+  type KernelViolation,
+} from '../check/kernel.js';
+import { SetupError } from '../workloads/hwstress.js';
+import { fmt } from './stress.js';
+
+export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 72, resolve: 5, switch: 1 };
+
+export interface VmStressOptions {
+  machine: MachineOptions;
+  seconds: number;
+  seed: number;
+  processes: number;
+  opsPerRound: number;
+  slots: number;
+  mix: VmMix;
+  dump?: string;
+  progress?: (line: string) => void;
+}
+
+export interface VmStressReport {
+  seed: number;
+  config: { cores: number; nodes: number; memoryBytes: number; processes: number; inject: string[] };
+  seconds: number;
+  rounds: number;
+  ops: Record<string, number>;
+  outcomes: Record<string, number>;
+  accesses: number;
+  accessesPerSec: number;
+  faults: number;
+  spuriousFaults: number;
+  invalidAccesses: number;
+  shootdowns: number;
+  shootdownIpis: number;
+  ipis: { sent: number; received: number };
+  tlb: { hits: number; misses: number; hitRate: number };
+  log: { appends: number; batches: number; meanBatch: number; combines: number; readSyncs: number; laggardAdvances: number };
+  frames: { total: number; free: number; data: number; tables: number; pools: number };
+  violations: (KernelViolation & { round: number | 'end' })[];
+  replay: string;
+  dump?: string;
+}
+
+const REGION_BASE = 0x10_0000_0000;
+
+/** Runs the address-space stress. Rejects only for configuration/setup errors. */
+export async function runVmStress(o: VmStressOptions, replay: string): Promise<VmStressReport> {
+  const m = await Machine.boot(o.machine);
+  try {
+    const cores = m.config.cores;
+    if (o.processes > m.config.kernel.maxSpaces) throw new SetupError(`--processes ${o.processes} exceeds the kernel's ${m.config.kernel.maxSpaces} address spaces`);
+    const spaces: number[] = [];
+    for (let i = 0; i < o.processes; i++) {
+      const s = m.kernel.createSpace();
+      if (s < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
+      spaces.push(s);
+    }
+    const violations: VmStressReport['violations'] = [];
+    const sum: Record<string, number> = {};
+    const outcomes: Record<string, number> = {};
+    const add = (into: Record<string, number>, from: Record<string, number>): void => {
+      for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+    };
+    const t0 = performance.now();
+    const deadline = t0 + o.seconds * 1000;
+    let round = 0;
+    let faults = 0;
+    let stopped = false;
+    do {
+      const jobs: Job[] = [...Array(cores).keys()].map((c) => {
+        const program: VmMixProgram = {
+          kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, spaces, cores, slots: o.slots,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true,
+        };
+        return { core: c, program };
+      });
+      const res: CoreResult[] = await m.run(jobs);
+      const found = [...checkCoreFailures(res), ...checkStale(res), ...checkLogs(m)];
+      for (const v of found) violations.push({ ...v, round });
+      for (const r of res) {
+        add(sum, r.kernel);
+        add(outcomes, r.outcomes);
+        faults += r.faults;
+      }
+      round++;
+      const el = (performance.now() - t0) / 1000;
+      const k = counters(m);
+      const acc = k.loads + k.stores;
+      o.progress?.(
+        `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  maps ${fmt(sum.maps ?? 0)}  ` +
+          `unmaps ${fmt(sum.unmaps ?? 0)}  shootdowns ${fmt(sum.shootdowns ?? 0)}  spurious ${fmt(sum.spuriousFaults ?? 0)}  violations ${violations.length}`,
+      );
+      if (found.some((v) => v.kind === 'core-failure')) stopped = true;
+    } while (!stopped && performance.now() < deadline);
+    const seconds = (performance.now() - t0) / 1000;
+    if (!stopped) for (const v of [...checkConvergence(m), ...checkConservation(m)]) violations.push({ ...v, round: 'end' });
+    const frames = frameAccount(m);
+    let dump: string | undefined;
+    if (o.dump) {
+      const roots: DumpRoot[] = [];
+      for (const s of spaces) {
+        for (let r = 0; r < m.config.nodes; r++) roots.push({ label: `space ${s} replica ${r} (node ${r})`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false });
+      }
+      await writeDump(m, o.dump, roots);
+      dump = o.dump;
+    }
+    if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
+    const k = counters(m);
+    const accesses = k.loads + k.stores;
+    return {
+      seed: o.seed,
+      config: { cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, processes: o.processes, inject: m.config.inject },
+      seconds,
+      rounds: round,
+      ops: {
+        map: sum.maps ?? 0, unmap: sum.unmaps ?? 0, adjust: sum.adjusts ?? 0, resolve: sum.resolves ?? 0, switch: sum.switches ?? 0,
+        load: k.loads, store: k.stores,
+      },
+      outcomes,
+      accesses,
+      accessesPerSec: accesses / seconds,
+      faults: k.pageFaults,
+      spuriousFaults: sum.spuriousFaults ?? 0,
+      invalidAccesses: faults,
+      shootdowns: sum.shootdowns ?? 0,
+      shootdownIpis: sum.shootdownIpis ?? 0,
+      ipis: { sent: k.ipisSent, received: k.ipisReceived },
+      tlb: { hits: k.tlbHits, misses: k.tlbMisses, hitRate: k.tlbHits / Math.max(1, k.tlbHits + k.tlbMisses) },
+      log: {
+        appends: sum.nrAppends ?? 0, batches: sum.nrBatches ?? 0, meanBatch: (sum.nrAppends ?? 0) / Math.max(1, sum.nrBatches ?? 0),
+        combines: sum.nrCombines ?? 0, readSyncs: sum.nrReadSyncs ?? 0, laggardAdvances: sum.nrLaggardAdvances ?? 0,
+      },
+      frames,
+      violations,
+      replay,
+      dump,
+    };
+  } finally {
+    await m.shutdown();
+  }
+}
+
+function counters(m: Machine): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let c = 0; c < m.config.cores; c++) for (const [k, v] of Object.entries(m.counters(c))) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+/** The human summary. */
+export function formatVmReport(r: VmStressReport): string {
+  const o = (k: string): number => r.outcomes[k] ?? 0;
+  const lines = [
+    `nrvm stress: ${r.config.cores} cores on ${r.config.nodes} nodes, ${r.config.memoryBytes / 2 ** 20} MiB, ${r.config.processes} address spaces, seed ${r.seed}` +
+      (r.config.inject.length ? `, injected: ${r.config.inject.join(', ')}` : ''),
+    `  ran ${r.seconds.toFixed(1)} s, ${r.rounds} rounds`,
+    `  operations  ${Object.entries(r.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
+    `  outcomes    map ok ${fmt(o('map:Ok'))} / already mapped ${fmt(o('map:AlreadyMapped'))}, unmap ok ${fmt(o('unmap:Ok'))} / not mapped ${fmt(o('unmap:NotMapped'))}, ` +
+      `adjust ok ${fmt(o('adjust:Ok'))}, resolve ok ${fmt(o('resolve:Ok'))} / not mapped ${fmt(o('resolve:NotMapped'))}`,
+    `  accesses    ${fmt(r.accesses)} (${fmt(r.accessesPerSec)}/s over all cores)`,
+    `  faults      ${fmt(r.faults)} page faults: ${fmt(r.spuriousFaults)} spurious (replica behind or stale read-only entry, retried), ${fmt(r.invalidAccesses)} invalid (no mapping or no right, delivered)`,
+    `  shootdowns  ${fmt(r.shootdowns)} (${fmt(r.shootdownIpis)} IPIs); IPIs ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received`,
+    `  TLB         hit rate ${(100 * r.tlb.hitRate).toFixed(2)}%, ${fmt(r.tlb.misses)} misses`,
+    `  NR log      ${fmt(r.log.appends)} appends in ${fmt(r.log.batches)} batches (mean ${r.log.meanBatch.toFixed(2)}), ${fmt(r.log.readSyncs)} read syncs, ${fmt(r.log.laggardAdvances)} laggard advances`,
+    `  frames      ${r.frames.total} total at the end of the run: ${r.frames.free} free, ${r.frames.data} data, ${r.frames.tables} page tables, ${r.frames.pools} reserved`,
+  ];
+  if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
+  if (r.violations.length === 0) lines.push('  violations  none');
+  else {
+    const kinds = new Map<string, number>();
+    for (const v of r.violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
+    lines.push(`  VIOLATIONS  ${r.violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`);
+    for (const v of r.violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
+    if (r.violations.length > 5) lines.push(`    ... ${r.violations.length - 5} more (--json lists all)`);
+  }
+  lines.push(`  replay      ${r.replay}`);
+  return lines.join('\n');
+}
