@@ -28,7 +28,7 @@ U('--help and help <command> print usage and exit 0', () => {
     const r = nrvm('help', c);
     assert.is(r.code, 0, c);
     assert.match(r.out, /Usage: nrvm/);
-    assert.match(r.out, /Example: nrvm/);
+    assert.match(r.out, /Examples?:\s+nrvm/);
   }
 });
 
@@ -39,12 +39,16 @@ const bad: [string[], RegExp][] = [
   [['stress', '--nodes', '8', '--cores', '2'], /nodes \(8\) cannot exceed cores \(2\)/],
   [['stress', '--memory', '3000'], /not a whole number of 4 KiB frames/],
   [['stress', '--memory', '64KiB'], /too small for the page tables/],
-  [['stress', '--mix', 'load=1,frob=2'], /--mix: unknown kind 'frob'/],
-  [['stress', '--mix', 'load'], /--mix: 'load' is not KIND=WEIGHT/],
-  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update\)/],
+  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch\)/],
+  [['stress', '--hw', '--mix', 'map=1'], /--mix: unknown kind 'map' \(kinds: load, store/],
+  [['stress', '--mix', 'map'], /--mix: 'map' is not KIND=WEIGHT/],
+  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync\)/],
+  [['stress', '--hw', '--inject', 'skip-shootdown'], /--inject: unknown fault 'skip-shootdown' \(known with --hw: non-atomic-ad, torn-pte-update\)/],
+  [['stress', '--processes', '0'], /--processes must be between 1 and 4096, got 0/],
+  [['stress', '--processes', '99', '--seconds', '0'], /--processes 99 exceeds the kernel's 8 address spaces/],
   [['stress', '--bogus'], /stress: Unknown option '--bogus'/],
   [['stress', '--seconds', 'soon'], /--seconds must be a number of seconds/],
-  [['stress', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
+  [['stress', '--hw', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
   [['bench', 'macro'], /unknown benchmark 'macro'/],
@@ -97,21 +101,39 @@ D('dump writes the raw image and a machine.json that describes its page tables',
 const S = suite('cli: stress');
 
 S('a short default stress run is clean, prints a report and exits 0', () => {
-  const r = nrvm('stress', '--seconds', '1', '--seed', '3', '--json');
+  const r = nrvm('stress', '--seconds', '2', '--seed', '3', '--json');
   assert.is(r.code, 0, r.err);
   const rep = JSON.parse(r.out);
   assert.equal(rep.violations, []);
   assert.is(rep.seed, 3);
-  assert.ok(rep.accesses > 100_000, `${rep.accesses} accesses`);
+  for (const k of ['ops', 'faults', 'spuriousFaults', 'shootdowns']) assert.ok(k in rep, k);
+  assert.ok(rep.ops.map > 0 && rep.ops.unmap > 0 && rep.shootdowns > 0, JSON.stringify(rep.ops));
   assert.ok(rep.ipis.sent > 0 && rep.ipis.sent === rep.ipis.received);
-  assert.match(rep.replay, /nrvm stress --seconds 1 --seed 3/);
+  assert.match(rep.replay, /nrvm stress --seconds 2 --seed 3/);
 });
 
-S('an injected torn entry update is caught: violations reported, exit 1', () => {
-  const r = nrvm('stress', '--seconds', '2', '--seed', '3', '--inject', 'torn-pte-update', '--mix', 'xlate=50,flip=20,load=10');
+for (const inj of ['skip-shootdown', 'skip-replica-sync']) {
+  S(`--inject ${inj} is caught by the stale-tlb oracle in a short default run: exit 1`, () => {
+    const r = nrvm('stress', '--seconds', '3', '--seed', '3', '--inject', inj, '--json');
+    assert.is(r.code, 1, r.err);
+    const rep = JSON.parse(r.out);
+    assert.ok(rep.violations.some((v: { kind: string }) => v.kind === 'stale-tlb'), JSON.stringify(rep.violations.slice(0, 2)));
+  });
+}
+
+S('the hardware stress (--hw) is clean and exits 0', () => {
+  const r = nrvm('stress', '--hw', '--seconds', '1', '--seed', '3', '--json');
+  assert.is(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.equal(rep.violations, []);
+  assert.ok(rep.accesses > 100_000, `${rep.accesses} accesses`);
+});
+
+S('an injected torn entry update is caught by --hw: violations reported, exit 1', () => {
+  const r = nrvm('stress', '--hw', '--seconds', '2', '--seed', '3', '--inject', 'torn-pte-update', '--mix', 'xlate=50,flip=20,load=10');
   assert.is(r.code, 1, r.out + r.err);
   assert.match(r.out, /VIOLATIONS .*torn-translation/);
-  assert.match(r.out, /replay +nrvm stress .*--inject torn-pte-update/);
+  assert.match(r.out, /replay +nrvm stress --hw .*--inject torn-pte-update/);
 });
 
 U.run();

@@ -69,6 +69,9 @@ export class KernelStats {
   shootdowns = 0;
   shootdownIpis = 0;
   shootdownsReceived = 0;
+  /** Receivers' invalidations: page by page, or whole (above SHOOTDOWN_FULL_FLUSH_PAGES). */
+  pageInvalidations = 0;
+  fullFlushes = 0;
   switches = 0;
 }
 
@@ -424,7 +427,7 @@ export class Kernel {
       if (r !== IPI_OK) panic(`Kernel.shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
       this.stats.shootdownIpis++;
     }
-    invalidateRange(cpu, hi, lo, pages);
+    invalidateRange(cpu, hi, lo, pages, null);
     const w = cpu.waitAcks();
     if (w !== WAIT_OK) panic(`Kernel.shootdown: core ${cpu.id} (space ${s}, targets ${targets.join(',')}): ${cpu.lastWaitWhat}`);
   }
@@ -435,17 +438,19 @@ export class Kernel {
       c.ack(sender);
       this.stats.shootdownsReceived++;
       if (!this.skipReplicaSync) this.nr(s).sync(this.thread(c.id, c));
-      invalidateRange(c, hi, lo, pages);
+      invalidateRange(c, hi, lo, pages, this.stats);
     };
   }
 }
 
 /** INVLPG page by page, or a full non-global flush above the threshold. */
-function invalidateRange(cpu: Cpu, hi: number, lo: number, pages: number): void {
+function invalidateRange(cpu: Cpu, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
     cpu.flushNonGlobal();
+    if (stats) stats.fullFlushes++;
     return;
   }
+  if (stats) stats.pageInvalidations += pages;
   for (let i = 0; i < pages; i++) {
     const v = (lo >>> 0) + i * PAGE;
     cpu.invalidatePage((hi + Math.floor(v / 4294967296)) | 0, v | 0);
