@@ -49,6 +49,8 @@ const bad: [string[], RegExp][] = [
   [['stress', '--bogus'], /stress: Unknown option '--bogus'/],
   [['stress', '--seconds', 'soon'], /--seconds must be a number of seconds/],
   [['stress', '--hw', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
+  [['stress', '--log-entries', '1000'], /kernel.logEntries must be a power of two, got 1000/],
+  [['stress', '--max-batch', '64', '--log-entries', '32'], /kernel.logEntries \(32\) must hold one whole batch \(maxBatch 64\)/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
   [['bench', 'macro'], /unknown benchmark 'macro'/],
@@ -120,6 +122,18 @@ for (const inj of ['skip-shootdown', 'skip-replica-sync']) {
     assert.ok(rep.violations.some((v: { kind: string }) => v.kind === 'stale-tlb'), JSON.stringify(rep.violations.slice(0, 2)));
   });
 }
+
+S('stress --dump writes one root per replica of every address space', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-stress-dump-'));
+  const r = nrvm('stress', '--seconds', '0.5', '--seed', '4', '--processes', '3', '--nodes', '2', '--dump', dir, '--json');
+  assert.is(r.code, 0, r.err);
+  const json = JSON.parse(readFileSync(join(dir, 'machine.json'), 'utf8'));
+  assert.equal(json.roots.map((x: { label: string }) => x.label), [0, 1, 2].flatMap((s) => [0, 1].map((n) => `space ${s} replica ${n} (node ${n})`)));
+  // Converged replicas: the same mappings (A/D aside) under every replica's root of a space.
+  const strip = (ms: { va: string; pa: string; write: boolean }[]) => ms.map((x) => `${x.va}>${x.pa}/${x.write}`).join();
+  assert.is(strip(json.roots[0].mappings), strip(json.roots[1].mappings));
+  assert.ok(json.roots[0].mappings.length > 0);
+});
 
 S('the hardware stress (--hw) is clean and exits 0', () => {
   const r = nrvm('stress', '--hw', '--seconds', '1', '--seed', '3', '--json');

@@ -19,6 +19,7 @@ import { OK } from '../src/kernel/kernel.js';
 import { R_USER, R_WRITE } from '../src/kernel/vspace.js';
 import { findEntry } from '../src/hw/ptbuild.js';
 import { PTE_P } from '../src/hw/pte.js';
+import type { Op } from '../src/machine/program.js';
 
 const RW = R_WRITE | R_USER;
 const X = 0x40_0000;
@@ -186,6 +187,34 @@ S('a node with no running core does not stall the log: writers advance its repli
     const n = m.kernel.nr(s);
     assert.ok(((n.tail() - n.ltail(1)) | 0) <= 32, 'replica 1 is at most one log behind');
     assert.equal(n.checkInvariants(), []);
+  } finally {
+    await m.shutdown();
+  }
+});
+
+S('a replica-advance IPI reaches an idle (halted) core of the lagging node', async () => {
+  const m = await Machine.boot({ cores: 4, nodes: 2, memory: '32MiB', kernel: { logEntries: 32, maxBatch: 8 } });
+  try {
+    const s = m.kernel.createSpace();
+    for (let c = 0; c < 4; c++) m.setRegisters(c, { cpl: 3 });
+    const writer = (c: number) => {
+      const ops: Op[] = [{ op: 'switch', space: s }];
+      for (let i = 0; i < 600; i++) {
+        const va = 0x1000_0000 + (c * 64 + (i % 64)) * 4096;
+        ops.push(i % 2 === 0 ? { op: 'map', space: s, va, pages: 1, rights: RW } : { op: 'unmap', space: s, va: 0x1000_0000 + (c * 64 + ((i - 1) % 64)) * 4096 });
+      }
+      ops.push({ op: 'ping', target: 2 }); // in case no advance was needed: core 2 must not halt forever
+      return ops;
+    };
+    const res = await m.run([
+      { core: 0, program: { kind: 'ops', ops: writer(0) } },
+      { core: 1, program: { kind: 'ops', ops: writer(1) } },
+      { core: 2, program: { kind: 'ops', ops: [{ op: 'halt' }] } }, // node 1's only running core, idle
+    ]);
+    for (const r of res) assert.ok(r.ok, r.error);
+    const sent = res[0].kernel.advanceIpis + res[1].kernel.advanceIpis;
+    assert.ok(sent > 0, 'writers asked the idle core of node 1 to advance its replica');
+    assert.is(res[2].kernel.advancesReceived, sent);
   } finally {
     await m.shutdown();
   }

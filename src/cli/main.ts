@@ -6,7 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { ConfigError, Machine, MachineError } from '../machine/machine.js';
-import { ALL_INJECTIONS, HW_INJECTIONS, DEFAULTS, parseSize, type MachineOptions } from '../hw/config.js';
+import { ALL_INJECTIONS, HW_INJECTIONS, DEFAULTS, DEFAULT_KERNEL, parseSize, type MachineOptions } from '../hw/config.js';
 import { writeDump } from '../machine/dump.js';
 import { SCENARIOS, ScenarioError, findScenario } from '../workloads/scenarios.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from '../workloads/hwstress.js';
@@ -37,6 +37,8 @@ const MACHINE_HELP = `Machine options:
   --memory SIZE       physical memory, e.g. 64MiB, 1GiB (default ${DEFAULTS.memoryBytes / 2 ** 20}MiB)
   --ipi-slots N       IPI queue slots per core, a power of two >= 2 (default ${DEFAULTS.ipiQueueSlots})
   --wait-limit MS     bound on any single wait before a core reports what it waited for (default ${DEFAULTS.waitLimitMs})
+  --log-entries N     entries of each address space's NR log, a power of two (default ${DEFAULT_KERNEL.logEntries})
+  --max-batch N       most operations one combiner appends at once (default ${DEFAULT_KERNEL.maxBatch})
 `;
 
 const STRESS_HELP = `Usage: nrvm stress [options]
@@ -111,6 +113,8 @@ const machineOptions = {
   memory: { type: 'string' },
   'ipi-slots': { type: 'string' },
   'wait-limit': { type: 'string' },
+  'log-entries': { type: 'string' },
+  'max-batch': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -145,6 +149,9 @@ function machineFrom(values: Record<string, unknown>): MachineOptions {
   if (slots !== undefined) o.ipiQueueSlots = slots;
   const wait = int(values['wait-limit'] as string | undefined, 'wait-limit', -1e9, 1e9);
   if (wait !== undefined) o.waitLimitMs = wait;
+  const log = int(values['log-entries'] as string | undefined, 'log-entries', -1e9, 1e9);
+  const batch = int(values['max-batch'] as string | undefined, 'max-batch', -1e9, 1e9);
+  if (log !== undefined || batch !== undefined) o.kernel = { ...(log !== undefined ? { logEntries: log } : {}), ...(batch !== undefined ? { maxBatch: batch } : {}) };
   return o;
 }
 

@@ -47,6 +47,7 @@ export const WAIT_TIMEOUT = 1;
 export const WAIT_ABORTED = 2;
 export const IPI_OK = 0;
 export const IPI_TARGET_OFFLINE = 3;
+export const IPI_QUEUE_FULL = 4;
 
 /** Handler for an IPI type. It must call cpu.ack(sender) exactly once. */
 export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: number, a3: number, a4: number) => void;
@@ -544,6 +545,11 @@ export class Cpu {
     this.wake(sender);
   }
 
+  /** Whether core c sleeps on its doorbell right now (HLT, or a long wait). */
+  isHalted(c: number): boolean {
+    return Atomics.load(this.ctl, this.layout.coreBase(c) + C_STATE) === CORE_HALTED;
+  }
+
   /** Bumps core c's doorbell and wakes it if it sleeps there. */
   wake(c: number): void {
     const db = this.layout.coreBase(c) + C_DOORBELL;
@@ -581,13 +587,14 @@ export class Cpu {
    * Sends an IPI: queues the message (waiting, while servicing its own interrupts, when the
    * target's queue is full), sets the target's pending bit and wakes it if it is halted. The
    * caller later waits for the ack with waitAcks(). Returns IPI_OK, IPI_TARGET_OFFLINE, or a
-   * wait outcome when the queue stayed full past the bound.
+   * wait outcome when the queue stayed full past the bound; with noWait, IPI_QUEUE_FULL at once.
    */
-  sendIpi(target: number, type: number, a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0): number {
+  sendIpi(target: number, type: number, a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, noWait = false): number {
     const c = this.ctl;
     const tb = this.layout.coreBase(target);
     if (Atomics.load(c, tb + C_STATE) === CORE_OFF) return IPI_TARGET_OFFLINE;
     if (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
+      if (noWait) return IPI_QUEUE_FULL;
       const deadline = Date.now() + this.waitLimitMs;
       let spins = 0;
       while (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {

@@ -25,6 +25,8 @@ import { panic } from '../hw/panic.js';
 
 /** IPI type of a shootdown request: a0 = space, a1:a2 = va (hi, lo), a3 = pages. */
 export const IPI_SHOOTDOWN = 16;
+/** IPI type asking an idle core to bring its node's replica of space a0 up to date. */
+export const IPI_REPLICA_ADVANCE = 17;
 export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 export const USER_TOP = 2 ** 47;
 
@@ -69,6 +71,9 @@ export class KernelStats {
   shootdowns = 0;
   shootdownIpis = 0;
   shootdownsReceived = 0;
+  /** Replica-advance IPIs sent to idle cores of a lagging node, and received. */
+  advanceIpis = 0;
+  advancesReceived = 0;
   /** Receivers' invalidations: page by page, or whole (above SHOOTDOWN_FULL_FLUSH_PAGES). */
   pageInvalidations = 0;
   fullFlushes = 0;
@@ -137,14 +142,35 @@ export class Kernel {
   nr(s: number): Nr {
     let x = this.nrs[s];
     if (!x) {
-      x = new Nr(this.v.nrLayout, this.v.nrw, s, this.vspace(s), this.v.replicaOf, this.v.waitLimitMs);
+      x = new Nr(this.v.nrLayout, this.v.nrw, s, this.vspace(s), this.v.replicaOf, this.v.waitLimitMs, (q) => this.pokeNode(s, q));
       this.nrs[s] = x;
     }
     return x;
   }
 
+  /** The Cpu this thread drives for each core (to send IPIs from NR's lagging hook). */
+  private readonly cpus = new Map<number, Cpu>();
+
+  /**
+   * NR's lagging hook: replica q of space s holds the log back. Asks one halted core of node q
+   * (if there is one) to advance it; the writer advances it itself meanwhile. Never waits.
+   */
+  private pokeNode(s: number, q: number): void {
+    const me = this.sender;
+    if (!me) return;
+    for (let c = 0; c < this.v.replicaOf.length; c++) {
+      if (this.v.replicaOf[c] !== q || c === me.id || !me.isHalted(c)) continue;
+      if (me.sendIpi(c, IPI_REPLICA_ADVANCE, s, 0, 0, 0, 0, true) === IPI_OK) this.stats.advanceIpis++;
+      return;
+    }
+  }
+
+  /** The core on whose behalf this thread currently runs NR (for the lagging hook). */
+  private sender: Cpu | undefined;
+
   /** NR's view of core c, polling `cpu` (if any) while it waits. */
   thread(c: number, cpu?: Cpu): NrThread {
+    if (cpu) this.sender = cpu;
     let t = this.threads.get(c);
     if (!t) {
       t = { id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0 };
@@ -432,8 +458,13 @@ export class Kernel {
     if (w !== WAIT_OK) panic(`Kernel.shootdown: core ${cpu.id} (space ${s}, targets ${targets.join(',')}): ${cpu.lastWaitWhat}`);
   }
 
-  /** Registers the shootdown receiver on cpu. */
+  /** Registers the shootdown and replica-advance receivers on cpu. */
   installHandlers(cpu: Cpu): void {
+    cpu.handlers[IPI_REPLICA_ADVANCE] = (c, sender, s) => {
+      c.ack(sender);
+      this.stats.advancesReceived++;
+      if (this.isLive(s)) this.nr(s).sync(this.thread(c.id, c));
+    };
     cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
       c.ack(sender);
       this.stats.shootdownsReceived++;
