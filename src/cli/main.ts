@@ -14,6 +14,7 @@ import { formatReport, runStress } from './stress.js';
 import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatMicro, runMicro } from './bench.js';
+import { seedExample } from '../machine/simulator.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
 
@@ -25,6 +26,7 @@ Commands:
                       --hw runs the hardware-level stress instead
   dump                write a scenario's physical memory (phys.bin) and machine.json
   bench micro         micro-benchmarks of the hot paths: TLB hit, walk, IPI round trip
+  example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
   help [command]      this text, or one command's options
 
 Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found,
@@ -291,8 +293,14 @@ export async function main(argv: string[]): Promise<number> {
         return await dump(args);
       case 'bench':
         return await bench(args);
+      case 'example': {
+        if (args[0] !== 'seed' || args.length > 1) throw new UsageError("example: the one example is 'seed' (nrvm example seed)");
+        const sim = await seedExample((l) => process.stdout.write(l + '\n'));
+        await sim.end();
+        return 0;
+      }
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, help)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, example, help)`);
     }
   } catch (e) {
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError) {
@@ -308,6 +316,11 @@ export async function main(argv: string[]): Promise<number> {
 
 const isEntry = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
 if (isEntry || process.argv[1]?.endsWith('/nrvm')) {
+  // A reader that closes the pipe early (nrvm ... | head) ends the output, not with a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

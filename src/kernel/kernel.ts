@@ -13,8 +13,8 @@ import { NrLayout } from '../nr/layout.js';
 import type { MachineConfig } from '../hw/config.js';
 import { KernelLayout, S_ACTIVE, S_GEN, S_STATE, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT } from './layout.js';
 import {
-  ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_NX, R_USER, R_WRITE,
-  VS_ADJUST, VS_MAP, VS_UNMAP, VSpace, lockPool, tablesNeeded,
+  ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED,
+  R_WRITE, R_ZERO, VS_ADJUST, VS_MAP, VS_REMAP, VS_UNMAP, VSpace, leafWritable, lockPool, tablesNeeded,
 } from './vspace.js';
 import type { Frames } from '../hw/frames.js';
 import { NO_FRAME } from '../hw/frames.js';
@@ -78,6 +78,10 @@ export class KernelStats {
   pageInvalidations = 0;
   fullFlushes = 0;
   switches = 0;
+  /** Write faults on demand-zero pages (a frame allocated), on copy-on-write pages copied, and reused by the last sharer. */
+  zeroFills = 0;
+  cowCopies = 0;
+  cowReuses = 0;
 }
 
 export interface MapResult {
@@ -221,11 +225,11 @@ export class Kernel {
    * caller's `freeData`), every page-table frame, the pools and the roots. Controller only, with
    * no core running s.
    */
-  destroySpace(s: number, freeData: (pfn: number, pages: number) => void): void {
+  destroySpace(s: number, freeData: (pfn: number, pages: number, rights: number) => void): void {
     const { k, klayout, frames, mem } = this.v;
     if (!this.isLive(s)) panic(`Kernel.destroySpace: space ${s} is not live`);
     this.syncAll(s);
-    for (const e of this.vspace(s).db(0).entries()) freeData(e.pfn, e.pages);
+    for (const e of this.vspace(s).db(0).entries()) freeData(e.pfn, e.pages, e.rights);
     for (let r = 0; r < klayout.config.nodes; r++) {
       const rb = klayout.replicaBase(s, r);
       const root = k[rb + SR_ROOT];
@@ -357,7 +361,9 @@ export class Kernel {
     if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pages: 0 });
     const pages = this.resp[1];
     const old = this.resp[2];
-    const decreased = ((old & R_WRITE) !== 0 && (rights & R_WRITE) === 0) || ((old & R_USER) !== 0 && (rights & R_USER) === 0) ||
+    // What the hardware sees decides: a writable leaf that becomes read-only (R_WRITE cleared, or
+    // the page turned copy-on-write) leaves stale writable translations behind.
+    const decreased = (leafWritable(old) && !leafWritable(rights)) || ((old & R_USER) !== 0 && (rights & R_USER) === 0) ||
       ((old & R_NX) === 0 && (rights & R_NX) !== 0);
     if (decreased) this.shootdown(cpu, s, va, pages);
     return { code: OK, pages };
@@ -371,6 +377,150 @@ export class Kernel {
     const e = this.nr(s).read(this.thread(c, cpu), (r) => vs.db(r).find(va));
     if (!e) return { code: NOT_MAPPED };
     return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
+  }
+
+  // ---- frames with references, the zero page, fork and copy-on-write ----------------------------
+
+  /** References to data frame pfn from mappings. */
+  refcount(pfn: number): number {
+    return Atomics.load(this.v.k, this.v.klayout.refBase + pfn);
+  }
+
+  /** Sets a new frame's references (the thread that allocated it, before publishing it). */
+  setRefcount(pfn: number, n: number): void {
+    Atomics.store(this.v.k, this.v.klayout.refBase + pfn, n);
+  }
+
+  /** Drops one reference to pfn; frees the frame when it was the last. Returns the references left. */
+  dropRef(pfn: number): number {
+    const left = Atomics.sub(this.v.k, this.v.klayout.refBase + pfn, 1) - 1;
+    if (left < 0) panic(`Kernel.dropRef: frame ${pfn} had no reference`);
+    if (left === 0) this.v.frames.free(pfn);
+    return left;
+  }
+
+  /** The single read-only zero page (allocated on first use, never freed). Any thread. */
+  zeroPage(): number {
+    const { k, klayout, frames } = this.v;
+    const z = Atomics.load(k, klayout.zeroPageWord);
+    if (z !== 0) return z - 1;
+    const f = frames.allocZeroed(0);
+    if (f === NO_FRAME) return NO_FRAME;
+    const prev = Atomics.compareExchange(k, klayout.zeroPageWord, 0, f + 1);
+    if (prev !== 0) {
+      frames.free(f);
+      return prev - 1;
+    }
+    return f;
+  }
+
+  /** Maps one demand-zero page at va: the zero page, read-only, writable on demand when `rights` has R_WRITE. */
+  mapZero(c: number, s: number, va: number, rights: number, cpu?: Cpu): MapResult {
+    const z = this.zeroPage();
+    if (z === NO_FRAME) return this.err({ code: OUT_OF_MEMORY });
+    return this.map(c, s, va, z * PAGE, PAGE, rights | R_ZERO, cpu);
+  }
+
+  /** Points the one-page mapping at va at frame pfn with rights, then shoots down the old translation. */
+  remap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
+    const a = this.args;
+    a[0] = Math.floor(va / 4294967296);
+    a[1] = va % 4294967296 | 0;
+    a[2] = pfn;
+    a[3] = rights;
+    this.nr(s).execute(this.thread(cpu.id, cpu), VS_REMAP, a, this.resp);
+    if (this.resp[0] !== OK) return { code: this.resp[0], oldPfn: -1, oldRights: 0 };
+    const oldPfn = this.resp[1];
+    const oldRights = this.resp[2];
+    this.shootdown(cpu, s, va, 1);
+    return { code: OK, oldPfn, oldRights };
+  }
+
+  /**
+   * Fork: a new address space with every mapping of `parent` except wired and I/O ones. Private
+   * frames become copy-on-write in both (read-only, one more reference each); demand-zero pages
+   * stay demand-zero. The parent's now stale writable translations are shot down. Returns the
+   * child's space, or -1 - OUT_OF_MEMORY. Runs on cpu, which runs `parent`.
+   */
+  fork(cpu: Cpu, parent: number): number {
+    this.checkSpace(parent);
+    const child = this.createSpace();
+    if (child < 0) return child;
+    this.nr(parent).sync(this.thread(cpu.id, cpu));
+    const entries = this.nr(parent).read(this.thread(cpu.id, cpu), (r) => this.vspace(parent).db(r).entries());
+    for (const e of entries) {
+      if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
+      let rights = e.rights;
+      if ((rights & R_ZERO) === 0) {
+        rights |= R_COW;
+        for (let p = 0; p < e.pages; p++) Atomics.add(this.v.k, this.v.klayout.refBase + e.pfn + p, 1);
+        if (rights !== e.rights) this.adjust(cpu, parent, e.va, rights);
+      }
+      const m = this.map(cpu.id, child, e.va, e.pfn * PAGE, e.pages * PAGE, rights, cpu);
+      if (m.code !== OK) {
+        // Out of memory: undo the child (its references go with it); the parent keeps its COW rights.
+        this.destroySpace(child, (pfn, pages, r) => {
+          if ((r & R_ZERO) === 0) for (let p = 0; p < pages; p++) this.dropRef(pfn + p);
+        });
+        for (let p = 0; p < e.pages; p++) if ((rights & R_ZERO) === 0) this.dropRef(e.pfn + p);
+        return -1 - OUT_OF_MEMORY;
+      }
+    }
+    return child;
+  }
+
+  /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame) or 'mh' (it becomes private read-only first). */
+  cowPolicy: 'default' | 'mh' = 'default';
+  /** Called for each zero-page fill and copy: the Simulator prints PGZERO / PGCOPY. */
+  onEvent: ((kind: 'zero' | 'copy' | 'reuse', va: number) => void) | null = null;
+
+  /**
+   * A write to a copy-on-write or demand-zero page of space s: allocate and zero (demand-zero),
+   * copy (other sharers remain), or reuse the frame (this is the last sharer). Returns true when
+   * the write may be retried. Copies before dropping the reference, so a sharer that reuses the
+   * frame never writes it while it is being copied.
+   */
+  private writeFault(cpu: Cpu, s: number, va: number, pa: number, rights: number): boolean {
+    const { frames, mem, k, klayout } = this.v;
+    const page = va - (va % PAGE);
+    const old = Math.floor(pa / PAGE);
+    const plain = (rights & ~(R_COW | R_ZERO)) | R_WRITE;
+    if ((rights & R_ZERO) !== 0) {
+      let nf = frames.allocZeroed(cpu.node);
+      if (nf === NO_FRAME) {
+        nf = frames.allocAny(cpu.node);
+        if (nf === NO_FRAME) return false;
+        frames.zero(nf);
+      }
+      this.setRefcount(nf, 1);
+      if (this.remap(cpu, s, page, nf, plain).code !== OK) {
+        this.dropRef(nf);
+        return false;
+      }
+      this.stats.zeroFills++;
+      this.onEvent?.('zero', page);
+      return true;
+    }
+    if (Atomics.load(k, klayout.refBase + old) === 1) {
+      // The last sharer: the same frame becomes writable. MH's policy makes it private read-only
+      // instead (the write permission is lost), and the retried write faults once more.
+      this.adjust(cpu, s, page, this.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
+      this.stats.cowReuses++;
+      this.onEvent?.('reuse', page);
+      return true;
+    }
+    const nf = frames.allocAny(cpu.node);
+    if (nf === NO_FRAME) return false;
+    mem.copyWithin(nf * 1024, old * 1024, old * 1024 + 1024);
+    this.setRefcount(nf, 1);
+    if (this.remap(cpu, s, page, nf, plain).code !== OK) {
+      this.dropRef(nf);
+      return false;
+    }
+    this.dropRef(old);
+    this.stats.cowCopies++;
+    this.onEvent?.('copy', page);
+    return true;
   }
 
   // ---- cores: switch, faults, shootdowns ----------------------------------------------------------
@@ -427,9 +577,21 @@ export class Kernel {
     const va = vhi * 4294967296 + (vlo >>> 0);
     const r = this.resolve(cpu.id, s, va, cpu);
     this.stats.resolves--; // counted as a fault, not as a program's Resolve
+    if (r.code === OK && acc === ACC_WRITE && (r.rights & R_WRITE) !== 0 && (r.rights & (R_COW | R_ZERO)) !== 0) {
+      if (this.writeFault(cpu, s, va, r.pa, r.rights)) return true;
+      this.stats.invalidAccesses++;
+      return false;
+    }
+    if (r.code === OK && acc === ACC_WRITE && (r.rights & R_WAS_COW) !== 0) {
+      // MH: a page made private read-only by a copy-on-write fault faults again on the retried
+      // write; the user-level handler (MH's MRG library) makes it writable.
+      this.adjust(cpu, s, va - (va % PAGE), (r.rights & ~R_WAS_COW) | R_WRITE);
+      this.stats.spuriousFaults++;
+      return true;
+    }
     let ok = r.code === OK;
     if (r.code === OK) {
-      if (acc === ACC_WRITE && (r.rights & R_WRITE) === 0) ok = false;
+      if (acc === ACC_WRITE && !leafWritable(r.rights)) ok = false;
       if (acc === ACC_FETCH && (r.rights & R_NX) !== 0) ok = false;
       if (cpu.regs.cpl === 3 && (r.rights & R_USER) === 0) ok = false;
     }

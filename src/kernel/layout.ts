@@ -40,7 +40,12 @@ export const SR_TABLES = 2 * K_LINE + 2;
 export const SR_FRAMES = 3 * K_LINE;
 
 export class KernelLayout {
-  readonly ownerBase = 0;
+  /** Kernel header: word 0 = 1 + the zero page's frame (0 until first needed). Written: CAS. */
+  readonly zeroPageWord = 0;
+  /** Shadow owner of every frame (the stale-tlb oracle): space + 1, or 0. */
+  readonly ownerBase = K_LINE;
+  /** References to every data frame from mappings (fork and copy-on-write). Written: Atomics. */
+  readonly refBase: number;
   readonly maskWords: number;
   readonly replicaWords: number;
   readonly spacesBase: number;
@@ -55,7 +60,8 @@ export class KernelLayout {
     this.maskWords = Math.ceil(c.cores / 32);
     const round = (x: number): number => Math.ceil(x / K_LINE) * K_LINE;
     this.replicaWords = round(SR_FRAMES + c.ptPoolFrames);
-    this.spacesBase = round(c.totalFrames);
+    this.refBase = round(this.ownerBase + c.totalFrames);
+    this.spacesBase = round(this.refBase + c.totalFrames);
     this.spaceReplicasOff = round(S_ACTIVE + this.maskWords);
     this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
     this.arenaWordsEach = round(arenaWords(c.maxMappings));

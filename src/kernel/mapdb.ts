@@ -333,6 +333,20 @@ export class MapDb {
     return this.read(n, s);
   }
 
+  /** Replaces frame and rights of the mapping based exactly at va; returns the old one, or null. */
+  update(va: number, pfn: number, rights: number): MapEntry | null {
+    const leaf = this.descend(va, null);
+    const n = this.node(leaf);
+    const hi = kHi(va);
+    const lo = kLo(va);
+    const s = this.floorIndex(n, hi, lo);
+    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
+    const old = this.read(n, s);
+    this.w[n + HDR + s * LEAF_SLOT + 2] = pfn;
+    this.w[n + HDR + s * LEAF_SLOT + 4] = rights;
+    return old;
+  }
+
   /** Every mapping in address order. */
   entries(): MapEntry[] {
     const out: MapEntry[] = [];

@@ -21,11 +21,24 @@ import { panic } from '../hw/panic.js';
 export const VS_MAP = 1;
 export const VS_UNMAP = 2;
 export const VS_ADJUST = 3;
+/** Replace the frame (and rights) of a one-page mapping: copy-on-write and zero-page faults. */
+export const VS_REMAP = 4;
 
 /** Rights of a mapping. */
 export const R_WRITE = 1;
 export const R_USER = 2;
 export const R_NX = 4;
+/** Kinds (MH's states), kept in the same word. A COW or ZERO mapping's leaf is read-only whatever R_WRITE says. */
+/** Copy-on-write: the frame is shared read-only; R_WRITE says whether it becomes writable on its first write. */
+export const R_COW = 8;
+/** Demand-zero: mapped to the zero page read-only; the first write allocates a frame. */
+export const R_ZERO = 16;
+/** Wired (exported to a device): never shared by fork, never moved. */
+export const R_WIRED = 32;
+/** Mapped to device (I/O) memory: absent in a forked child. */
+export const R_IO = 64;
+/** MH policy: made private read-only by a copy-on-write fault; the user-level handler restores write on the next fault. */
+export const R_WAS_COW = 128;
 
 /** Outcomes (NRK's errors as values). */
 export const OK = 0;
@@ -66,8 +79,14 @@ export function tablesNeeded(va: number, pages: number): number {
 /** Frames a pool keeps beyond its promises; more are given back to the node. */
 export const POOL_SLACK = 16;
 
-function attrsOf(rights: number): LeafAttrs {
-  return { write: (rights & R_WRITE) !== 0, user: (rights & R_USER) !== 0, nx: (rights & R_NX) !== 0 };
+/** The leaf attributes of a mapping: COW and ZERO mappings are read-only in hardware. */
+export function attrsOf(rights: number): LeafAttrs {
+  return { write: (rights & R_WRITE) !== 0 && (rights & (R_COW | R_ZERO)) === 0, user: (rights & R_USER) !== 0, nx: (rights & R_NX) !== 0 };
+}
+
+/** Whether the hardware leaf of a mapping with these rights is writable. */
+export function leafWritable(rights: number): boolean {
+  return (rights & R_WRITE) !== 0 && (rights & (R_COW | R_ZERO)) === 0;
 }
 
 function halves(va: number): [number, number] {
@@ -142,6 +161,9 @@ export class VSpace implements Replicated {
         return;
       case VS_ADJUST:
         this.applyAdjust(r, va, w[a + 2], resp, ro);
+        return;
+      case VS_REMAP:
+        this.applyRemap(r, va, w[a + 2], w[a + 3], resp, ro);
         return;
       default:
         panic(`vspace.apply: unknown operation ${op}`);
@@ -220,8 +242,8 @@ export class VSpace implements Replicated {
     }
     db.setRights(va, rights);
     const mem = this.mem;
-    const clearLo = (rights & R_WRITE ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
-    const setLo = (rights & R_WRITE ? PTE_RW : 0) | (rights & R_USER ? PTE_US : 0);
+    const clearLo = (leafWritable(rights) ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
+    const setLo = (leafWritable(rights) ? PTE_RW : 0) | (rights & R_USER ? PTE_US : 0);
     for (const [v, , shift] of pieces(old.va, old.pfn, old.pages)) {
       const word = this.leafWord(r, v, shift);
       Atomics.and(mem, word, ~clearLo);
@@ -231,6 +253,28 @@ export class VSpace implements Replicated {
     }
     resp[ro] = OK;
     resp[ro + 1] = old.pages;
+    resp[ro + 2] = old.rights;
+  }
+
+  /**
+   * Points the one-page mapping based at va at frame pfn with new rights. The leaf is cleared,
+   * then rewritten high half first; the caller shoots down the old translation before the old
+   * frame can be written by anyone else.
+   */
+  private applyRemap(r: number, va: number, pfn: number, rights: number, resp: Int32Array, ro: number): void {
+    const old = this.dbs[r].find(va);
+    if (!old || old.va !== va || old.pages !== 1) {
+      resp[ro] = NOT_MAPPED;
+      return;
+    }
+    this.dbs[r].update(va, pfn, rights);
+    const word = this.leafWord(r, va, 12);
+    const [lo, hi] = leafEntry(pfn, 12, attrsOf(rights));
+    Atomics.store(this.mem, word, 0);
+    Atomics.store(this.mem, word + 1, hi);
+    Atomics.store(this.mem, word, lo);
+    resp[ro] = OK;
+    resp[ro + 1] = old.pfn;
     resp[ro + 2] = old.rights;
   }
 }

@@ -1,0 +1,215 @@
+// The Simulator API of the seed (seeds/jiceberg-vmem-processes.txt), in TypeScript, running on
+// the emulator: processes are node-replicated address spaces on this machine, a read or write is
+// an 8-byte access by core 0 through its TLB and walker, and faults go through the kernel (zero
+// page, copy-on-write). Where the seed's own code differs from its documentation, the
+// documentation wins: frame references are counted across processes, so the last sharer's write
+// copies nothing.
+//
+//   const sim = await Simulator.begin(true);
+//   const x = new Pointer();
+//   sim.register(x);
+//   sim.read(x, DataType.UnsignedInt)?.getValue();    // 0, from the zero page
+//   sim.fork(); sim.switch(1); sim.write(x, ValueType.UnsignedInt(7));   // PGZERO: 0x0
+//
+// Messages, as the seed prints them: "PGZERO: 0x..", "PGCOPY: 0x..", "ZOMBIE <pid>",
+// "Invalid address 0x..". They go to `out` (stdout by default); PGZERO/PGCOPY only when verbose.
+
+import { Machine } from './machine.js';
+import type { Cpu } from '../hw/cpu.js';
+import { OK } from '../kernel/kernel.js';
+import { R_USER, R_WRITE, R_ZERO } from '../kernel/vspace.js';
+import { ACC_READ, ACC_WRITE } from '../hw/walk.js';
+
+export enum DataType {
+  UnsignedInt = 'UnsignedInt',
+  SignedInt = 'SignedInt',
+}
+
+/** A value to write: `ValueType.UnsignedInt(5)`, or `ValueType.Zero`. */
+export interface ValueTypeValue {
+  kind: 'Zero' | 'UnsignedInt' | 'SignedInt';
+  value: number;
+}
+
+export const ValueType = {
+  Zero: { kind: 'Zero', value: 0 } as ValueTypeValue,
+  UnsignedInt: (v: number): ValueTypeValue => ({ kind: 'UnsignedInt', value: v }),
+  SignedInt: (v: number): ValueTypeValue => ({ kind: 'SignedInt', value: v }),
+};
+
+/** A value read back. */
+export class Value {
+  constructor(private readonly v: number) {}
+  getValue(): number {
+    return this.v;
+  }
+}
+
+/** A registered variable: its virtual address in every process (assigned by register). */
+export class Pointer {
+  va = -1;
+}
+
+export type ProcessState = 'running' | 'sleeping' | 'terminated';
+
+interface Proc {
+  space: number;
+  state: ProcessState;
+}
+
+/** The seed's simulator over one core of a small machine. Main thread. */
+export class Simulator {
+  private readonly procs: Proc[] = [];
+  private current = 0;
+  private nextVa = 0;
+
+  private constructor(readonly machine: Machine, private readonly cpu: Cpu, readonly verbose: boolean, private readonly out: (line: string) => void) {}
+
+  /**
+   * Boots a one-core machine and starts process 0 (running). `out` receives every message line.
+   * Options: memory (default 16MiB), the copy-on-write policy ('default' or MH's 'mh').
+   */
+  static async begin(verbose: boolean, opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh' } = {}): Promise<Simulator> {
+    const m = await Machine.boot({ cores: 1, nodes: 1, memory: opts.memory ?? '16MiB' }, { pool: false });
+    m.setRegisters(0, { cpl: 3 });
+    const cpu = m.attachHere(0);
+    const sim = new Simulator(m, cpu, verbose, opts.out ?? ((l) => process.stdout.write(l + '\n')));
+    m.kernel.cowPolicy = opts.cow ?? 'default';
+    m.kernel.onEvent = (kind, va) => {
+      if (!sim.verbose || kind === 'reuse') return;
+      sim.out(`${kind === 'zero' ? 'PGZERO' : 'PGCOPY'}: 0x${va.toString(16)}`);
+    };
+    const s = m.kernel.createSpace();
+    if (s < 0) throw new Error('Simulator.begin: the machine has no room for a process');
+    sim.procs.push({ space: s, state: 'running' });
+    m.kernel.switchTo(cpu, s);
+    return sim;
+  }
+
+  /** The running process's id. */
+  get pid(): number {
+    return this.current;
+  }
+
+  state(pid: number): ProcessState | undefined {
+    return this.procs[pid]?.state;
+  }
+
+  /** Registers a variable: a demand-zero page at the next free address of the running process. */
+  register(ptr: Pointer): void {
+    const p = this.procs[this.current];
+    if (p.state === 'terminated') {
+      this.out(`ZOMBIE ${this.current}`);
+      return;
+    }
+    ptr.va = this.nextVa;
+    this.nextVa += 4096;
+    const r = this.machine.kernel.mapZero(0, p.space, ptr.va, R_USER | R_WRITE, this.cpu);
+    if (r.code !== OK) this.out(`Out of memory registering 0x${ptr.va.toString(16)}`);
+  }
+
+  /** Reads the variable in the running process; undefined (with a message) when refused. */
+  read(ptr: Pointer, _type: DataType): Value | undefined {
+    if (!this.running()) return undefined;
+    const va = ptr.va;
+    if (va < 0) return this.invalid(va);
+    let r = this.cpu.load64(0, va);
+    for (let i = 0; i < 3 && r !== 0 && this.machine.kernel.onPageFault(this.cpu, 0, va, ACC_READ, r); i++) r = this.cpu.load64(0, va);
+    if (r !== 0) return this.invalid(va);
+    return new Value(this.cpu.valLo >>> 0);
+  }
+
+  /** Writes the variable in the running process (a zero-page or copy-on-write fault on the way). */
+  write(ptr: Pointer, v: ValueTypeValue): void {
+    if (!this.running()) return;
+    const va = ptr.va;
+    if (va < 0) {
+      this.invalid(va);
+      return;
+    }
+    const lo = v.value | 0;
+    let r = this.cpu.store64(0, va, 0, lo);
+    for (let i = 0; i < 3 && r !== 0 && this.machine.kernel.onPageFault(this.cpu, 0, va, ACC_WRITE, r); i++) r = this.cpu.store64(0, va, 0, lo);
+    if (r !== 0) this.invalid(va);
+  }
+
+  /** Forks the running process; the child sleeps until switched to. Returns its pid, or -1. */
+  fork(): number {
+    if (!this.running()) return -1;
+    const child = this.machine.kernel.fork(this.cpu, this.procs[this.current].space);
+    if (child < 0) {
+      this.out('Out of memory in fork');
+      return -1;
+    }
+    this.procs.push({ space: child, state: 'sleeping' });
+    return this.procs.length - 1;
+  }
+
+  /** Context switch to pid n (a terminated process stays terminated: its accesses print ZOMBIE). */
+  switch(n: number): void {
+    const p = this.procs[n];
+    if (!p) {
+      this.out(`No process ${n}`);
+      return;
+    }
+    const cur = this.procs[this.current];
+    if (cur.state === 'running') cur.state = 'sleeping';
+    this.current = n;
+    if (p.state === 'terminated') return;
+    p.state = 'running';
+    this.machine.kernel.switchTo(this.cpu, p.space);
+  }
+
+  /** Kills pid n: its frames lose a reference (freed at zero), its page tables are freed. */
+  kill(n: number): void {
+    const p = this.procs[n];
+    if (!p || p.state === 'terminated') return;
+    const k = this.machine.kernel;
+    if (this.current === n) k.leave(this.cpu);
+    k.destroySpace(p.space, (pfn, pages, rights) => {
+      if ((rights & R_ZERO) === 0) for (let i = 0; i < pages; i++) k.dropRef(pfn + i);
+    });
+    p.state = 'terminated';
+  }
+
+  /** Stops the machine. */
+  async end(): Promise<void> {
+    this.cpu.detach();
+    await this.machine.shutdown();
+  }
+
+  private running(): boolean {
+    if (this.procs[this.current].state === 'terminated') {
+      this.out(`ZOMBIE ${this.current}`);
+      return false;
+    }
+    return true;
+  }
+
+  private invalid(va: number): undefined {
+    this.out(`Invalid address 0x${Math.max(va, 0).toString(16)}`);
+    return undefined;
+  }
+}
+
+/** The seed's example program: three forks, 1024 round-robin writes over four processes. */
+export async function seedExample(out: (line: string) => void): Promise<Simulator> {
+  const sim = await Simulator.begin(true, { out });
+  const x = new Pointer();
+  sim.register(x);
+  const v = sim.read(x, DataType.UnsignedInt);
+  if (v) out(`Value of x: ${v.getValue()}`);
+  sim.fork();
+  sim.fork();
+  sim.fork();
+  sim.switch(0);
+  for (let i = 0; i < 1024; i++) {
+    const b = sim.read(x, DataType.UnsignedInt);
+    if (b) out(`Value of x before write for pid ${i % 4}: ${b.getValue()}`);
+    sim.write(x, ValueType.UnsignedInt(i));
+    const a = sim.read(x, DataType.UnsignedInt);
+    if (a) out(`Value of x after write for pid ${i % 4}: ${a.getValue()}`);
+    sim.switch((i + 1) % 4);
+  }
+  return sim;
+}

@@ -1,0 +1,255 @@
+// Properties of processes on the emulator (reference/seed-behaviours.md 9-18, 20 and 23), through
+// the seed's Simulator API and the kernel: the zero page and lazy allocation, the seed's
+// transcript line by line, fork with copy-on-write (isolation, no copy at fork, exactly one copy
+// per first write, the last sharer reusing its frame), kill and frame accounting, refused
+// accesses, out of memory as a message, fork's treatment of wired and I/O mappings, and MH's
+// copy-on-write policy.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { DataType, Pointer, Simulator, ValueType, seedExample } from '../src/machine/simulator.js';
+import { R_COW, R_IO, R_USER, R_WIRED, R_WRITE } from '../src/kernel/vspace.js';
+
+async function sim(opts: { memory?: string; cow?: 'default' | 'mh' } = {}): Promise<{ s: Simulator; lines: string[] }> {
+  const lines: string[] = [];
+  const s = await Simulator.begin(true, { ...opts, out: (l) => lines.push(l) });
+  return { s, lines };
+}
+
+const read = (s: Simulator, p: Pointer): number | undefined => s.read(p, DataType.UnsignedInt)?.getValue();
+
+const P = suite('processes');
+
+P('reading a registered, never-written page returns 0, allocates nothing, faults nothing (9)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  const free = s.machine.frames.freeCount();
+  const faults = s.machine.kernel.stats.zeroFills;
+  assert.is(read(s, x), 0);
+  assert.is(s.machine.frames.freeCount(), free);
+  assert.is(s.machine.kernel.stats.zeroFills, faults);
+  assert.equal(lines, []);
+  await s.end();
+});
+
+P('the first write takes one zero-page fault and one frame; later writes do not fault (10)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  const free = s.machine.frames.freeCount();
+  s.write(x, ValueType.UnsignedInt(5));
+  assert.equal(lines, ['PGZERO: 0x0']);
+  assert.is(s.machine.frames.freeCount(), free - 1);
+  s.write(x, ValueType.UnsignedInt(6));
+  s.write(x, ValueType.UnsignedInt(7));
+  assert.equal(lines, ['PGZERO: 0x0']);
+  assert.is(s.machine.frames.freeCount(), free - 1);
+  assert.is(read(s, x), 7);
+  await s.end();
+});
+
+P("the seed's program prints the seed's transcript, line by line (11)", async () => {
+  const lines: string[] = [];
+  const s = await seedExample((l) => lines.push(l));
+  const want = ['Value of x: 0'];
+  for (let i = 0; i < 1024; i++) {
+    want.push(`Value of x before write for pid ${i % 4}: ${i < 4 ? 0 : i - 4}`);
+    if (i < 4) want.push('PGZERO: 0x0');
+    want.push(`Value of x after write for pid ${i % 4}: ${i}`);
+  }
+  assert.is(lines.length, want.length);
+  lines.forEach((l, i) => assert.is(l, want[i], `line ${i + 1}`));
+  assert.is(lines.filter((l) => l.startsWith('PGZERO')).length, 4);
+  await s.end();
+});
+
+P('after fork a write is invisible to the other process; fork copies no data (12)', async () => {
+  const { s } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1));
+  const k = s.machine.kernel;
+  const pa0 = k.resolve(0, 0, x.va);
+  assert.ok(pa0.code === 0);
+  const pfn = pa0.code === 0 ? pa0.pa / 4096 : -1;
+  assert.is(k.refcount(pfn), 1);
+  const child = s.fork();
+  assert.is(k.refcount(pfn), 2, 'refcount 1 -> 2');
+  const rc = k.resolve(0, 1, x.va);
+  assert.is(rc.code === 0 ? rc.pa / 4096 : -1, pfn, 'the child maps the same frame: nothing copied');
+  assert.is(k.stats.cowCopies, 0);
+  for (const space of [0, 1]) {
+    const r = k.resolve(0, space, x.va);
+    assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, `space ${space} maps it copy-on-write (read-only)`);
+  }
+  s.write(x, ValueType.UnsignedInt(50)); // the parent writes at once: its cached writable translation was shot down
+  s.switch(child);
+  assert.is(read(s, x), 1, 'the child does not see the parent\'s write');
+  s.write(x, ValueType.UnsignedInt(99));
+  s.switch(0);
+  assert.is(read(s, x), 50, 'the parent does not see the child\'s write');
+  s.switch(child);
+  assert.is(read(s, x), 99);
+  await s.end();
+});
+
+P('the first write after fork copies once (PGCOPY) and drops a reference; the other still reads the old value (13)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1));
+  const k = s.machine.kernel;
+  const r0 = k.resolve(0, 0, x.va);
+  const old = r0.code === 0 ? r0.pa / 4096 : -1;
+  const child = s.fork();
+  s.switch(child);
+  lines.length = 0;
+  s.write(x, ValueType.UnsignedInt(2));
+  assert.equal(lines, ['PGCOPY: 0x0']);
+  assert.is(k.refcount(old), 1);
+  assert.is(k.stats.cowCopies, 1);
+  s.write(x, ValueType.UnsignedInt(3));
+  assert.equal(lines, ['PGCOPY: 0x0'], 'no second copy');
+  s.switch(0);
+  assert.is(read(s, x), 1);
+  await s.end();
+});
+
+P('A -> B -> C share a page: C copies, B copies, A reuses: 3 frames in all (14)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1)); // A's frame
+  const b = s.fork(); // B from A
+  s.switch(b);
+  const c = s.fork(); // C from B
+  const free = s.machine.frames.freeCount();
+  lines.length = 0;
+  s.switch(c);
+  s.write(x, ValueType.UnsignedInt(3));
+  s.switch(b);
+  s.write(x, ValueType.UnsignedInt(2));
+  s.switch(0);
+  s.write(x, ValueType.UnsignedInt(4));
+  assert.equal(lines, ['PGCOPY: 0x0', 'PGCOPY: 0x0'], 'two copies, then a reuse');
+  assert.is(s.machine.kernel.stats.cowReuses, 1);
+  assert.is(s.machine.frames.freeCount(), free - 2, 'three data frames in all');
+  assert.equal([0, b, c].map((p) => (s.switch(p), read(s, x))), [4, 2, 3]);
+  await s.end();
+});
+
+P('a zero-page mapping is inherited by fork; the child\'s first write is a zero fault, not a copy (15)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  const child = s.fork();
+  s.switch(child);
+  s.write(x, ValueType.UnsignedInt(8));
+  assert.equal(lines, ['PGZERO: 0x0']);
+  assert.is(s.machine.kernel.stats.cowCopies, 0);
+  await s.end();
+});
+
+P('kill frees what only it used; killing a child that never wrote restores the free count (16)', async () => {
+  const { s } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1));
+  const before = s.machine.frames.freeCount();
+  const child = s.fork();
+  s.kill(child);
+  assert.is(s.machine.frames.freeCount(), before, 'child tables freed, shared frame back to one reference');
+  const r = s.machine.kernel.resolve(0, 0, x.va);
+  assert.is(r.code === 0 ? s.machine.kernel.refcount(r.pa / 4096) : -1, 1);
+  // A child that wrote: its private frame is freed with it.
+  const c2 = s.fork();
+  s.switch(c2);
+  s.write(x, ValueType.UnsignedInt(2));
+  s.switch(0);
+  s.kill(c2);
+  assert.is(s.machine.frames.freeCount(), before);
+  await s.end();
+});
+
+P('accesses in a dead process or at an unmapped address are refused with the seed\'s messages (17)', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  const child = s.fork();
+  s.kill(child);
+  s.switch(child);
+  assert.is(read(s, x), undefined);
+  s.write(x, ValueType.UnsignedInt(1));
+  s.switch(0);
+  const nowhere = new Pointer();
+  nowhere.va = 0x7000_0000;
+  assert.is(read(s, nowhere), undefined);
+  assert.equal(lines, [`ZOMBIE ${child}`, `ZOMBIE ${child}`, 'Invalid address 0x70000000']);
+  await s.end();
+});
+
+P('out of frames is a clean message, never corruption (18)', async () => {
+  const { s, lines } = await sim({ memory: '512KiB' });
+  const ptrs: Pointer[] = [];
+  for (let i = 0; i < 200; i++) {
+    const p = new Pointer();
+    s.register(p);
+    ptrs.push(p);
+  }
+  for (let i = 0; i < 200; i++) s.write(ptrs[i], ValueType.UnsignedInt(i + 1));
+  assert.ok(lines.some((l) => l.startsWith('Invalid address') || l.startsWith('Out of memory')), 'some writes were refused');
+  const ok = ptrs.filter((p, i) => read(s, p) === i + 1).length;
+  assert.ok(ok > 0 && ok < 200, `${ok} writes kept`);
+  await s.end();
+});
+
+P('fork shares RW and RO pages copy-on-write in both; wired and I/O mappings are absent in the child (20)', async () => {
+  const { s } = await sim();
+  const k = s.machine.kernel;
+  const m = s.machine;
+  const page = (rights: number, va: number): number => {
+    const f = m.frames.allocZeroed(0);
+    k.setRefcount(f, 1);
+    assert.is(k.map(0, 0, va, f * 4096, 4096, rights).code, 0);
+    return f;
+  };
+  const rw = page(R_USER | R_WRITE, 0x10_0000);
+  const ro = page(R_USER, 0x11_0000);
+  page(R_USER | R_WRITE | R_WIRED, 0x12_0000);
+  page(R_USER | R_WRITE | R_IO, 0x13_0000);
+  const child = s.fork();
+  const cs = 1;
+  assert.is(child, 1);
+  for (const [va, f] of [[0x10_0000, rw], [0x11_0000, ro]]) {
+    for (const space of [0, cs]) {
+      const r = k.resolve(0, space, va);
+      assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, `0x${va.toString(16)} in space ${space} is copy-on-write`);
+    }
+    assert.is(k.refcount(f), 2);
+  }
+  assert.is(k.resolve(0, cs, 0x12_0000).code, 4, 'wired: absent in the child');
+  assert.is(k.resolve(0, cs, 0x13_0000).code, 4, 'I/O: absent in the child');
+  await s.end();
+});
+
+P('MH policy: the last sharer\'s write makes the page private read-only, then the retried write faults again: 2 faults, 0 copies (23)', async () => {
+  for (const [cow, faults] of [['mh', 2], ['default', 1]] as const) {
+    const { s } = await sim({ cow });
+    const x = new Pointer();
+    s.register(x);
+    s.write(x, ValueType.UnsignedInt(1));
+    const child = s.fork();
+    s.kill(child); // the other sharer is gone: the parent is the last one
+    const k = s.machine.kernel;
+    const c0 = k.stats.cowCopies;
+    const pf0 = s.machine.kernel.stats.cowReuses + s.machine.kernel.stats.spuriousFaults;
+    s.write(x, ValueType.UnsignedInt(2));
+    assert.is(k.stats.cowCopies - c0, 0, `${cow}: no copy`);
+    assert.is(s.machine.kernel.stats.cowReuses + s.machine.kernel.stats.spuriousFaults - pf0, faults, `${cow}: ${faults} fault(s)`);
+    assert.is(read(s, x), 2);
+    await s.end();
+  }
+});
+
+P.run();
