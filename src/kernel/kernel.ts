@@ -19,6 +19,7 @@ import {
 import type { Frames } from '../hw/frames.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, type Cpu } from '../hw/cpu.js';
+import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
 import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/walk.js';
 import { FRAME_WORDS, PTE_P, PTE_PS, entryFrame } from '../hw/pte.js';
 import { panic } from '../hw/panic.js';
@@ -225,9 +226,12 @@ export class Kernel {
    * caller's `freeData`), every page-table frame, the pools and the roots. Controller only, with
    * no core running s.
    */
-  destroySpace(s: number, freeData: (pfn: number, pages: number, rights: number) => void): void {
+  destroySpace(s: number, freeData: (pfn: number, pages: number, rights: number) => void, cpu?: Cpu): void {
     const { k, klayout, frames, mem } = this.v;
     if (!this.isLive(s)) panic(`Kernel.destroySpace: space ${s} is not live`);
+    if (cpu) this.forget(cpu, s);
+    const holders = this.activeCores(s);
+    if (holders.length > 0) panic(`Kernel.destroySpace: space ${s} is destroyed while cores ${holders.join(',')} may hold its translations`);
     this.syncAll(s);
     for (const e of this.vspace(s).db(0).entries()) freeData(e.pfn, e.pages, e.rights);
     for (let r = 0; r < klayout.config.nodes; r++) {
@@ -529,30 +533,42 @@ export class Kernel {
     return this.v.klayout.spaceBase(s) + S_ACTIVE + (c >>> 5);
   }
 
+  /** PCID of space s (CR3 bits 11:0 under CR4.PCIDE): s + 1, so PCID 0 stays the kernel's. */
+  pcid(s: number): number {
+    return s + 1;
+  }
+
   /**
    * Runs space s on cpu: joins s's active mask, syncs the local replica (so that an unmap that
-   * did not see this core in the mask is already applied here), loads CR3 with the node's root
-   * (flushing the TLB), then leaves the previous space's mask.
+   * did not see this core in the mask is already applied here), then loads CR3 with the node's
+   * root and the space's PCID without flushing: translations cached the last time this core ran
+   * s are still valid, because a core stays in a space's mask (and receives its shootdowns)
+   * until it flushes that PCID (see leave()).
    */
   switchTo(cpu: Cpu, s: number): void {
     this.checkSpace(s);
     const prev = this.current[cpu.id];
     if (prev === s) return;
     this.stats.switches++;
+    if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
     Atomics.or(this.v.k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
     this.nr(s).sync(this.thread(cpu.id, cpu));
-    cpu.movCr3(0, this.vspace(s).root(cpu.node) * PAGE);
-    if (prev >= 0) Atomics.and(this.v.k, this.maskWord(prev, cpu.id), ~(1 << (cpu.id & 31)));
+    cpu.movCr3(CR3_NOFLUSH_HI, this.vspace(s).root(cpu.node) * PAGE + this.pcid(s));
     this.current[cpu.id] = s;
   }
 
-  /** Leaves the current space: flushes the TLB, then leaves the mask. */
+  /** Leaves every space: flushes the TLB's non-global entries, then leaves every mask. */
   leave(cpu: Cpu): void {
-    const prev = this.current[cpu.id];
-    if (prev < 0) return;
     cpu.flushNonGlobal();
-    Atomics.and(this.v.k, this.maskWord(prev, cpu.id), ~(1 << (cpu.id & 31)));
+    for (let s = 0; s < this.maxSpaces; s++) Atomics.and(this.v.k, this.maskWord(s, cpu.id), ~(1 << (cpu.id & 31)));
     this.current[cpu.id] = -1;
+  }
+
+  /** Drops cpu's translations of space s and takes it out of s's mask (before s is destroyed). */
+  forget(cpu: Cpu, s: number): void {
+    if (this.current[cpu.id] === s) this.current[cpu.id] = -1;
+    cpu.invpcid(1, this.pcid(s), 0, 0);
+    Atomics.and(this.v.k, this.maskWord(s, cpu.id), ~(1 << (cpu.id & 31)));
   }
 
   /** Cores in s's active mask. */
@@ -615,7 +631,7 @@ export class Kernel {
       if (r !== IPI_OK) panic(`Kernel.shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
       this.stats.shootdownIpis++;
     }
-    invalidateRange(cpu, hi, lo, pages, null);
+    invalidateRange(cpu, this.pcid(s), hi, lo, pages, null);
     const w = cpu.waitAcks();
     if (w !== WAIT_OK) panic(`Kernel.shootdown: core ${cpu.id} (space ${s}, targets ${targets.join(',')}): ${cpu.lastWaitWhat}`);
   }
@@ -631,22 +647,25 @@ export class Kernel {
       c.ack(sender);
       this.stats.shootdownsReceived++;
       if (!this.skipReplicaSync) this.nr(s).sync(this.thread(c.id, c));
-      invalidateRange(c, hi, lo, pages, this.stats);
+      invalidateRange(c, this.pcid(s), hi, lo, pages, this.stats);
     };
   }
 }
 
-/** INVLPG page by page, or a full non-global flush above the threshold. */
-function invalidateRange(cpu: Cpu, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
+/**
+ * Invalidates a range of the space with this PCID, whichever space the core runs now: INVPCID
+ * type 0 page by page, or type 1 (the whole PCID) above the threshold.
+ */
+function invalidateRange(cpu: Cpu, pcid: number, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
-    cpu.flushNonGlobal();
+    cpu.invpcid(1, pcid, 0, 0);
     if (stats) stats.fullFlushes++;
     return;
   }
   if (stats) stats.pageInvalidations += pages;
   for (let i = 0; i < pages; i++) {
     const v = (lo >>> 0) + i * PAGE;
-    cpu.invalidatePage((hi + Math.floor(v / 4294967296)) | 0, v | 0);
+    cpu.invpcid(0, pcid, (hi + Math.floor(v / 4294967296)) | 0, v | 0);
   }
 }
 

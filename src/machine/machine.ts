@@ -21,6 +21,16 @@ import { ACC_FETCH, ACC_READ, ACC_WRITE, WalkOut, faultError, faultVector, walk 
 import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
 import type { CoreResult } from './executor.js';
 
+/**
+ * Worker flags. Piscina loads a worker file with require() first; on Node 20.19+ that takes the
+ * require(esm) path, which at times aborts the whole process inside Node
+ * (ModuleWrap::CreateRequiredModuleFacade assertion). Refusing require(esm) in the workers makes
+ * piscina fall back to import(), which is sound.
+ */
+const WORKER_EXEC_ARGV = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
+  ? [...process.execArgv, '--no-experimental-require-module']
+  : [...process.execArgv];
+
 /** A configuration the machine cannot be built from. The message names the problem. */
 export class ConfigError extends Error {}
 /** A controller call that does not fit the machine's state (bad core, core busy...). */
@@ -83,6 +93,7 @@ export class Machine {
           maxThreads: config.cores,
           idleTimeout: 2 ** 31 - 1,
           concurrentTasksPerWorker: 1,
+          execArgv: WORKER_EXEC_ARGV,
         })
       : null;
   }

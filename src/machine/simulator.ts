@@ -165,10 +165,9 @@ export class Simulator {
     const p = this.procs[n];
     if (!p || p.state === 'terminated') return;
     const k = this.machine.kernel;
-    if (this.current === n) k.leave(this.cpu);
     k.destroySpace(p.space, (pfn, pages, rights) => {
       if ((rights & R_ZERO) === 0) for (let i = 0; i < pages; i++) k.dropRef(pfn + i);
-    });
+    }, this.cpu);
     p.state = 'terminated';
   }
 
