@@ -94,6 +94,28 @@ P('after fork a write is invisible to the other process; fork copies no data (12
   await s.end();
 });
 
+P('processes live in the shared process table; a switch back does not flush the TLB (PCIDs)', async () => {
+  const { s } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1));
+  const child = s.fork();
+  assert.equal([s.state(0), s.state(child)], ['running', 'sleeping']);
+  assert.is(s.machine.kernel.process(child).parent, 0);
+  read(s, x);
+  s.switch(child);
+  assert.equal([s.state(0), s.state(child)], ['sleeping', 'running']);
+  read(s, x);
+  s.switch(0);
+  const cpu = (s as unknown as { cpu: { ctr: Float64Array } }).cpu;
+  const walks = cpu.ctr[5];
+  assert.is(read(s, x), 1);
+  assert.is(cpu.ctr[5], walks, 'process 0 still had its translation cached under its PCID');
+  s.kill(child);
+  assert.is(s.state(child), 'terminated');
+  await s.end();
+});
+
 P('the first write after fork copies once (PGCOPY) and drops a reference; the other still reads the old value (13)', async () => {
   const { s, lines } = await sim();
   const x = new Pointer();

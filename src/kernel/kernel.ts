@@ -11,7 +11,10 @@
 import { Nr, type NrThread } from '../nr/nr.js';
 import { NrLayout } from '../nr/layout.js';
 import type { MachineConfig } from '../hw/config.js';
-import { KernelLayout, S_ACTIVE, S_GEN, S_STATE, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT } from './layout.js';
+import {
+  K_LINE, KernelLayout, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_SLEEPING, S_ACTIVE, S_GEN, S_STATE, SR_COUNT, SR_FRAMES,
+  SR_LOCK, SR_RESERVED, SR_ROOT,
+} from './layout.js';
 import {
   ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED,
   R_WRITE, R_ZERO, VS_ADJUST, VS_MAP, VS_REMAP, VS_UNMAP, VSpace, leafWritable, lockPool, tablesNeeded,
@@ -381,6 +384,34 @@ export class Kernel {
     const e = this.nr(s).read(this.thread(c, cpu), (r) => vs.db(r).find(va));
     if (!e) return { code: NOT_MAPPED };
     return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
+  }
+
+  // ---- the process table (shared memory) -----------------------------------------------------
+
+  /** Takes a free pid for a process running `space` (sleeping), with its parent; -1 when the table is full. */
+  spawn(space: number, parent: number): number {
+    const { k, klayout } = this.v;
+    for (let pid = 0; pid < this.maxSpaces; pid++) {
+      const b = klayout.procBase + pid * K_LINE;
+      if (Atomics.compareExchange(k, b + P_STATE, PROC_FREE, PROC_SLEEPING) !== PROC_FREE) continue;
+      Atomics.store(k, b + P_SPACE, space);
+      Atomics.store(k, b + P_PARENT, parent);
+      return pid;
+    }
+    return -1;
+  }
+
+  /** A process's state, space and parent (state PROC_FREE for an unused pid). */
+  process(pid: number): { state: number; space: number; parent: number } {
+    const { k, klayout } = this.v;
+    if (pid < 0 || pid >= this.maxSpaces) return { state: PROC_FREE, space: -1, parent: -1 };
+    const b = klayout.procBase + pid * K_LINE;
+    return { state: Atomics.load(k, b + P_STATE), space: Atomics.load(k, b + P_SPACE), parent: Atomics.load(k, b + P_PARENT) };
+  }
+
+  /** Sets a process's state (running, sleeping, terminated, or free to reap it). */
+  setProcessState(pid: number, state: number): void {
+    Atomics.store(this.v.k, this.v.klayout.procBase + pid * K_LINE + P_STATE, state);
   }
 
   // ---- frames with references, the zero page, fork and copy-on-write ----------------------------

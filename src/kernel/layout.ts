@@ -19,6 +19,18 @@ export interface KernelConfig {
   ptPoolFrames: number;
 }
 
+// Process-table line, relative to procBase + pid * K_LINE.
+/** PROC_FREE, PROC_RUNNING, PROC_SLEEPING or PROC_TERMINATED. */
+export const P_STATE = 0;
+/** The process's address space. */
+export const P_SPACE = 1;
+/** The parent's pid, or -1. */
+export const P_PARENT = 2;
+export const PROC_FREE = 0;
+export const PROC_RUNNING = 1;
+export const PROC_SLEEPING = 2;
+export const PROC_TERMINATED = 3;
+
 // Address-space block, relative to spaceBase(s).
 /** 0 free, 1 live, 2 being destroyed. Written: the controller (create/destroy). Read: everyone. */
 export const S_STATE = 0;
@@ -46,6 +58,8 @@ export class KernelLayout {
   readonly ownerBase = K_LINE;
   /** References to every data frame from mappings (fork and copy-on-write). Written: Atomics. */
   readonly refBase: number;
+  /** Process table: one line per pid (P_* fields). Written: whoever spawns, switches or kills (Atomics). */
+  readonly procBase: number;
   readonly maskWords: number;
   readonly replicaWords: number;
   readonly spacesBase: number;
@@ -61,7 +75,8 @@ export class KernelLayout {
     const round = (x: number): number => Math.ceil(x / K_LINE) * K_LINE;
     this.replicaWords = round(SR_FRAMES + c.ptPoolFrames);
     this.refBase = round(this.ownerBase + c.totalFrames);
-    this.spacesBase = round(this.refBase + c.totalFrames);
+    this.procBase = round(this.refBase + c.totalFrames);
+    this.spacesBase = this.procBase + c.maxSpaces * K_LINE;
     this.spaceReplicasOff = round(S_ACTIVE + this.maskWords);
     this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
     this.arenaWordsEach = round(arenaWords(c.maxMappings));

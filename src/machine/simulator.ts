@@ -17,6 +17,7 @@
 import { Machine } from './machine.js';
 import type { Cpu } from '../hw/cpu.js';
 import { OK } from '../kernel/kernel.js';
+import { PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from '../kernel/layout.js';
 import { R_USER, R_WRITE, R_ZERO } from '../kernel/vspace.js';
 import { ACC_READ, ACC_WRITE } from '../hw/walk.js';
 
@@ -51,15 +52,10 @@ export class Pointer {
 }
 
 export type ProcessState = 'running' | 'sleeping' | 'terminated';
-
-interface Proc {
-  space: number;
-  state: ProcessState;
-}
+const STATE_NAMES: (ProcessState | undefined)[] = [undefined, 'running', 'sleeping', 'terminated'];
 
 /** The seed's simulator over one core of a small machine. Main thread. */
 export class Simulator {
-  private readonly procs: Proc[] = [];
   private current = 0;
   private nextVa = 0;
 
@@ -80,8 +76,10 @@ export class Simulator {
       sim.out(`${kind === 'zero' ? 'PGZERO' : 'PGCOPY'}: 0x${va.toString(16)}`);
     };
     const s = m.kernel.createSpace();
-    if (s < 0) throw new Error('Simulator.begin: the machine has no room for a process');
-    sim.procs.push({ space: s, state: 'running' });
+    const pid = s < 0 ? -1 : m.kernel.spawn(s, -1);
+    if (pid < 0) throw new Error('Simulator.begin: the machine has no room for a process');
+    m.kernel.setProcessState(pid, PROC_RUNNING);
+    sim.current = pid;
     m.kernel.switchTo(cpu, s);
     return sim;
   }
@@ -91,20 +89,21 @@ export class Simulator {
     return this.current;
   }
 
+  /** A process's state, from the kernel's process table. */
   state(pid: number): ProcessState | undefined {
-    return this.procs[pid]?.state;
+    return STATE_NAMES[this.machine.kernel.process(pid).state];
+  }
+
+  private space(pid: number): number {
+    return this.machine.kernel.process(pid).space;
   }
 
   /** Registers a variable: a demand-zero page at the next free address of the running process. */
   register(ptr: Pointer): void {
-    const p = this.procs[this.current];
-    if (p.state === 'terminated') {
-      this.out(`ZOMBIE ${this.current}`);
-      return;
-    }
+    if (!this.running()) return;
     ptr.va = this.nextVa;
     this.nextVa += 4096;
-    const r = this.machine.kernel.mapZero(0, p.space, ptr.va, R_USER | R_WRITE, this.cpu);
+    const r = this.machine.kernel.mapZero(0, this.space(this.current), ptr.va, R_USER | R_WRITE, this.cpu);
     if (r.code !== OK) this.out(`Out of memory registering 0x${ptr.va.toString(16)}`);
   }
 
@@ -136,39 +135,44 @@ export class Simulator {
   /** Forks the running process; the child sleeps until switched to. Returns its pid, or -1. */
   fork(): number {
     if (!this.running()) return -1;
-    const child = this.machine.kernel.fork(this.cpu, this.procs[this.current].space);
-    if (child < 0) {
-      this.out('Out of memory in fork');
+    const k = this.machine.kernel;
+    const child = k.fork(this.cpu, this.space(this.current));
+    const pid = child < 0 ? -1 : k.spawn(child, this.current);
+    if (pid < 0) {
+      if (child >= 0) k.destroySpace(child, (pfn, pages, rights) => this.release(pfn, pages, rights), this.cpu);
+      this.out(child < 0 ? 'Out of memory in fork' : 'No free process slot in fork');
       return -1;
     }
-    this.procs.push({ space: child, state: 'sleeping' });
-    return this.procs.length - 1;
+    return pid;
   }
 
   /** Context switch to pid n (a terminated process stays terminated: its accesses print ZOMBIE). */
   switch(n: number): void {
-    const p = this.procs[n];
-    if (!p) {
+    const k = this.machine.kernel;
+    const p = k.process(n);
+    if (p.state === PROC_FREE) {
       this.out(`No process ${n}`);
       return;
     }
-    const cur = this.procs[this.current];
-    if (cur.state === 'running') cur.state = 'sleeping';
+    if (k.process(this.current).state === PROC_RUNNING) k.setProcessState(this.current, PROC_SLEEPING);
     this.current = n;
-    if (p.state === 'terminated') return;
-    p.state = 'running';
-    this.machine.kernel.switchTo(this.cpu, p.space);
+    if (p.state === PROC_TERMINATED) return;
+    k.setProcessState(n, PROC_RUNNING);
+    k.switchTo(this.cpu, p.space);
   }
 
   /** Kills pid n: its frames lose a reference (freed at zero), its page tables are freed. */
   kill(n: number): void {
-    const p = this.procs[n];
-    if (!p || p.state === 'terminated') return;
     const k = this.machine.kernel;
-    k.destroySpace(p.space, (pfn, pages, rights) => {
-      if ((rights & R_ZERO) === 0) for (let i = 0; i < pages; i++) k.dropRef(pfn + i);
-    }, this.cpu);
-    p.state = 'terminated';
+    const p = k.process(n);
+    if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
+    k.destroySpace(p.space, (pfn, pages, rights) => this.release(pfn, pages, rights), this.cpu);
+    k.setProcessState(n, PROC_TERMINATED);
+  }
+
+  /** Drops the references a dying address space held (the zero page is never freed). */
+  private release(pfn: number, pages: number, rights: number): void {
+    if ((rights & R_ZERO) === 0) for (let i = 0; i < pages; i++) this.machine.kernel.dropRef(pfn + i);
   }
 
   /** Stops the machine. */
@@ -178,7 +182,7 @@ export class Simulator {
   }
 
   private running(): boolean {
-    if (this.procs[this.current].state === 'terminated') {
+    if (this.machine.kernel.process(this.current).state === PROC_TERMINATED) {
       this.out(`ZOMBIE ${this.current}`);
       return false;
     }
