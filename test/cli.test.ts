@@ -39,13 +39,13 @@ const bad: [string[], RegExp][] = [
   [['stress', '--nodes', '8', '--cores', '2'], /nodes \(8\) cannot exceed cores \(2\)/],
   [['stress', '--memory', '3000'], /not a whole number of 4 KiB frames/],
   [['stress', '--memory', '64KiB'], /too small for the page tables/],
-  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch\)/],
+  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check\)/],
   [['stress', '--hw', '--mix', 'map=1'], /--mix: unknown kind 'map' \(kinds: load, store/],
   [['stress', '--mix', 'map'], /--mix: 'map' is not KIND=WEIGHT/],
-  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync\)/],
+  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy\)/],
   [['stress', '--hw', '--inject', 'skip-shootdown'], /--inject: unknown fault 'skip-shootdown' \(known with --hw: non-atomic-ad, torn-pte-update\)/],
   [['stress', '--processes', '0'], /--processes must be between 1 and 4096, got 0/],
-  [['stress', '--processes', '99', '--seconds', '0'], /--processes 99 exceeds the kernel's 8 address spaces/],
+  [['stress', '--processes', '99', '--seconds', '0'], /--processes 99 exceeds the kernel's 32 address spaces/],
   [['stress', '--bogus'], /stress: Unknown option '--bogus'/],
   [['stress', '--seconds', 'soon'], /--seconds must be a number of seconds/],
   [['stress', '--hw', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
@@ -114,18 +114,18 @@ S('a short default stress run is clean, prints a report and exits 0', () => {
   assert.match(rep.replay, /nrvm stress --seconds 2 --seed 3/);
 });
 
-for (const inj of ['skip-shootdown', 'skip-replica-sync']) {
-  S(`--inject ${inj} is caught by the stale-tlb oracle in a short default run: exit 1`, () => {
-    const r = nrvm('stress', '--seconds', '3', '--seed', '3', '--inject', inj, '--json');
+for (const [inj, kind] of [['skip-shootdown', 'stale-tlb'], ['skip-replica-sync', 'stale-tlb'], ['skip-cow-copy', 'isolation']]) {
+  S(`--inject ${inj} is caught by the ${kind} oracle in a short default run: exit 1`, () => {
+    const r = nrvm('stress', '--seconds', '4', '--seed', '3', '--inject', inj, '--json');
     assert.is(r.code, 1, r.err);
     const rep = JSON.parse(r.out);
-    assert.ok(rep.violations.some((v: { kind: string }) => v.kind === 'stale-tlb'), JSON.stringify(rep.violations.slice(0, 2)));
+    assert.ok(rep.violations.some((v: { kind: string }) => v.kind === kind), JSON.stringify(rep.violations.slice(0, 2)));
   });
 }
 
 S('stress --dump writes one root per replica of every address space', () => {
   const dir = mkdtempSync(join(tmpdir(), 'nrvm-stress-dump-'));
-  const r = nrvm('stress', '--seconds', '0.5', '--seed', '4', '--processes', '3', '--nodes', '2', '--dump', dir, '--json');
+  const r = nrvm('stress', '--seconds', '0.5', '--seed', '4', '--processes', '3', '--nodes', '2', '--dump', dir, '--json', '--mix', 'map=10,unmap=5,access=50,check=5');
   assert.is(r.code, 0, r.err);
   const json = JSON.parse(readFileSync(join(dir, 'machine.json'), 'utf8'));
   assert.equal(json.roots.map((x: { label: string }) => x.label), [0, 1, 2].flatMap((s) => [0, 1].map((n) => `space ${s} replica ${n} (node ${n})`)));

@@ -94,19 +94,25 @@ P('after fork a write is invisible to the other process; fork copies no data (12
   await s.end();
 });
 
-P('processes live in the shared process table; a switch back does not flush the TLB (PCIDs)', async () => {
+P('processes live in the shared process table; a switch back does not flush the TLB unless a shootdown happened (PCIDs, TLB generations)', async () => {
   const { s } = await sim();
   const x = new Pointer();
   s.register(x);
   s.write(x, ValueType.UnsignedInt(1));
-  const child = s.fork();
+  const child = s.fork(); // shoots down process 0's writable translations: a new generation
   assert.equal([s.state(0), s.state(child)], ['running', 'sleeping']);
   assert.is(s.machine.kernel.process(child).parent, 0);
-  read(s, x);
   s.switch(child);
   assert.equal([s.state(0), s.state(child)], ['sleeping', 'running']);
   read(s, x);
+  const k = s.machine.kernel;
+  const flushes = k.stats.generationFlushes;
   s.switch(0);
+  assert.is(k.stats.generationFlushes, flushes + 1, 'process 0 changed since this core last ran it: its PCID is flushed');
+  read(s, x);
+  s.switch(child);
+  s.switch(0);
+  assert.is(k.stats.generationFlushes, flushes + 1, 'no change since: no flush');
   const cpu = (s as unknown as { cpu: { ctr: Float64Array } }).cpu;
   const walks = cpu.ctr[5];
   assert.is(read(s, x), 1);

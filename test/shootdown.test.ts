@@ -46,8 +46,11 @@ async function setup(inject: string[] = []): Promise<Bench> {
 function mapOwned(x: Bench, s: number, va: number, pages: number): number {
   const f = x.m.frames.allocContiguous(0, pages);
   const k = x.m.kernel.v.k;
-  const ob = x.m.kernel.v.klayout.ownerBase;
-  for (let p = 0; p < pages; p++) Atomics.store(k, ob + f + p, s + 1);
+  for (let p = 0; p < pages; p++) {
+    x.m.kernel.setRefcount(f + p, 1);
+    x.m.kernel.ownerAdd(f + p, s);
+  }
+  void k;
   assert.is(x.m.kernel.map(0, s, va, f * 4096, pages * 4096, RW, x.cpu0).code, OK);
   return f;
 }
@@ -56,7 +59,7 @@ function mapOwned(x: Bench, s: number, va: number, pages: number): number {
 function unmapOwned(x: Bench, s: number, va: number): void {
   const r = x.m.kernel.unmap(x.cpu0, s, va);
   assert.is(r.code, OK);
-  for (let p = 0; p < r.pages; p++) Atomics.store(x.m.kernel.v.k, x.m.kernel.v.klayout.ownerBase + r.pfn + p, 0);
+  for (let p = 0; p < r.pages; p++) x.m.kernel.ownerRemove(r.pfn + p, s);
 }
 
 /** Starts cores on loops of loads at `va` in their spaces; resolves once all are in their masks. */
@@ -174,11 +177,12 @@ S('a node with no running core does not stall the log: writers advance its repli
   const m = await Machine.boot({ cores: 4, nodes: 2, memory: '32MiB', kernel: { logEntries: 32, maxBatch: 8 } });
   try {
     const s = m.kernel.createSpace();
+    m.kernel.spawn(s, -1);
     const jobs = [0, 1].map((c) => ({
       core: c,
       program: {
-        kind: 'vm-mix', seed: 9, count: 3000, spaces: [s], cores: 2, slots: 32, regionBase: 0x10_0000_0000,
-        mix: { map: 50, unmap: 50, adjust: 0, access: 0, resolve: 0, switch: 0 }, checkOwner: true,
+        kind: 'vm-mix', seed: 9, count: 3000, cores: 2, slots: 32, regionBase: 0x10_0000_0000,
+        mix: { map: 50, unmap: 50 }, checkOwner: true,
       },
     }));
     const res = await m.run(jobs); // cores 2 and 3 (node 1) never run

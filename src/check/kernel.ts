@@ -6,6 +6,8 @@
 //   nr-invariant         head <= every ltail <= tail, ctail <= tail, no more live entries than slots
 //   frame-conservation   free + data + page-table + reserved frames != total frames
 //   frame-leak           frames still allocated after every address space was destroyed
+//   isolation            a core read back from its own slot in a process a value it had not
+//                        written there: another process's write leaked through copy-on-write
 //   core-failure         a core's bounded wait expired or it panicked
 //
 // Each is shown to fire: the tests inject skip-shootdown and skip-replica-sync, corrupt a replica,
@@ -18,7 +20,7 @@ import { tableFrames } from '../kernel/kernel.js';
 import { SR_COUNT } from '../kernel/layout.js';
 
 export interface KernelViolation {
-  kind: 'stale-tlb' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure';
+  kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure';
   detail: string;
 }
 
@@ -30,12 +32,28 @@ export function checkStale(res: CoreResult[]): KernelViolation[] {
       out.push({
         kind: 'stale-tlb',
         detail: `core ${r.core} op ${e.op}: access to ${e.va} in space ${e.space} reached frame ${e.pfn}, ` +
-          (e.owner < 0 ? 'which is free' : `which now belongs to space ${e.owner}`),
+          (e.owner === 0 ? 'which is free' : `which space ${e.space} no longer maps (mapped by spaces ${ownerList(e.owner)})`),
       });
     }
     if (r.staleAccesses > r.staleExamples.length) {
       out.push({ kind: 'stale-tlb', detail: `core ${r.core}: ${r.staleAccesses - r.staleExamples.length} more stale accesses` });
     }
+  }
+  return out;
+}
+
+function ownerList(mask: number): string {
+  const out: number[] = [];
+  for (let s = 0; s < 32; s++) if ((mask >>> s) & 1) out.push(s);
+  return out.join(',');
+}
+
+/** Reads of a core's own slot that saw another process's write. */
+export function checkIsolation(res: CoreResult[]): KernelViolation[] {
+  const out: KernelViolation[] = [];
+  for (const r of res) {
+    for (const e of r.isolationExamples) out.push({ kind: 'isolation', detail: e });
+    if (r.isolation > r.isolationExamples.length) out.push({ kind: 'isolation', detail: `core ${r.core}: ${r.isolation - r.isolationExamples.length} more` });
   }
   return out;
 }
@@ -83,11 +101,12 @@ export function checkConvergence(m: Machine): KernelViolation[] {
 }
 
 /** Frames by use; conservation holds when they add up to the machine's total. Controller only. */
-export function frameAccount(m: Machine): { total: number; free: number; data: number; tables: number; pools: number } {
+export function frameAccount(m: Machine): { total: number; free: number; data: number; tables: number; pools: number; zero: number } {
   const k = m.kernel.v.k;
   const ob = m.kernel.v.klayout.ownerBase;
+  const zeroWord = Atomics.load(k, m.kernel.v.klayout.zeroPageWord);
   let data = 0;
-  for (let f = 0; f < m.layout.totalFrames; f++) if (k[ob + f] !== 0) data++;
+  for (let f = 0; f < m.layout.totalFrames; f++) if (k[ob + f] !== 0 && f !== zeroWord - 1) data++;
   let tables = 0;
   let pools = 0;
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
@@ -97,29 +116,23 @@ export function frameAccount(m: Machine): { total: number; free: number; data: n
       pools += k[m.kernel.v.klayout.replicaBase(s, r) + SR_COUNT];
     }
   }
-  return { total: m.layout.totalFrames, free: m.frames.freeCount(), data, tables, pools };
+  return { total: m.layout.totalFrames, free: m.frames.freeCount(), data, tables, pools, zero: zeroWord === 0 ? 0 : 1 };
 }
 
-/** free + data + page tables + reserved pool frames = total. */
+/** free + data + page tables + reserved pool frames + the zero page = total. */
 export function checkConservation(m: Machine): KernelViolation[] {
   const a = frameAccount(m);
-  const sum = a.free + a.data + a.tables + a.pools;
-  return sum === a.total ? [] : [{ kind: 'frame-conservation', detail: `free ${a.free} + data ${a.data} + tables ${a.tables} + pools ${a.pools} = ${sum}, not ${a.total}` }];
+  const sum = a.free + a.data + a.tables + a.pools + a.zero;
+  return sum === a.total ? [] : [{ kind: 'frame-conservation', detail: `free ${a.free} + data ${a.data} + tables ${a.tables} + pools ${a.pools} + zero page ${a.zero} = ${sum}, not ${a.total}` }];
 }
 
 /** Destroys every live space (freeing data frames) and checks that every frame is free again. */
 export function destroyAllAndCheck(m: Machine): KernelViolation[] {
-  const k = m.kernel.v.k;
-  const ob = m.kernel.v.klayout.ownerBase;
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
-    m.kernel.destroySpace(s, (pfn, pages) => {
-      for (let p = 0; p < pages; p++) {
-        Atomics.store(k, ob + pfn + p, 0);
-        m.frames.free(pfn + p);
-      }
-    });
+    m.kernel.destroySpace(s, (pfn, pages, rights) => m.kernel.releaseMapping(s, pfn, pages, rights));
   }
+  const zero = Atomics.load(m.kernel.v.k, m.kernel.v.klayout.zeroPageWord) === 0 ? 0 : 1;
   const free = m.frames.freeCount();
-  return free === m.layout.totalFrames ? [] : [{ kind: 'frame-leak', detail: `${m.layout.totalFrames - free} frames still allocated after every address space was destroyed` }];
+  return free + zero === m.layout.totalFrames ? [] : [{ kind: 'frame-leak', detail: `${m.layout.totalFrames - free - zero} frames still allocated after every address space was destroyed` }];
 }

@@ -10,13 +10,13 @@ import type { Job } from '../machine/machine.js';
 import { writeDump, type DumpRoot } from '../machine/dump.js';
 import type { VmMix, VmMixProgram } from '../workloads/sources.js';
 import {
-  checkConservation, checkConvergence, checkCoreFailures, checkLogs, checkStale, destroyAllAndCheck, frameAccount,
+  checkConservation, checkConvergence, checkCoreFailures, checkIsolation, checkLogs, checkStale, destroyAllAndCheck, frameAccount,
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
 import { fmt } from './stress.js';
 
-export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 72, resolve: 5, switch: 1 };
+export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
 
 export interface VmStressOptions {
   machine: MachineOptions;
@@ -36,6 +36,8 @@ export interface VmStressReport {
   seconds: number;
   rounds: number;
   ops: Record<string, number>;
+  /** Copy-on-write: zero-page fills, copies, last-sharer reuses; zombies reaped. */
+  cow: { zeroFills: number; copies: number; reuses: number; reaped: number };
   outcomes: Record<string, number>;
   accesses: number;
   accessesPerSec: number;
@@ -47,7 +49,7 @@ export interface VmStressReport {
   ipis: { sent: number; received: number };
   tlb: { hits: number; misses: number; hitRate: number };
   log: { appends: number; batches: number; meanBatch: number; combines: number; readSyncs: number; laggardAdvances: number };
-  frames: { total: number; free: number; data: number; tables: number; pools: number };
+  frames: { total: number; free: number; data: number; tables: number; pools: number; zero: number };
   violations: (KernelViolation & { round: number | 'end' })[];
   replay: string;
   dump?: string;
@@ -57,15 +59,13 @@ const REGION_BASE = 0x10_0000_0000;
 
 /** Runs the address-space stress. Rejects only for configuration/setup errors. */
 export async function runVmStress(o: VmStressOptions, replay: string): Promise<VmStressReport> {
-  const m = await Machine.boot(o.machine);
+  const m = await Machine.boot({ ...o.machine, kernel: { maxSpaces: 32, ...(o.machine.kernel ?? {}) } });
   try {
     const cores = m.config.cores;
     if (o.processes > m.config.kernel.maxSpaces) throw new SetupError(`--processes ${o.processes} exceeds the kernel's ${m.config.kernel.maxSpaces} address spaces`);
-    const spaces: number[] = [];
     for (let i = 0; i < o.processes; i++) {
       const s = m.kernel.createSpace();
-      if (s < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
-      spaces.push(s);
+      if (s < 0 || m.kernel.spawn(s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
     }
     const violations: VmStressReport['violations'] = [];
     const sum: Record<string, number> = {};
@@ -77,17 +77,19 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     const deadline = t0 + o.seconds * 1000;
     let round = 0;
     let faults = 0;
+    let reaped = 0;
     let stopped = false;
     do {
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
-          kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, spaces, cores, slots: o.slots,
+          kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
           regionBase: REGION_BASE, mix: o.mix, checkOwner: true,
         };
         return { core: c, program };
       });
       const res: CoreResult[] = await m.run(jobs);
-      const found = [...checkCoreFailures(res), ...checkStale(res), ...checkLogs(m)];
+      const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
+      if (!found.some((v) => v.kind === 'core-failure')) reaped += m.kernel.reapZombies();
       for (const v of found) violations.push({ ...v, round });
       for (const r of res) {
         add(sum, r.kernel);
@@ -110,7 +112,8 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     let dump: string | undefined;
     if (o.dump) {
       const roots: DumpRoot[] = [];
-      for (const s of spaces) {
+      for (let s = 0; s < m.kernel.maxSpaces; s++) {
+        if (!m.kernel.isLive(s)) continue;
         for (let r = 0; r < m.config.nodes; r++) roots.push({ label: `space ${s} replica ${r} (node ${r})`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false });
       }
       await writeDump(m, o.dump, roots);
@@ -126,8 +129,9 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       rounds: round,
       ops: {
         map: sum.maps ?? 0, unmap: sum.unmaps ?? 0, adjust: sum.adjusts ?? 0, resolve: sum.resolves ?? 0, switch: sum.switches ?? 0,
-        load: k.loads, store: k.stores,
+        fork: outcomes['fork:Ok'] ?? 0, exit: outcomes['exit:Ok'] ?? 0, load: k.loads, store: k.stores,
       },
+      cow: { zeroFills: sum.zeroFills ?? 0, copies: sum.cowCopies ?? 0, reuses: sum.cowReuses ?? 0, reaped },
       outcomes,
       accesses,
       accessesPerSec: accesses / seconds,
@@ -168,6 +172,8 @@ export function formatVmReport(r: VmStressReport): string {
     `  operations  ${Object.entries(r.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
     `  outcomes    map ok ${fmt(o('map:Ok'))} / already mapped ${fmt(o('map:AlreadyMapped'))}, unmap ok ${fmt(o('unmap:Ok'))} / not mapped ${fmt(o('unmap:NotMapped'))}, ` +
       `adjust ok ${fmt(o('adjust:Ok'))}, resolve ok ${fmt(o('resolve:Ok'))} / not mapped ${fmt(o('resolve:NotMapped'))}`,
+    `  processes   ${fmt(r.ops.fork)} forks, ${fmt(r.ops.exit)} exits (${fmt(r.cow.reaped)} reaped); copy-on-write: ${fmt(r.cow.copies)} copies, ` +
+      `${fmt(r.cow.reuses)} last-sharer reuses, ${fmt(r.cow.zeroFills)} zero fills`,
     `  accesses    ${fmt(r.accesses)} (${fmt(r.accessesPerSec)}/s over all cores)`,
     `  faults      ${fmt(r.faults)} page faults: ${fmt(r.spuriousFaults)} spurious (replica behind or stale read-only entry, retried), ${fmt(r.invalidAccesses)} invalid (no mapping or no right, delivered)`,
     `  shootdowns  ${fmt(r.shootdowns)} (${fmt(r.shootdownIpis)} IPIs); IPIs ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received`,

@@ -16,7 +16,7 @@ export interface TlbConfig {
 
 /** Named faults a run can inject to prove that the checks catch them (hardware, then kernel). */
 export const HW_INJECTIONS = ['non-atomic-ad', 'torn-pte-update'] as const;
-export const ALL_INJECTIONS = [...HW_INJECTIONS, 'skip-shootdown', 'skip-replica-sync'] as const;
+export const ALL_INJECTIONS = [...HW_INJECTIONS, 'skip-shootdown', 'skip-replica-sync', 'skip-cow-copy'] as const;
 
 /** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
 export interface KernelOptions {

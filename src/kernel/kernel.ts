@@ -12,7 +12,8 @@ import { Nr, type NrThread } from '../nr/nr.js';
 import { NrLayout } from '../nr/layout.js';
 import type { MachineConfig } from '../hw/config.js';
 import {
-  K_LINE, KernelLayout, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_SLEEPING, S_ACTIVE, S_GEN, S_STATE, SR_COUNT, SR_FRAMES,
+  K_LINE, KernelLayout, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, S_ACTIVE, S_FORKING, S_RWLOCK,
+  S_TLBGEN, S_GEN, S_STATE, SR_COUNT, SR_FRAMES,
   SR_LOCK, SR_RESERVED, SR_ROOT,
 } from './layout.js';
 import {
@@ -25,6 +26,8 @@ import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, type Cpu } from '../hw/cpu.js';
 import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
 import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/walk.js';
 import { FRAME_WORDS, PTE_P, PTE_PS, entryFrame } from '../hw/pte.js';
+import { findEntry } from '../hw/ptbuild.js';
+import type { MapEntry } from './mapdb.js';
 import { panic } from '../hw/panic.js';
 
 /** IPI type of a shootdown request: a0 = space, a1:a2 = va (hi, lo), a3 = pages. */
@@ -35,7 +38,7 @@ export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 export const USER_TOP = 2 ** 47;
 
 /** Kernel faults a run can inject to prove the oracles catch them. */
-export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync'] as const;
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy'] as const;
 
 /** The kernel's and NR's layouts for a machine configuration. */
 export function kernelLayouts(c: MachineConfig): { klayout: KernelLayout; nrLayout: NrLayout } {
@@ -82,6 +85,8 @@ export class KernelStats {
   pageInvalidations = 0;
   fullFlushes = 0;
   switches = 0;
+  /** Switches in that found a newer TLB generation and flushed the space's PCID. */
+  generationFlushes = 0;
   /** Write faults on demand-zero pages (a frame allocated), on copy-on-write pages copied, and reused by the last sharer. */
   zeroFills = 0;
   cowCopies = 0;
@@ -113,11 +118,13 @@ export class Kernel {
   private readonly args = new Int32Array(13);
   readonly skipShootdown: boolean;
   readonly skipReplicaSync: boolean;
+  readonly skipCowCopy: boolean;
 
   constructor(readonly v: KernelViews) {
     this.current = new Int32Array(v.replicaOf.length).fill(-1);
     this.skipShootdown = v.inject.includes('skip-shootdown');
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
+    this.skipCowCopy = v.inject.includes('skip-cow-copy');
   }
 
   get maxSpaces(): number {
@@ -200,6 +207,9 @@ export class Kernel {
       const b = klayout.spaceBase(s);
       if (Atomics.compareExchange(k, b + S_STATE, 0, 2) !== 0) continue;
       k.fill(0, b + S_ACTIVE, b + S_ACTIVE + klayout.maskWords);
+      // A new generation: cores that still cache translations of an earlier space with this
+      // number (and PCID) flush them when they first switch in.
+      Atomics.add(k, b + S_TLBGEN, 1);
       const roots: number[] = [];
       for (let r = 0; r < klayout.config.nodes; r++) {
         const f = frames.allocZeroed(r);
@@ -257,6 +267,49 @@ export class Kernel {
     }
   }
 
+  // ---- the space lock: mapping changes share it, a fork's snapshot takes it alone ---------------
+
+  private waitOnce(cpu: Cpu | undefined, deadline: number, what: string): number {
+    cpu?.poll();
+    const now = Date.now();
+    if (deadline === 0) return now + this.v.waitLimitMs;
+    if (now > deadline) panic(`Kernel: ${cpu ? `core ${cpu.id}` : 'the controller'} waited ${this.v.waitLimitMs} ms for ${what}`);
+    return deadline;
+  }
+
+  /** Takes space s's lock shared (a mapping change), waiting while a fork holds or wants it. */
+  lockShared(s: number, cpu?: Cpu): void {
+    const k = this.v.k;
+    const b = this.v.klayout.spaceBase(s);
+    let deadline = 0;
+    for (;;) {
+      const v = Atomics.load(k, b + S_RWLOCK);
+      if (v >= 0 && Atomics.load(k, b + S_FORKING) === 0 && Atomics.compareExchange(k, b + S_RWLOCK, v, v + 1) === v) return;
+      deadline = this.waitOnce(cpu, deadline, `space ${s}'s lock (a fork holds it)`);
+    }
+  }
+
+  unlockShared(s: number): void {
+    Atomics.sub(this.v.k, this.v.klayout.spaceBase(s) + S_RWLOCK, 1);
+  }
+
+  /** Takes space s's lock alone (a fork): announces itself, then waits for changes in flight to finish. */
+  lockExclusive(s: number, cpu?: Cpu): void {
+    const k = this.v.k;
+    const b = this.v.klayout.spaceBase(s);
+    let deadline = 0;
+    while (Atomics.compareExchange(k, b + S_FORKING, 0, 1) !== 0) deadline = this.waitOnce(cpu, deadline, `another fork of space ${s}`);
+    deadline = 0;
+    while (Atomics.compareExchange(k, b + S_RWLOCK, 0, -1) !== 0) deadline = this.waitOnce(cpu, deadline, `mapping changes of space ${s} to finish`);
+  }
+
+  unlockExclusive(s: number): void {
+    const k = this.v.k;
+    const b = this.v.klayout.spaceBase(s);
+    Atomics.store(k, b + S_RWLOCK, 0);
+    Atomics.store(k, b + S_FORKING, 0);
+  }
+
   // ---- reservations of page-table frames ----------------------------------------------------
 
   /**
@@ -312,12 +365,21 @@ export class Kernel {
    */
   map(c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
     this.checkSpace(s);
+    this.lockShared(s, cpu);
+    try {
+      return this.doMap(c, s, va, pa, size, rights, cpu);
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
+  private doMap(c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
     this.stats.maps++;
     if (!Number.isSafeInteger(va) || va % PAGE !== 0 || va < 0 || va + Math.max(size, 0) > USER_TOP) return this.err({ code: INVALID_BASE });
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
         pa / PAGE + size / PAGE > this.v.klayout.config.totalFrames) return this.err({ code: INVALID_FRAME });
     const pages = size / PAGE;
-    const need = tablesNeeded(va, pages);
+    const need = this.missingTables(s, this.v.replicaOf[c], va, pages);
     if (!this.reserveTables(s, need)) return this.err({ code: OUT_OF_MEMORY });
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);
@@ -333,6 +395,26 @@ export class Kernel {
     return { code };
   }
 
+  /**
+   * Page-table frames mapping [va, va + pages) may still need: tables missing from replica r now.
+   * Tables are never freed while the space lives, so the state the operation meets in the log
+   * has at least these tables: an upper bound for every replica.
+   */
+  private missingTables(s: number, r: number, va: number, pages: number): number {
+    const mem = this.v.mem;
+    const root = this.vspace(s).root(r);
+    const last = va + pages * PAGE - 1;
+    let need = 0;
+    // Levels: PDPT (each 512 GiB, found in the PML4), PD (each 1 GiB, in a PDPT), PT (each 2 MiB, in a PD).
+    for (const [span, parentShift] of [[39, 39], [30, 30], [21, 21]] as const) {
+      for (let v = Math.floor(va / 2 ** span) * 2 ** span; v <= last; v += 2 ** span) {
+        const w = findEntry(mem, root, false, Math.floor(v / 4294967296) | 0, v % 4294967296 | 0, parentShift);
+        if (w < 0 || (Atomics.load(mem, w) & PTE_P) === 0) need++;
+      }
+    }
+    return need;
+  }
+
   private err<T extends { code: number }>(r: T): T {
     this.stats.errors++;
     return r;
@@ -341,6 +423,15 @@ export class Kernel {
   /** Unmap: removes the mapping based at va and shoots down stale translations. The caller frees the frames. */
   unmap(cpu: Cpu, s: number, va: number): UnmapResult {
     this.checkSpace(s);
+    this.lockShared(s, cpu);
+    try {
+      return this.doUnmap(cpu, s, va);
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
+  private doUnmap(cpu: Cpu, s: number, va: number): UnmapResult {
     this.stats.unmaps++;
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);
@@ -359,6 +450,15 @@ export class Kernel {
    */
   adjust(cpu: Cpu, s: number, va: number, rights: number): { code: number; pages: number } {
     this.checkSpace(s);
+    this.lockShared(s, cpu);
+    try {
+      return this.doAdjust(cpu, s, va, rights);
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
+  private doAdjust(cpu: Cpu, s: number, va: number, rights: number, shoot = true): { code: number; pages: number } {
     this.stats.adjusts++;
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);
@@ -372,7 +472,7 @@ export class Kernel {
     // the page turned copy-on-write) leaves stale writable translations behind.
     const decreased = (leafWritable(old) && !leafWritable(rights)) || ((old & R_USER) !== 0 && (rights & R_USER) === 0) ||
       ((old & R_NX) === 0 && (rights & R_NX) !== 0);
-    if (decreased) this.shootdown(cpu, s, va, pages);
+    if (decreased && shoot) this.shootdown(cpu, s, va, pages);
     return { code: OK, pages };
   }
 
@@ -409,12 +509,69 @@ export class Kernel {
     return { state: Atomics.load(k, b + P_STATE), space: Atomics.load(k, b + P_SPACE), parent: Atomics.load(k, b + P_PARENT) };
   }
 
+  /** Spaces of the processes that are alive (running or sleeping). */
+  liveSpaces(): number[] {
+    const out: number[] = [];
+    for (let pid = 0; pid < this.maxSpaces; pid++) {
+      const p = this.process(pid);
+      if (p.state === PROC_RUNNING || p.state === PROC_SLEEPING) out.push(p.space);
+    }
+    return out;
+  }
+
+  /** The pid whose process runs space s (alive or zombie), or -1. */
+  pidOf(s: number): number {
+    for (let pid = 0; pid < this.maxSpaces; pid++) {
+      const p = this.process(pid);
+      if (p.state !== PROC_FREE && p.space === s) return pid;
+    }
+    return -1;
+  }
+
+  /**
+   * Reaps every terminated process (a zombie): destroys its space, releasing its frames, and
+   * frees its pid. Controller only, with no core running (or holding translations of) it.
+   */
+  reapZombies(): number {
+    let n = 0;
+    for (let pid = 0; pid < this.maxSpaces; pid++) {
+      const p = this.process(pid);
+      if (p.state !== PROC_TERMINATED) continue;
+      if (this.isLive(p.space)) this.destroySpace(p.space, (pfn, pages, rights) => this.releaseMapping(p.space, pfn, pages, rights));
+      this.setProcessState(pid, PROC_FREE);
+      n++;
+    }
+    return n;
+  }
+
   /** Sets a process's state (running, sleeping, terminated, or free to reap it). */
   setProcessState(pid: number, state: number): void {
     Atomics.store(this.v.k, this.v.klayout.procBase + pid * K_LINE + P_STATE, state);
   }
 
   // ---- frames with references, the zero page, fork and copy-on-write ----------------------------
+
+  /** Records that space s maps frame pfn (the oracle's shadow owners; spaces above 31 are not tracked). */
+  ownerAdd(pfn: number, s: number): void {
+    if (s < 32) Atomics.or(this.v.k, this.v.klayout.ownerBase + pfn, 1 << s);
+  }
+
+  /** Records that space s no longer maps frame pfn (after its shootdown returned). */
+  ownerRemove(pfn: number, s: number): void {
+    if (s < 32) Atomics.and(this.v.k, this.v.klayout.ownerBase + pfn, ~(1 << s));
+  }
+
+  /** Drops space s's hold on a data frame: its owner bit, then its reference (freed at zero). */
+  release(pfn: number, s: number): void {
+    this.ownerRemove(pfn, s);
+    this.dropRef(pfn);
+  }
+
+  /** The frames a dying space s held, as destroySpace reports them: all but the zero page lose a reference. */
+  releaseMapping(s: number, pfn: number, pages: number, rights: number): void {
+    if ((rights & R_ZERO) !== 0) return;
+    for (let p = 0; p < pages; p++) this.release(pfn + p, s);
+  }
 
   /** References to data frame pfn from mappings. */
   refcount(pfn: number): number {
@@ -446,6 +603,7 @@ export class Kernel {
       frames.free(f);
       return prev - 1;
     }
+    Atomics.store(k, klayout.ownerBase + f, -1); // every space may read it
     return f;
   }
 
@@ -458,6 +616,15 @@ export class Kernel {
 
   /** Points the one-page mapping at va at frame pfn with rights, then shoots down the old translation. */
   remap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
+    this.lockShared(s, cpu);
+    try {
+      return this.doRemap(cpu, s, va, pfn, rights);
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
+  private doRemap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);
     a[1] = va % 4294967296 | 0;
@@ -481,23 +648,47 @@ export class Kernel {
     this.checkSpace(parent);
     const child = this.createSpace();
     if (child < 0) return child;
+    this.lockExclusive(parent, cpu);
+    try {
+      return this.forkLocked(cpu, parent, child);
+    } finally {
+      this.unlockExclusive(parent);
+    }
+  }
+
+  private forkLocked(cpu: Cpu, parent: number, child: number): number {
     this.nr(parent).sync(this.thread(cpu.id, cpu));
     const entries = this.nr(parent).read(this.thread(cpu.id, cpu), (r) => this.vspace(parent).db(r).entries());
+    let madeCow = false;
+    try {
+      return this.shareInto(cpu, parent, child, entries, () => (madeCow = true));
+    } finally {
+      // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after
+      // copying it): the whole PCID on every core running the parent.
+      if (madeCow) this.shootdown(cpu, parent, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
+    }
+  }
+
+  private shareInto(cpu: Cpu, parent: number, child: number, entries: MapEntry[], madeCow: () => void): number {
     for (const e of entries) {
       if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
       let rights = e.rights;
       if ((rights & R_ZERO) === 0) {
         rights |= R_COW;
-        for (let p = 0; p < e.pages; p++) Atomics.add(this.v.k, this.v.klayout.refBase + e.pfn + p, 1);
-        if (rights !== e.rights) this.adjust(cpu, parent, e.va, rights);
+        for (let p = 0; p < e.pages; p++) {
+          Atomics.add(this.v.k, this.v.klayout.refBase + e.pfn + p, 1);
+          this.ownerAdd(e.pfn + p, child);
+        }
+        if (rights !== e.rights) {
+          this.doAdjust(cpu, parent, e.va, rights, false);
+          madeCow();
+        }
       }
-      const m = this.map(cpu.id, child, e.va, e.pfn * PAGE, e.pages * PAGE, rights, cpu);
+      const m = this.doMap(cpu.id, child, e.va, e.pfn * PAGE, e.pages * PAGE, rights, cpu);
       if (m.code !== OK) {
         // Out of memory: undo the child (its references go with it); the parent keeps its COW rights.
-        this.destroySpace(child, (pfn, pages, r) => {
-          if ((r & R_ZERO) === 0) for (let p = 0; p < pages; p++) this.dropRef(pfn + p);
-        });
-        for (let p = 0; p < e.pages; p++) if ((rights & R_ZERO) === 0) this.dropRef(e.pfn + p);
+        this.destroySpace(child, (pfn, pages, r) => this.releaseMapping(child, pfn, pages, r));
+        if ((rights & R_ZERO) === 0) for (let p = 0; p < e.pages; p++) this.release(e.pfn + p, child);
         return -1 - OUT_OF_MEMORY;
       }
     }
@@ -516,6 +707,19 @@ export class Kernel {
    * frame never writes it while it is being copied.
    */
   private writeFault(cpu: Cpu, s: number, va: number, pa: number, rights: number): boolean {
+    this.lockShared(s, cpu);
+    try {
+      // The mapping may have changed (a fork, another core's fault) before we got the lock.
+      const now = this.resolve(cpu.id, s, va, cpu);
+      this.stats.resolves--;
+      if (now.code !== OK || (now.rights & (R_COW | R_ZERO)) === 0) return now.code === OK;
+      return this.writeFaultLocked(cpu, s, va, now.pa, now.rights);
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
+  private writeFaultLocked(cpu: Cpu, s: number, va: number, pa: number, rights: number): boolean {
     const { frames, mem, k, klayout } = this.v;
     const page = va - (va % PAGE);
     const old = Math.floor(pa / PAGE);
@@ -528,8 +732,9 @@ export class Kernel {
         frames.zero(nf);
       }
       this.setRefcount(nf, 1);
-      if (this.remap(cpu, s, page, nf, plain).code !== OK) {
-        this.dropRef(nf);
+      this.ownerAdd(nf, s);
+      if (this.doRemap(cpu, s, page, nf, plain).code !== OK) {
+        this.release(nf, s);
         return false;
       }
       this.stats.zeroFills++;
@@ -539,20 +744,26 @@ export class Kernel {
     if (Atomics.load(k, klayout.refBase + old) === 1) {
       // The last sharer: the same frame becomes writable. MH's policy makes it private read-only
       // instead (the write permission is lost), and the retried write faults once more.
-      this.adjust(cpu, s, page, this.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
+      this.doAdjust(cpu, s, page, this.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
       this.stats.cowReuses++;
       this.onEvent?.('reuse', page);
+      return true;
+    }
+    if (this.skipCowCopy) {
+      // Injected fault: the shared frame simply becomes writable here; the other sharers see our writes.
+      this.doAdjust(cpu, s, page, plain);
       return true;
     }
     const nf = frames.allocAny(cpu.node);
     if (nf === NO_FRAME) return false;
     mem.copyWithin(nf * 1024, old * 1024, old * 1024 + 1024);
     this.setRefcount(nf, 1);
-    if (this.remap(cpu, s, page, nf, plain).code !== OK) {
-      this.dropRef(nf);
+    this.ownerAdd(nf, s);
+    if (this.doRemap(cpu, s, page, nf, plain).code !== OK) {
+      this.release(nf, s);
       return false;
     }
-    this.dropRef(old);
+    this.release(old, s); // the shootdown has returned: s no longer reaches the old frame
     this.stats.cowCopies++;
     this.onEvent?.('copy', page);
     return true;
@@ -571,27 +782,46 @@ export class Kernel {
 
   /**
    * Runs space s on cpu: joins s's active mask, syncs the local replica (so that an unmap that
-   * did not see this core in the mask is already applied here), then loads CR3 with the node's
-   * root and the space's PCID without flushing: translations cached the last time this core ran
-   * s are still valid, because a core stays in a space's mask (and receives its shootdowns)
-   * until it flushes that PCID (see leave()).
+   * did not see this core in the mask is already applied here), flushes s's PCID if a shootdown
+   * happened since this core last ran s (the TLB generation, as Linux's tlb_gen), loads CR3 with
+   * the node's root and s's PCID without flushing, then leaves the previous space's mask. A switch
+   * back to a space nobody changed keeps its translations.
    */
   switchTo(cpu: Cpu, s: number): void {
     this.checkSpace(s);
     const prev = this.current[cpu.id];
     if (prev === s) return;
+    const { k, klayout } = this.v;
     this.stats.switches++;
     if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
-    Atomics.or(this.v.k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
+    Atomics.or(k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
     this.nr(s).sync(this.thread(cpu.id, cpu));
+    const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
+    if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
+      cpu.invpcid(1, this.pcid(s), 0, 0);
+      Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
+      this.stats.generationFlushes++;
+    }
     cpu.movCr3(CR3_NOFLUSH_HI, this.vspace(s).root(cpu.node) * PAGE + this.pcid(s));
+    if (prev >= 0) this.leaveMask(cpu, prev);
     this.current[cpu.id] = s;
   }
 
-  /** Leaves every space: flushes the TLB's non-global entries, then leaves every mask. */
+  /**
+   * Takes cpu out of s's active mask. It keeps s's translations under s's PCID; the generation it
+   * recorded when it switched in is older than any shootdown since, so it flushes them if one
+   * happened before it runs s again. (Recording a newer generation here would race with an
+   * initiator that bumps the generation and then reads the mask.)
+   */
+  private leaveMask(cpu: Cpu, s: number): void {
+    Atomics.and(this.v.k, this.maskWord(s, cpu.id), ~(1 << (cpu.id & 31)));
+  }
+
+  /** Leaves the current space: flushes the TLB's non-global entries, then leaves the mask. */
   leave(cpu: Cpu): void {
+    const prev = this.current[cpu.id];
     cpu.flushNonGlobal();
-    for (let s = 0; s < this.maxSpaces; s++) Atomics.and(this.v.k, this.maskWord(s, cpu.id), ~(1 << (cpu.id & 31)));
+    if (prev >= 0) this.leaveMask(cpu, prev);
     this.current[cpu.id] = -1;
   }
 
@@ -653,6 +883,9 @@ export class Kernel {
    */
   shootdown(cpu: Cpu, s: number, va: number, pages: number): void {
     this.stats.shootdowns++;
+    // First a new generation: a core that left s and comes back later flushes s's PCID; then the
+    // cores running s now, who get the request.
+    Atomics.add(this.v.k, this.v.klayout.spaceBase(s) + S_TLBGEN, 1);
     const hi = Math.floor(va / 4294967296) | 0;
     const lo = va % 4294967296 | 0;
     const targets = this.skipShootdown ? [] : this.activeCores(s).filter((c) => c !== cpu.id);

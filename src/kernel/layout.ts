@@ -36,8 +36,21 @@ export const PROC_TERMINATED = 3;
 export const S_STATE = 0;
 /** Generation, bumped at every create: names the space in messages. */
 export const S_GEN = 1;
-/** Active-core mask: bit c of word c >> 5 set while core c may hold TLB entries of this space. Written: cores (Atomics.or/and). Read: shootdown initiators. */
-export const S_ACTIVE = K_LINE;
+/**
+ * Space lock (like Linux's mmap_lock): the number of mapping changes in flight, or -1 while a
+ * fork snapshots the space. Written: cores (CAS). S_FORKING: a fork waits for the lock (new
+ * changes hold back). Both on their own line.
+ */
+export const S_RWLOCK = K_LINE;
+export const S_FORKING = K_LINE + 1;
+/**
+ * TLB generation of the space (Linux's tlb_gen): bumped by every shootdown and every create,
+ * never reset. A core that switches back in with an older generation flushes the space's PCID.
+ * Written: initiators (add). Read: cores switching in. Own line.
+ */
+export const S_TLBGEN = 3 * K_LINE;
+/** Active-core mask: bit c of word c >> 5 set while core c runs this space. Written: cores (Atomics.or/and). Read: shootdown initiators. */
+export const S_ACTIVE = 2 * K_LINE;
 // Per replica r, at S_REPLICAS + r * replicaWords:
 /** Root (PML4) frame of replica r's page tables. Written: create. Read: cores switching in, dumps. */
 export const SR_ROOT = 0;
@@ -54,12 +67,14 @@ export const SR_FRAMES = 3 * K_LINE;
 export class KernelLayout {
   /** Kernel header: word 0 = 1 + the zero page's frame (0 until first needed). Written: CAS. */
   readonly zeroPageWord = 0;
-  /** Shadow owner of every frame (the stale-tlb oracle): space + 1, or 0. */
+  /** Shadow owners of every frame (the stale-tlb oracle): bit s set while space s maps it (spaces 0-31). */
   readonly ownerBase = K_LINE;
   /** References to every data frame from mappings (fork and copy-on-write). Written: Atomics. */
   readonly refBase: number;
   /** Process table: one line per pid (P_* fields). Written: whoever spawns, switches or kills (Atomics). */
   readonly procBase: number;
+  /** Per core and space: the space's TLB generation when the core last ran it (coreGen(c, s)). Written: that core. */
+  readonly coreGenBase: number;
   readonly maskWords: number;
   readonly replicaWords: number;
   readonly spacesBase: number;
@@ -76,12 +91,17 @@ export class KernelLayout {
     this.replicaWords = round(SR_FRAMES + c.ptPoolFrames);
     this.refBase = round(this.ownerBase + c.totalFrames);
     this.procBase = round(this.refBase + c.totalFrames);
-    this.spacesBase = this.procBase + c.maxSpaces * K_LINE;
-    this.spaceReplicasOff = round(S_ACTIVE + this.maskWords);
+    this.coreGenBase = this.procBase + c.maxSpaces * K_LINE;
+    this.spacesBase = round(this.coreGenBase + c.cores * c.maxSpaces);
+    this.spaceReplicasOff = round(Math.max(S_ACTIVE + this.maskWords, S_TLBGEN + 1));
     this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
     this.arenaWordsEach = round(arenaWords(c.maxMappings));
     this.arenasBase = this.spacesBase + c.maxSpaces * this.spaceWords;
     this.totalWords = this.arenasBase + c.maxSpaces * c.nodes * this.arenaWordsEach;
+  }
+
+  coreGen(c: number, s: number): number {
+    return this.coreGenBase + c * this.config.maxSpaces + s;
   }
 
   spaceBase(s: number): number {

@@ -11,8 +11,9 @@ import { hex64 } from '../hw/pte.js';
 import { Kernel } from '../kernel/kernel.js';
 import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
 import { NO_FRAME } from '../hw/frames.js';
+import { PROC_TERMINATED } from '../kernel/layout.js';
 import {
-  OP_K_ADJUST, OP_K_MAP, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
+  CURRENT_SPACE, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
@@ -54,6 +55,9 @@ export interface CoreResult {
   /** Accesses through stale translations (checked mode), and the first of them. */
   staleAccesses: number;
   staleExamples: StaleAccess[];
+  /** Reads of this core's own slots that returned another value than it last wrote there (copy-on-write isolation). */
+  isolation: number;
+  isolationExamples: string[];
   /** Kernel counters of this run on this core (maps, shootdowns, spurious faults...). */
   kernel: Record<string, number>;
   /** Kernel operation outcomes by name ("map:Ok", "unmap:NotMapped"...). */
@@ -90,6 +94,19 @@ const FAULT_RETRIES = 3;
 
 /** Per-run mutable state shared by the hot loop and the cold path. */
 class RunState {
+  /**
+   * The isolation oracle's memory: space -> page -> (address -> the value this core last wrote
+   * there). A page's entry goes when this core maps or unmaps the page (its content changes).
+   */
+  readonly shadow = new Map<number, Map<number, Map<number, number>>>();
+
+  /** The shadow of space s (created on first use). */
+  shadowOf(s: number): Map<number, Map<number, number>> {
+    let m = this.shadow.get(s);
+    if (!m) this.shadow.set(s, (m = new Map()));
+    return m;
+  }
+  seq = 0;
   checksum = 0;
   faults = 0;
   stop = false;
@@ -106,7 +123,7 @@ class RunState {
   noteStale(cpu: Cpu, index: number, vhi: number, vlo: number, pfn: number, space: number): void {
     this.stale++;
     if (this.staleExamples.length < 8) {
-      this.staleExamples.push({ op: index, va: hex64(vhi, vlo), pfn, space, owner: (this.owner as Int32Array)[this.ownerBase + pfn] - 1 });
+      this.staleExamples.push({ op: index, va: hex64(vhi, vlo), pfn, space, owner: (this.owner as Int32Array)[this.ownerBase + pfn] });
     }
   }
 
@@ -132,7 +149,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   const owner = st.owner;
   const ob = st.ownerBase;
   const space = kernel ? kernel.current[cpu.id] : -1;
-  const expect = space + 1;
+  const bit = space >= 0 && space < 32 ? 1 << space : -1;
   let checksum = st.checksum;
   let loads = 0;
   let stores = 0;
@@ -149,7 +166,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_READ);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
-        if (owner !== null && owner[ob + (r >>> 10)] !== expect) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
+        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_STORE) {
@@ -159,7 +176,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       if (r >= 0) {
         mem[r] = buf[w + 4];
         mem[r + 1] = buf[w + 3];
-        if (owner !== null && owner[ob + (r >>> 10)] !== expect) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
+        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_FETCH) {
@@ -207,7 +224,8 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     core: cpu.id, ok: true, ops: 0, faults: 0, faultLog: [], checksum: 0,
     pingsSentTo: new Array(cores).fill(0), pingSumTo: new Array(cores).fill(0),
     pingsRecvFrom: new Array(cores).fill(0), pingSumFrom: new Array(cores).fill(0),
-    xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
+    xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [], isolation: 0, isolationExamples: [], kernel: {}, outcomes: {},
+    counters: {}, elapsedMs: 0,
   };
   if (opts.record) res.values = [];
   const kernel = opts.kernel;
@@ -371,9 +389,12 @@ function coldOp(
     case OP_K_MAP:
     case OP_K_UNMAP:
     case OP_K_ADJUST:
-    case OP_K_RESOLVE: {
+    case OP_K_RESOLVE:
+    case OP_K_FORK:
+    case OP_K_EXIT:
+    case OP_K_OWN: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
-      return kernelOp(cpu, kernel, buf, w, index, res);
+      return kernelOp(cpu, kernel, buf, w, index, res, st);
     }
     default:
       return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;
@@ -394,18 +415,101 @@ function coldOp(
   return '';
 }
 
-/** Kernel operations of a program: switch, map (allocating frames), unmap (freeing them), adjust, resolve. */
-function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, res: CoreResult): string {
+/** An 8-byte access through the kernel's fault path (zero-page and copy-on-write faults, spurious retries). */
+function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, value: number): number {
+  const hi = Math.floor(va / 4294967296) | 0;
+  const lo = va % 4294967296 | 0;
+  let r = write ? cpu.store64(hi, lo, 0, value) : cpu.load64(hi, lo);
+  for (let k = 0; k < FAULT_RETRIES && r !== 0 && kernel.onPageFault(cpu, hi, lo, write ? ACC_WRITE : ACC_READ, r); k++) {
+    r = write ? cpu.store64(hi, lo, 0, value) : cpu.load64(hi, lo);
+  }
+  return r;
+}
+
+/**
+ * Kernel operations of a program: switch, map (allocating frames), unmap (releasing them),
+ * adjust, resolve, fork, exit, and writes and checked reads of the core's own slots (the
+ * isolation oracle: each core remembers what it wrote to its own slots in each space).
+ */
+function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, res: CoreResult, st: RunState): string {
   const op = buf[w];
-  const space = buf[w + 1];
-  if (!kernel.isLive(space)) return `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
-  const va = buf[w + 2] * 4294967296 + (buf[w + 3] >>> 0);
-  const tally = (name: string, code: number): void => {
-    const key = `${name}:${RESULT_NAMES[code]}`;
+  const cur = kernel.current[cpu.id];
+  const tally = (name: string, code: number | string): void => {
+    const key = `${name}:${typeof code === 'string' ? code : RESULT_NAMES[code]}`;
     res.outcomes[key] = (res.outcomes[key] ?? 0) + 1;
   };
-  const k = kernel.v.k;
-  const ob = kernel.v.klayout.ownerBase;
+  if (op === OP_K_SWITCH && buf[w + 1] === CURRENT_SPACE) {
+    const live = kernel.liveSpaces();
+    if (live.length > 0) kernel.switchTo(cpu, live[(buf[w + 2] >>> 0) % live.length]);
+    return '';
+  }
+  if (op === OP_K_FORK || op === OP_K_EXIT || op === OP_K_OWN) {
+    if (cur < 0) return '';
+    if (op === OP_K_FORK) {
+      const child = kernel.fork(cpu, cur);
+      const pid = child < 0 ? -1 : kernel.spawn(child, kernel.pidOf(cur));
+      if (child >= 0 && pid < 0) kernel.destroySpace(child, (pfn, pages, rights) => kernel.releaseMapping(child, pfn, pages, rights));
+      tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
+      if (pid >= 0) {
+        const copy = new Map<number, Map<number, number>>();
+        for (const [page, v] of st.shadowOf(cur)) copy.set(page, new Map(v));
+        st.shadow.set(child, copy);
+      }
+      return '';
+    }
+    if (op === OP_K_EXIT) {
+      const others = kernel.liveSpaces().filter((x) => x !== cur);
+      if (others.length === 0) {
+        tally('exit', 'Last');
+        return '';
+      }
+      kernel.setProcessState(kernel.pidOf(cur), PROC_TERMINATED);
+      kernel.switchTo(cpu, others[(buf[w + 2] >>> 0) % others.length]);
+      tally('exit', 'Ok');
+      return '';
+    }
+    if (buf[w + 3] === 1) {
+      const va = buf[w + 1] * 4294967296 + (buf[w + 2] >>> 0);
+      const value = ((cur & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
+      if (kernelAccess(cpu, kernel, va, true, value) === 0) {
+        const sh = st.shadowOf(cur);
+        const key = Math.floor(va / 4096);
+        let page = sh.get(key);
+        if (!page) sh.set(key, (page = new Map()));
+        page.set(va, value);
+      }
+      return '';
+    }
+    // A check reads back an address this core wrote in this space (chosen by the op's seed word),
+    // so that every check tests something.
+    const sh = st.shadowOf(cur);
+    if (sh.size === 0) return '';
+    let k = (buf[w + 2] >>> 0) % sh.size;
+    let page: Map<number, number> | undefined;
+    for (const p of sh.values()) if (k-- === 0) page = p;
+    if (!page || page.size === 0) return '';
+    k = (buf[w + 1] >>> 0) % page.size;
+    let at = 0;
+    let want = 0;
+    for (const [a, v] of page) {
+      if (k-- === 0) {
+        at = a;
+        want = v;
+      }
+    }
+    const r = kernelAccess(cpu, kernel, at, false, 0);
+    if (r === 0 && cpu.valLo !== want) {
+      res.isolation++;
+      if (res.isolationExamples.length < 8) {
+        res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${cur} holds 0x${(cpu.valLo >>> 0).toString(16)}` +
+          ` (written by space ${cpu.valLo >>> 24}, core ${(cpu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
+      }
+    }
+    return '';
+  }
+  const space = buf[w + 1] === CURRENT_SPACE ? cur : buf[w + 1];
+  if (!kernel.isLive(space)) return space < 0 ? '' : `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
+  const va = buf[w + 2] * 4294967296 + (buf[w + 3] >>> 0);
   const frames = kernel.v.frames;
   switch (op) {
     case OP_K_SWITCH:
@@ -421,27 +525,23 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       }
       for (let p = 0; p < pages; p++) {
         frames.zero(first + p);
-        Atomics.store(k, ob + first + p, space + 1);
+        kernel.setRefcount(first + p, 1);
+        kernel.ownerAdd(first + p, space);
       }
       const r = kernel.map(cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
       tally('map', r.code);
-      if (r.code !== OK) {
-        for (let p = 0; p < pages; p++) {
-          Atomics.store(k, ob + first + p, 0);
-          frames.free(first + p);
-        }
-      }
+      if (r.code !== OK) for (let p = 0; p < pages; p++) kernel.release(first + p, space);
+      else st.shadowOf(space).delete(Math.floor(va / 4096));
       return '';
     }
     case OP_K_UNMAP: {
       const r = kernel.unmap(cpu, space, va);
       tally('unmap', r.code);
+      // The shootdown has returned: no core can use the old translation; the frames lose this
+      // space's reference (freed unless another space still shares them copy-on-write).
       if (r.code === OK) {
-        // The shootdown has returned: no core can use the old translation; the frames go back.
-        for (let p = 0; p < r.pages; p++) {
-          Atomics.store(k, ob + r.pfn + p, 0);
-          frames.free(r.pfn + p);
-        }
+        for (let p = 0; p < r.pages; p++) kernel.release(r.pfn + p, space);
+        st.shadowOf(space).delete(Math.floor(va / 4096));
       }
       return '';
     }

@@ -50,6 +50,14 @@ export const OP_K_UNMAP = 22;
 export const OP_K_ADJUST = 23;
 /** [OP_K_RESOLVE, space, vaHi, vaLo] */
 export const OP_K_RESOLVE = 24;
+/** [OP_K_FORK] fork the running process (its space); the child joins the process table. */
+export const OP_K_FORK = 25;
+/** [OP_K_EXIT, -, pick] the running process exits (a zombie until reaped) unless it is the last; switch to another. */
+export const OP_K_EXIT = 26;
+/** [OP_K_OWN, vaHi, vaLo, write] write (1) one of this core's own slots, or (0) read back and check an address it wrote in this space (vaHi, vaLo then seed the pick). */
+export const OP_K_OWN = 27;
+/** Kernel operations name the space -1 to mean the running one; OP_K_SWITCH to -1 picks a live process (word 2 seeds the pick). */
+export const CURRENT_SPACE = -1;
 
 /** Fills `buf` with up to buf.length / OP_WORDS operations; returns how many (0 = the end). */
 export interface ProgramSource {

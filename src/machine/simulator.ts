@@ -18,7 +18,7 @@ import { Machine } from './machine.js';
 import type { Cpu } from '../hw/cpu.js';
 import { OK } from '../kernel/kernel.js';
 import { PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from '../kernel/layout.js';
-import { R_USER, R_WRITE, R_ZERO } from '../kernel/vspace.js';
+import { R_USER, R_WRITE } from '../kernel/vspace.js';
 import { ACC_READ, ACC_WRITE } from '../hw/walk.js';
 
 export enum DataType {
@@ -139,7 +139,7 @@ export class Simulator {
     const child = k.fork(this.cpu, this.space(this.current));
     const pid = child < 0 ? -1 : k.spawn(child, this.current);
     if (pid < 0) {
-      if (child >= 0) k.destroySpace(child, (pfn, pages, rights) => this.release(pfn, pages, rights), this.cpu);
+      if (child >= 0) k.destroySpace(child, (pfn, pages, rights) => k.releaseMapping(child, pfn, pages, rights), this.cpu);
       this.out(child < 0 ? 'Out of memory in fork' : 'No free process slot in fork');
       return -1;
     }
@@ -166,13 +166,8 @@ export class Simulator {
     const k = this.machine.kernel;
     const p = k.process(n);
     if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
-    k.destroySpace(p.space, (pfn, pages, rights) => this.release(pfn, pages, rights), this.cpu);
+    k.destroySpace(p.space, (pfn, pages, rights) => k.releaseMapping(p.space, pfn, pages, rights), this.cpu);
     k.setProcessState(n, PROC_TERMINATED);
-  }
-
-  /** Drops the references a dying address space held (the zero page is never freed). */
-  private release(pfn: number, pages: number, rights: number): void {
-    if ((rights & R_ZERO) === 0) for (let i = 0; i < pages; i++) this.machine.kernel.dropRef(pfn + i);
   }
 
   /** Stops the machine. */

@@ -5,15 +5,17 @@
 //   encoded     explicit operations the controller encoded (machine/program.ts)
 //   random      seeded loads/stores/fetches over regions, with an optional INVLPG rate
 //   ipi-storm   seeded IPI_PINGs to the other cores of the run, each waiting for its ack
-//   vm-mix      the address-space stress mix: switches, MapFrame/Unmap/Adjust of the core's own
-//               slots, Resolve, and loads/stores anywhere in the shared region of the space
+//   vm-mix      the address-space stress mix: switches between live processes, MapFrame/Unmap/
+//               Adjust of the core's own slots, Resolve, loads anywhere in the shared region,
+//               writes and checked reads of the core's own slots, fork and exit
 //   hw-mix      the hardware stress mix: accesses, INVLPG, IPIs, walks of a page whose entry
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
 import { parseAddress, split64 } from '../hw/pte.js';
 import {
-  BufferSource, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_MAP, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
+  BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE,
+  OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
   type ProgramSource, type ProgramSpec,
 } from '../machine/program.js';
@@ -221,15 +223,13 @@ class HwMixSource implements ProgramSource {
   }
 }
 
-export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch'] as const;
+export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check'] as const;
 export type VmMix = Record<(typeof VM_MIX_KINDS)[number], number>;
 
 export interface VmMixProgram extends ProgramSpec {
   kind: 'vm-mix';
   seed: number;
   count: number;
-  /** Address spaces to work on (the first is switched to at the start). */
-  spaces: number[];
   /** Cores taking part: each owns `slots` 4 KiB slots of the region in every space. */
   cores: number;
   slots: number;
@@ -247,12 +247,10 @@ class VmMixSource implements ProgramSource {
   private left: number;
   private readonly rng: Rng;
   private readonly cut: number[];
-  private space: number;
   private started = false;
 
   constructor(private readonly p: VmMixProgram, private readonly core: number) {
     this.left = countOf(p);
-    need(Array.isArray(p.spaces) && p.spaces.length > 0, "program 'vm-mix': spaces must list at least one address space");
     need(Number.isSafeInteger(p.slots) && p.slots > 0 && Number.isSafeInteger(p.cores) && p.cores > 0, "program 'vm-mix': cores and slots must be > 0");
     need(p.regionBase % 4096 === 0 && p.regionBase + p.cores * p.slots * 4096 <= 2 ** 47, "program 'vm-mix': the region must be page-aligned and below 2^47");
     const w = VM_MIX_KINDS.map((k) => p.mix?.[k] ?? 0);
@@ -261,7 +259,11 @@ class VmMixSource implements ProgramSource {
     let acc = 0;
     this.cut = w.map((x) => (acc += x) / total);
     this.rng = new Rng(p.seed | 0, core);
-    this.space = p.spaces[this.rng.below(p.spaces.length)];
+  }
+
+  private va(buf: Int32Array, w: number, va: number): void {
+    buf[w + 2] = Math.floor(va / 4294967296);
+    buf[w + 3] = va % 4294967296 | 0;
   }
 
   next(buf: Int32Array): number {
@@ -272,55 +274,69 @@ class VmMixSource implements ProgramSource {
     const any = (): number => p.regionBase + rng.below(p.cores * p.slots) * 4096;
     for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
       buf.fill(0, w, w + OP_WORDS);
-      if (!this.started) {
-        this.started = true;
-        buf[w] = OP_K_SWITCH;
-        buf[w + 1] = this.space;
-        continue;
-      }
-      const x = (rng.next() >>> 0) / 4294967296;
-      let k = 0;
-      while (k < this.cut.length - 1 && x >= this.cut[k]) k++;
-      switch (VM_MIX_KINDS[k]) {
-        case 'map': {
-          const va = own();
+      const kind = this.started ? VM_MIX_KINDS[this.pick()] : 'switch';
+      this.started = true;
+      switch (kind) {
+        case 'map':
           buf[w] = OP_K_MAP;
-          buf[w + 1] = this.space;
-          buf[w + 2] = Math.floor(va / 4294967296);
-          buf[w + 3] = va % 4294967296 | 0;
+          buf[w + 1] = CURRENT_SPACE;
+          this.va(buf, w, own());
           buf[w + 4] = (VM_RW << 24) | 1; // rights << 24 | pages
           break;
-        }
         case 'unmap':
         case 'adjust':
-        case 'resolve': {
-          const kind = VM_MIX_KINDS[k];
-          const va = kind === 'resolve' ? any() : own();
+        case 'resolve':
           buf[w] = kind === 'unmap' ? OP_K_UNMAP : kind === 'adjust' ? OP_K_ADJUST : OP_K_RESOLVE;
-          buf[w + 1] = this.space;
-          buf[w + 2] = Math.floor(va / 4294967296);
-          buf[w + 3] = va % 4294967296 | 0;
+          buf[w + 1] = CURRENT_SPACE;
+          this.va(buf, w, kind === 'resolve' ? any() : own());
           buf[w + 4] = rng.below(2) === 0 ? VM_RW : VM_RO;
           break;
-        }
         case 'access': {
-          const va = any() + rng.below(512) * 8;
-          buf[w] = rng.below(3) === 0 ? OP_STORE : OP_LOAD;
-          buf[w + 1] = Math.floor(va / 4294967296);
-          buf[w + 2] = va % 4294967296 | 0;
-          buf[w + 3] = this.core;
-          buf[w + 4] = rng.next();
+          // Loads anywhere in the region (other cores' pages too); stores only to this core's own
+          // slots, remembered for the isolation check.
+          if (rng.below(3) === 0) {
+            const va = own() + rng.below(512) * 8;
+            buf[w] = OP_K_OWN;
+            buf[w + 1] = Math.floor(va / 4294967296);
+            buf[w + 2] = va % 4294967296 | 0;
+            buf[w + 3] = 1;
+          } else {
+            const va = any() + rng.below(512) * 8;
+            buf[w] = OP_LOAD;
+            buf[w + 1] = Math.floor(va / 4294967296);
+            buf[w + 2] = va % 4294967296 | 0;
+          }
           break;
         }
+        case 'check':
+          buf[w] = OP_K_OWN;
+          buf[w + 1] = rng.next();
+          buf[w + 2] = rng.next();
+          buf[w + 3] = 0;
+          break;
         case 'switch':
-          this.space = p.spaces[rng.below(p.spaces.length)];
           buf[w] = OP_K_SWITCH;
-          buf[w + 1] = this.space;
+          buf[w + 1] = CURRENT_SPACE;
+          buf[w + 2] = rng.next();
+          break;
+        case 'fork':
+          buf[w] = OP_K_FORK;
+          break;
+        case 'exit':
+          buf[w] = OP_K_EXIT;
+          buf[w + 2] = rng.next();
           break;
       }
     }
     this.left -= n;
     return n;
+  }
+
+  private pick(): number {
+    const x = (this.rng.next() >>> 0) / 4294967296;
+    let k = 0;
+    while (k < this.cut.length - 1 && x >= this.cut[k]) k++;
+    return k;
   }
 }
 

@@ -48,7 +48,7 @@ function failed(core: number, error: string): CoreResult {
   return {
     core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
     pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [],
-    kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
+    isolation: 0, isolationExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
   };
 }
 
