@@ -100,6 +100,16 @@ D('dump writes the raw image and a machine.json that describes its page tables',
   assert.is(img.readUInt32LE(Number(pa)), 0x21, 'the value the core stored is in the image');
 });
 
+D('bench fork measures a fork against a byte copy of the same tables, as JSON', () => {
+  const r = nrvm('bench', 'fork', '--pages', '300', '--iterations', '1', '--json');
+  assert.is(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.is(j.rows.length, 1);
+  assert.is(j.rows[0].pages, 300);
+  assert.ok(j.rows[0].forkMs > 0 && j.rows[0].byteCopyMs > 0 && j.rows[0].tableFrames >= 4);
+  assert.match(j.node, /^v\d+/);
+});
+
 const S = suite('cli: stress');
 
 S('a short default stress run is clean, prints a report and exits 0', () => {

@@ -280,4 +280,29 @@ P('MH policy: the last sharer\'s write makes the page private read-only, then th
   }
 });
 
+P('frames are conserved through a fork storm with writes and kills: the free count returns', async () => {
+  const { s } = await sim({ memory: '32MiB' });
+  const xs = Array.from({ length: 8 }, () => new Pointer());
+  for (const x of xs) s.register(x);
+  xs.forEach((x, i) => s.write(x, ValueType.UnsignedInt(i)));
+  const before = s.machine.frames.freeCount();
+  const pids: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 5; i++) {
+      const p = s.fork();
+      assert.ok(p >= 0);
+      pids.push(p);
+      s.switch(p);
+      s.write(xs[(round + i) % xs.length], ValueType.UnsignedInt(1000 + i)); // a copy
+      const q = s.fork(); // a grandchild sharing both
+      if (q >= 0) pids.push(q);
+      s.switch(0);
+    }
+    for (const p of pids.splice(0)) s.kill(p);
+    assert.is(s.machine.frames.freeCount(), before, `round ${round}: every frame of the dead processes is back`);
+  }
+  assert.equal(xs.map((x) => read(s, x)), [0, 1, 2, 3, 4, 5, 6, 7], 'the parent kept its values');
+  await s.end();
+});
+
 P.run();

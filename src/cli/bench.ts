@@ -22,6 +22,7 @@ import { ACC_READ, WalkOut, walk } from '../hw/walk.js';
 import { CR4_PAE } from '../hw/regs.js';
 import { Rng } from '../workloads/rng.js';
 import type { CoreResult } from '../machine/executor.js';
+import { tableFrames } from '../kernel/kernel.js';
 
 const LOOP = 4096;
 
@@ -267,5 +268,81 @@ export function formatMicro(r: MicroResult): string {
     row('walk-4level', '4-dep-loads', '<= 3x'),
     row('ipi-polling', 'raw-pingpong', '<= 3x'),
     row('ipi-halted', 'raw-pingpong', '(wake-up of a halted core)'),
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fork: copy-on-write fork of an address space of N mapped pages, against copying the same page
+// tables with a plain byte copy (what a fork that shares nothing but the tables would cost).
+
+export interface ForkResult {
+  node: string;
+  machine: MicroResult['machine'];
+  rows: { pages: number; forkMs: number; tableFrames: number; byteCopyMs: number; ratio: number }[];
+}
+
+/** Forks spaces of each size (tinybench, a few iterations each), main thread, one core. */
+export async function runForkBench(o: { sizes: number[]; iterations: number; log?: (s: string) => void }): Promise<ForkResult> {
+  const rows: ForkResult['rows'] = [];
+  for (const pages of o.sizes) {
+    o.log?.(`bench: fork of ${pages} pages...`);
+    const m = await Machine.boot({ cores: 1, nodes: 1, memory: '256MiB', kernel: { maxSpaces: 3, maxMappings: pages + 16, logEntries: 4096 } }, { pool: false });
+    try {
+      m.setRegisters(0, { cpl: 3 });
+      const cpu = m.attachHere(0);
+      const k = m.kernel;
+      const parent = k.createSpace();
+      const data = m.frames.allocZeroed(0);
+      k.setRefcount(data, 1);
+      for (let i = 0; i < pages; i++) {
+        k.setRefcount(data, k.refcount(data) + (i === 0 ? 0 : 1));
+        if (k.map(0, parent, 0x1000_0000 + i * 4096, data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
+      }
+      k.switchTo(cpu, parent);
+      const tables = tableFramesOf(m, parent);
+      const scratch = m.frames.allocContiguous(0, 1024);
+      const bench = new Bench({ iterations: o.iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
+      bench
+        .add(`fork-${pages}`, () => {
+          const child = k.fork(cpu, parent);
+          if (child < 0) throw new Error('bench: fork failed');
+          k.destroySpace(child, (pfn, n, rights) => k.releaseMapping(child, pfn, n, rights), cpu);
+        })
+        .add(`copy-${pages}`, () => {
+          for (let i = 0; i < tables.length; i++) {
+            const dst = (scratch + (i % 1024)) * 1024;
+            m.mem.copyWithin(dst, tables[i] * 1024, tables[i] * 1024 + 1024);
+          }
+        });
+      await bench.run();
+      const [f, c] = bench.tasks.map((t) => {
+        if (t.result.state !== 'completed') throw new Error(`bench: ${t.name} did not complete`);
+        return t.result.latency.p50;
+      });
+      rows.push({ pages, forkMs: f, tableFrames: tables.length, byteCopyMs: c, ratio: f / c });
+      cpu.detach();
+    } finally {
+      await m.shutdown();
+    }
+  }
+  const cpus = os.cpus();
+  return {
+    node: process.version,
+    machine: { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
+    rows,
+  };
+}
+
+function tableFramesOf(m: Machine, s: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < m.config.nodes; r++) out.push(...tableFrames(m.mem, m.kernel.vspace(s).root(r)));
+  return out;
+}
+
+export function formatFork(r: ForkResult): string {
+  return [
+    `nrvm fork benchmark — Node ${r.node}, ${r.machine.cpu}, ${r.machine.cpus} CPUs (median of the iterations)`,
+    `${'pages'.padStart(8)} ${'fork (COW)'.padStart(12)} ${'table frames'.padStart(13)} ${'byte copy'.padStart(11)} ${'ratio'.padStart(9)}`,
+    ...r.rows.map((x) => `${String(x.pages).padStart(8)} ${(x.forkMs.toFixed(1) + ' ms').padStart(12)} ${String(x.tableFrames).padStart(13)} ${(x.byteCopyMs.toFixed(3) + ' ms').padStart(11)} ${(x.ratio.toFixed(0) + 'x').padStart(9)}`),
   ].join('\n');
 }

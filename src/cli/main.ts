@@ -13,7 +13,7 @@ import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from
 import { formatReport, runStress } from './stress.js';
 import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
-import { formatMicro, runMicro } from './bench.js';
+import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
@@ -92,6 +92,7 @@ Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 `;
 
 const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
+       nrvm bench fork [--json] [--pages N,N] [--iterations K]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -101,7 +102,12 @@ Measures, with tinybench, on this machine:
   --json              print one JSON object (figures, ratios, Node version, machine)
   --time MS           time per task (default 500)
 
-Example: nrvm bench micro --json
+fork: a copy-on-write fork of an address space of N mapped pages (default 10000 and 100000),
+against a plain byte copy of the same page tables, measured in the same run.
+
+Examples:
+  nrvm bench micro --json
+  nrvm bench fork --pages 10000
 `;
 
 const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP };
@@ -259,7 +265,19 @@ async function bench(args: string[]): Promise<number> {
     process.stdout.write(BENCH_HELP);
     return which === undefined ? 2 : 0;
   }
-  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro)`);
+  if (which === 'fork') {
+    const { values } = parse(rest, { json: { type: 'boolean' }, pages: { type: 'string' }, iterations: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
+    if (values.help) {
+      process.stdout.write(BENCH_HELP);
+      return 0;
+    }
+    const sizes = (values.pages ?? '10000,100000').split(',').map((x) => int(x.trim(), 'pages', 1, 1_000_000) as number);
+    const iterations = int(values.iterations, 'iterations', 1, 1000) ?? 3;
+    const r = await runForkBench({ sizes, iterations, log: values.json ? undefined : (s) => process.stderr.write(s + '\n') });
+    process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatFork(r) + '\n');
+    return 0;
+  }
+  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork)`);
   const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
   if (values.help) {
     process.stdout.write(BENCH_HELP);

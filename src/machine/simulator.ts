@@ -63,10 +63,17 @@ export class Simulator {
 
   /**
    * Boots a one-core machine and starts process 0 (running). `out` receives every message line.
-   * Options: memory (default 16MiB), the copy-on-write policy ('default' or MH's 'mh').
+   * Options: memory (default 16MiB), the copy-on-write policy ('default' or MH's 'mh'), how many
+   * processes can ever exist (default 64: a killed process stays a zombie, as in the seed).
    */
-  static async begin(verbose: boolean, opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh' } = {}): Promise<Simulator> {
-    const m = await Machine.boot({ cores: 1, nodes: 1, memory: opts.memory ?? '16MiB' }, { pool: false });
+  static async begin(
+    verbose: boolean,
+    opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh'; processes?: number } = {},
+  ): Promise<Simulator> {
+    const m = await Machine.boot(
+      { cores: 1, nodes: 1, memory: opts.memory ?? '16MiB', kernel: { maxSpaces: opts.processes ?? 64, maxMappings: 1024 } },
+      { pool: false },
+    );
     m.setRegisters(0, { cpl: 3 });
     const cpu = m.attachHere(0);
     const sim = new Simulator(m, cpu, verbose, opts.out ?? ((l) => process.stdout.write(l + '\n')));
