@@ -51,6 +51,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--hw', '--memory', '1MiB', '--cores', '2', '--nodes', '1', '--seconds', '0'], /out of memory setting up the stress run \(a 2 MiB page\); give the machine more --memory/],
   [['stress', '--log-entries', '1000'], /kernel.logEntries must be a power of two, got 1000/],
   [['stress', '--max-batch', '64', '--log-entries', '32'], /kernel.logEntries \(32\) must hold one whole batch \(maxBatch 64\)/],
+  [['stress', '--cow', 'bsd'], /--cow must be default or mh, got 'bsd'/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
   [['bench', 'macro'], /unknown benchmark 'macro'/],
@@ -126,7 +127,7 @@ S('a short default stress run is clean, prints a report and exits 0', () => {
 
 for (const [inj, kind] of [['skip-shootdown', 'stale-tlb'], ['skip-replica-sync', 'stale-tlb'], ['skip-cow-copy', 'isolation']]) {
   S(`--inject ${inj} is caught by the ${kind} oracle in a short default run: exit 1`, () => {
-    const r = nrvm('stress', '--seconds', '4', '--seed', '3', '--inject', inj, '--json');
+    const r = nrvm('stress', '--seconds', '5', '--seed', '3', '--inject', inj, '--json');
     assert.is(r.code, 1, r.err);
     const rep = JSON.parse(r.out);
     assert.ok(rep.violations.some((v: { kind: string }) => v.kind === kind), JSON.stringify(rep.violations.slice(0, 2)));
@@ -143,6 +144,13 @@ S('stress --dump writes one root per replica of every address space', () => {
   const strip = (ms: { va: string; pa: string; write: boolean }[]) => ms.map((x) => `${x.va}>${x.pa}/${x.write}`).join();
   assert.is(strip(json.roots[0].mappings), strip(json.roots[1].mappings));
   assert.ok(json.roots[0].mappings.length > 0);
+});
+
+S('the MH copy-on-write policy runs clean under the stress oracles', () => {
+  const r = nrvm('stress', '--seconds', '2', '--seed', '5', '--cow', 'mh', '--json', '--mix', 'map=10,unmap=4,access=60,check=10,fork=1,exit=1,switch=4');
+  assert.is(r.code, 0, r.err + r.out.slice(0, 2000));
+  const rep = JSON.parse(r.out);
+  assert.ok(rep.ops.fork > 0 && rep.cow.copies + rep.cow.reuses > 0, JSON.stringify(rep.cow));
 });
 
 S('the hardware stress (--hw) is clean and exits 0', () => {

@@ -41,6 +41,8 @@ const MACHINE_HELP = `Machine options:
   --wait-limit MS     bound on any single wait before a core reports what it waited for (default ${DEFAULTS.waitLimitMs})
   --log-entries N     entries of each address space's NR log, a power of two (default ${DEFAULT_KERNEL.logEntries})
   --max-batch N       most operations one combiner appends at once (default ${DEFAULT_KERNEL.maxBatch})
+  --cow POLICY        copy-on-write policy: default (the last sharer's write reuses the frame) or
+                      mh (MH: it becomes private read-only, the retried write faults once more)
 `;
 
 const STRESS_HELP = `Usage: nrvm stress [options]
@@ -123,6 +125,7 @@ const machineOptions = {
   'wait-limit': { type: 'string' },
   'log-entries': { type: 'string' },
   'max-batch': { type: 'string' },
+  cow: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -160,6 +163,10 @@ function machineFrom(values: Record<string, unknown>): MachineOptions {
   const log = int(values['log-entries'] as string | undefined, 'log-entries', -1e9, 1e9);
   const batch = int(values['max-batch'] as string | undefined, 'max-batch', -1e9, 1e9);
   if (log !== undefined || batch !== undefined) o.kernel = { ...(log !== undefined ? { logEntries: log } : {}), ...(batch !== undefined ? { maxBatch: batch } : {}) };
+  if (values.cow !== undefined) {
+    if (values.cow !== 'default' && values.cow !== 'mh') throw new UsageError(`--cow must be default or mh, got '${String(values.cow)}'`);
+    o.kernel = { ...(o.kernel ?? {}), cow: values.cow };
+  }
   return o;
 }
 

@@ -30,9 +30,11 @@ export interface KernelOptions {
   maxBatch: number;
   /** Page-table frames each replica may keep in reserve. */
   ptPoolFrames: number;
+  /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame, writable) or MH's 'mh' (private read-only first). */
+  cow: 'default' | 'mh';
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096 };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default' };
 
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig {
@@ -178,6 +180,7 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
     checkInt('kernel.ptPoolFrames', kernel.ptPoolFrames, 8, 1 << 20);
   if (err) return { error: err };
   if (!isPow2(kernel.logEntries)) return { error: `kernel.logEntries must be a power of two, got ${kernel.logEntries}` };
+  if (kernel.cow !== 'default' && kernel.cow !== 'mh') return { error: `kernel.cow must be 'default' or 'mh', got '${String(kernel.cow)}'` };
   if (kernel.logEntries < kernel.maxBatch) {
     return { error: `kernel.logEntries (${kernel.logEntries}) must hold one whole batch (maxBatch ${kernel.maxBatch})` };
   }

@@ -64,6 +64,8 @@ export interface KernelViews {
   replicaOf: number[];
   waitLimitMs: number;
   inject: readonly string[];
+  /** Copy-on-write policy (config kernel.cow). */
+  cow?: 'default' | 'mh';
 }
 
 /** Per-thread statistics, merged by the controller. */
@@ -125,6 +127,7 @@ export class Kernel {
     this.skipShootdown = v.inject.includes('skip-shootdown');
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
+    this.cowPolicy = v.cow ?? 'default';
   }
 
   get maxSpaces(): number {

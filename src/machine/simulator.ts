@@ -71,13 +71,12 @@ export class Simulator {
     opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh'; processes?: number } = {},
   ): Promise<Simulator> {
     const m = await Machine.boot(
-      { cores: 1, nodes: 1, memory: opts.memory ?? '16MiB', kernel: { maxSpaces: opts.processes ?? 64, maxMappings: 1024 } },
+      { cores: 1, nodes: 1, memory: opts.memory ?? '16MiB', kernel: { maxSpaces: opts.processes ?? 64, maxMappings: 1024, cow: opts.cow ?? 'default' } },
       { pool: false },
     );
     m.setRegisters(0, { cpl: 3 });
     const cpu = m.attachHere(0);
     const sim = new Simulator(m, cpu, verbose, opts.out ?? ((l) => process.stdout.write(l + '\n')));
-    m.kernel.cowPolicy = opts.cow ?? 'default';
     m.kernel.onEvent = (kind, va) => {
       if (!sim.verbose || kind === 'reuse') return;
       sim.out(`${kind === 'zero' ? 'PGZERO' : 'PGCOPY'}: 0x${va.toString(16)}`);

@@ -248,6 +248,9 @@ class VmMixSource implements ProgramSource {
   private readonly rng: Rng;
   private readonly cut: number[];
   private started = false;
+  /** Pages this core touched lately: half of its loads go there (temporal locality, as real programs have). */
+  private readonly hot = new Float64Array(16);
+  private hotAt = 0;
 
   constructor(private readonly p: VmMixProgram, private readonly core: number) {
     this.left = countOf(p);
@@ -271,7 +274,12 @@ class VmMixSource implements ProgramSource {
     const rng = this.rng;
     const p = this.p;
     const own = (): number => p.regionBase + (this.core * p.slots + rng.below(p.slots)) * 4096;
-    const any = (): number => p.regionBase + rng.below(p.cores * p.slots) * 4096;
+    const any = (): number => {
+      if (this.hotAt > 0 && rng.below(2) === 0) return this.hot[rng.below(Math.min(this.hotAt, this.hot.length))];
+      const va = p.regionBase + rng.below(p.cores * p.slots) * 4096;
+      this.hot[this.hotAt++ % this.hot.length] = va;
+      return va;
+    };
     for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
       buf.fill(0, w, w + OP_WORDS);
       const kind = this.started ? VM_MIX_KINDS[this.pick()] : 'switch';

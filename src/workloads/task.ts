@@ -36,7 +36,7 @@ function attach(task: CoreTask): Attached {
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
         replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
-        waitLimitMs: config.waitLimitMs, inject: config.inject,
+        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow,
       }),
     };
     attached.set(task.shared.id, a);
