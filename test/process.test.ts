@@ -144,6 +144,25 @@ P('the first write after fork copies once (PGCOPY) and drops a reference; the ot
   await s.end();
 });
 
+P('Adjust to writable keeps a copy-on-write page copy-on-write: the next write still copies', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(1));
+  const child = s.fork();
+  const k = s.machine.kernel;
+  const cpu = (s as unknown as { cpu: import('../src/hw/cpu.js').Cpu }).cpu;
+  assert.is(k.adjust(cpu, 0, x.va, R_USER | R_WRITE).code, 0);
+  const r = k.resolve(0, 0, x.va);
+  assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, 'still copy-on-write');
+  lines.length = 0;
+  s.write(x, ValueType.UnsignedInt(2));
+  assert.equal(lines, ['PGCOPY: 0x0']);
+  s.switch(child);
+  assert.is(read(s, x), 1, 'the child kept its value');
+  await s.end();
+});
+
 P('A -> B -> C share a page: C copies, B copies, A reuses: 3 frames in all (14)', async () => {
   const { s, lines } = await sim();
   const x = new Pointer();

@@ -17,8 +17,8 @@ import {
   SR_LOCK, SR_RESERVED, SR_ROOT,
 } from './layout.js';
 import {
-  ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED,
-  R_WRITE, R_ZERO, VS_ADJUST, VS_MAP, VS_REMAP, VS_UNMAP, VSpace, leafWritable, lockPool, tablesNeeded,
+  ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_ACCESS, R_ALL, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED,
+  R_WRITE, R_ZERO, VS_ADJUST, VS_MAP, VS_REMAP, VS_UNMAP, VSpace, leafWritable, lockPool,
 } from './vspace.js';
 import type { Frames } from '../hw/frames.js';
 import { NO_FRAME } from '../hw/frames.js';
@@ -448,29 +448,34 @@ export class Kernel {
   }
 
   /**
-   * Adjust: sets the rights of the mapping based at va; returns the mapping's pages. Shoots down
-   * when any right decreases (a permission increase costs at most one spurious fault).
+   * Adjust: sets the access rights (R_WRITE, R_USER, R_NX) of the mapping based at va; its kind
+   * stays (a copy-on-write page made writable stays copy-on-write until its first write copies
+   * it, as Linux's mprotect does). Returns the mapping's pages. Shoots down when any right the
+   * hardware sees decreases (a permission increase costs at most one spurious fault).
    */
   adjust(cpu: Cpu, s: number, va: number, rights: number): { code: number; pages: number } {
     this.checkSpace(s);
     this.lockShared(s, cpu);
     try {
-      return this.doAdjust(cpu, s, va, rights);
+      return this.doAdjust(cpu, s, va, rights, true, R_ACCESS);
     } finally {
       this.unlockShared(s);
     }
   }
 
-  private doAdjust(cpu: Cpu, s: number, va: number, rights: number, shoot = true): { code: number; pages: number } {
+  /** Adjust as the kernel uses it: `mask` says which bits of the rights word change (R_ALL: kinds too). */
+  private doAdjust(cpu: Cpu, s: number, va: number, rights: number, shoot = true, mask = R_ALL): { code: number; pages: number } {
     this.stats.adjusts++;
     const a = this.args;
     a[0] = Math.floor(va / 4294967296);
     a[1] = va % 4294967296 | 0;
     a[2] = rights;
+    a[3] = mask;
     this.nr(s).execute(this.thread(cpu.id, cpu), VS_ADJUST, a, this.resp);
     if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pages: 0 });
     const pages = this.resp[1];
     const old = this.resp[2];
+    rights = this.resp[3];
     // What the hardware sees decides: a writable leaf that becomes read-only (R_WRITE cleared, or
     // the page turned copy-on-write) leaves stale writable translations behind.
     const decreased = (leafWritable(old) && !leafWritable(rights)) || ((old & R_USER) !== 0 && (rights & R_USER) === 0) ||
@@ -865,7 +870,12 @@ export class Kernel {
     if (r.code === OK && acc === ACC_WRITE && (r.rights & R_WAS_COW) !== 0) {
       // MH: a page made private read-only by a copy-on-write fault faults again on the retried
       // write; the user-level handler (MH's MRG library) makes it writable.
-      this.adjust(cpu, s, va - (va % PAGE), (r.rights & ~R_WAS_COW) | R_WRITE);
+      this.lockShared(s, cpu);
+      try {
+        this.doAdjust(cpu, s, va - (va % PAGE), (r.rights & ~R_WAS_COW) | R_WRITE);
+      } finally {
+        this.unlockShared(s);
+      }
       this.stats.spuriousFaults++;
       return true;
     }

@@ -39,6 +39,9 @@ export const R_WIRED = 32;
 export const R_IO = 64;
 /** MH policy: made private read-only by a copy-on-write fault; the user-level handler restores write on the next fault. */
 export const R_WAS_COW = 128;
+/** The access rights a program may change with Adjust; the kinds (COW, ZERO, WIRED, IO...) stay. */
+export const R_ACCESS = R_WRITE | R_USER | R_NX;
+export const R_ALL = 0xff;
 
 /** Outcomes (NRK's errors as values). */
 export const OK = 0;
@@ -64,16 +67,6 @@ export function* pieces(va: number, pfn: number, pages: number): Generator<[numb
     yield [v, f, shift];
     off += 2 ** (shift - 12);
   }
-}
-
-/**
- * Page-table frames mapping [va, va + pages * 4 KiB) may need at most under an existing PML4 (as
- * if no table existed yet): one PT per 2 MiB, one PD per 1 GiB, one PDPT per 512 GiB it touches.
- */
-export function tablesNeeded(va: number, pages: number): number {
-  const last = va + pages * PAGE - 1;
-  const span = (shift: number): number => Math.floor(last / 2 ** shift) - Math.floor(va / 2 ** shift) + 1;
-  return span(21) + span(30) + span(39);
 }
 
 /** Frames a pool keeps beyond its promises; more are given back to the node. */
@@ -160,7 +153,7 @@ export class VSpace implements Replicated {
         this.applyUnmap(r, va, resp, ro);
         return;
       case VS_ADJUST:
-        this.applyAdjust(r, va, w[a + 2], resp, ro);
+        this.applyAdjust(r, va, w[a + 2], w[a + 3], resp, ro);
         return;
       case VS_REMAP:
         this.applyRemap(r, va, w[a + 2], w[a + 3], resp, ro);
@@ -233,13 +226,15 @@ export class VSpace implements Replicated {
    * first to the intersection of old and new rights, then to the new rights: a walk that reads
    * the entry between any two stores sees rights no wider than the old or the new ones.
    */
-  private applyAdjust(r: number, va: number, rights: number, resp: Int32Array, ro: number): void {
+  private applyAdjust(r: number, va: number, requested: number, mask: number, resp: Int32Array, ro: number): void {
     const db = this.dbs[r];
     const old = db.find(va);
     if (!old || old.va !== va) {
       resp[ro] = NOT_MAPPED;
       return;
     }
+    // Only the bits in `mask` change: a program's Adjust keeps a copy-on-write page copy-on-write.
+    const rights = (old.rights & ~mask) | (requested & mask);
     db.setRights(va, rights);
     const mem = this.mem;
     const clearLo = (leafWritable(rights) ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
@@ -254,6 +249,7 @@ export class VSpace implements Replicated {
     resp[ro] = OK;
     resp[ro + 1] = old.pages;
     resp[ro + 2] = old.rights;
+    resp[ro + 3] = rights;
   }
 
   /**
