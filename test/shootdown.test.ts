@@ -45,12 +45,10 @@ async function setup(inject: string[] = []): Promise<Bench> {
 /** Maps `pages` fresh frames at va in space s through core 0, recording them as owned by s. */
 function mapOwned(x: Bench, s: number, va: number, pages: number): number {
   const f = x.m.frames.allocContiguous(0, pages);
-  const k = x.m.kernel.v.k;
   for (let p = 0; p < pages; p++) {
     x.m.kernel.setRefcount(f + p, 1);
     x.m.kernel.ownerAdd(f + p, s);
   }
-  void k;
   assert.is(x.m.kernel.map(0, s, va, f * 4096, pages * 4096, RW, x.cpu0).code, OK);
   return f;
 }

@@ -237,10 +237,9 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
     await m.shutdown();
   }
   if (sink === 0.5) log(''); // keep the loops' results alive
-  const cpus = os.cpus();
   return {
     node: process.version,
-    machine: { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
+    machine: machineInfo(),
     config: { memory: '96MiB', tlb: '64x4KiB 4-way, 32x2MiB, 4x1GiB', loop: LOOP, timeMs: o.timeMs },
     ns,
     ratios: {
@@ -325,12 +324,13 @@ export async function runForkBench(o: { sizes: number[]; iterations: number; log
       await m.shutdown();
     }
   }
+  return { node: process.version, machine: machineInfo(), rows };
+}
+
+/** The machine the figures were measured on. */
+function machineInfo(): MicroResult['machine'] {
   const cpus = os.cpus();
-  return {
-    node: process.version,
-    machine: { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` },
-    rows,
-  };
+  return { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` };
 }
 
 function tableFramesOf(m: Machine, s: number): number[] {

@@ -61,11 +61,8 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       ];
       for (const v of found) violations.push({ ...v, round });
       // Core counters are cumulative since boot: the totals are their sum over cores.
-      for (const k of SUM_COUNTERS) sum[k] = 0;
-      for (let c = 0; c < m.config.cores; c++) {
-        const k = m.counters(c);
-        for (const name of SUM_COUNTERS) sum[name] += k[name] ?? 0;
-      }
+      const all = sumCounters(m);
+      for (const k of SUM_COUNTERS) sum[k] = all[k] ?? 0;
       for (const r of res) for (const n of Object.values(r.toggles)) toggles += n;
       round++;
       const el = (performance.now() - t0) / 1000;
@@ -128,15 +125,24 @@ export function formatReport(r: StressReport): string {
     `  IPIs        ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received; entry rewrites (break-before-make) ${fmt(r.pteUpdates)}`,
   ];
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
-  if (r.violations.length === 0) {
-    lines.push('  violations  none');
-  } else {
-    const kinds = new Map<string, number>();
-    for (const v of r.violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
-    lines.push(`  VIOLATIONS  ${r.violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`);
-    for (const v of r.violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
-    if (r.violations.length > 5) lines.push(`    ... ${r.violations.length - 5} more (--json lists all)`);
-  }
-  lines.push(`  replay      ${r.replay}`);
+  lines.push(...formatViolations(r.violations), `  replay      ${r.replay}`);
   return lines.join('\n');
+}
+
+/** The report's violation lines: none, or the count by kind and the first five. */
+export function formatViolations(violations: { kind: string; detail: string; round: number | string }[]): string[] {
+  if (violations.length === 0) return ['  violations  none'];
+  const kinds = new Map<string, number>();
+  for (const v of violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
+  const lines = [`  VIOLATIONS  ${violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`];
+  for (const v of violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
+  if (violations.length > 5) lines.push(`    ... ${violations.length - 5} more (--json lists all)`);
+  return lines;
+}
+
+/** Every core's published counters, summed. Controller. */
+export function sumCounters(m: Machine): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let c = 0; c < m.config.cores; c++) for (const [k, v] of Object.entries(m.counters(c))) out[k] = (out[k] ?? 0) + v;
+  return out;
 }

@@ -14,7 +14,7 @@ import {
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
-import { fmt } from './stress.js';
+import { fmt, formatViolations, sumCounters } from './stress.js';
 
 export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
 
@@ -98,7 +98,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       }
       round++;
       const el = (performance.now() - t0) / 1000;
-      const k = counters(m);
+      const k = sumCounters(m);
       const acc = k.loads + k.stores;
       o.progress?.(
         `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  maps ${fmt(sum.maps ?? 0)}  ` +
@@ -120,7 +120,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       dump = o.dump;
     }
     if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
-    const k = counters(m);
+    const k = sumCounters(m);
     const accesses = k.loads + k.stores;
     return {
       seed: o.seed,
@@ -156,11 +156,6 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
   }
 }
 
-function counters(m: Machine): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (let c = 0; c < m.config.cores; c++) for (const [k, v] of Object.entries(m.counters(c))) out[k] = (out[k] ?? 0) + v;
-  return out;
-}
 
 /** The human summary. */
 export function formatVmReport(r: VmStressReport): string {
@@ -182,14 +177,6 @@ export function formatVmReport(r: VmStressReport): string {
     `  frames      ${r.frames.total} total at the end of the run: ${r.frames.free} free, ${r.frames.data} data, ${r.frames.tables} page tables, ${r.frames.pools} reserved`,
   ];
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
-  if (r.violations.length === 0) lines.push('  violations  none');
-  else {
-    const kinds = new Map<string, number>();
-    for (const v of r.violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
-    lines.push(`  VIOLATIONS  ${r.violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`);
-    for (const v of r.violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
-    if (r.violations.length > 5) lines.push(`    ... ${r.violations.length - 5} more (--json lists all)`);
-  }
-  lines.push(`  replay      ${r.replay}`);
+  lines.push(...formatViolations(r.violations), `  replay      ${r.replay}`);
   return lines.join('\n');
 }

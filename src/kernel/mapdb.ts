@@ -266,12 +266,18 @@ export class MapDb {
       this.insertChild(sepHi, sepLo, j);
       return;
     }
-    const at = p + HDR + (ci + 1) * LEAF_SLOT;
-    w.copyWithin(at + LEAF_SLOT, at, p + HDR + w[p + 1] * LEAF_SLOT);
-    w[at] = sepHi;
-    w[at + 1] = sepLo;
+    this.putChild(p, ci + 1, sepHi, sepLo, j);
+  }
+
+  /** Inserts (key, child j) at position pos of inner node n (which has room). */
+  private putChild(n: number, pos: number, hi: number, lo: number, j: number): void {
+    const w = this.w;
+    const at = n + HDR + pos * LEAF_SLOT;
+    w.copyWithin(at + LEAF_SLOT, at, n + HDR + w[n + 1] * LEAF_SLOT);
+    w[at] = hi;
+    w[at + 1] = lo;
     w[at + 2] = j;
-    w[p + 1]++;
+    w[n + 1]++;
   }
 
   /** Inserts child j with separator key into the inner node that should hold it. */
@@ -291,12 +297,7 @@ export class MapDb {
           this.insertChild(hi, lo, j);
           return;
         }
-        const at = n + HDR + (c + 1) * LEAF_SLOT;
-        w.copyWithin(at + LEAF_SLOT, at, n + HDR + w[n + 1] * LEAF_SLOT);
-        w[at] = hi;
-        w[at + 1] = lo;
-        w[at + 2] = j;
-        w[n + 1]++;
+        this.putChild(n, c + 1, hi, lo, j);
         return;
       }
       path.push(i, c);
@@ -304,15 +305,22 @@ export class MapDb {
     }
   }
 
-  /** Removes the mapping based exactly at va; returns it, or null when there is none. */
-  remove(va: number): MapEntry | null {
-    const leaf = this.descend(va, null);
-    const w = this.w;
-    const n = this.node(leaf);
+  /** The leaf node and slot of the mapping based exactly at va, or null. */
+  private exact(va: number): { n: number; s: number } | null {
+    const n = this.node(this.descend(va, null));
     const hi = kHi(va);
     const lo = kLo(va);
     const s = this.floorIndex(n, hi, lo);
     if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
+    return { n, s };
+  }
+
+  /** Removes the mapping based exactly at va; returns it, or null when there is none. */
+  remove(va: number): MapEntry | null {
+    const x = this.exact(va);
+    if (!x) return null;
+    const w = this.w;
+    const { n, s } = x;
     const e = this.read(n, s);
     const at = n + HDR + s * LEAF_SLOT;
     w.copyWithin(at, at + LEAF_SLOT, n + HDR + w[n + 1] * LEAF_SLOT);
@@ -323,27 +331,19 @@ export class MapDb {
 
   /** Changes the rights of the mapping based exactly at va; returns it (new rights), or null. */
   setRights(va: number, rights: number): MapEntry | null {
-    const leaf = this.descend(va, null);
-    const n = this.node(leaf);
-    const hi = kHi(va);
-    const lo = kLo(va);
-    const s = this.floorIndex(n, hi, lo);
-    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
-    this.w[n + HDR + s * LEAF_SLOT + 4] = rights;
-    return this.read(n, s);
+    const x = this.exact(va);
+    if (!x) return null;
+    this.w[x.n + HDR + x.s * LEAF_SLOT + 4] = rights;
+    return this.read(x.n, x.s);
   }
 
   /** Replaces frame and rights of the mapping based exactly at va; returns the old one, or null. */
   update(va: number, pfn: number, rights: number): MapEntry | null {
-    const leaf = this.descend(va, null);
-    const n = this.node(leaf);
-    const hi = kHi(va);
-    const lo = kLo(va);
-    const s = this.floorIndex(n, hi, lo);
-    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
-    const old = this.read(n, s);
-    this.w[n + HDR + s * LEAF_SLOT + 2] = pfn;
-    this.w[n + HDR + s * LEAF_SLOT + 4] = rights;
+    const x = this.exact(va);
+    if (!x) return null;
+    const old = this.read(x.n, x.s);
+    this.w[x.n + HDR + x.s * LEAF_SLOT + 2] = pfn;
+    this.w[x.n + HDR + x.s * LEAF_SLOT + 4] = rights;
     return old;
   }
 
