@@ -296,6 +296,16 @@ export class Kernel {
     Atomics.sub(this.v.k, this.v.klayout.spaceBase(s) + S_RWLOCK, 1);
   }
 
+  /** Runs fn holding space s's lock shared. */
+  private shared<T>(s: number, cpu: Cpu | undefined, fn: () => T): T {
+    this.lockShared(s, cpu);
+    try {
+      return fn();
+    } finally {
+      this.unlockShared(s);
+    }
+  }
+
   /** Takes space s's lock alone (a fork): announces itself, then waits for changes in flight to finish. */
   lockExclusive(s: number, cpu?: Cpu): void {
     const k = this.v.k;
@@ -368,12 +378,7 @@ export class Kernel {
    */
   map(c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
     this.checkSpace(s);
-    this.lockShared(s, cpu);
-    try {
-      return this.doMap(c, s, va, pa, size, rights, cpu);
-    } finally {
-      this.unlockShared(s);
-    }
+    return this.shared(s, cpu, () => this.doMap(c, s, va, pa, size, rights, cpu));
   }
 
   private doMap(c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
@@ -385,8 +390,7 @@ export class Kernel {
     const need = this.missingTables(s, this.v.replicaOf[c], va, pages);
     if (!this.reserveTables(s, need)) return this.err({ code: OUT_OF_MEMORY });
     const a = this.args;
-    a[0] = Math.floor(va / 4294967296);
-    a[1] = va % 4294967296 | 0;
+    setVa(a, va);
     a[2] = pa / PAGE;
     a[3] = pages;
     a[4] = rights;
@@ -426,19 +430,13 @@ export class Kernel {
   /** Unmap: removes the mapping based at va and shoots down stale translations. The caller frees the frames. */
   unmap(cpu: Cpu, s: number, va: number): UnmapResult {
     this.checkSpace(s);
-    this.lockShared(s, cpu);
-    try {
-      return this.doUnmap(cpu, s, va);
-    } finally {
-      this.unlockShared(s);
-    }
+    return this.shared(s, cpu, () => this.doUnmap(cpu, s, va));
   }
 
   private doUnmap(cpu: Cpu, s: number, va: number): UnmapResult {
     this.stats.unmaps++;
     const a = this.args;
-    a[0] = Math.floor(va / 4294967296);
-    a[1] = va % 4294967296 | 0;
+    setVa(a, va);
     this.nr(s).execute(this.thread(cpu.id, cpu), VS_UNMAP, a, this.resp);
     if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pfn: -1, pages: 0 });
     const pfn = this.resp[1];
@@ -455,20 +453,14 @@ export class Kernel {
    */
   adjust(cpu: Cpu, s: number, va: number, rights: number): { code: number; pages: number } {
     this.checkSpace(s);
-    this.lockShared(s, cpu);
-    try {
-      return this.doAdjust(cpu, s, va, rights, true, R_ACCESS);
-    } finally {
-      this.unlockShared(s);
-    }
+    return this.shared(s, cpu, () => this.doAdjust(cpu, s, va, rights, true, R_ACCESS));
   }
 
   /** Adjust as the kernel uses it: `mask` says which bits of the rights word change (R_ALL: kinds too). */
   private doAdjust(cpu: Cpu, s: number, va: number, rights: number, shoot = true, mask = R_ALL): { code: number; pages: number } {
     this.stats.adjusts++;
     const a = this.args;
-    a[0] = Math.floor(va / 4294967296);
-    a[1] = va % 4294967296 | 0;
+    setVa(a, va);
     a[2] = rights;
     a[3] = mask;
     this.nr(s).execute(this.thread(cpu.id, cpu), VS_ADJUST, a, this.resp);
@@ -624,18 +616,12 @@ export class Kernel {
 
   /** Points the one-page mapping at va at frame pfn with rights, then shoots down the old translation. */
   remap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
-    this.lockShared(s, cpu);
-    try {
-      return this.doRemap(cpu, s, va, pfn, rights);
-    } finally {
-      this.unlockShared(s);
-    }
+    return this.shared(s, cpu, () => this.doRemap(cpu, s, va, pfn, rights));
   }
 
   private doRemap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
     const a = this.args;
-    a[0] = Math.floor(va / 4294967296);
-    a[1] = va % 4294967296 | 0;
+    setVa(a, va);
     a[2] = pfn;
     a[3] = rights;
     this.nr(s).execute(this.thread(cpu.id, cpu), VS_REMAP, a, this.resp);
@@ -715,16 +701,13 @@ export class Kernel {
    * frame never writes it while it is being copied.
    */
   private writeFault(cpu: Cpu, s: number, va: number, pa: number, rights: number): boolean {
-    this.lockShared(s, cpu);
-    try {
+    return this.shared(s, cpu, () => {
       // The mapping may have changed (a fork, another core's fault) before we got the lock.
       const now = this.resolve(cpu.id, s, va, cpu);
       this.stats.resolves--;
       if (now.code !== OK || (now.rights & (R_COW | R_ZERO)) === 0) return now.code === OK;
       return this.writeFaultLocked(cpu, s, va, now.pa, now.rights);
-    } finally {
-      this.unlockShared(s);
-    }
+    });
   }
 
   private writeFaultLocked(cpu: Cpu, s: number, va: number, pa: number, rights: number): boolean {
@@ -870,12 +853,7 @@ export class Kernel {
     if (r.code === OK && acc === ACC_WRITE && (r.rights & R_WAS_COW) !== 0) {
       // MH: a page made private read-only by a copy-on-write fault faults again on the retried
       // write; the user-level handler (MH's MRG library) makes it writable.
-      this.lockShared(s, cpu);
-      try {
-        this.doAdjust(cpu, s, va - (va % PAGE), (r.rights & ~R_WAS_COW) | R_WRITE);
-      } finally {
-        this.unlockShared(s);
-      }
+      this.shared(s, cpu, () => this.doAdjust(cpu, s, va - (va % PAGE), (r.rights & ~R_WAS_COW) | R_WRITE));
       this.stats.spuriousFaults++;
       return true;
     }
@@ -927,6 +905,12 @@ export class Kernel {
       invalidateRange(c, this.pcid(s), hi, lo, pages, this.stats);
     };
   }
+}
+
+/** Puts va into a[0] (high half) and a[1] (low half). */
+function setVa(a: Int32Array, va: number): void {
+  a[0] = Math.floor(va / 4294967296);
+  a[1] = va % 4294967296 | 0;
 }
 
 /**
