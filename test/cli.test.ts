@@ -54,7 +54,9 @@ const bad: [string[], RegExp][] = [
   [['stress', '--cow', 'bsd'], /--cow must be default or mh, got 'bsd'/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
-  [['bench', 'macro'], /unknown benchmark 'macro'/],
+  [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale\)/],
+  [['bench', 'scale', '--workload', 'sort'], /bench scale: unknown workload 'sort' \(known: maponly, unmap, resolve, access, mixed\)/],
+  [['bench', 'scale', '--baseline', 'rcu'], /--baseline: the one baseline is 'lock', got 'rcu'/],
 ];
 
 for (const [args, re] of bad) {

@@ -24,6 +24,8 @@ const bad: [object, RegExp][] = [
   [{ ipiQueueSlots: 3 }, /ipiQueueSlots must be a power of two/],
   [{ ipiQueueSlots: 1 }, /ipiQueueSlots must be between 2 and 1024/],
   [{ maxPhysAddr: 60 }, /maxPhysAddr must be between 36 and 52/],
+  [{ kernel: { mode: 'rcu' } }, /kernel.mode must be 'nr' or 'lock', got 'rcu'/],
+  [{ kernel: { cow: 'bsd' } }, /kernel.cow must be 'default' or 'mh', got 'bsd'/],
   [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy\)/],
 ];
 

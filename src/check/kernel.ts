@@ -80,6 +80,7 @@ function leafKey(m: Machine, root: number): string[] {
 /** Syncs every replica of every live space and compares mappings and leaf entries (A/D masked). Controller only. */
 export function checkConvergence(m: Machine): KernelViolation[] {
   const out: KernelViolation[] = [];
+  if (m.kernel.lockMode) return out; // the lock baseline keeps a single copy: nothing to converge
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
     m.kernel.syncAll(s);

@@ -15,6 +15,7 @@ import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
+import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
 
@@ -25,7 +26,8 @@ Commands:
                       accesses against node-replicated address spaces, with oracles (npm start);
                       --hw runs the hardware-level stress instead
   dump                write a scenario's physical memory (phys.bin) and machine.json
-  bench micro         micro-benchmarks of the hot paths: TLB hit, walk, IPI round trip
+  bench micro|fork|scale  micro-benchmarks of the hot paths; fork against a byte copy;
+                      throughput across core counts, NR against a lock baseline
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
   help [command]      this text, or one command's options
 
@@ -95,6 +97,7 @@ Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 
 const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
+       nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -107,9 +110,16 @@ Measures, with tinybench, on this machine:
 fork: a copy-on-write fork of an address space of N mapped pages (default 10000 and 100000),
 against a plain byte copy of the same page tables, measured in the same run.
 
+scale: address-space operations per second at each core count, node replication and (with
+--baseline lock) one copy of the page tables behind one reader/writer lock, same workloads,
+same run: maponly, unmap, resolve, access, mixed (default). Latencies of map and unmap (with
+its shootdown) at p50 and p99, TLB hit rate, mean combining batch. Above the machine's real
+CPU count, figures measure contention, not speed-up.
+
 Examples:
   nrvm bench micro --json
   nrvm bench fork --pages 10000
+  nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock
 `;
 
 const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP };
@@ -284,7 +294,27 @@ async function bench(args: string[]): Promise<number> {
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatFork(r) + '\n');
     return 0;
   }
-  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork)`);
+  if (which === 'scale') {
+    const { values } = parse(rest, {
+      json: { type: 'boolean' }, cores: { type: 'string' }, nodes: { type: 'string' }, workload: { type: 'string' },
+      seconds: { type: 'string' }, baseline: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    }, 'bench');
+    if (values.help) {
+      process.stdout.write(BENCH_HELP);
+      return 0;
+    }
+    const cores = (values.cores ?? '1,2,4').split(',').map((x) => int(x.trim(), 'cores', 1, 256) as number);
+    const nodes = int(values.nodes, 'nodes', 1, 64) ?? 2;
+    const workload = (values.workload ?? 'mixed') as ScaleWorkload;
+    if (!(SCALE_WORKLOADS as readonly string[]).includes(workload)) throw new UsageError(`bench scale: unknown workload '${workload}' (known: ${SCALE_WORKLOADS.join(', ')})`);
+    const seconds = values.seconds === undefined ? 2 : Number(values.seconds);
+    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--seconds must be a number of seconds above 0, got '${values.seconds}'`);
+    if (values.baseline !== undefined && values.baseline !== 'lock') throw new UsageError(`--baseline: the one baseline is 'lock', got '${values.baseline}'`);
+    const r = await runScale({ cores, nodes, workload, seconds, baseline: values.baseline === 'lock', log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
+    process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatScale(r) + '\n');
+    return 0;
+  }
+  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale)`);
   const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
   if (values.help) {
     process.stdout.write(BENCH_HELP);

@@ -32,9 +32,14 @@ export interface KernelOptions {
   ptPoolFrames: number;
   /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame, writable) or MH's 'mh' (private read-only first). */
   cow: 'default' | 'mh';
+  /**
+   * 'nr': node-replicated address spaces. 'lock': the baseline a conventional kernel uses — one
+   * copy of each space's mapping database and page tables behind one reader/writer lock.
+   */
+  mode: 'nr' | 'lock';
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default' };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr' };
 
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig {
@@ -181,6 +186,7 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
   if (err) return { error: err };
   if (!isPow2(kernel.logEntries)) return { error: `kernel.logEntries must be a power of two, got ${kernel.logEntries}` };
   if (kernel.cow !== 'default' && kernel.cow !== 'mh') return { error: `kernel.cow must be 'default' or 'mh', got '${String(kernel.cow)}'` };
+  if (kernel.mode !== 'nr' && kernel.mode !== 'lock') return { error: `kernel.mode must be 'nr' or 'lock', got '${String(kernel.mode)}'` };
   if (kernel.logEntries < kernel.maxBatch) {
     return { error: `kernel.logEntries (${kernel.logEntries}) must hold one whole batch (maxBatch ${kernel.maxBatch})` };
   }

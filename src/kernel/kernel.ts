@@ -66,6 +66,8 @@ export interface KernelViews {
   inject: readonly string[];
   /** Copy-on-write policy (config kernel.cow). */
   cow?: 'default' | 'mh';
+  /** Node replication, or the lock baseline (config kernel.mode). */
+  mode?: 'nr' | 'lock';
 }
 
 /** Per-thread statistics, merged by the controller. */
@@ -121,6 +123,8 @@ export class Kernel {
   readonly skipShootdown: boolean;
   readonly skipReplicaSync: boolean;
   readonly skipCowCopy: boolean;
+  /** Kernel mode 'lock': the single-copy baseline instead of node replication. */
+  readonly lockMode: boolean;
 
   constructor(readonly v: KernelViews) {
     this.current = new Int32Array(v.replicaOf.length).fill(-1);
@@ -128,6 +132,7 @@ export class Kernel {
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
     this.cowPolicy = v.cow ?? 'default';
+    this.lockMode = v.mode === 'lock';
   }
 
   get maxSpaces(): number {
@@ -266,14 +271,18 @@ export class Kernel {
   syncAll(s: number): void {
     for (let r = 0; r < this.v.klayout.config.nodes; r++) {
       const c = this.v.replicaOf.indexOf(r);
-      this.nr(s).sync(this.thread(c));
+      this.sync(s, c);
     }
   }
 
   // ---- the space lock: mapping changes share it, a fork's snapshot takes it alone ---------------
 
+  private spins = 0;
+
+  /** One step of a bounded wait: poll, and every 64 steps yield the CPU for 50 us (as NR's waits do). */
   private waitOnce(cpu: Cpu | undefined, deadline: number, what: string): number {
     cpu?.poll();
+    if ((++this.spins & 63) === 0) Atomics.wait(this.v.k, this.v.klayout.zeroPageWord, Atomics.load(this.v.k, this.v.klayout.zeroPageWord), 0.05);
     const now = Date.now();
     if (deadline === 0) return now + this.v.waitLimitMs;
     if (now > deadline) panic(`Kernel: ${cpu ? `core ${cpu.id}` : 'the controller'} waited ${this.v.waitLimitMs} ms for ${what}`);
@@ -323,6 +332,63 @@ export class Kernel {
     Atomics.store(k, b + S_FORKING, 0);
   }
 
+  // ---- the two ways to run an address-space operation: NR, or one copy behind a lock ------------
+
+  /** The replica core c uses: its node's under NR, the single copy (replica 0) under the lock baseline. */
+  replicaFor(c: number): number {
+    return this.lockMode ? 0 : this.v.replicaOf[c];
+  }
+
+  /** Runs a mutating operation (args in this.args) on space s for core c; the response lands in this.resp. */
+  private exec(s: number, c: number, cpu: Cpu | undefined, op: number): void {
+    if (!this.lockMode) {
+      this.nr(s).execute(this.thread(c, cpu), op, this.args, this.resp);
+      return;
+    }
+    this.writeLock(s, cpu);
+    try {
+      this.vspace(s).apply(0, op, this.args, 0, this.resp, 0);
+    } finally {
+      Atomics.store(this.v.k, this.v.klayout.lockBase(s), 0);
+    }
+  }
+
+  /** Runs a read of space s for core c against an up-to-date replica, under its reader lock. */
+  private read<T>(s: number, c: number, cpu: Cpu | undefined, fn: (r: number) => T): T {
+    if (!this.lockMode) return this.nr(s).read(this.thread(c, cpu), fn);
+    const { k, klayout } = this.v;
+    const flag = klayout.lockBase(s) + (1 + c) * K_LINE;
+    let deadline = 0;
+    for (;;) {
+      Atomics.store(k, flag, 1);
+      if (Atomics.load(k, klayout.lockBase(s)) === 0) break;
+      Atomics.store(k, flag, 0);
+      while (Atomics.load(k, klayout.lockBase(s)) !== 0) deadline = this.waitOnce(cpu, deadline, `space ${s}'s writer (lock baseline)`);
+    }
+    try {
+      return fn(0);
+    } finally {
+      Atomics.store(k, flag, 0);
+    }
+  }
+
+  /** Brings core c's replica of s up to date (nothing to do for the single copy of the baseline). */
+  private sync(s: number, c: number, cpu?: Cpu): void {
+    if (!this.lockMode) this.nr(s).sync(this.thread(c, cpu));
+  }
+
+  /** The baseline's writer side: one writer at a time (CAS), then every reader gone (writer preference). */
+  private writeLock(s: number, cpu: Cpu | undefined): void {
+    const { k, klayout } = this.v;
+    const w = klayout.lockBase(s);
+    let deadline = 0;
+    while (Atomics.load(k, w) !== 0 || Atomics.compareExchange(k, w, 0, 1) !== 0) deadline = this.waitOnce(cpu, deadline, `space ${s}'s writer lock (lock baseline)`);
+    deadline = 0;
+    for (let c = 0; c < this.v.replicaOf.length; c++) {
+      while (Atomics.load(k, w + (1 + c) * K_LINE) !== 0) deadline = this.waitOnce(cpu, deadline, `core ${c} to leave space ${s}'s read side (lock baseline)`);
+    }
+  }
+
   // ---- reservations of page-table frames ----------------------------------------------------
 
   /**
@@ -332,7 +398,7 @@ export class Kernel {
   private reserveTables(s: number, need: number): boolean {
     const { k, klayout, frames } = this.v;
     const done: number[] = [];
-    for (let r = 0; r < klayout.config.nodes; r++) {
+    for (let r = 0; r < (this.lockMode ? 1 : klayout.config.nodes); r++) {
       const b = klayout.replicaBase(s, r);
       lockPool(k, b);
       let ok = true;
@@ -387,7 +453,7 @@ export class Kernel {
     if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
         pa / PAGE + size / PAGE > this.v.klayout.config.totalFrames) return this.err({ code: INVALID_FRAME });
     const pages = size / PAGE;
-    const need = this.missingTables(s, this.v.replicaOf[c], va, pages);
+    const need = this.missingTables(s, this.replicaFor(c), va, pages);
     if (!this.reserveTables(s, need)) return this.err({ code: OUT_OF_MEMORY });
     const a = this.args;
     setVa(a, va);
@@ -395,7 +461,7 @@ export class Kernel {
     a[3] = pages;
     a[4] = rights;
     a[5] = need;
-    this.nr(s).execute(this.thread(c, cpu), VS_MAP, a, this.resp);
+    this.exec(s, c, cpu, VS_MAP);
     const code = this.resp[0];
     if (code === ALREADY_MAPPED) return this.err({ code, conflict: this.resp[1] * 4294967296 + (this.resp[2] >>> 0) });
     if (code !== OK) return this.err({ code });
@@ -437,7 +503,7 @@ export class Kernel {
     this.stats.unmaps++;
     const a = this.args;
     setVa(a, va);
-    this.nr(s).execute(this.thread(cpu.id, cpu), VS_UNMAP, a, this.resp);
+    this.exec(s, cpu.id, cpu, VS_UNMAP);
     if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pfn: -1, pages: 0 });
     const pfn = this.resp[1];
     const pages = this.resp[2];
@@ -463,7 +529,7 @@ export class Kernel {
     setVa(a, va);
     a[2] = rights;
     a[3] = mask;
-    this.nr(s).execute(this.thread(cpu.id, cpu), VS_ADJUST, a, this.resp);
+    this.exec(s, cpu.id, cpu, VS_ADJUST);
     if (this.resp[0] !== OK) return this.err({ code: this.resp[0], pages: 0 });
     const pages = this.resp[1];
     const old = this.resp[2];
@@ -481,7 +547,7 @@ export class Kernel {
     this.checkSpace(s);
     this.stats.resolves++;
     const vs = this.vspace(s);
-    const e = this.nr(s).read(this.thread(c, cpu), (r) => vs.db(r).find(va));
+    const e = this.read(s, c, cpu, (r) => vs.db(r).find(va));
     if (!e) return { code: NOT_MAPPED };
     return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
   }
@@ -624,7 +690,7 @@ export class Kernel {
     setVa(a, va);
     a[2] = pfn;
     a[3] = rights;
-    this.nr(s).execute(this.thread(cpu.id, cpu), VS_REMAP, a, this.resp);
+    this.exec(s, cpu.id, cpu, VS_REMAP);
     if (this.resp[0] !== OK) return { code: this.resp[0], oldPfn: -1, oldRights: 0 };
     const oldPfn = this.resp[1];
     const oldRights = this.resp[2];
@@ -651,8 +717,8 @@ export class Kernel {
   }
 
   private forkLocked(cpu: Cpu, parent: number, child: number): number {
-    this.nr(parent).sync(this.thread(cpu.id, cpu));
-    const entries = this.nr(parent).read(this.thread(cpu.id, cpu), (r) => this.vspace(parent).db(r).entries());
+    this.sync(parent, cpu.id, cpu);
+    const entries = this.read(parent, cpu.id, cpu, (r) => this.vspace(parent).db(r).entries());
     let madeCow = false;
     try {
       return this.shareInto(cpu, parent, child, entries, () => (madeCow = true));
@@ -786,14 +852,14 @@ export class Kernel {
     this.stats.switches++;
     if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
     Atomics.or(k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
-    this.nr(s).sync(this.thread(cpu.id, cpu));
+    this.sync(s, cpu.id, cpu);
     const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
     if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
       cpu.invpcid(1, this.pcid(s), 0, 0);
       Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
       this.stats.generationFlushes++;
     }
-    cpu.movCr3(CR3_NOFLUSH_HI, this.vspace(s).root(cpu.node) * PAGE + this.pcid(s));
+    cpu.movCr3(CR3_NOFLUSH_HI, this.vspace(s).root(this.replicaFor(cpu.id)) * PAGE + this.pcid(s));
     if (prev >= 0) this.leaveMask(cpu, prev);
     this.current[cpu.id] = s;
   }
@@ -896,12 +962,12 @@ export class Kernel {
     cpu.handlers[IPI_REPLICA_ADVANCE] = (c, sender, s) => {
       c.ack(sender);
       this.stats.advancesReceived++;
-      if (this.isLive(s)) this.nr(s).sync(this.thread(c.id, c));
+      if (this.isLive(s)) this.sync(s, c.id, c);
     };
     cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
       c.ack(sender);
       this.stats.shootdownsReceived++;
-      if (!this.skipReplicaSync) this.nr(s).sync(this.thread(c.id, c));
+      if (!this.skipReplicaSync) this.sync(s, c.id, c);
       invalidateRange(c, this.pcid(s), hi, lo, pages, this.stats);
     };
   }

@@ -75,6 +75,11 @@ export class KernelLayout {
   readonly procBase: number;
   /** Per core and space: the space's TLB generation when the core last ran it (coreGen(c, s)). Written: that core. */
   readonly coreGenBase: number;
+  /**
+   * The lock baseline's reader/writer lock of each space (kernel mode 'lock'): a writer line,
+   * then one reader line per core (writer preference, as NR's replica lock). See lockBase().
+   */
+  readonly lockBase0: number;
   readonly maskWords: number;
   readonly replicaWords: number;
   readonly spacesBase: number;
@@ -92,12 +97,18 @@ export class KernelLayout {
     this.refBase = round(this.ownerBase + c.totalFrames);
     this.procBase = round(this.refBase + c.totalFrames);
     this.coreGenBase = this.procBase + c.maxSpaces * K_LINE;
-    this.spacesBase = round(this.coreGenBase + c.cores * c.maxSpaces);
+    this.lockBase0 = round(this.coreGenBase + c.cores * c.maxSpaces);
+    this.spacesBase = this.lockBase0 + c.maxSpaces * (1 + c.cores) * K_LINE;
     this.spaceReplicasOff = round(Math.max(S_ACTIVE + this.maskWords, S_TLBGEN + 1));
     this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
     this.arenaWordsEach = round(arenaWords(c.maxMappings));
     this.arenasBase = this.spacesBase + c.maxSpaces * this.spaceWords;
     this.totalWords = this.arenasBase + c.maxSpaces * c.nodes * this.arenaWordsEach;
+  }
+
+  /** Word of space s's baseline writer flag; reader flag of core c at + (1 + c) * K_LINE. */
+  lockBase(s: number): number {
+    return this.lockBase0 + s * (1 + this.config.cores) * K_LINE;
   }
 
   coreGen(c: number, s: number): number {

@@ -62,6 +62,8 @@ export interface CoreResult {
   kernel: Record<string, number>;
   /** Kernel operation outcomes by name ("map:Ok", "unmap:NotMapped"...). */
   outcomes: Record<string, number>;
+  /** Latencies in ns of MapFrame and Unmap (with its shootdown), sampled when the program asks (latency: true). */
+  latencies?: { map: number[]; unmap: number[] };
 
   counters: Record<string, number>;
   elapsedMs: number;
@@ -78,6 +80,8 @@ export interface ExecOptions {
   kernel?: Kernel;
   /** Checked mode: every access's frame must belong to the core's current address space. */
   checkOwner?: boolean;
+  /** Sample the latency of every MapFrame and Unmap. */
+  latency?: boolean;
 }
 
 /** An access through a translation to a frame its address space no longer owns. */
@@ -88,6 +92,9 @@ export interface StaleAccess {
   space: number;
   owner: number;
 }
+
+/** Most latency samples kept per operation kind and core. */
+const LATENCY_SAMPLES = 20_000;
 
 /** Retries of one access after spurious faults before the fault is delivered. */
 const FAULT_RETRIES = 3;
@@ -228,6 +235,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     counters: {}, elapsedMs: 0,
   };
   if (opts.record) res.values = [];
+  if (opts.latency) res.latencies = { map: [], unmap: [] };
   const kernel = opts.kernel;
   const kstart = kernel ? { ...kernel.stats, ...kernel.nrStats() } : null;
   const recvFrom = res.pingsRecvFrom;
@@ -528,14 +536,18 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
         kernel.setRefcount(first + p, 1);
         kernel.ownerAdd(first + p, space);
       }
+      const t0 = res.latencies ? performance.now() : 0;
       const r = kernel.map(cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
+      if (res.latencies && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
       tally('map', r.code);
       if (r.code !== OK) for (let p = 0; p < pages; p++) kernel.release(first + p, space);
       else st.shadowOf(space).delete(Math.floor(va / 4096));
       return '';
     }
     case OP_K_UNMAP: {
+      const t0 = res.latencies ? performance.now() : 0;
       const r = kernel.unmap(cpu, space, va);
+      if (res.latencies && r.code === OK && res.latencies.unmap.length < LATENCY_SAMPLES) res.latencies.unmap.push((performance.now() - t0) * 1e6);
       tally('unmap', r.code);
       // The shootdown has returned: no core can use the old translation; the frames lose this
       // space's reference (freed unless another space still shares them copy-on-write).

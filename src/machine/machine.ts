@@ -83,7 +83,7 @@ export class Machine {
     this.kernel = new Kernel({
       klayout, k: new Int32Array(kernel), nrLayout, nrw: new Int32Array(nr), mem: this.mem, frames: this.frames,
       replicaOf: Array.from({ length: config.cores }, (_, c) => this.layout.nodeOfCore(c)), waitLimitMs: config.waitLimitMs,
-      inject: config.inject, cow: config.kernel.cow,
+      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode,
     });
     for (let c = 0; c < config.cores; c++) this.initCore(c);
     this.pool = pool

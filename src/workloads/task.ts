@@ -36,7 +36,7 @@ function attach(task: CoreTask): Attached {
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
         replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
-        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow,
+        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode,
       }),
     };
     attached.set(task.shared.id, a);
@@ -77,6 +77,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
       barrier: task.barrier,
       kernel: a.kernel,
       checkOwner: task.program.checkOwner === true,
+      latency: task.program.latency === true,
     });
   } finally {
     cpu.detach();
