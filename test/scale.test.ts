@@ -7,6 +7,9 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Machine } from '../src/machine/machine.js';
 import { checkConservation, checkIsolation, checkStale, destroyAllAndCheck } from '../src/check/kernel.js';
 
@@ -38,7 +41,8 @@ T('the lock baseline passes the stress oracles under a concurrent mix with forks
 
 T('bench scale reports NR and the lock baseline per core count, as JSON', () => {
   const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-  const r = spawnSync(process.execPath, [bin, 'bench', 'scale', '--cores', '1,2', '--workload', 'mixed', '--seconds', '0.3', '--baseline', 'lock', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  const plot = join(mkdtempSync(join(tmpdir(), 'nrvm-scale-')), 'scale.svg');
+  const r = spawnSync(process.execPath, [bin, 'bench', 'scale', '--cores', '1,2', '--workload', 'mixed', '--seconds', '0.3', '--baseline', 'lock', '--json', '--plot', plot], { encoding: 'utf8', timeout: 120_000 });
   assert.is(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.rows.map((x: { cores: number; mode: string }) => `${x.cores}${x.mode}`), ['1nr', '1lock', '2nr', '2lock']);
@@ -48,6 +52,10 @@ T('bench scale reports NR and the lock baseline per core count, as JSON', () => 
   }
   assert.is(j.ratios.length, 2);
   assert.match(j.note, /contention, not speed-up/);
+  const svg = readFileSync(plot, 'utf8');
+  assert.match(svg, /^<svg/);
+  assert.match(svg, /node replication/);
+  assert.match(svg, /simulated cores/);
 });
 
 T.run();

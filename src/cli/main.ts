@@ -16,6 +16,8 @@ import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
+import { scalePlotSvg } from './plot.js';
+import { writeFile } from 'node:fs/promises';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
 
@@ -97,7 +99,7 @@ Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 
 const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
-       nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json]
+       nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -113,13 +115,14 @@ against a plain byte copy of the same page tables, measured in the same run.
 scale: address-space operations per second at each core count, node replication and (with
 --baseline lock) one copy of the page tables behind one reader/writer lock, same workloads,
 same run: maponly, unmap, resolve, access, mixed (default). Latencies of map and unmap (with
-its shootdown) at p50 and p99, TLB hit rate, mean combining batch. Above the machine's real
-CPU count, figures measure contention, not speed-up.
+its shootdown) at p50 and p99, TLB hit rate, mean combining batch; --plot draws throughput
+against cores, one line per mode, as SVG. Above the machine's real CPU count, figures measure
+contention, not speed-up.
 
 Examples:
   nrvm bench micro --json
   nrvm bench fork --pages 10000
-  nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock
+  nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock --plot scale.svg
 `;
 
 const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP };
@@ -297,7 +300,7 @@ async function bench(args: string[]): Promise<number> {
   if (which === 'scale') {
     const { values } = parse(rest, {
       json: { type: 'boolean' }, cores: { type: 'string' }, nodes: { type: 'string' }, workload: { type: 'string' },
-      seconds: { type: 'string' }, baseline: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      seconds: { type: 'string' }, baseline: { type: 'string' }, plot: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     }, 'bench');
     if (values.help) {
       process.stdout.write(BENCH_HELP);
@@ -312,6 +315,10 @@ async function bench(args: string[]): Promise<number> {
     if (values.baseline !== undefined && values.baseline !== 'lock') throw new UsageError(`--baseline: the one baseline is 'lock', got '${values.baseline}'`);
     const r = await runScale({ cores, nodes, workload, seconds, baseline: values.baseline === 'lock', log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatScale(r) + '\n');
+    if (values.plot) {
+      await writeFile(values.plot, await scalePlotSvg(r));
+      if (!values.json) process.stdout.write(`plot: ${values.plot}\n`);
+    }
     return 0;
   }
   if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale)`);

@@ -107,6 +107,22 @@ class RunState {
    */
   readonly shadow = new Map<number, Map<number, Map<number, number>>>();
 
+  /** Kernel operation outcomes, counted without building strings on the hot path: "op:code" -> count. */
+  readonly outcomes = new Map<string, Map<number | string, number>>();
+
+  tally(name: string, code: number | string): void {
+    let m = this.outcomes.get(name);
+    if (!m) this.outcomes.set(name, (m = new Map()));
+    m.set(code, (m.get(code) ?? 0) + 1);
+  }
+
+  /** The outcomes as "op:Result" names. */
+  outcomeNames(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [name, m] of this.outcomes) for (const [code, n] of m) out[`${name}:${typeof code === 'string' ? code : RESULT_NAMES[code]}`] = n;
+    return out;
+  }
+
   /** The shadow of space s (created on first use). */
   shadowOf(s: number): Map<number, Map<number, number>> {
     let m = this.shadow.get(s);
@@ -294,6 +310,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   res.checksum = st.checksum >>> 0;
   res.faults = st.faults;
   res.staleAccesses = st.stale;
+  res.outcomes = st.outcomeNames();
   res.staleExamples = st.staleExamples;
   if (kernel && kstart) {
     const now: Record<string, number> = { ...(kernel.stats as unknown as Record<string, number>), ...kernel.nrStats() };
@@ -442,10 +459,6 @@ function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, valu
 function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, res: CoreResult, st: RunState): string {
   const op = buf[w];
   const cur = kernel.current[cpu.id];
-  const tally = (name: string, code: number | string): void => {
-    const key = `${name}:${typeof code === 'string' ? code : RESULT_NAMES[code]}`;
-    res.outcomes[key] = (res.outcomes[key] ?? 0) + 1;
-  };
   if (op === OP_K_SWITCH && buf[w + 1] === CURRENT_SPACE) {
     const live = kernel.liveSpaces();
     if (live.length > 0) kernel.switchTo(cpu, live[(buf[w + 2] >>> 0) % live.length]);
@@ -457,7 +470,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       const child = kernel.fork(cpu, cur);
       const pid = child < 0 ? -1 : kernel.spawn(child, kernel.pidOf(cur));
       if (child >= 0 && pid < 0) kernel.destroySpace(child, (pfn, pages, rights) => kernel.releaseMapping(child, pfn, pages, rights));
-      tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
+      st.tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
       if (pid >= 0) {
         const copy = new Map<number, Map<number, number>>();
         for (const [page, v] of st.shadowOf(cur)) copy.set(page, new Map(v));
@@ -468,12 +481,12 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
     if (op === OP_K_EXIT) {
       const others = kernel.liveSpaces().filter((x) => x !== cur);
       if (others.length === 0) {
-        tally('exit', 'Last');
+        st.tally('exit', 'Last');
         return '';
       }
       kernel.setProcessState(kernel.pidOf(cur), PROC_TERMINATED);
       kernel.switchTo(cpu, others[(buf[w + 2] >>> 0) % others.length]);
-      tally('exit', 'Ok');
+      st.tally('exit', 'Ok');
       return '';
     }
     if (buf[w + 3] === 1) {
@@ -528,7 +541,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       const rights = buf[w + 4] >>> 24;
       const first = pages === 1 ? frames.allocAny(cpu.node) : frames.allocContiguous(cpu.node, pages);
       if (first === NO_FRAME) {
-        tally('map', OUT_OF_MEMORY);
+        st.tally('map', OUT_OF_MEMORY);
         return '';
       }
       for (let p = 0; p < pages; p++) {
@@ -539,7 +552,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       const t0 = res.latencies ? performance.now() : 0;
       const r = kernel.map(cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
       if (res.latencies && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
-      tally('map', r.code);
+      st.tally('map', r.code);
       if (r.code !== OK) for (let p = 0; p < pages; p++) kernel.release(first + p, space);
       else st.shadowOf(space).delete(Math.floor(va / 4096));
       return '';
@@ -548,7 +561,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       const t0 = res.latencies ? performance.now() : 0;
       const r = kernel.unmap(cpu, space, va);
       if (res.latencies && r.code === OK && res.latencies.unmap.length < LATENCY_SAMPLES) res.latencies.unmap.push((performance.now() - t0) * 1e6);
-      tally('unmap', r.code);
+      st.tally('unmap', r.code);
       // The shootdown has returned: no core can use the old translation; the frames lose this
       // space's reference (freed unless another space still shares them copy-on-write).
       if (r.code === OK) {
@@ -558,10 +571,10 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       return '';
     }
     case OP_K_ADJUST:
-      tally('adjust', kernel.adjust(cpu, space, va, buf[w + 4]).code);
+      st.tally('adjust', kernel.adjust(cpu, space, va, buf[w + 4]).code);
       return '';
     case OP_K_RESOLVE:
-      tally('resolve', kernel.resolve(cpu.id, space, va, cpu).code);
+      st.tally('resolve', kernel.resolve(cpu.id, space, va, cpu).code);
       return '';
   }
   return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;
