@@ -17,6 +17,7 @@ import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
 import { scalePlotSvg } from './plot.js';
+import { SCENARIOS_RACE, findRace, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
@@ -31,6 +32,7 @@ Commands:
   bench micro|fork|scale  micro-benchmarks of the hot paths; fork against a byte copy;
                       throughput across core counts, NR against a lock baseline
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
+  race NAME           replay a race deterministically (breakpoints and handshakes); --list
   help [command]      this text, or one command's options
 
 Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found,
@@ -125,7 +127,21 @@ Examples:
   nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock --plot scale.svg
 `;
 
-const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP };
+const RACE_HELP = `Usage: nrvm race --list
+       nrvm race NAME [--repeat N] [--json]
+
+Replays a known race with real worker cores, every time the same way: the cores' programs
+handshake with IPIs, and the scenario arms named breakpoints, waits until a core is parked
+there, looks at the machine, and resumes it. Prints what happened step by step; exits 0 if the
+documented outcome was reproduced every time.
+
+Breakpoints: after-log-append, before-log-apply, before-resolve, before-shootdown-ipis,
+before-receiver-sync, before-cow-copy.
+
+Example: nrvm race stale-replica-fault --repeat 100
+`;
+
+const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP };
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
 export class UsageError extends Error {}
@@ -333,6 +349,45 @@ async function bench(args: string[]): Promise<number> {
   return 0;
 }
 
+async function race(args: string[]): Promise<number> {
+  const { values, positionals } = (() => {
+    try {
+      return parseArgs({ args, options: { list: { type: 'boolean' }, repeat: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new UsageError(`race: ${(e as Error).message} (see 'nrvm help race')`);
+    }
+  })();
+  if (values.help) {
+    process.stdout.write(RACE_HELP);
+    return 0;
+  }
+  if (values.list) {
+    for (const s of SCENARIOS_RACE) process.stdout.write(`${s.name.padEnd(22)} ${s.models}\n`);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError("race: name one scenario (nrvm race --list)");
+  const sc = findRace(positionals[0]);
+  if (!sc) throw new UsageError(`race: unknown scenario '${positionals[0]}' (known: ${SCENARIOS_RACE.map((x) => x.name).join(', ')})`);
+  const repeat = int(values.repeat, 'repeat', 1, 100_000) ?? 1;
+  let reproduced = 0;
+  let first: RaceOutcome | undefined;
+  let failure: RaceOutcome | undefined;
+  for (let i = 0; i < repeat; i++) {
+    const o = await sc.run();
+    first ??= o;
+    if (o.ok) reproduced++;
+    else failure ??= o;
+  }
+  const shown = failure ?? first;
+  if (values.json) process.stdout.write(JSON.stringify({ scenario: sc.name, models: sc.models, repeat, reproduced, steps: shown?.steps ?? [] }, null, 2) + '\n');
+  else {
+    process.stdout.write(`race ${sc.name}: ${sc.models}\n`);
+    for (const st of shown?.steps ?? []) process.stdout.write(`  ${st}\n`);
+    process.stdout.write(`reproduced ${reproduced} of ${repeat}\n`);
+  }
+  return reproduced === repeat ? 0 : 1;
+}
+
 /** Runs the command line; returns the exit code. Never throws for bad input. */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...args] = argv;
@@ -355,6 +410,8 @@ export async function main(argv: string[]): Promise<number> {
         return await dump(args);
       case 'bench':
         return await bench(args);
+      case 'race':
+        return await race(args);
       case 'example': {
         if (args[0] !== 'seed' || args.length > 1) throw new UsageError("example: the one example is 'seed' (nrvm example seed)");
         const sim = await seedExample((l) => process.stdout.write(l + '\n'));
@@ -362,7 +419,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, example, help)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, race, example, help)`);
     }
   } catch (e) {
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError) {

@@ -12,7 +12,7 @@
 // it), or stop at once when another core of the run set the abort flag.
 
 import {
-  C_ACK, C_COUNTERS, C_DOORBELL, C_PENDING, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF,
+  C_ACK, C_BP_ARMED, C_BP_PARKED, C_BP_RESUME, C_COUNTERS, C_DOORBELL, C_PENDING, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF,
   CORE_RUNNING, COUNTER_NAMES, CTR, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, TLB_ENTRY_WORDS,
 } from './layout.js';
@@ -543,6 +543,26 @@ export class Cpu {
     const sb = this.layout.coreBase(sender);
     Atomics.add(this.ctl, sb + C_ACK, 1);
     this.wake(sender);
+  }
+
+  /**
+   * A named breakpoint site (race scripts): when breakpoint `id` is armed on this core, the core
+   * parks here — it publishes where it is and waits, running nothing and servicing no interrupt,
+   * until the controller resumes it (bounded by waitLimitMs). One load when not armed.
+   */
+  breakpoint(id: number): void {
+    const c = this.ctl;
+    if ((c[this.base + C_BP_ARMED] & (1 << id)) === 0) return;
+    const resume = Atomics.load(c, this.base + C_BP_RESUME);
+    Atomics.store(c, this.base + C_BP_PARKED, id + 1);
+    Atomics.notify(c, this.base + C_BP_PARKED);
+    const deadline = Date.now() + this.waitLimitMs;
+    while (Atomics.load(c, this.base + C_BP_RESUME) === resume) {
+      const left = deadline - Date.now();
+      if (left <= 0 || Atomics.load(c, G_ABORT) !== 0) break;
+      Atomics.wait(c, this.base + C_BP_RESUME, resume, Math.min(left, 50));
+    }
+    Atomics.store(c, this.base + C_BP_PARKED, 0);
   }
 
   /** Whether core c sleeps on its doorbell right now (HLT, or a long wait). */

@@ -57,7 +57,13 @@ export const C_QHEAD = 6 * LINE_WORDS;
  * at the end of a run and every few thousand operations). Read: controller. */
 export const C_COUNTERS = 7 * LINE_WORDS;
 const COUNTER_WORDS = 4 * LINE_WORDS;
-const CORE_FIXED_WORDS = C_COUNTERS + COUNTER_WORDS;
+/** Breakpoints armed on this core (bit per breakpoint id). Written: controller. Read: the core at each breakpoint site. */
+export const C_BP_ARMED = 11 * LINE_WORDS;
+/** 1 + the breakpoint the core is parked at, 0 when running. Written: the core. Read: controller (Atomics.waitAsync). */
+export const C_BP_PARKED = 12 * LINE_WORDS;
+/** Resume counter: the controller bumps it to let a parked core go on. */
+export const C_BP_RESUME = 13 * LINE_WORDS;
+const CORE_FIXED_WORDS = 14 * LINE_WORDS;
 
 export const CORE_OFF = 0;
 export const CORE_RUNNING = 1;

@@ -34,6 +34,16 @@ import { panic } from '../hw/panic.js';
 export const IPI_SHOOTDOWN = 16;
 /** IPI type asking an idle core to bring its node's replica of space a0 up to date. */
 export const IPI_REPLICA_ADVANCE = 17;
+
+/** Breakpoints of the kernel's protocols (NR's are 0 and 1). A race script arms them on a core. */
+export const BP_BEFORE_RESOLVE = 2;
+export const BP_BEFORE_SHOOTDOWN_IPIS = 3;
+export const BP_BEFORE_RECEIVER_SYNC = 4;
+export const BP_BEFORE_COW_COPY = 5;
+export const BREAKPOINTS: Record<string, number> = {
+  'after-log-append': 0, 'before-log-apply': 1, 'before-resolve': BP_BEFORE_RESOLVE, 'before-shootdown-ipis': BP_BEFORE_SHOOTDOWN_IPIS,
+  'before-receiver-sync': BP_BEFORE_RECEIVER_SYNC, 'before-cow-copy': BP_BEFORE_COW_COPY,
+};
 export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 export const USER_TOP = 2 ** 47;
 
@@ -196,7 +206,7 @@ export class Kernel {
     if (cpu) this.sender = cpu;
     let t = this.threads.get(c);
     if (!t) {
-      t = { id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0 };
+      t = { id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0, bp: cpu ? (id) => cpu.breakpoint(id) : undefined };
       this.threads.set(c, t);
     }
     return t;
@@ -811,6 +821,7 @@ export class Kernel {
       this.doAdjust(cpu, s, page, plain);
       return true;
     }
+    cpu.breakpoint(BP_BEFORE_COW_COPY);
     const nf = frames.allocAny(cpu.node);
     if (nf === NO_FRAME) return false;
     mem.copyWithin(nf * 1024, old * 1024, old * 1024 + 1024);
@@ -909,6 +920,7 @@ export class Kernel {
     const s = this.current[cpu.id];
     if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
     const va = vhi * 4294967296 + (vlo >>> 0);
+    cpu.breakpoint(BP_BEFORE_RESOLVE);
     const r = this.resolve(cpu.id, s, va, cpu);
     this.stats.resolves--; // counted as a fault, not as a program's Resolve
     if (r.code === OK && acc === ACC_WRITE && (r.rights & R_WRITE) !== 0 && (r.rights & (R_COW | R_ZERO)) !== 0) {
@@ -945,6 +957,7 @@ export class Kernel {
     Atomics.add(this.v.k, this.v.klayout.spaceBase(s) + S_TLBGEN, 1);
     const hi = Math.floor(va / 4294967296) | 0;
     const lo = va % 4294967296 | 0;
+    cpu.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
     const targets = this.skipShootdown ? [] : this.activeCores(s).filter((c) => c !== cpu.id);
     for (const c of targets) {
       const r = cpu.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
@@ -967,6 +980,7 @@ export class Kernel {
     cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
       c.ack(sender);
       this.stats.shootdownsReceived++;
+      c.breakpoint(BP_BEFORE_RECEIVER_SYNC);
       if (!this.skipReplicaSync) this.sync(s, c.id, c);
       invalidateRange(c, this.pcid(s), hi, lo, pages, this.stats);
     };

@@ -13,7 +13,7 @@ import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
 import {
-  CURRENT_SPACE, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
+  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
@@ -381,6 +381,15 @@ function coldOp(
     case OP_HALT: {
       const h = cpu.halt();
       if (h !== WAIT_OK) return waitFailure(`op ${index}: HLT`, h);
+      break;
+    }
+    case OP_AWAIT_PINGS: {
+      const total = (): number => res.pingsRecvFrom.reduce((a, b) => a + b, 0);
+      cpu.poll();
+      while (total() < buf[w + 1]) {
+        const h = cpu.halt();
+        if (h !== WAIT_OK) return waitFailure(`op ${index}: waiting for ${buf[w + 1]} IPIs`, h);
+      }
       break;
     }
     case OP_PTE_WRITE: {

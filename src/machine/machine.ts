@@ -8,7 +8,7 @@ import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions } from '../hw/config.js';
 import {
-  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  C_BP_ARMED, C_BP_PARKED, C_BP_RESUME, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, type MachineShared,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
@@ -220,6 +220,49 @@ export class Machine {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Arms breakpoint `id` on core c (the core parks at the next site of that breakpoint). */
+  arm(c: number, id: number): void {
+    this.checkCore(c);
+    Atomics.or(this.ctl, this.layout.coreBase(c) + C_BP_ARMED, 1 << id);
+  }
+
+  /** Disarms breakpoint `id` on core c. */
+  disarm(c: number, id: number): void {
+    this.checkCore(c);
+    Atomics.and(this.ctl, this.layout.coreBase(c) + C_BP_ARMED, ~(1 << id));
+  }
+
+  /**
+   * Resolves when core c is parked at breakpoint `id` (Atomics.waitAsync on the parked word: no
+   * polling timer); rejects naming the core and breakpoint after timeoutMs.
+   */
+  async waitParked(c: number, id: number, timeoutMs = 10_000): Promise<void> {
+    this.checkCore(c);
+    const w = this.layout.coreBase(c) + C_BP_PARKED;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = Atomics.load(this.ctl, w);
+      if (v === id + 1) return;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new MachineError(`core ${c} did not reach breakpoint ${id} within ${timeoutMs} ms`);
+      const r = Atomics.waitAsync(this.ctl, w, v, left);
+      if (r.async) {
+        // A pending waitAsync does not keep Node's event loop alive: a timer for the deadline does.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([r.value, new Promise((done) => (timer = setTimeout(done, left)))]);
+        clearTimeout(timer);
+      }
+    }
+  }
+
+  /** Lets a parked core go on (it stays armed unless disarmed). */
+  resume(c: number): void {
+    this.checkCore(c);
+    const b = this.layout.coreBase(c);
+    Atomics.add(this.ctl, b + C_BP_RESUME, 1);
+    Atomics.notify(this.ctl, b + C_BP_RESUME);
   }
 
   /** Counters core c has published (after each run). */

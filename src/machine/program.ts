@@ -56,6 +56,8 @@ export const OP_K_FORK = 25;
 export const OP_K_EXIT = 26;
 /** [OP_K_OWN, vaHi, vaLo, write] write (1) one of this core's own slots, or (0) read back and check an address it wrote in this space (vaHi, vaLo then seed the pick). */
 export const OP_K_OWN = 27;
+/** [OP_AWAIT_PINGS, n] halt until this core has received n IPI_PINGs in this program (a handshake). */
+export const OP_AWAIT_PINGS = 28;
 /** Kernel operations name the space -1 to mean the running one; OP_K_SWITCH to -1 picks a live process (word 2 seeds the pick). */
 export const CURRENT_SPACE = -1;
 
@@ -86,7 +88,8 @@ export type Op =
   | { op: 'map'; space: number; va: bigint | number | string; pages: number; rights: number }
   | { op: 'unmap'; space: number; va: bigint | number | string }
   | { op: 'adjust'; space: number; va: bigint | number | string; rights: number }
-  | { op: 'resolve'; space: number; va: bigint | number | string };
+  | { op: 'resolve'; space: number; va: bigint | number | string }
+  | { op: 'awaitPings'; count: number };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -162,6 +165,7 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'unmap': put(OP_K_UNMAP, o.space, ...va2(o.va, at)); break;
       case 'adjust': put(OP_K_ADJUST, o.space, ...va2(o.va, at), o.rights); break;
       case 'resolve': put(OP_K_RESOLVE, o.space, ...va2(o.va, at)); break;
+      case 'awaitPings': put(OP_AWAIT_PINGS, o.count); break;
       default: throw new ProgramError(`${at}: unknown operation`);
     }
   });

@@ -50,7 +50,13 @@ export interface NrThread {
    * own interrupted self.
    */
   combining: number;
+  /** Breakpoint hook for race scripts (NR_BP_*); absent or a no-op when none is armed. */
+  bp?: (id: number) => void;
 }
+
+/** Breakpoint ids NR offers: after a batch is published in the log, before a replica applies the log. */
+export const NR_BP_AFTER_APPEND = 0;
+export const NR_BP_BEFORE_APPLY = 1;
 
 const SPINS = 64;
 
@@ -229,6 +235,7 @@ export class Nr {
     this.stats.appends += n;
     this.stats.batches++;
     this.stats.batchedOps += n;
+    t.bp?.(NR_BP_AFTER_APPEND);
   }
 
   private ltails(): string {
@@ -289,6 +296,7 @@ export class Nr {
     const rb = b + this.layout.replica(r);
     let i = Atomics.load(w, rb + R_LTAIL);
     if (((upto - i) | 0) <= 0) return;
+    t.bp?.(NR_BP_BEFORE_APPLY);
     this.lockWriter(t, r);
     try {
       for (; i !== upto; i = (i + 1) | 0) {

@@ -1,0 +1,45 @@
+// Properties of race reproduction: every built-in scenario reproduces its documented outcome
+// on every repetition (real worker cores, driven by IPI handshakes and named breakpoints, no
+// sleeps); waiting for a breakpoint that is never reached fails with a message naming the core
+// and breakpoint; the command lists scenarios and refuses unknown ones.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { SCENARIOS_RACE } from '../src/workloads/races.js';
+import { Machine, MachineError } from '../src/machine/machine.js';
+
+const R = suite('race reproduction');
+
+for (const sc of SCENARIOS_RACE) {
+  R(`${sc.name} reproduces its outcome 5 times out of 5`, async () => {
+    for (let i = 0; i < 5; i++) {
+      const o = await sc.run();
+      assert.ok(o.ok, o.steps.join('\n'));
+    }
+  });
+}
+
+R('waiting for a breakpoint no core reaches fails naming the core and breakpoint', async () => {
+  const m = await Machine.boot({ cores: 1, nodes: 1, memory: '4MiB' }, { pool: false });
+  try {
+    await m.waitParked(0, 3, 50);
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, MachineError);
+    assert.match((e as Error).message, /core 0 did not reach breakpoint 3 within 50 ms/);
+  }
+});
+
+R('nrvm race lists its scenarios and refuses unknown ones', () => {
+  const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const list = spawnSync(process.execPath, [bin, 'race', '--list'], { encoding: 'utf8' });
+  assert.is(list.status, 0);
+  for (const sc of SCENARIOS_RACE) assert.match(list.stdout, new RegExp(`^${sc.name} `, 'm'));
+  const bad = spawnSync(process.execPath, [bin, 'race', 'heisenbug'], { encoding: 'utf8' });
+  assert.is(bad.status, 2);
+  assert.match(bad.stderr, /race: unknown scenario 'heisenbug'/);
+});
+
+R.run();
