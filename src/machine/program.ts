@@ -89,7 +89,8 @@ export type Op =
   | { op: 'unmap'; space: number; va: bigint | number | string }
   | { op: 'adjust'; space: number; va: bigint | number | string; rights: number }
   | { op: 'resolve'; space: number; va: bigint | number | string }
-  | { op: 'awaitPings'; count: number };
+  | { op: 'awaitPings'; count: number }
+  | { op: 'fork' };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -166,6 +167,7 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'adjust': put(OP_K_ADJUST, o.space, ...va2(o.va, at), o.rights); break;
       case 'resolve': put(OP_K_RESOLVE, o.space, ...va2(o.va, at)); break;
       case 'awaitPings': put(OP_AWAIT_PINGS, o.count); break;
+      case 'fork': put(OP_K_FORK); break;
       default: throw new ProgramError(`${at}: unknown operation`);
     }
   });

@@ -9,7 +9,7 @@ import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { MachineOptions } from '../hw/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, OK } from '../kernel/kernel.js';
+import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, OK } from '../kernel/kernel.js';
 import { R_USER, R_WRITE } from '../kernel/vspace.js';
 import { findEntry } from '../hw/ptbuild.js';
 import { PTE_P } from '../hw/pte.js';
@@ -62,6 +62,15 @@ export class RaceApi {
   /** Whether core c's TLB holds a translation of the page at va. */
   tlbHolds(c: number, va: number): boolean {
     return this.m.tlb(c).some((e) => e.va === BigInt(va - (va % 4096)));
+  }
+
+  /** Waits (bounded, no timer-driven polling of time) until cond holds: a handshake on shared state. */
+  async until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`race: waited ${timeoutMs} ms for ${what}`);
+      await new Promise((done) => setImmediate(done));
+    }
   }
 
   step(text: string): void {
@@ -159,7 +168,179 @@ const missingShootdown: Scenario = {
   },
 };
 
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown];
+/**
+ * receiver-without-sync — the gap between NRK's documentation and its code: a shootdown receiver
+ * that invalidates without syncing its replica first refills its TLB from a replica that still
+ * maps the freed frame, and reaches it (inject skip-replica-sync).
+ */
+const receiverWithoutSync: Scenario = {
+  name: 'receiver-without-sync',
+  models: 'NRK\'s code: the shootdown receiver invalidates without advancing its replica (inject skip-replica-sync)',
+  async run() {
+    const r = await RaceApi.boot({ cores: 2, nodes: 2, memory: '16MiB', inject: ['skip-replica-sync'] });
+    try {
+      const s = r.space();
+      r.mapPage(0, s, X);
+      r.m.arm(1, BP_BEFORE_RECEIVER_SYNC);
+      const done = r.run({
+        1: [{ op: 'switch', space: s }, { op: 'load', va: X }, { op: 'ping', target: 0 }, { op: 'awaitPings', count: 1 }, { op: 'load', va: X }],
+        0: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: s, va: X }, { op: 'ping', target: 1 }],
+      });
+      r.step('core 1 (node 1) caches 0x400000; core 0 (node 0) unmaps it and shoots core 1 down');
+      await r.m.waitParked(1, BP_BEFORE_RECEIVER_SYNC);
+      r.step('core 1 acknowledged the shootdown and is parked where it should sync its replica');
+      r.expect(!r.replicaMaps(s, 0, X), 'replica 0 applied the unmap');
+      r.expect(r.replicaMaps(s, 1, X), 'replica 1 still maps the page');
+      r.m.disarm(1, BP_BEFORE_RECEIVER_SYNC);
+      r.m.resume(1);
+      const res = await done;
+      r.expect(res.every((x) => x.ok), 'both cores finished');
+      const c1 = res.find((x) => x.core === 1) as CoreResult;
+      r.expect(c1.staleAccesses >= 1, `core 1 refilled its TLB from replica 1 and reached the freed frame (${c1.staleAccesses} stale access)`);
+      return r.outcome();
+    } finally {
+      await r.m.shutdown();
+    }
+  },
+};
+
+/**
+ * concurrent-shootdowns — two cores unmap at the same moment and shoot each other down; each
+ * services the other's request while it waits for its own ack, so neither deadlocks.
+ */
+const concurrentShootdowns: Scenario = {
+  name: 'concurrent-shootdowns',
+  models: 'two initiators shooting each other down (NRK: the initiator drains its own queue while it waits)',
+  async run() {
+    const r = await RaceApi.boot({ cores: 2, nodes: 1, memory: '16MiB' });
+    try {
+      const s = r.space();
+      const A = X;
+      const B = X + 0x1000;
+      r.mapPage(0, s, A);
+      r.mapPage(0, s, B);
+      r.m.arm(0, BP_BEFORE_SHOOTDOWN_IPIS);
+      r.m.arm(1, BP_BEFORE_SHOOTDOWN_IPIS);
+      const prologue: Op[] = [{ op: 'switch', space: s }, { op: 'load', va: A }, { op: 'load', va: B }];
+      const done = r.run({
+        0: [...prologue, { op: 'ping', target: 1 }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: s, va: A }],
+        1: [...prologue, { op: 'ping', target: 0 }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: s, va: B }],
+      });
+      await r.m.waitParked(0, BP_BEFORE_SHOOTDOWN_IPIS);
+      await r.m.waitParked(1, BP_BEFORE_SHOOTDOWN_IPIS);
+      r.step('both cores applied their unmap and are parked before sending their shootdowns');
+      r.expect(!r.replicaMaps(s, 0, A) && !r.replicaMaps(s, 0, B), 'both pages are unmapped');
+      r.m.disarm(0, BP_BEFORE_SHOOTDOWN_IPIS);
+      r.m.disarm(1, BP_BEFORE_SHOOTDOWN_IPIS);
+      r.m.resume(0);
+      r.m.resume(1);
+      r.step('both resumed at once: each sends to the other and waits for its ack');
+      const res = await done;
+      r.expect(res.every((x) => x.ok), 'both cores finished: no deadlock');
+      r.expect(res.every((x) => x.kernel.shootdownsReceived === 1), 'each received and served the other\'s shootdown');
+      r.expect(!r.tlbHolds(0, B) && !r.tlbHolds(1, A), 'neither TLB holds the other\'s page');
+      return r.outcome();
+    } finally {
+      await r.m.shutdown();
+    }
+  },
+};
+
+/**
+ * cow-write-race — two processes write the same copy-on-write page at once. The first to reach
+ * the frame's reference count copies; the second finds itself the last sharer and reuses the
+ * frame: one copy, one reuse, and both writes survive, each in its own process.
+ */
+const cowWriteRace: Scenario = {
+  name: 'cow-write-race',
+  models: 'fork, then parent and child write the same page at once (copy-on-write, refcounts shared by processes)',
+  async run() {
+    const r = await RaceApi.boot({ cores: 2, nodes: 1, memory: '16MiB', kernel: { maxSpaces: 4 } });
+    try {
+      const p = r.space();
+      const f = r.mapPage(0, p, X);
+      r.m.mem[f * 1024] = 7;
+      const forked = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'fork' }] });
+      r.expect(forked[0].ok && forked[0].outcomes['fork:Ok'] === 1, 'core 0 forked the process');
+      const c = r.m.kernel.liveSpaces().find((x) => x !== p) as number;
+      r.expect(c !== undefined && r.m.kernel.refcount(f) === 2, `forked: space ${c} shares frame ${f} (2 references)`);
+      r.m.arm(0, BP_BEFORE_RESOLVE);
+      r.m.arm(1, BP_BEFORE_RESOLVE);
+      const done = r.run({
+        0: [{ op: 'switch', space: p }, { op: 'store', va: X, value: 100n }, { op: 'load', va: X }],
+        1: [{ op: 'switch', space: c }, { op: 'store', va: X, value: 200n }, { op: 'load', va: X }],
+      }, { record: true });
+      await r.m.waitParked(0, BP_BEFORE_RESOLVE);
+      await r.m.waitParked(1, BP_BEFORE_RESOLVE);
+      r.step('parent (core 0) and child (core 1) both took their copy-on-write fault on the shared page and are parked');
+      r.m.disarm(1, BP_BEFORE_RESOLVE);
+      r.m.resume(1);
+      await r.until(() => r.m.kernel.refcount(f) === 1, 'the child to copy and drop its reference');
+      r.step('the child went first: it copied the page and dropped its reference');
+      r.m.disarm(0, BP_BEFORE_RESOLVE);
+      r.m.resume(0);
+      r.step('then the parent: the last sharer');
+      const res = await done;
+      r.expect(res.every((x) => x.ok), 'both cores finished');
+      const k = res.reduce((a, x) => ({ copies: a.copies + (x.kernel.cowCopies ?? 0), reuses: a.reuses + (x.kernel.cowReuses ?? 0) }), { copies: 0, reuses: 0 });
+      r.expect(k.copies === 1 && k.reuses === 1, `one copy, one reuse (got ${k.copies}, ${k.reuses})`);
+      const v0 = res.find((x) => x.core === 0)?.values?.at(-1);
+      const v1 = res.find((x) => x.core === 1)?.values?.at(-1);
+      r.expect(v0 === '0x64' && v1 === '0xc8', `no lost write: the parent reads 0x64, the child 0xc8 (got ${v0}, ${v1})`);
+      r.expect(r.m.kernel.refcount(f) === 1, 'the original frame has one reference left (the parent\'s)');
+      return r.outcome();
+    } finally {
+      await r.m.shutdown();
+    }
+  },
+};
+
+/**
+ * dirty-bit-race — one core writes a clean page while another removes its write right. The
+ * writer's TLB caches a clean page without write permission, so its write walks again, sees
+ * the entry already read-only and faults: D stays clear (SDM 4.8: D is set only by a write the
+ * translation allows), even though the shootdown has not reached the writer yet.
+ */
+const dirtyBitRace: Scenario = {
+  name: 'dirty-bit-race',
+  models: 'a write to a clean page racing a permission decrease (SDM 4.8 and 4.10.4.3)',
+  async run() {
+    const r = await RaceApi.boot({ cores: 3, nodes: 1, memory: '16MiB' });
+    try {
+      const s = r.space();
+      r.mapPage(0, s, X);
+      const driver = r.m.attachHere(2); // the script's own core, to send handshake IPIs
+      try {
+        r.m.arm(1, BP_BEFORE_SHOOTDOWN_IPIS);
+        const done = r.run({
+          0: [{ op: 'switch', space: s }, { op: 'load', va: X }, { op: 'ping', target: 1 }, { op: 'awaitPings', count: 1 }, { op: 'store', va: X, value: 5n }],
+          1: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }, { op: 'adjust', space: s, va: X, rights: R_USER }],
+        });
+        await r.m.waitParked(1, BP_BEFORE_SHOOTDOWN_IPIS);
+        const word = findEntry(r.m.mem, r.m.kernel.vspace(s).root(0), false, 0, X, 12);
+        r.step('core 0 read the page (its TLB caches it clean); core 1 made it read-only and is parked before its shootdown');
+        r.expect((r.m.mem[word] & 2) === 0, 'the entry is read-only already');
+        r.expect(r.tlbHolds(0, X), 'core 0 still caches the translation (no shootdown yet)');
+        while (driver.sendIpi(0, 1) !== 0);
+        driver.waitAcks();
+        r.m.disarm(1, BP_BEFORE_SHOOTDOWN_IPIS);
+        r.m.resume(1);
+        const res = await done;
+        r.expect(res.every((x) => x.ok), 'both cores finished');
+        const c0 = res.find((x) => x.core === 0) as CoreResult;
+        r.expect(c0.faults === 1 && c0.faultLog[0]?.error === 7, `core 0's write walked again and faulted: #PF P|W|U (${JSON.stringify(c0.faultLog[0])})`);
+        r.expect((r.m.mem[word] & 64) === 0, 'D stayed clear');
+      } finally {
+        driver.detach();
+      }
+      return r.outcome();
+    } finally {
+      await r.m.shutdown();
+    }
+  },
+};
+
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
