@@ -42,4 +42,17 @@ R('nrvm race lists its scenarios and refuses unknown ones', () => {
   assert.match(bad.stderr, /race: unknown scenario 'heisenbug'/);
 });
 
+R('a race script in TypeScript runs through the same API (nrvm race FILE, loaded with tsx)', () => {
+  const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const script = fileURLToPath(new URL('../../test/fixtures/race-script.ts', import.meta.url));
+  const r = spawnSync(process.execPath, [bin, 'race', script, '--repeat', '2', '--json'], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 0, r.stderr + r.stdout);
+  const j = JSON.parse(r.stdout);
+  assert.is(j.scenario, 'user-stale-replica');
+  assert.is(j.reproduced, 2);
+  const missing = spawnSync(process.execPath, [bin, 'race', './nowhere.ts'], { encoding: 'utf8' });
+  assert.is(missing.status, 2);
+  assert.match(missing.stderr, /race script \.\/nowhere\.ts does not exist/);
+});
+
 R.run();

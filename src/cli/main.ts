@@ -17,7 +17,7 @@ import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
 import { scalePlotSvg } from './plot.js';
-import { SCENARIOS_RACE, findRace, type RaceOutcome } from '../workloads/races.js';
+import { RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
@@ -128,7 +128,7 @@ Examples:
 `;
 
 const RACE_HELP = `Usage: nrvm race --list
-       nrvm race NAME [--repeat N] [--json]
+       nrvm race NAME|FILE [--repeat N] [--json]
 
 Replays a known race with real worker cores, every time the same way: the cores' programs
 handshake with IPIs, and the scenario arms named breakpoints, waits until a core is parked
@@ -138,7 +138,14 @@ documented outcome was reproduced every time.
 Breakpoints: after-log-append, before-log-apply, before-resolve, before-shootdown-ipis,
 before-receiver-sync, before-cow-copy.
 
-Example: nrvm race stale-replica-fault --repeat 100
+FILE is a race script, a TypeScript (or JavaScript) module: its default export is
+async (nrvm) => outcome, where nrvm.RaceApi.boot(options) gives the API (space, mapPage, run,
+m.arm, m.waitParked, m.resume, replicaMaps, tlbHolds, until, step, expect, outcome) and
+nrvm.BREAKPOINTS maps the names above to ids. See test/fixtures/race-script.ts.
+
+Examples:
+  nrvm race stale-replica-fault --repeat 100
+  nrvm race test/fixtures/race-script.ts
 `;
 
 const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP };
@@ -365,9 +372,11 @@ async function race(args: string[]): Promise<number> {
     for (const s of SCENARIOS_RACE) process.stdout.write(`${s.name.padEnd(22)} ${s.models}\n`);
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError("race: name one scenario (nrvm race --list)");
-  const sc = findRace(positionals[0]);
-  if (!sc) throw new UsageError(`race: unknown scenario '${positionals[0]}' (known: ${SCENARIOS_RACE.map((x) => x.name).join(', ')})`);
+  if (positionals.length !== 1) throw new UsageError("race: name one scenario or script file (nrvm race --list)");
+  const arg = positionals[0];
+  const isFile = /[\\/]|\.(c|m)?[jt]s$/.test(arg);
+  const sc = isFile ? await loadRaceScript(arg) : findRace(arg);
+  if (!sc) throw new UsageError(`race: unknown scenario '${arg}' (known: ${SCENARIOS_RACE.map((x) => x.name).join(', ')}; or a script file)`);
   const repeat = int(values.repeat, 'repeat', 1, 100_000) ?? 1;
   let reproduced = 0;
   let first: RaceOutcome | undefined;
@@ -422,7 +431,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, race, example, help)`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError) {
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError || e instanceof RaceScriptError) {
       process.stderr.write(`nrvm: ${e.message}\n`);
       return 2;
     }

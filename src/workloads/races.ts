@@ -3,13 +3,19 @@
 // No sleeps: a script waits for a core to park (Atomics.waitAsync) or for the run to end.
 //
 // The script API (RaceApi) is small: boot, a space with a process, run programs on cores, arm a
-// breakpoint, wait until a core is parked there, look at the machine, resume, expect.
+// breakpoint, wait until a core is parked there, look at the machine, resume, expect. A user's
+// script is a TypeScript module (loaded with tsx) whose default export receives { RaceApi,
+// BREAKPOINTS } and returns api.outcome(); see test/fixtures/race-script.ts.
 
 import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { MachineOptions } from '../hw/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, OK } from '../kernel/kernel.js';
+import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS, OK } from '../kernel/kernel.js';
+import { tsImport } from 'tsx/esm/api';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { R_USER, R_WRITE } from '../kernel/vspace.js';
 import { findEntry } from '../hw/ptbuild.js';
 import { PTE_P } from '../hw/pte.js';
@@ -344,4 +350,40 @@ export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, 
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
+}
+
+/** What a race script receives: the script API and the breakpoint names. */
+export interface RaceKit {
+  RaceApi: typeof RaceApi;
+  BREAKPOINTS: Record<string, number>;
+}
+
+/** A race script file that cannot be used; the message names the problem. */
+export class RaceScriptError extends Error {}
+
+/**
+ * Loads a race script: a TypeScript (through tsx) or JavaScript module whose default export is
+ * `async (nrvm: RaceKit) => RaceOutcome`, with optional `name` and `models` exports.
+ */
+export async function loadRaceScript(file: string): Promise<Scenario> {
+  const abs = resolve(file);
+  if (!existsSync(abs)) throw new RaceScriptError(`race script ${file} does not exist`);
+  const url = pathToFileURL(abs).href;
+  let mod: { default?: unknown; name?: unknown; models?: unknown };
+  try {
+    mod = /\.(c|m)?ts$/.test(abs) ? await tsImport(url, import.meta.url) : await import(url);
+  } catch (e) {
+    throw new RaceScriptError(`race script ${file} does not load: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const run = mod.default;
+  if (typeof run !== 'function') throw new RaceScriptError(`race script ${file} must export a default async function (nrvm) => outcome`);
+  return {
+    name: typeof mod.name === 'string' ? mod.name : file,
+    models: typeof mod.models === 'string' ? mod.models : '(a user script)',
+    async run() {
+      const o = (await run({ RaceApi, BREAKPOINTS })) as RaceOutcome | undefined;
+      if (!o || typeof o.ok !== 'boolean' || !Array.isArray(o.steps)) throw new RaceScriptError(`race script ${file} must return api.outcome()`);
+      return o;
+    },
+  };
 }
