@@ -154,6 +154,18 @@ S('stress --dump writes one root per replica of every address space', () => {
   assert.ok(json.roots[0].mappings.length > 0);
 });
 
+S('stress --trace writes Chrome trace JSON: a track per core, slices for operations, faults, walks, IPIs, combining', () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'nrvm-trace-')), 'trace.json');
+  const r = nrvm('stress', '--seconds', '1', '--seed', '6', '--trace', file);
+  assert.is(r.code, 0, r.err);
+  const t = JSON.parse(readFileSync(file, 'utf8'));
+  const names = new Set(t.traceEvents.map((e: { name: string }) => e.name));
+  for (const n of ['thread_name', 'MapFrame', 'Unmap', 'page fault', 'walk', 'IPI', 'combine', 'shootdown']) assert.ok(names.has(n), `has ${n}`);
+  const tracks = t.traceEvents.filter((e: { name: string }) => e.name === 'thread_name').map((e: { args: { name: string } }) => e.args.name);
+  assert.equal(tracks, ['core 0 (node 0)', 'core 1 (node 0)', 'core 2 (node 1)', 'core 3 (node 1)']);
+  for (const e of t.traceEvents) assert.ok(['B', 'E', 'i', 'M'].includes(e.ph) && typeof e.ts === 'number' && e.pid === 1);
+});
+
 S('the MH copy-on-write policy runs clean under the stress oracles', () => {
   const r = nrvm('stress', '--seconds', '2', '--seed', '5', '--cow', 'mh', '--json', '--mix', 'map=10,unmap=4,access=60,check=10,fork=1,exit=1,switch=4');
   assert.is(r.code, 0, r.err + r.out.slice(0, 2000));

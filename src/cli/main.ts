@@ -17,7 +17,8 @@ import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
 import { scalePlotSvg } from './plot.js';
-import { RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
+import { writeChromeTrace } from '../trace/chrome.js';
+import { RaceApi, RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
@@ -74,6 +75,7 @@ Run options:
   --inject NAME       inject a fault to see an oracle catch it: ${ALL_INJECTIONS.join(', ')}
   --json              print the report as one JSON object instead of text
   --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
+  --trace FILE        record per-core events and write Chrome trace JSON (Perfetto, chrome://tracing)
   --hw                the hardware-level stress instead: accesses, INVLPG, IPIs, entry rewrites
                       by break-before-make and A/D races over shared tables; its --mix kinds are
                       ${STRESS_MIX_KINDS.join(', ')}
@@ -128,7 +130,7 @@ Examples:
 `;
 
 const RACE_HELP = `Usage: nrvm race --list
-       nrvm race NAME|FILE [--repeat N] [--json]
+       nrvm race NAME|FILE [--repeat N] [--json] [--trace FILE.json]
 
 Replays a known race with real worker cores, every time the same way: the cores' programs
 handshake with IPIs, and the scenario arms named breakpoints, waits until a core is parked
@@ -236,6 +238,7 @@ async function stress(args: string[]): Promise<number> {
     dump: { type: 'string' },
     processes: { type: 'string' },
     hw: { type: 'boolean' },
+    trace: { type: 'string' },
   }, 'stress');
   if (values.help) {
     process.stdout.write(STRESS_HELP);
@@ -257,6 +260,7 @@ async function stress(args: string[]): Promise<number> {
   let violations: number;
   if (values.hw) {
     if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
+    if (values.trace !== undefined) throw new UsageError('--trace is for the address-space stress and races (not --hw yet)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
     const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, progress }, replay);
@@ -267,7 +271,7 @@ async function stress(args: string[]): Promise<number> {
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
     const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
     const mix: VmMix = values.mix === undefined ? DEFAULT_VM_MIX : parseMix(values.mix, VM_MIX_KINDS);
-    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, progress }, replay);
+    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');
     violations = report.violations.length;
@@ -359,7 +363,7 @@ async function bench(args: string[]): Promise<number> {
 async function race(args: string[]): Promise<number> {
   const { values, positionals } = (() => {
     try {
-      return parseArgs({ args, options: { list: { type: 'boolean' }, repeat: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+      return parseArgs({ args, options: { list: { type: 'boolean' }, repeat: { type: 'string' }, json: { type: 'boolean' }, trace: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
     } catch (e) {
       throw new UsageError(`race: ${(e as Error).message} (see 'nrvm help race')`);
     }
@@ -378,6 +382,8 @@ async function race(args: string[]): Promise<number> {
   const sc = isFile ? await loadRaceScript(arg) : findRace(arg);
   if (!sc) throw new UsageError(`race: unknown scenario '${arg}' (known: ${SCENARIOS_RACE.map((x) => x.name).join(', ')}; or a script file)`);
   const repeat = int(values.repeat, 'repeat', 1, 100_000) ?? 1;
+  const traceFile = values.trace;
+  RaceApi.onClose = traceFile ? async (m) => void (await writeChromeTrace(m, traceFile)) : undefined;
   let reproduced = 0;
   let first: RaceOutcome | undefined;
   let failure: RaceOutcome | undefined;
@@ -388,11 +394,12 @@ async function race(args: string[]): Promise<number> {
     else failure ??= o;
   }
   const shown = failure ?? first;
-  if (values.json) process.stdout.write(JSON.stringify({ scenario: sc.name, models: sc.models, repeat, reproduced, steps: shown?.steps ?? [] }, null, 2) + '\n');
+  if (values.json) process.stdout.write(JSON.stringify({ scenario: sc.name, models: sc.models, repeat, reproduced, steps: shown?.steps ?? [], trace: traceFile }, null, 2) + '\n');
   else {
     process.stdout.write(`race ${sc.name}: ${sc.models}\n`);
     for (const st of shown?.steps ?? []) process.stdout.write(`  ${st}\n`);
     process.stdout.write(`reproduced ${reproduced} of ${repeat}\n`);
+    if (traceFile) process.stdout.write(`trace of the last run: ${traceFile}\n`);
   }
   return reproduced === repeat ? 0 : 1;
 }

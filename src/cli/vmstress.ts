@@ -15,6 +15,7 @@ import {
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
 import { fmt, formatViolations, sumCounters } from './stress.js';
+import { writeChromeTrace } from '../trace/chrome.js';
 
 export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
 
@@ -27,6 +28,8 @@ export interface VmStressOptions {
   slots: number;
   mix: VmMix;
   dump?: string;
+  /** Write a Chrome trace of the run here (the machine records trace events). */
+  trace?: string;
   progress?: (line: string) => void;
 }
 
@@ -53,13 +56,14 @@ export interface VmStressReport {
   violations: (KernelViolation & { round: number | 'end' })[];
   replay: string;
   dump?: string;
+  trace?: string;
 }
 
 const REGION_BASE = 0x10_0000_0000;
 
 /** Runs the address-space stress. Rejects only for configuration/setup errors. */
 export async function runVmStress(o: VmStressOptions, replay: string): Promise<VmStressReport> {
-  const m = await Machine.boot({ ...o.machine, kernel: { maxSpaces: 32, ...(o.machine.kernel ?? {}) } });
+  const m = await Machine.boot({ ...o.machine, trace: o.trace !== undefined, kernel: { maxSpaces: 32, ...(o.machine.kernel ?? {}) } });
   try {
     const cores = m.config.cores;
     if (o.processes > m.config.kernel.maxSpaces) throw new SetupError(`--processes ${o.processes} exceeds the kernel's ${m.config.kernel.maxSpaces} address spaces`);
@@ -119,6 +123,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       await writeDump(m, o.dump, roots);
       dump = o.dump;
     }
+    if (o.trace) await writeChromeTrace(m, o.trace, violations.map((v) => ({ core: coreOf(v.detail), name: v.kind, detail: v.detail })));
     if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
     const k = sumCounters(m);
     const accesses = k.loads + k.stores;
@@ -150,12 +155,19 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       violations,
       replay,
       dump,
+      trace: o.trace,
     };
   } finally {
     await m.shutdown();
   }
 }
 
+
+/** The core a violation's detail names ("core 3 ..."), or 0. */
+function coreOf(detail: string): number {
+  const m = /core (\d+)/.exec(detail);
+  return m ? Number(m[1]) : 0;
+}
 
 /** The human summary. */
 export function formatVmReport(r: VmStressReport): string {
@@ -177,6 +189,7 @@ export function formatVmReport(r: VmStressReport): string {
     `  frames      ${r.frames.total} total at the end of the run: ${r.frames.free} free, ${r.frames.data} data, ${r.frames.tables} page tables, ${r.frames.pools} reserved`,
   ];
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
+  if (r.trace) lines.push(`  trace       ${r.trace} (Chrome trace events: open in Perfetto or chrome://tracing)`);
   lines.push(...formatViolations(r.violations), `  replay      ${r.replay}`);
   return lines.join('\n');
 }

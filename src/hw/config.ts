@@ -55,6 +55,8 @@ export interface MachineConfig {
   waitLimitMs: number;
   inject: string[];
   kernel: KernelOptions;
+  /** Record per-core trace events (exported as Chrome trace JSON). */
+  trace: boolean;
 }
 
 /** What `Machine.boot` accepts: any subset, memory also as "64MiB"-style text. */
@@ -68,6 +70,7 @@ export interface MachineOptions {
   waitLimitMs?: number;
   inject?: string[];
   kernel?: Partial<KernelOptions>;
+  trace?: boolean;
 }
 
 export const DEFAULT_TLB: TlbConfig = {
@@ -190,5 +193,5 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
   if (kernel.logEntries < kernel.maxBatch) {
     return { error: `kernel.logEntries (${kernel.logEntries}) must hold one whole batch (maxBatch ${kernel.maxBatch})` };
   }
-  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject], kernel } };
+  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject], kernel, trace: opts.trace === true } };
 }

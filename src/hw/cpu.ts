@@ -24,6 +24,7 @@ import {
 } from './walk.js';
 import { PTE_P, FRAME_WORDS } from './pte.js';
 import { panic } from './panic.js';
+import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND, TR_PARKED, TR_WALK, TraceRing } from './trace.js';
 
 // ---- IPI message types. 1..15 are the hardware layer's; higher types belong to the kernel. ----
 /** Acknowledge and do nothing else (tests, latency). */
@@ -60,6 +61,8 @@ export interface MachineViews {
   layout: Layout;
   ctl: Int32Array;
   mem: Int32Array;
+  /** The trace buffer, when the machine traces. */
+  trace?: SharedArrayBuffer;
 }
 
 export class Cpu {
@@ -107,6 +110,8 @@ export class Cpu {
   msgSender = 0;
   /** Number of acks this core must have received before its current IPI wait ends. */
   private ackTarget = 0;
+  /** This core's trace ring, or null when the machine does not trace. */
+  tracer: TraceRing | null;
   /** Set by IPI_STOP: the executor ends the program at its next check. */
   stopRequested = false;
   /** Cores the last bounded wait was waiting for, for the error message. */
@@ -126,6 +131,7 @@ export class Cpu {
     this.regs.atomicAD = !l.config.inject.includes('non-atomic-ad');
     this.tornPteUpdate = l.config.inject.includes('torn-pte-update');
     this.waitLimitMs = l.config.waitLimitMs;
+    this.tracer = views.trace ? new TraceRing(views.trace, id) : null;
     this.tlb4k = new TlbArray(this.ctl, this.base, l.tlb4k);
     this.tlb2m = new TlbArray(this.ctl, this.base, l.tlb2m);
     this.tlb1g = new TlbArray(this.ctl, this.base, l.tlb1g);
@@ -358,7 +364,9 @@ export class Cpu {
     this.ctr[CTR.tlbMisses]++;
     this.ctr[CTR.walks]++;
     const o = this.walkOut;
+    if (this.tracer !== null) this.tracer.emit(PH_BEGIN, TR_WALK, 0);
     const r = walk(this.mem, this.totalFrames, this.regs, vhi, vlo, acc, o, true, true);
+    if (this.tracer !== null) this.tracer.emit(PH_END, TR_WALK, 0);
     if (r !== 0) {
       if (faultVector(r) === VEC_PF) return this.raisePageFault(vhi, vlo, (-1 - r) & 0xffff);
       this.ctr[CTR.gpFaults]++;
@@ -534,7 +542,9 @@ export class Cpu {
       this.msgSender = sender;
       const h = this.handlers[type];
       if (h === undefined) panic(`Cpu.service: core ${this.id} got IPI type ${type} from core ${sender} with no handler`);
+      this.trace(PH_BEGIN, TR_IPI, type);
       h(this, sender, a0, a1, a2, a3, a4);
+      this.trace(PH_END, TR_IPI, type);
     }
   }
 
@@ -554,6 +564,7 @@ export class Cpu {
     const c = this.ctl;
     if ((c[this.base + C_BP_ARMED] & (1 << id)) === 0) return;
     const resume = Atomics.load(c, this.base + C_BP_RESUME);
+    this.trace(PH_BEGIN, TR_PARKED, id);
     Atomics.store(c, this.base + C_BP_PARKED, id + 1);
     Atomics.notify(c, this.base + C_BP_PARKED);
     const deadline = Date.now() + this.waitLimitMs;
@@ -563,6 +574,12 @@ export class Cpu {
       Atomics.wait(c, this.base + C_BP_RESUME, resume, Math.min(left, 50));
     }
     Atomics.store(c, this.base + C_BP_PARKED, 0);
+    this.trace(PH_END, TR_PARKED, id);
+  }
+
+  /** Records a trace event when the machine traces (one load and a compare otherwise). */
+  trace(phase: number, kind: number, arg = 0): void {
+    if (this.tracer !== null) this.tracer.emit(phase, kind, arg);
   }
 
   /** Whether core c sleeps on its doorbell right now (HLT, or a long wait). */
@@ -631,6 +648,7 @@ export class Cpu {
     }
     this.ackTarget = (this.ackTarget + 1) | 0;
     this.ctr[CTR.ipisSent]++;
+    this.trace(PH_INSTANT, TR_IPI_SEND, target);
     Atomics.or(c, tb + C_PENDING, PENDING_IPI);
     if (Atomics.load(c, tb + C_STATE) === CORE_HALTED) this.wake(target);
     return IPI_OK;

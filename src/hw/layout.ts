@@ -183,4 +183,6 @@ export interface MachineShared {
   kernel: SharedArrayBuffer;
   /** The NR logs of every address space (nr/layout.ts). */
   nr: SharedArrayBuffer;
+  /** Per-core trace rings (hw/trace.ts), when the machine traces. */
+  trace?: SharedArrayBuffer;
 }

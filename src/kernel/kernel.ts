@@ -27,6 +27,7 @@ import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
 import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/walk.js';
 import { FRAME_WORDS, PTE_P, PTE_PS, entryFrame } from '../hw/pte.js';
 import { findEntry } from '../hw/ptbuild.js';
+import { PH_BEGIN, PH_END, PH_INSTANT, TR_FAULT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import type { MapEntry } from './mapdb.js';
 import { panic } from '../hw/panic.js';
 
@@ -206,7 +207,11 @@ export class Kernel {
     if (cpu) this.sender = cpu;
     let t = this.threads.get(c);
     if (!t) {
-      t = { id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0, bp: cpu ? (id) => cpu.breakpoint(id) : undefined };
+      t = {
+        id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0,
+        bp: cpu ? (id) => cpu.breakpoint(id) : undefined,
+        trace: cpu?.tracer ? (phase, what) => cpu.trace(phase, what) : undefined,
+      };
       this.threads.set(c, t);
     }
     return t;
@@ -861,6 +866,7 @@ export class Kernel {
     if (prev === s) return;
     const { k, klayout } = this.v;
     this.stats.switches++;
+    cpu.trace(PH_INSTANT, TR_SWITCH, s);
     if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
     Atomics.or(k, this.maskWord(s, cpu.id), 1 << (cpu.id & 31));
     this.sync(s, cpu.id, cpu);
@@ -920,6 +926,15 @@ export class Kernel {
     const s = this.current[cpu.id];
     if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
     const va = vhi * 4294967296 + (vlo >>> 0);
+    cpu.trace(PH_BEGIN, TR_FAULT, vlo);
+    try {
+      return this.handleFault(cpu, s, va, acc);
+    } finally {
+      cpu.trace(PH_END, TR_FAULT, vlo);
+    }
+  }
+
+  private handleFault(cpu: Cpu, s: number, va: number, acc: number): boolean {
     cpu.breakpoint(BP_BEFORE_RESOLVE);
     const r = this.resolve(cpu.id, s, va, cpu);
     this.stats.resolves--; // counted as a fault, not as a program's Resolve
@@ -951,6 +966,15 @@ export class Kernel {
    * mask, the local flush, and the wait for every ack. Panics (naming the cores) past the bound.
    */
   shootdown(cpu: Cpu, s: number, va: number, pages: number): void {
+    cpu.trace(PH_BEGIN, TR_SHOOTDOWN, pages);
+    try {
+      this.shootdownTraced(cpu, s, va, pages);
+    } finally {
+      cpu.trace(PH_END, TR_SHOOTDOWN, pages);
+    }
+  }
+
+  private shootdownTraced(cpu: Cpu, s: number, va: number, pages: number): void {
     this.stats.shootdowns++;
     // First a new generation: a core that left s and comes back later flushes s's PCID; then the
     // cores running s now, who get the request.

@@ -12,6 +12,7 @@ import { Kernel } from '../kernel/kernel.js';
 import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
+import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
@@ -428,7 +429,14 @@ function coldOp(
     case OP_K_EXIT:
     case OP_K_OWN: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
-      return kernelOp(cpu, kernel, buf, w, index, res, st);
+      const kind = op === OP_K_MAP ? TR_MAP : op === OP_K_UNMAP ? TR_UNMAP : op === OP_K_ADJUST ? TR_ADJUST : op === OP_K_RESOLVE ? TR_RESOLVE : op === OP_K_FORK ? TR_FORK : -1;
+      if (kind < 0) return kernelOp(cpu, kernel, buf, w, index, res, st);
+      cpu.trace(PH_BEGIN, kind);
+      try {
+        return kernelOp(cpu, kernel, buf, w, index, res, st);
+      } finally {
+        cpu.trace(PH_END, kind);
+      }
     }
     default:
       return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;

@@ -12,6 +12,7 @@ import {
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, type MachineShared,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
+import { traceBytes } from '../hw/trace.js';
 import { Kernel, kernelLayouts } from '../kernel/kernel.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
@@ -75,7 +76,7 @@ export class Machine {
     const { klayout, nrLayout } = kernelLayouts(config);
     const kernel = new SharedArrayBuffer(klayout.totalWords * 4);
     const nr = new SharedArrayBuffer(nrLayout.totalWords * 4);
-    this.shared = { id: randomUUID(), config, phys, control, kernel, nr };
+    this.shared = { id: randomUUID(), config, phys, control, kernel, nr, trace: config.trace ? new SharedArrayBuffer(traceBytes(config.cores)) : undefined };
     this.ctl = new Int32Array(control);
     this.mem = new Int32Array(phys);
     this.frames = new Frames(this.layout, this.ctl, this.mem);
@@ -183,7 +184,7 @@ export class Machine {
    */
   attachHere(c: number): Cpu {
     this.checkCore(c);
-    const cpu = new Cpu({ layout: this.layout, ctl: this.ctl, mem: this.mem }, c);
+    const cpu = new Cpu({ layout: this.layout, ctl: this.ctl, mem: this.mem, trace: this.shared.trace }, c);
     if (!cpu.attach()) throw new MachineError(`core ${c} is already running on another thread`);
     return cpu;
   }

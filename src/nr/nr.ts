@@ -52,7 +52,13 @@ export interface NrThread {
   combining: number;
   /** Breakpoint hook for race scripts (NR_BP_*); absent or a no-op when none is armed. */
   bp?: (id: number) => void;
+  /** Trace hook: (phase 1 begin / 2 end, NR_TRACE_*). */
+  trace?: (phase: number, what: number) => void;
 }
+
+/** What NR reports to a trace hook: combining, and syncing a replica for a read. */
+export const NR_TRACE_COMBINE = 4;
+export const NR_TRACE_SYNC = 5;
 
 /** Breakpoint ids NR offers: after a batch is published in the log, before a replica applies the log. */
 export const NR_BP_AFTER_APPEND = 0;
@@ -184,6 +190,7 @@ export class Nr {
     const lock = this.base + this.layout.replica(r) + R_COMBINER;
     if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
     t.combining++;
+    t.trace?.(1, NR_TRACE_COMBINE);
     try {
       this.stats.combines++;
       const threads = this.layout.config.threads;
@@ -197,6 +204,7 @@ export class Nr {
     } finally {
       Atomics.store(w, lock, 0);
       t.combining--;
+      t.trace?.(2, NR_TRACE_COMBINE);
     }
     return true;
   }
@@ -348,10 +356,12 @@ export class Nr {
       if (!counted) {
         this.stats.readSyncs++;
         counted = true;
+        t.trace?.(1, NR_TRACE_SYNC);
       }
       if (this.tryCombine(t, r)) continue;
       this.waitStep(t, () => `replica ${r} to reach ctail ${target} (at ${this.ltail(r)}, combiner ${this.holder(r)})`);
     }
+    if (counted) t.trace?.(2, NR_TRACE_SYNC);
   }
 
   /**

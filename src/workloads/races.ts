@@ -32,8 +32,17 @@ export class RaceApi {
   private failed = '';
   constructor(readonly m: Machine) {}
 
+  /** When set (nrvm race --trace), every run records trace events and close() hands the machine to it first. */
+  static onClose: ((m: Machine) => Promise<void>) | undefined;
+
   static async boot(opts: MachineOptions): Promise<RaceApi> {
-    return new RaceApi(await Machine.boot(opts));
+    return new RaceApi(await Machine.boot({ ...opts, trace: RaceApi.onClose !== undefined || opts.trace === true }));
+  }
+
+  /** Lets the onClose hook see the machine (the trace), then stops it. */
+  async close(): Promise<void> {
+    if (RaceApi.onClose) await RaceApi.onClose(this.m);
+    await this.m.shutdown();
   }
 
   /** A new address space with a process, every core in user mode. Returns the space. */
@@ -133,7 +142,7 @@ const staleReplicaFault: Scenario = {
       r.expect(r.replicaMaps(s, 1, X), 'replica 1 maps the page now');
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };
@@ -169,7 +178,7 @@ const missingShootdown: Scenario = {
       r.expect(c1.staleAccesses >= 1, `the oracle reports core 1's access through the stale translation (${c1.staleAccesses})`);
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };
@@ -205,7 +214,7 @@ const receiverWithoutSync: Scenario = {
       r.expect(c1.staleAccesses >= 1, `core 1 refilled its TLB from replica 1 and reached the freed frame (${c1.staleAccesses} stale access)`);
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };
@@ -247,7 +256,7 @@ const concurrentShootdowns: Scenario = {
       r.expect(!r.tlbHolds(0, B) && !r.tlbHolds(1, A), 'neither TLB holds the other\'s page');
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };
@@ -296,7 +305,7 @@ const cowWriteRace: Scenario = {
       r.expect(r.m.kernel.refcount(f) === 1, 'the original frame has one reference left (the parent\'s)');
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };
@@ -341,7 +350,7 @@ const dirtyBitRace: Scenario = {
       }
       return r.outcome();
     } finally {
-      await r.m.shutdown();
+      await r.close();
     }
   },
 };

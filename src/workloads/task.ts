@@ -14,6 +14,7 @@ interface Attached {
   layout: Layout;
   ctl: Int32Array;
   mem: Int32Array;
+  trace?: SharedArrayBuffer;
   cpus: Map<number, Cpu>;
   kernel: Kernel;
 }
@@ -31,7 +32,7 @@ function attach(task: CoreTask): Attached {
     const { klayout, nrLayout } = kernelLayouts(task.shared.config);
     const config = task.shared.config;
     a = {
-      layout, ctl, mem, cpus: new Map(),
+      layout, ctl, mem, cpus: new Map(), trace: task.shared.trace,
       kernel: new Kernel({
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
