@@ -54,7 +54,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--cow', 'bsd'], /--cow must be default or mh, got 'bsd'/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
-  [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale\)/],
+  [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale, shootdown\)/],
   [['bench', 'scale', '--workload', 'sort'], /bench scale: unknown workload 'sort' \(known: maponly, unmap, resolve, access, mixed\)/],
   [['bench', 'scale', '--baseline', 'rcu'], /--baseline: the one baseline is 'lock', got 'rcu'/],
 ];
@@ -111,6 +111,14 @@ D('bench fork measures a fork against a byte copy of the same tables, as JSON', 
   assert.is(j.rows[0].pages, 300);
   assert.ok(j.rows[0].forkMs > 0 && j.rows[0].byteCopyMs > 0 && j.rows[0].tableFrames >= 4);
   assert.match(j.node, /^v\d+/);
+});
+
+D('bench shootdown measures round trips to 1..N targets', () => {
+  const r = nrvm('bench', 'shootdown', '--targets', '1,2', '--samples', '50', '--json');
+  assert.is(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.rows.map((x: { targets: number }) => x.targets), [1, 2]);
+  for (const x of j.rows) assert.ok(x.p50Ns > 0 && x.p99Ns >= x.p50Ns && x.samples === 50, JSON.stringify(x));
 });
 
 const S = suite('cli: stress');

@@ -42,7 +42,8 @@ T('the lock baseline passes the stress oracles under a concurrent mix with forks
 T('bench scale reports NR and the lock baseline per core count, as JSON', () => {
   const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
   const plot = join(mkdtempSync(join(tmpdir(), 'nrvm-scale-')), 'scale.svg');
-  const r = spawnSync(process.execPath, [bin, 'bench', 'scale', '--cores', '1,2', '--workload', 'mixed', '--seconds', '0.3', '--baseline', 'lock', '--json', '--plot', plot], { encoding: 'utf8', timeout: 120_000 });
+  const trace = plot.replace(/scale\.svg$/, 'trace.json');
+  const r = spawnSync(process.execPath, [bin, 'bench', 'scale', '--cores', '1,2', '--workload', 'mixed', '--seconds', '0.3', '--baseline', 'lock', '--json', '--plot', plot, '--trace', trace], { encoding: 'utf8', timeout: 120_000 });
   assert.is(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.rows.map((x: { cores: number; mode: string }) => `${x.cores}${x.mode}`), ['1nr', '1lock', '2nr', '2lock']);
@@ -56,6 +57,8 @@ T('bench scale reports NR and the lock baseline per core count, as JSON', () => 
   assert.match(svg, /^<svg/);
   assert.match(svg, /node replication/);
   assert.match(svg, /simulated cores/);
+  const t = JSON.parse(readFileSync(trace.replace(/\.json$/, '-2-nr.json'), 'utf8'));
+  assert.ok(t.traceEvents.some((e: { name: string }) => e.name === 'MapFrame'), 'a trace per point');
 });
 
 T.run();

@@ -13,7 +13,7 @@ import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from
 import { formatReport, runStress } from './stress.js';
 import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
-import { formatFork, formatMicro, runForkBench, runMicro } from './bench.js';
+import { formatFork, formatMicro, formatShootdown, runForkBench, runMicro, runShootdownBench } from './bench.js';
 import { seedExample } from '../machine/simulator.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
 import { scalePlotSvg } from './plot.js';
@@ -30,8 +30,10 @@ Commands:
                       accesses against node-replicated address spaces, with oracles (npm start);
                       --hw runs the hardware-level stress instead
   dump                write a scenario's physical memory (phys.bin) and machine.json
-  bench micro|fork|scale  micro-benchmarks of the hot paths; fork against a byte copy;
-                      throughput across core counts, NR against a lock baseline
+  bench micro|fork|scale|shootdown
+                      micro-benchmarks of the hot paths; fork against a byte copy;
+                      throughput across core counts, NR against a lock baseline;
+                      shootdown round trips to 1..N target cores
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
   race NAME           replay a race deterministically (breakpoints and handshakes); --list
   help [command]      this text, or one command's options
@@ -103,7 +105,8 @@ Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 
 const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
-       nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg]
+       nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg] [--trace FILE.json]
+       nrvm bench shootdown [--targets 1,2,3] [--samples N] [--json]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -120,8 +123,12 @@ scale: address-space operations per second at each core count, node replication 
 --baseline lock) one copy of the page tables behind one reader/writer lock, same workloads,
 same run: maponly, unmap, resolve, access, mixed (default). Latencies of map and unmap (with
 its shootdown) at p50 and p99, TLB hit rate, mean combining batch; --plot draws throughput
-against cores, one line per mode, as SVG. Above the machine's real CPU count, figures measure
+against cores, one line per mode, as SVG; --trace writes a Chrome trace per point
+(FILE-<cores>-<mode>.json). Above the machine's real CPU count, figures measure
 contention, not speed-up.
+
+shootdown: the round trip of one page's shootdown from one initiator to 1..N target cores that
+run the space (median and p99).
 
 Examples:
   nrvm bench micro --json
@@ -327,7 +334,7 @@ async function bench(args: string[]): Promise<number> {
   if (which === 'scale') {
     const { values } = parse(rest, {
       json: { type: 'boolean' }, cores: { type: 'string' }, nodes: { type: 'string' }, workload: { type: 'string' },
-      seconds: { type: 'string' }, baseline: { type: 'string' }, plot: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      seconds: { type: 'string' }, baseline: { type: 'string' }, plot: { type: 'string' }, trace: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     }, 'bench');
     if (values.help) {
       process.stdout.write(BENCH_HELP);
@@ -340,7 +347,7 @@ async function bench(args: string[]): Promise<number> {
     const seconds = values.seconds === undefined ? 2 : Number(values.seconds);
     if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--seconds must be a number of seconds above 0, got '${values.seconds}'`);
     if (values.baseline !== undefined && values.baseline !== 'lock') throw new UsageError(`--baseline: the one baseline is 'lock', got '${values.baseline}'`);
-    const r = await runScale({ cores, nodes, workload, seconds, baseline: values.baseline === 'lock', log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
+    const r = await runScale({ cores, nodes, workload, seconds, baseline: values.baseline === 'lock', trace: values.trace, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatScale(r) + '\n');
     if (values.plot) {
       await writeFile(values.plot, await scalePlotSvg(r));
@@ -348,7 +355,19 @@ async function bench(args: string[]): Promise<number> {
     }
     return 0;
   }
-  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale)`);
+  if (which === 'shootdown') {
+    const { values } = parse(rest, { json: { type: 'boolean' }, targets: { type: 'string' }, samples: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
+    if (values.help) {
+      process.stdout.write(BENCH_HELP);
+      return 0;
+    }
+    const targets = (values.targets ?? '1,2,3').split(',').map((x) => int(x.trim(), 'targets', 1, 64) as number);
+    const samples = int(values.samples, 'samples', 10, 1_000_000) ?? 2000;
+    const r = await runShootdownBench({ targets, samples, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
+    process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatShootdown(r) + '\n');
+    return 0;
+  }
+  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale, shootdown)`);
   const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
   if (values.help) {
     process.stdout.write(BENCH_HELP);

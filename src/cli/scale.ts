@@ -16,6 +16,7 @@ import type { VmMix, VmMixProgram } from '../workloads/sources.js';
 import { OK } from '../kernel/kernel.js';
 import { R_USER, R_WRITE } from '../kernel/vspace.js';
 import { sumCounters } from './stress.js';
+import { writeChromeTrace } from '../trace/chrome.js';
 
 export const SCALE_WORKLOADS = ['maponly', 'unmap', 'resolve', 'access', 'mixed'] as const;
 export type ScaleWorkload = (typeof SCALE_WORKLOADS)[number];
@@ -59,10 +60,10 @@ function percentile(xs: number[], p: number): number | undefined {
 }
 
 /** One (core count, mode) measurement. */
-async function measure(cores: number, nodes: number, workload: ScaleWorkload, mode: 'nr' | 'lock', seconds: number): Promise<ScaleRow> {
+async function measure(cores: number, nodes: number, workload: ScaleWorkload, mode: 'nr' | 'lock', seconds: number, trace?: string): Promise<ScaleRow> {
   const slots = workload === 'maponly' ? 4096 : 64;
   const m = await Machine.boot({
-    cores, nodes: Math.min(nodes, cores), memory: '512MiB',
+    cores, nodes: Math.min(nodes, cores), memory: '512MiB', trace: trace !== undefined,
     kernel: { mode, maxSpaces: 2, maxMappings: cores * slots + 64, logEntries: 4096 },
   });
   try {
@@ -109,6 +110,7 @@ async function measure(cores: number, nodes: number, workload: ScaleWorkload, mo
       }
     }
     const after = sumCounters(m);
+    if (trace) await writeChromeTrace(m, trace);
     const hits = after.tlbHits - before.tlbHits;
     const misses = after.tlbMisses - before.tlbMisses;
     return {
@@ -125,12 +127,17 @@ async function measure(cores: number, nodes: number, workload: ScaleWorkload, mo
 }
 
 /** Runs the workload at every core count, NR and (with baseline) the lock baseline. */
-export async function runScale(o: { cores: number[]; nodes: number; workload: ScaleWorkload; seconds: number; baseline: boolean; log?: (s: string) => void }): Promise<ScaleResult> {
+export async function runScale(o: {
+  cores: number[]; nodes: number; workload: ScaleWorkload; seconds: number; baseline: boolean; log?: (s: string) => void;
+  /** Trace every point into FILE with "-<cores>-<mode>" before its extension. */
+  trace?: string;
+}): Promise<ScaleResult> {
   const rows: ScaleRow[] = [];
   for (const n of o.cores) {
     for (const mode of o.baseline ? (['nr', 'lock'] as const) : (['nr'] as const)) {
       o.log?.(`bench scale: ${o.workload} on ${n} core(s), ${mode}...`);
-      rows.push(await measure(n, o.nodes, o.workload, mode, o.seconds));
+      const trace = o.trace ? o.trace.replace(/(\.json)?$/, `-${n}-${mode}$1`) : undefined;
+      rows.push(await measure(n, o.nodes, o.workload, mode, o.seconds, trace));
     }
   }
   const cpus = os.cpus();
