@@ -148,9 +148,9 @@ Breakpoints: after-log-append, before-log-apply, before-resolve, before-shootdow
 before-receiver-sync, before-cow-copy.
 
 FILE is a race script, a TypeScript (or JavaScript) module: its default export is
-async (nrvm) => outcome, where nrvm.RaceApi.boot(options) gives the API (space, mapPage, run,
-m.arm, m.waitParked, m.resume, replicaMaps, tlbHolds, until, step, expect, outcome) and
-nrvm.BREAKPOINTS maps the names above to ids. See test/fixtures/race-script.ts.
+async (nrvm) => outcome, where nrvm.RaceApi.session(options, async (r) => ...) boots a machine,
+gives the API (space, mapPage, run, m.arm, m.waitParked, m.resume, replicaMaps, tlbHolds, until,
+step, expect) and returns the outcome; nrvm.BREAKPOINTS maps the names above to ids. See test/fixtures/race-script.ts.
 
 Examples:
   nrvm race stale-replica-fault --repeat 100

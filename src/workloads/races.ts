@@ -39,6 +39,20 @@ export class RaceApi {
     return new RaceApi(await Machine.boot({ ...opts, trace: RaceApi.onClose !== undefined || opts.trace === true }));
   }
 
+  /**
+   * Boots a machine, runs `body` against it, and returns the outcome; the machine is closed
+   * whatever happens. The usual shape of a scenario.
+   */
+  static async session(opts: MachineOptions, body: (r: RaceApi) => Promise<void>): Promise<RaceOutcome> {
+    const r = await RaceApi.boot(opts);
+    try {
+      await body(r);
+      return r.outcome();
+    } finally {
+      await r.close();
+    }
+  }
+
   /** Lets the onClose hook see the machine (the trace), then stops it. */
   async close(): Promise<void> {
     if (RaceApi.onClose) await RaceApi.onClose(this.m);
@@ -120,8 +134,7 @@ const staleReplicaFault: Scenario = {
   name: 'stale-replica-fault',
   models: 'NRK: a map on node 0 and an access on node 1 before node 1\'s replica applied it',
   async run() {
-    const r = await RaceApi.boot({ cores: 2, nodes: 2, memory: '16MiB' });
-    try {
+    return RaceApi.session({ cores: 2, nodes: 2, memory: '16MiB' }, async (r) => {
       const s = r.space();
       r.m.arm(1, BP_BEFORE_RESOLVE);
       const done = r.run({
@@ -140,10 +153,7 @@ const staleReplicaFault: Scenario = {
       const c1 = res.find((x) => x.core === 1) as CoreResult;
       r.expect(c1.kernel.spuriousFaults === 1 && c1.faults === 0, `Resolve repaired it: 1 spurious fault, 0 delivered (got ${c1.kernel.spuriousFaults}, ${c1.faults})`);
       r.expect(r.replicaMaps(s, 1, X), 'replica 1 maps the page now');
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
@@ -156,8 +166,7 @@ const missingShootdown: Scenario = {
   name: 'missing-shootdown',
   models: 'a kernel that unmaps without invalidating other cores\' TLBs (inject skip-shootdown)',
   async run() {
-    const r = await RaceApi.boot({ cores: 2, nodes: 1, memory: '16MiB', inject: ['skip-shootdown'] });
-    try {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', inject: ['skip-shootdown'] }, async (r) => {
       const s = r.space();
       r.mapPage(0, s, X);
       r.m.arm(0, BP_BEFORE_SHOOTDOWN_IPIS);
@@ -176,10 +185,7 @@ const missingShootdown: Scenario = {
       r.expect(res.every((x) => x.ok), 'both cores finished');
       const c1 = res.find((x) => x.core === 1) as CoreResult;
       r.expect(c1.staleAccesses >= 1, `the oracle reports core 1's access through the stale translation (${c1.staleAccesses})`);
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
@@ -192,8 +198,7 @@ const receiverWithoutSync: Scenario = {
   name: 'receiver-without-sync',
   models: 'NRK\'s code: the shootdown receiver invalidates without advancing its replica (inject skip-replica-sync)',
   async run() {
-    const r = await RaceApi.boot({ cores: 2, nodes: 2, memory: '16MiB', inject: ['skip-replica-sync'] });
-    try {
+    return RaceApi.session({ cores: 2, nodes: 2, memory: '16MiB', inject: ['skip-replica-sync'] }, async (r) => {
       const s = r.space();
       r.mapPage(0, s, X);
       r.m.arm(1, BP_BEFORE_RECEIVER_SYNC);
@@ -212,10 +217,7 @@ const receiverWithoutSync: Scenario = {
       r.expect(res.every((x) => x.ok), 'both cores finished');
       const c1 = res.find((x) => x.core === 1) as CoreResult;
       r.expect(c1.staleAccesses >= 1, `core 1 refilled its TLB from replica 1 and reached the freed frame (${c1.staleAccesses} stale access)`);
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
@@ -227,8 +229,7 @@ const concurrentShootdowns: Scenario = {
   name: 'concurrent-shootdowns',
   models: 'two initiators shooting each other down (NRK: the initiator drains its own queue while it waits)',
   async run() {
-    const r = await RaceApi.boot({ cores: 2, nodes: 1, memory: '16MiB' });
-    try {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB' }, async (r) => {
       const s = r.space();
       const A = X;
       const B = X + 0x1000;
@@ -254,10 +255,7 @@ const concurrentShootdowns: Scenario = {
       r.expect(res.every((x) => x.ok), 'both cores finished: no deadlock');
       r.expect(res.every((x) => x.kernel.shootdownsReceived === 1), 'each received and served the other\'s shootdown');
       r.expect(!r.tlbHolds(0, B) && !r.tlbHolds(1, A), 'neither TLB holds the other\'s page');
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
@@ -270,8 +268,7 @@ const cowWriteRace: Scenario = {
   name: 'cow-write-race',
   models: 'fork, then parent and child write the same page at once (copy-on-write, refcounts shared by processes)',
   async run() {
-    const r = await RaceApi.boot({ cores: 2, nodes: 1, memory: '16MiB', kernel: { maxSpaces: 4 } });
-    try {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', kernel: { maxSpaces: 4 } }, async (r) => {
       const p = r.space();
       const f = r.mapPage(0, p, X);
       r.m.mem[f * 1024] = 7;
@@ -303,10 +300,7 @@ const cowWriteRace: Scenario = {
       const v1 = res.find((x) => x.core === 1)?.values?.at(-1);
       r.expect(v0 === '0x64' && v1 === '0xc8', `no lost write: the parent reads 0x64, the child 0xc8 (got ${v0}, ${v1})`);
       r.expect(r.m.kernel.refcount(f) === 1, 'the original frame has one reference left (the parent\'s)');
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
@@ -320,8 +314,7 @@ const dirtyBitRace: Scenario = {
   name: 'dirty-bit-race',
   models: 'a write to a clean page racing a permission decrease (SDM 4.8 and 4.10.4.3)',
   async run() {
-    const r = await RaceApi.boot({ cores: 3, nodes: 1, memory: '16MiB' });
-    try {
+    return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB' }, async (r) => {
       const s = r.space();
       r.mapPage(0, s, X);
       const driver = r.m.attachHere(2); // the script's own core, to send handshake IPIs
@@ -348,10 +341,7 @@ const dirtyBitRace: Scenario = {
       } finally {
         driver.detach();
       }
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
+    });
   },
 };
 
