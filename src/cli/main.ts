@@ -35,7 +35,7 @@ Commands:
                       throughput across core counts, NR against a lock baseline;
                       shootdown round trips to 1..N target cores
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
-  race NAME           replay a race deterministically (breakpoints and handshakes); --list
+  race NAME|FILE      replay a race deterministically (breakpoints and handshakes); --list
   help [command]      this text, or one command's options
 
 Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found,
