@@ -48,8 +48,8 @@ export const BREAKPOINTS: Record<string, number> = {
 export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 export const USER_TOP = 2 ** 47;
 
-/** Kernel faults a run can inject to prove the oracles catch them. */
-export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy'] as const;
+/** Retries of one access after the fault handler found the fault spurious, before it is delivered. */
+export const FAULT_RETRIES = 3;
 
 /** The kernel's and NR's layouts for a machine configuration. */
 export function kernelLayouts(c: MachineConfig): { klayout: KernelLayout; nrLayout: NrLayout } {
@@ -959,6 +959,18 @@ export class Kernel {
     if (ok) this.stats.spuriousFaults++;
     else this.stats.invalidAccesses++;
     return ok;
+  }
+
+  /**
+   * One 8-byte access (load, store of hi:lo, or fetch) by cpu, retried while the page-fault
+   * handler finds its fault spurious or repairs it (zero page, copy-on-write), at most
+   * FAULT_RETRIES times. Returns 0 (a loaded value in cpu.valHi:valLo) or the fault delivered.
+   */
+  access(cpu: Cpu, acc: number, vhi: number, vlo: number, hi = 0, lo = 0): number {
+    const once = (): number => (acc === ACC_WRITE ? cpu.store64(vhi, vlo, hi, lo) : acc === ACC_FETCH ? cpu.fetch64(vhi, vlo) : cpu.load64(vhi, vlo));
+    let r = once();
+    for (let k = 0; k < FAULT_RETRIES && r !== 0 && this.onPageFault(cpu, vhi, vlo, acc, r); k++) r = once();
+    return r;
   }
 
   /**

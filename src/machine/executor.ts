@@ -8,7 +8,7 @@ import {
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/walk.js';
 import { CTR } from '../hw/layout.js';
 import { hex64 } from '../hw/pte.js';
-import { Kernel } from '../kernel/kernel.js';
+import { FAULT_RETRIES, Kernel } from '../kernel/kernel.js';
 import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
@@ -97,8 +97,6 @@ export interface StaleAccess {
 /** Most latency samples kept per operation kind and core. */
 const LATENCY_SAMPLES = 20_000;
 
-/** Retries of one access after spurious faults before the fault is delivered. */
-const FAULT_RETRIES = 3;
 
 /** Per-run mutable state shared by the hot loop and the cold path. */
 class RunState {
@@ -335,13 +333,17 @@ function coldOp(
   switch (op) {
     case OP_LOAD:
     case OP_FETCH:
-      r = op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+    case OP_STORE: {
+      // Through the kernel's fault path when there is a kernel (retries after repaired faults).
+      const acc = op === OP_LOAD ? ACC_READ : op === OP_STORE ? ACC_WRITE : ACC_FETCH;
+      r = kernel
+        ? kernel.access(cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
+        : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+      if (op === OP_STORE) break;
       if (r === 0) st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
       res.values?.push(r === 0 ? hex64(cpu.valHi, cpu.valLo) : 'fault');
       break;
-    case OP_STORE:
-      r = cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
-      break;
+    }
     case OP_INVLPG:
       cpu.invlpg(buf[w + 1], buf[w + 2]);
       break;
@@ -441,31 +443,13 @@ function coldOp(
     default:
       return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;
   }
-  if (r !== 0) {
-    if (kernel && (op === OP_LOAD || op === OP_STORE || op === OP_FETCH)) {
-      const acc = op === OP_LOAD ? ACC_READ : op === OP_STORE ? ACC_WRITE : ACC_FETCH;
-      for (let k = 0; k < FAULT_RETRIES && r !== 0 && kernel.onPageFault(cpu, cpu.cr2hi, cpu.cr2lo, acc, r); k++) {
-        r = op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
-      }
-      if (r === 0 && op !== OP_STORE) {
-        st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
-        if (res.values) res.values[res.values.length - 1] = hex64(cpu.valHi, cpu.valLo);
-      }
-    }
-    if (r !== 0) st.noteFault(cpu, index, r);
-  }
+  if (r !== 0) st.noteFault(cpu, index, r);
   return '';
 }
 
-/** An 8-byte access through the kernel's fault path (zero-page and copy-on-write faults, spurious retries). */
+/** An 8-byte access at a numeric address through the kernel's fault path. */
 function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, value: number): number {
-  const hi = Math.floor(va / 4294967296) | 0;
-  const lo = va % 4294967296 | 0;
-  let r = write ? cpu.store64(hi, lo, 0, value) : cpu.load64(hi, lo);
-  for (let k = 0; k < FAULT_RETRIES && r !== 0 && kernel.onPageFault(cpu, hi, lo, write ? ACC_WRITE : ACC_READ, r); k++) {
-    r = write ? cpu.store64(hi, lo, 0, value) : cpu.load64(hi, lo);
-  }
-  return r;
+  return kernel.access(cpu, write ? ACC_WRITE : ACC_READ, Math.floor(va / 4294967296) | 0, va % 4294967296 | 0, 0, value);
 }
 
 /**

@@ -118,9 +118,7 @@ export class Simulator {
     if (!this.running()) return undefined;
     const va = ptr.va;
     if (va < 0) return this.invalid(va);
-    let r = this.cpu.load64(0, va);
-    for (let i = 0; i < 3 && r !== 0 && this.machine.kernel.onPageFault(this.cpu, 0, va, ACC_READ, r); i++) r = this.cpu.load64(0, va);
-    if (r !== 0) return this.invalid(va);
+    if (this.machine.kernel.access(this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
     return new Value(this.cpu.valLo >>> 0);
   }
 
@@ -132,10 +130,7 @@ export class Simulator {
       this.invalid(va);
       return;
     }
-    const lo = v.value | 0;
-    let r = this.cpu.store64(0, va, 0, lo);
-    for (let i = 0; i < 3 && r !== 0 && this.machine.kernel.onPageFault(this.cpu, 0, va, ACC_WRITE, r); i++) r = this.cpu.store64(0, va, 0, lo);
-    if (r !== 0) this.invalid(va);
+    if (this.machine.kernel.access(this.cpu, ACC_WRITE, 0, va, 0, v.value | 0) !== 0) this.invalid(va);
   }
 
   /** Forks the running process; the child sleeps until switched to. Returns its pid, or -1. */
