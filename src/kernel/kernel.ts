@@ -695,11 +695,7 @@ export class Kernel {
     return this.map(c, s, va, z * PAGE, PAGE, rights | R_ZERO, cpu);
   }
 
-  /** Points the one-page mapping at va at frame pfn with rights, then shoots down the old translation. */
-  remap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
-    return this.shared(s, cpu, () => this.doRemap(cpu, s, va, pfn, rights));
-  }
-
+  /** Points the one-page mapping at va at frame pfn with rights, then shoots down the old translation. The caller holds the space lock. */
   private doRemap(cpu: Cpu, s: number, va: number, pfn: number, rights: number): { code: number; oldPfn: number; oldRights: number } {
     const a = this.args;
     setVa(a, va);
@@ -797,12 +793,9 @@ export class Kernel {
     const old = Math.floor(pa / PAGE);
     const plain = (rights & ~(R_COW | R_ZERO)) | R_WRITE;
     if ((rights & R_ZERO) !== 0) {
-      let nf = frames.allocZeroed(cpu.node);
-      if (nf === NO_FRAME) {
-        nf = frames.allocAny(cpu.node);
-        if (nf === NO_FRAME) return false;
-        frames.zero(nf);
-      }
+      const nf = frames.allocAny(cpu.node);
+      if (nf === NO_FRAME) return false;
+      frames.zero(nf);
       this.setRefcount(nf, 1);
       this.ownerAdd(nf, s);
       if (this.doRemap(cpu, s, page, nf, plain).code !== OK) {
