@@ -156,6 +156,24 @@ K('a bad program is an error naming the operation, before anything runs', async 
   await m.shutdown();
 });
 
+K('durationMs ends a long program on every core of the run; a bad duration is named', async () => {
+  const m = await Machine.boot({ cores: 2, nodes: 1, memory: '4MiB' });
+  try {
+    // 20 million INVLPGs take seconds; 30 ms of them far fewer.
+    const long = { kind: 'ops', ops: [{ op: 'invlpg', va: '0x1000' }], repeat: 20_000_000, durationMs: 30 } as const;
+    const r = await m.run([0, 1].map((c) => ({ core: c, program: { ...long, ops: [...long.ops] } })));
+    for (const x of r) {
+      assert.ok(x.ok, x.error);
+      assert.ok(x.ops > 0 && x.ops < 20_000_000, `core ${x.core} ran ${x.ops} operations`);
+    }
+    const bad = await m.run([{ core: 0, program: { kind: 'ops', ops: [], durationMs: -5 } }]);
+    assert.is(bad[0].ok, false);
+    assert.match(bad[0].error ?? '', /durationMs must be a number of milliseconds > 0/);
+  } finally {
+    await m.shutdown();
+  }
+});
+
 C.run();
 F.run();
 K.run();

@@ -52,6 +52,9 @@ T('bench scale reports NR and the lock baseline per core count, as JSON', () => 
     assert.ok(x.p50Ns.map > 0 && x.p99Ns.map >= x.p50Ns.map, JSON.stringify(x));
   }
   assert.is(j.ratios.length, 2);
+  for (const x of j.rows) assert.ok(x.rounds >= 3, `${x.rounds} measured rounds`);
+  assert.equal(j.reference.map((x: { cores: number }) => x.cores), [1, 2]);
+  assert.ok(j.reference.every((x: { loadsPerSec: number }) => x.loadsPerSec > 0), 'the machine reference ran');
   assert.match(j.note, /contention, not speed-up/);
   const svg = readFileSync(plot, 'utf8');
   assert.match(svg, /^<svg/);

@@ -124,8 +124,11 @@ scale: address-space operations per second at each core count, node replication 
 same run: maponly, unmap, resolve, access, mixed (default). Latencies of map and unmap (with
 its shootdown) at p50 and p99, TLB hit rate, mean combining batch; --plot draws throughput
 against cores, one line per mode, as SVG; --trace writes a Chrome trace per point
-(FILE-<cores>-<mode>.json). Above the machine's real CPU count, figures measure
-contention, not speed-up.
+(FILE-<cores>-<mode>.json). Every point is booted first; then 100 ms rounds (every core runs
+for the same time) alternate between the points until each has run S seconds, and ops/s is
+the median of a point's rounds. A plain loop of loads on as many threads, in the same passes,
+shows the speed-up the machine itself gave ("machine"). Above the machine's real CPU count,
+figures measure contention, not speed-up.
 
 shootdown: the round trip of one page's shootdown from one initiator to 1..N target cores that
 run the space (median and p99).

@@ -83,7 +83,12 @@ export interface ExecOptions {
   checkOwner?: boolean;
   /** Sample the latency of every MapFrame and Unmap. */
   latency?: boolean;
+  /** End the program this many ms after the start barrier (see ProgramSpec.durationMs). */
+  durationMs?: number;
 }
+
+/** Operations between two looks at the clock when the program has a duration. */
+const CLOCK_EVERY = 64;
 
 /** An access through a translation to a frame its address space no longer owns. */
 export interface StaleAccess {
@@ -279,12 +284,19 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       const b = cpu.startBarrier();
       if (b !== WAIT_OK) failed = waitFailure('start of run', b);
     }
-    while (!failed && !st.stop && !cpu.stopRequested) {
+    const deadline = opts.durationMs === undefined ? Infinity : performance.now() + opts.durationMs;
+    let clock = CLOCK_EVERY;
+    let timeUp = false;
+    while (!failed && !st.stop && !cpu.stopRequested && !timeUp) {
       const n = src.next(buf);
       if (n === 0) break;
       let i = 0;
       while (i < n && !failed && !st.stop && !cpu.stopRequested) {
-        if (!opts.record) i = hotLoop(cpu, buf, i, n, base, st, opts.kernel);
+        if (!opts.record) i = hotLoop(cpu, buf, i, deadline === Infinity ? n : Math.min(n, i + CLOCK_EVERY * 16), base, st, opts.kernel);
+        if (deadline !== Infinity && --clock <= 0) {
+          clock = CLOCK_EVERY;
+          if ((timeUp = performance.now() >= deadline)) break;
+        }
         if (i >= n || st.stop) break;
         cpu.poll();
         failed = coldOp(cpu, buf, i * OP_WORDS, base + i, st, res, xl, opts.peers, waitFailure, kernel);

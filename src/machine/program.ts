@@ -101,6 +101,12 @@ export interface ProgramSpec {
   stopOnFault?: boolean;
   /** Repeat the whole program this many times (default 1). */
   repeat?: number;
+  /**
+   * End the program once this many milliseconds have passed since the start of the run (checked
+   * between operations, every few dozen kernel operations): every core of a run gets the same
+   * time, as throughput benchmarks want. The program's own end still ends it earlier.
+   */
+  durationMs?: number;
   [field: string]: unknown;
 }
 

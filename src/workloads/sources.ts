@@ -386,5 +386,6 @@ export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
   };
   const times = spec.repeat ?? 1;
   need(Number.isSafeInteger(times) && times >= 1, 'repeat must be a whole number >= 1');
+  need(spec.durationMs === undefined || (typeof spec.durationMs === 'number' && spec.durationMs > 0 && Number.isFinite(spec.durationMs)), 'durationMs must be a number of milliseconds > 0');
   return times === 1 ? one() : new RepeatSource(one, times);
 }

@@ -79,6 +79,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
       kernel: a.kernel,
       checkOwner: task.program.checkOwner === true,
       latency: task.program.latency === true,
+      durationMs: task.program.durationMs,
     });
   } finally {
     cpu.detach();
