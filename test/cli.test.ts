@@ -181,6 +181,12 @@ S('the MH copy-on-write policy runs clean under the stress oracles', () => {
   assert.ok(rep.ops.fork > 0 && rep.cow.copies + rep.cow.reuses > 0, JSON.stringify(rep.cow));
 });
 
+S('node flags reach the run: a V8 flag (process-wide, refused by workers) does not stop it', () => {
+  const r = spawnSync(process.execPath, ['--single-threaded-gc', BIN, 'stress', '--hw', '--seconds', '0.3', '--seed', '3', '--json'], { encoding: 'utf8', timeout: 120_000 });
+  assert.is(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).violations, []);
+});
+
 S('the hardware stress (--hw) is clean and exits 0', () => {
   const r = nrvm('stress', '--hw', '--seconds', '1', '--seed', '3', '--json');
   assert.is(r.code, 0, r.err);

@@ -4,6 +4,7 @@
 // runs). The controller sets registers, runs programs on cores, reads counters and TLBs,
 // translates without side effects, dumps, and shuts down leaving no worker behind.
 
+import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions } from '../hw/config.js';
@@ -28,9 +29,23 @@ import type { CoreResult } from './executor.js';
  * (ModuleWrap::CreateRequiredModuleFacade assertion). Refusing require(esm) in the workers makes
  * piscina fall back to import(), which is sound.
  */
-const WORKER_EXEC_ARGV = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
-  ? [...process.execArgv, '--no-experimental-require-module']
-  : [...process.execArgv];
+const WORKER_EXEC_ARGV = workerExecArgv();
+
+/**
+ * The node flags the workers inherit: this process's, unless a worker refuses them (V8 flags
+ * such as --max-old-space-size or --single-threaded-gc are per process; they already apply to
+ * the workers and a Worker given one throws), then none.
+ */
+function workerExecArgv(): string[] {
+  const own = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module') ? ['--no-experimental-require-module'] : [];
+  if (process.execArgv.length === 0) return own;
+  try {
+    void new Worker('', { eval: true, execArgv: process.execArgv }).terminate();
+    return [...process.execArgv, ...own];
+  } catch {
+    return own;
+  }
+}
 
 /** A configuration the machine cannot be built from. The message names the problem. */
 export class ConfigError extends Error {}
