@@ -70,8 +70,8 @@ function percentile(xs: number[], p: number): number | undefined {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-/** Operations per core in the warm-up round. */
-const WARMUP_OPS = 20_000;
+/** Unmeasured rounds per point first: V8 needs a few hundred ms to optimize the hot paths. */
+const WARMUP_ROUNDS = 4;
 /**
  * Length of a measured round: every core runs for this long (durationMs), as NRK's benchmarks
  * do, so that a round is not gated by its slowest core; long enough that dispatch and the run's
@@ -128,12 +128,12 @@ class Point {
     }
   }
 
-  /** Runs one round on every core; measured rounds count, the warm-up round does not. */
+  /** Runs one round on every core; measured rounds count, warm-up rounds do not. */
   async run(measured: boolean): Promise<void> {
     if (measured && this.rates.length === 0) this.before = sumCounters(this.m);
     const jobs = [...Array(this.cores).keys()].map((c) => {
       const program: VmMixProgram = {
-        kind: 'vm-mix', seed: 1 + this.round, count: measured ? Number.MAX_SAFE_INTEGER : WARMUP_OPS, durationMs: measured ? ROUND_MS : undefined, cores: this.cores, slots: this.slots, regionBase: REGION,
+        kind: 'vm-mix', seed: 1 + this.round, count: Number.MAX_SAFE_INTEGER, durationMs: ROUND_MS, cores: this.cores, slots: this.slots, regionBase: REGION,
         mix: { map: 0, unmap: 0, adjust: 0, access: 0, resolve: 0, switch: 0, fork: 0, exit: 0, check: 0, ...MIXES[this.workload] },
         latency: measured,
       };
@@ -206,7 +206,7 @@ class Reference {
 
 /**
  * Runs the workload at every core count, NR and (with baseline) the lock baseline. Every point
- * is booted first and warmed up by one round; then rounds are alternated between the points
+ * is booted first and warmed up by a few rounds; then rounds are alternated between the points
  * until each has run `seconds`, so that the shared machine's drift and bursts hit every point
  * alike. A point's ops/s is the median of its rounds' rates.
  */
@@ -221,14 +221,14 @@ export async function runScale(o: {
     for (const n of o.cores) {
       const ref = Reference.start(n);
       refs.push(ref);
-      await ref.run(false);
+      for (let i = 0; i < WARMUP_ROUNDS; i++) await ref.run(false);
     }
     for (const n of o.cores) {
       for (const mode of o.baseline ? (['nr', 'lock'] as const) : (['nr'] as const)) {
         o.log?.(`bench scale: booting ${o.workload} on ${n} core(s), ${mode}...`);
         const p = await Point.boot(n, o.nodes, o.workload, mode, o.trace !== undefined);
         points.push(p);
-        await p.run(false);
+        for (let i = 0; i < WARMUP_ROUNDS; i++) await p.run(false);
       }
     }
     const budgetMs = o.seconds * 1000;
@@ -257,7 +257,7 @@ export async function runScale(o: {
       workload: o.workload,
       seconds: o.seconds,
       note: `this machine has ${cpus.length} real CPUs: figures for more simulated cores than that measure contention, not speed-up`,
-      method: 'every point booted first and warmed up by one round; rounds alternated between points; ops/s is the median of a point\'s rounds',
+      method: 'every point booted first and warmed up by four rounds; rounds alternated between points; ops/s is the median of a point\'s rounds',
       rows,
       ratios,
       reference: refs.map((r) => ({ cores: r.cores, loadsPerSec: percentile(r.rates, 50) ?? 0 })),
