@@ -7,6 +7,11 @@
 //                                 physical words directly
 //   tlb-hit-2m vs raw-load-2m     the same over 32 x 2 MiB pages (64 MiB: loads miss the caches)
 //   walk-4level vs 4-dep-loads    the walk of a TLB miss (A/D already set) vs four dependent loads
+//   floor-lookup-4k, floor-walk   the least any software translation must do on the same pattern,
+//                                 to show what the targets leave: a direct-mapped lookup (one tag
+//                                 compare, one frame load; no ways, PCID or rights) with the same
+//                                 interrupt check, and a walk that only indexes, loads, tests P and
+//                                 follows each level (no rights, reserved bits, A/D or huge pages)
 //   ipi-polling vs raw-pingpong   IPI round trip to a core that polls at every access, vs an
 //                                 Atomics store/spin ping-pong between the same two threads
 //   ipi-halted                    IPI round trip to a halted core (doorbell wake-up)
@@ -37,6 +42,10 @@ export interface MicroResult {
     tlbHitVsRawLoad: number;
     /** The TLB-hit loop with tracing on over the same loop with tracing off. */
     traceOnVsOff: number;
+    /** The least a software TLB can do (direct-mapped, one compare) over the raw load. */
+    floorLookupVsRawLoad: number;
+    /** The least a walk can do (index, load, P, next table per level) over the four dependent loads. */
+    floorWalkVsRawLoads: number;
     tlbHit2mVsRawLoad2m: number;
     walkVsRawLoads: number;
     ipiVsRawPingPong: number;
@@ -132,6 +141,15 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
     const regs = cpu.regs;
     const frames = m.layout.totalFrames;
 
+    // The floor of a software TLB: direct-mapped by page number, [tag, first word of the frame].
+    const direct = new Int32Array(2 * 1024);
+    for (let i = 0; i < LOOP; i++) {
+      const tag = (a4.vlo[i] >>> 12) | (a4.vhi[i] << 20);
+      direct[(tag & 1023) << 1] = tag;
+      direct[((tag & 1023) << 1) + 1] = a4.words[i] - ((a4.vlo[i] & 0xfff) >>> 2);
+    }
+    const rootPfn = regs.rootPfn;
+
     /** The access loop: interrupt check, TLB hit, load. One function for both tracing states. */
     const hits4k = (): number => {
       let s = 0;
@@ -178,6 +196,40 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
           x = scratch[x];
           x = scratch[x];
           s += scratch[x];
+        }
+        sink += s;
+      })
+      .add('floor-lookup-4k', () => {
+        let s = 0;
+        const vh = a4.vhi;
+        const vl = a4.vlo;
+        for (let i = 0; i < LOOP; i++) {
+          if (ctl[pending] !== 0) cpu.service();
+          const lo = vl[i];
+          const tag = (lo >>> 12) | (vh[i] << 20);
+          const e = (tag & 1023) << 1;
+          if (direct[e] !== tag) throw new Error('bench: the direct-mapped floor missed');
+          s += mem[direct[e + 1] + ((lo & 0xfff) >>> 2)];
+        }
+        sink += s;
+      })
+      .add('floor-walk', () => {
+        let s = 0;
+        const vh = a4.vhi;
+        const vl = a4.vlo;
+        for (let i = 0; i < LOOP; i++) {
+          const hi = vh[i];
+          const lo = vl[i];
+          let table = rootPfn;
+          for (let shift = 39; ; shift -= 9) {
+            const idx = shift >= 32 ? (hi >>> (shift - 32)) & 511 : ((lo >>> shift) | (hi << (32 - shift))) & 511;
+            const w = table * 1024 + idx * 2;
+            const e = mem[w];
+            if ((e & 1) === 0) throw new Error('bench: the floor walk found a hole');
+            table = (e >>> 12) + (mem[w + 1] & 0xfffff) * 0x100000;
+            if (shift === 12) break;
+          }
+          s += table;
         }
         sink += s;
       })
@@ -275,6 +327,8 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
     ratios: {
       tlbHitVsRawLoad: ns['tlb-hit-4k'] / ns['raw-load-4k'],
       traceOnVsOff: ns['tlb-hit-4k-traced'] / ns['tlb-hit-4k-off'],
+      floorLookupVsRawLoad: ns['floor-lookup-4k'] / ns['raw-load-4k'],
+      floorWalkVsRawLoads: ns['floor-walk'] / ns['4-dep-loads'],
       tlbHit2mVsRawLoad2m: ns['tlb-hit-2m'] / ns['raw-load-2m'],
       walkVsRawLoads: ns['walk-4level'] / ns['4-dep-loads'],
       ipiVsRawPingPong: ns['ipi-polling'] / ns['raw-pingpong'],
@@ -296,7 +350,9 @@ export function formatMicro(r: MicroResult): string {
     row('tlb-hit-4k', 'raw-load-4k', '<= 1.5x'),
     row('tlb-hit-4k-traced', 'tlb-hit-4k-off', '(tracing on vs off, alternated: no trace site on a hit)'),
     row('tlb-hit-2m', 'raw-load-2m', '<= 1.5x'),
+    row('floor-lookup-4k', 'raw-load-4k', '(the least a software TLB does: direct-mapped, one compare)'),
     row('walk-4level', '4-dep-loads', '<= 3x'),
+    row('floor-walk', '4-dep-loads', '(the least a walk does: index, load, P, next table)'),
     row('ipi-polling', 'raw-pingpong', '<= 3x'),
     row('ipi-halted', 'raw-pingpong', '(wake-up of a halted core)'),
   ].join('\n');
