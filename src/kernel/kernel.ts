@@ -411,6 +411,9 @@ export class Kernel {
    * from each replica's own node. All or nothing: false (nothing reserved) when a node is full.
    */
   private reserveTables(s: number, need: number): boolean {
+    // Nothing missing (the common case): no pool is touched, so a map on one node does not take
+    // every other node's pool lock.
+    if (need === 0) return true;
     const { k, klayout, frames } = this.v;
     const done: number[] = [];
     for (let r = 0; r < (this.lockMode ? 1 : klayout.config.nodes); r++) {

@@ -131,6 +131,8 @@ export class VSpace implements Replicated {
 
   /** Drops an applied operation's promise; frames beyond POOL_SLACK spare go back to the node. */
   private releaseReservation(r: number, need: number): void {
+    // Nothing was promised (no table was missing): the pool is as the last release left it.
+    if (need === 0) return;
     const k = this.k;
     const b = this.klayout.replicaBase(this.space, r);
     lockPool(k, b);
