@@ -24,7 +24,7 @@
 
 import {
   PTE_A, PTE_D, PTE_G, PTE_P, PTE_PS, PTE_PAT_HUGE, LO_RSVD_1G, LO_RSVD_2M, FRAME_WORDS,
-  HI_ADDR_MASK, HI_PKEY_SHIFT, isCanonical, tableIndex,
+  HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD, isCanonical, tableIndex,
 } from './pte.js';
 import type { Regs } from './regs.js';
 
@@ -127,37 +127,35 @@ export function walk(
   checkRights: boolean,
 ): number {
   if (!isCanonical(vhi, regs.la57)) return FAULT_GP0;
-  const accBits = accessErrorBits(regs, acc);
-  const rsvdHi = regs.rsvdHi;
-  const nxe = regs.nxe;
+  // Bit 63 (XD) of every entry is reserved when EFER.NXE = 0: one mask tests both.
+  const rsvdHi = regs.nxe ? regs.rsvdHi : regs.rsvdHi | HI_XD;
   let table = regs.rootPfn;
-  let rw = 1;
-  let us = 1;
+  /** R/W (bit 0) and U/S (bit 1) of every level so far, ANDed. */
+  let rights = 3;
+  /** Bit 31 set when some level's XD (bit 63) is set. */
   let xd = 0;
   let shift = regs.la57 ? 48 : 39;
   for (;;) {
     const idx = tableIndex(vhi, vlo, shift);
+    // A table outside installed memory reads as all ones (present, every bit set).
     let word = -1;
     let lo = -1;
     let hi = -1;
     if (table < totalFrames) {
       word = table * FRAME_WORDS + idx * 2;
       lo = mem[word];
-      if ((lo & PTE_P) === 0) return fault(VEC_PF, accBits);
+      if ((lo & PTE_P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
       hi = mem[word + 1];
     }
     let leaf = shift === 12;
-    let rsvd = (hi & rsvdHi) !== 0 || (!nxe && hi < 0);
-    if (shift >= 39) {
-      if ((lo & PTE_PS) !== 0) rsvd = true;
-    } else if ((lo & PTE_PS) !== 0 && !leaf) {
+    if ((hi & rsvdHi) !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
+    if ((lo & PTE_PS) !== 0 && !leaf) {
+      // PS is reserved in a PML5E/PML4E; in a PDPTE/PDE it maps a 1 GiB/2 MiB page.
+      if (shift >= 39 || (lo & (shift === 30 ? LO_RSVD_1G : LO_RSVD_2M)) !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
       leaf = true;
-      if ((lo & (shift === 30 ? LO_RSVD_1G : LO_RSVD_2M)) !== 0) rsvd = true;
     }
-    if (rsvd) return fault(VEC_PF, accBits | PF_P | PF_RSVD);
-    rw &= lo >>> 1;
-    us &= lo >>> 2;
-    xd |= hi >>> 31;
+    rights &= lo >>> 1;
+    xd |= hi;
     if (!leaf) {
       if (setAD && (lo & PTE_A) === 0 && word >= 0) setEntryBits(mem, word, PTE_A, regs.atomicAD);
       table = (lo >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
@@ -165,19 +163,15 @@ export function walk(
       continue;
     }
     // Leaf: build the negative-sense flags and check the access.
-    let flags = (rw & 1) === 0 ? F_NW : 0;
-    if ((us & 1) !== 0) {
-      flags |= F_USER | (1 << (F_PK_SHIFT + ((hi >>> HI_PKEY_SHIFT) & 0xf)));
-    } else {
-      flags |= F_SUPER;
-    }
-    if (nxe && (xd & 1) !== 0) flags |= F_XD;
+    let flags = (rights & 1) === 0 ? F_NW : 0;
+    flags |= (rights & 2) !== 0 ? F_USER | (1 << (F_PK_SHIFT + ((hi >>> HI_PKEY_SHIFT) & 0xf))) : F_SUPER;
+    if (xd < 0 && regs.nxe) flags |= F_XD;
     if ((lo & PTE_D) === 0) flags |= F_CLEAN;
     const pfn = ((shift === 12 ? lo : lo & ~PTE_PAT_HUGE) >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
     if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= F_NOMEM;
     if (checkRights || setAD) {
       const violation = flags & regs.accessMask(acc) & ~(F_CLEAN | F_NOMEM);
-      if (violation !== 0) return fault(VEC_PF, accBits | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
+      if (violation !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
     }
     if (setAD && word >= 0) {
       const need = acc === ACC_WRITE ? PTE_A | PTE_D : PTE_A;
