@@ -369,22 +369,32 @@ export class Nr {
    * write the structure. Returns fn's result.
    */
   read<T>(t: NrThread, fn: (r: number) => T): T {
-    this.sync(t);
     const w = this.w;
     const r = t.replica;
+    const rb = this.base + this.layout.replica(r);
+    // The replica is usually up to date already: two loads, no sync (ctail first, as sync reads it).
+    const target = Atomics.load(w, this.base + H_CTAIL);
+    if (((Atomics.load(w, rb + R_LTAIL) - target) | 0) < 0) this.sync(t);
     const flag = this.base + this.layout.reader(r, t.id);
-    const writer = this.base + this.layout.replica(r) + R_WRITER;
-    this.startWait();
-    for (;;) {
-      Atomics.store(w, flag, 1);
-      if (Atomics.load(w, writer) === 0) break;
-      Atomics.store(w, flag, 0);
-      while (Atomics.load(w, writer) !== 0) this.waitStep(t, () => `replica ${r}'s writer to finish`);
-    }
+    const writer = rb + R_WRITER;
+    Atomics.store(w, flag, 1);
+    if (Atomics.load(w, writer) !== 0) this.enterReadSide(t, flag, writer);
     try {
       return fn(r);
     } finally {
       Atomics.store(w, flag, 0);
+    }
+  }
+
+  /** The read side's slow path: a writer holds the replica; step back, wait, try again (writer preference). */
+  private enterReadSide(t: NrThread, flag: number, writer: number): void {
+    const w = this.w;
+    this.startWait();
+    for (;;) {
+      Atomics.store(w, flag, 0);
+      while (Atomics.load(w, writer) !== 0) this.waitStep(t, () => `replica ${t.replica}'s writer to finish`);
+      Atomics.store(w, flag, 1);
+      if (Atomics.load(w, writer) === 0) return;
     }
   }
 
