@@ -112,6 +112,8 @@ Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
   a 4-level walk on a TLB miss (A/D already set) vs four dependent plain loads
   an IPI round trip to a polling core and to a halted core vs a raw Atomics ping-pong
+  floors, on the same patterns: a direct-mapped one-compare lookup, and a walk that only
+  indexes, loads, tests P and follows (the least any software translation does)
 
   --json              print one JSON object (figures, ratios, Node version, machine)
   --time MS           time per task (default 500)
