@@ -548,11 +548,16 @@ export class Cpu {
     }
   }
 
-  /** Acknowledges an IPI to its sender and wakes it. */
+  /**
+   * Acknowledges an IPI to its sender, and wakes it if it sleeps. The sender, before it sleeps,
+   * marks itself HALTED and then looks at its ack word again (sleepSlice); this side adds the ack
+   * and then looks at the state: with both sequentially consistent, one of the two sees the
+   * other, so no ack is slept through. A polling sender costs no notify.
+   */
   ack(sender: number): void {
     const sb = this.layout.coreBase(sender);
     Atomics.add(this.ctl, sb + C_ACK, 1);
-    this.wake(sender);
+    if (Atomics.load(this.ctl, sb + C_STATE) === CORE_HALTED) this.wake(sender);
   }
 
   /**
@@ -672,19 +677,23 @@ export class Cpu {
           this.lastWaitWhat = `acks for IPIs sent by core ${this.id} (${(this.ackTarget - Atomics.load(c, ackWord)) | 0} missing)`;
           return WAIT_TIMEOUT;
         }
-        this.sleepSlice();
+        this.sleepSlice(true);
       }
     }
     return WAIT_OK;
   }
 
-  /** Sleeps on the doorbell for one short slice, marked HALTED so that senders wake it. */
-  private sleepSlice(): void {
+  /**
+   * Sleeps on the doorbell for one short slice, marked HALTED so that senders and ackers wake it;
+   * not at all if an interrupt is pending or, when waiting for acks, they have all come.
+   */
+  private sleepSlice(waitingForAcks = false): void {
     const c = this.ctl;
     const db = this.base + C_DOORBELL;
     const d = Atomics.load(c, db);
     Atomics.store(c, this.base + C_STATE, CORE_HALTED);
-    if (Atomics.load(c, this.pendingWord) === 0) Atomics.wait(c, db, d, SLICE_MS);
+    const done = waitingForAcks && ((Atomics.load(c, this.base + C_ACK) - this.ackTarget) | 0) >= 0;
+    if (!done && Atomics.load(c, this.pendingWord) === 0) Atomics.wait(c, db, d, SLICE_MS);
     Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
   }
 
