@@ -174,6 +174,21 @@ S('stress --trace writes Chrome trace JSON: a track per core, slices for operati
   for (const e of t.traceEvents) assert.ok(['B', 'E', 'i', 'M'].includes(e.ph) && typeof e.ts === 'number' && e.pid === 1);
 });
 
+S('stress --hw --trace and bench shootdown --trace write Chrome traces of walks and IPIs', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-trace-'));
+  const hw = join(dir, 'hw.json');
+  let r = nrvm('stress', '--hw', '--seconds', '0.5', '--seed', '6', '--trace', hw);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /trace {7}.*hw\.json/);
+  let names = new Set(JSON.parse(readFileSync(hw, 'utf8')).traceEvents.map((e: { name: string }) => e.name));
+  for (const n of ['thread_name', 'walk', 'IPI', 'IPI sent']) assert.ok(names.has(n), `--hw trace has ${n}`);
+  const sd = join(dir, 'sd.json');
+  r = nrvm('bench', 'shootdown', '--targets', '1', '--samples', '20', '--json', '--trace', sd);
+  assert.is(r.code, 0, r.err);
+  names = new Set(JSON.parse(readFileSync(join(dir, 'sd-1.json'), 'utf8')).traceEvents.map((e: { name: string }) => e.name));
+  for (const n of ['shootdown', 'IPI', 'IPI sent']) assert.ok(names.has(n), `shootdown trace has ${n}`);
+});
+
 S('the MH copy-on-write policy runs clean under the stress oracles', () => {
   const r = nrvm('stress', '--seconds', '2', '--seed', '5', '--cow', 'mh', '--json', '--mix', 'map=10,unmap=4,access=60,check=10,fork=1,exit=1,switch=4');
   assert.is(r.code, 0, r.err + r.out.slice(0, 2000));

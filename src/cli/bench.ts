@@ -29,6 +29,7 @@ import { Rng } from '../workloads/rng.js';
 import type { CoreResult } from '../machine/executor.js';
 import { tableFrames } from '../kernel/kernel.js';
 import { TraceRing, traceBytes } from '../hw/trace.js';
+import { writeChromeTrace } from '../trace/chrome.js';
 
 const LOOP = 4096;
 
@@ -447,11 +448,15 @@ export interface ShootdownResult {
   note: string;
 }
 
-export async function runShootdownBench(o: { targets: number[]; samples: number; log?: (s: string) => void }): Promise<ShootdownResult> {
+export async function runShootdownBench(o: {
+  targets: number[]; samples: number; log?: (s: string) => void;
+  /** Trace every target count into FILE with "-<targets>" before its extension. */
+  trace?: string;
+}): Promise<ShootdownResult> {
   const rows: ShootdownResult['rows'] = [];
   for (const n of o.targets) {
     o.log?.(`bench: shootdown to ${n} target core(s)...`);
-    const m = await Machine.boot({ cores: n + 1, nodes: 1, memory: '32MiB' });
+    const m = await Machine.boot({ cores: n + 1, nodes: 1, memory: '32MiB', trace: o.trace !== undefined });
     try {
       const k = m.kernel;
       const s = k.createSpace();
@@ -482,6 +487,7 @@ export async function runShootdownBench(o: { targets: number[]; samples: number;
       const res = await running;
       for (const r of res) if (!r.ok) throw new Error(`bench: core ${r.core} failed: ${r.error}`);
       cpu.detach();
+      if (o.trace) await writeChromeTrace(m, o.trace.replace(/(\.json)?$/, `-${n}$1`));
       lat.sort((a, b) => a - b);
       rows.push({ targets: n, p50Ns: lat[lat.length >> 1], p99Ns: lat[Math.floor(lat.length * 0.99)], samples: lat.length });
     } finally {

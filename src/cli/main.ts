@@ -106,7 +106,7 @@ Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
        nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg] [--trace FILE.json]
-       nrvm bench shootdown [--targets 1,2,3] [--samples N] [--json]
+       nrvm bench shootdown [--targets 1,2,3] [--samples N] [--json] [--trace FILE.json]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -133,7 +133,8 @@ shows the speed-up the machine itself gave ("machine"). Above the machine's real
 figures measure contention, not speed-up.
 
 shootdown: the round trip of one page's shootdown from one initiator to 1..N target cores that
-run the space (median and p99).
+run the space (median and p99); --trace writes a Chrome trace per target count
+(FILE-<targets>.json). micro and fork time loops on one thread and take no --trace.
 
 Examples:
   nrvm bench micro --json
@@ -272,10 +273,9 @@ async function stress(args: string[]): Promise<number> {
   let violations: number;
   if (values.hw) {
     if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
-    if (values.trace !== undefined) throw new UsageError('--trace is for the address-space stress and races (not --hw yet)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
-    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, progress }, replay);
+    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
     violations = report.violations.length;
@@ -361,14 +361,14 @@ async function bench(args: string[]): Promise<number> {
     return 0;
   }
   if (which === 'shootdown') {
-    const { values } = parse(rest, { json: { type: 'boolean' }, targets: { type: 'string' }, samples: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
+    const { values } = parse(rest, { json: { type: 'boolean' }, targets: { type: 'string' }, samples: { type: 'string' }, trace: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
     if (values.help) {
       process.stdout.write(BENCH_HELP);
       return 0;
     }
     const targets = (values.targets ?? '1,2,3').split(',').map((x) => int(x.trim(), 'targets', 1, 64) as number);
     const samples = int(values.samples, 'samples', 10, 1_000_000) ?? 2000;
-    const r = await runShootdownBench({ targets, samples, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
+    const r = await runShootdownBench({ targets, samples, trace: values.trace, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatShootdown(r) + '\n');
     return 0;
   }

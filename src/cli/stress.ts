@@ -8,6 +8,7 @@ import { writeDump } from '../machine/dump.js';
 import { hwStressJobs, setupHwStress, type StressMix } from '../workloads/hwstress.js';
 import { checkCores, checkIpis, checkToggles, checkXlates, type Violation } from '../check/hw.js';
 import type { CoreResult } from '../machine/executor.js';
+import { writeChromeTrace } from '../trace/chrome.js';
 
 export interface StressOptions {
   machine: MachineOptions;
@@ -16,6 +17,8 @@ export interface StressOptions {
   opsPerRound: number;
   mix: StressMix;
   dump?: string;
+  /** Write a Chrome trace of the run here (the machine records trace events). */
+  trace?: string;
   /** Called after every round with a one-line status (the CLI prints it on a terminal). */
   progress?: (line: string) => void;
 }
@@ -35,13 +38,14 @@ export interface StressReport {
   violations: (Violation & { round: number })[];
   replay: string;
   dump?: string;
+  trace?: string;
 }
 
 const SUM_COUNTERS = ['loads', 'stores', 'fetches', 'invlpg', 'ipisSent', 'ipisReceived', 'translations', 'pteUpdates', 'tlbHits', 'tlbMisses', 'walks', 'pageFaults', 'gpFaults'];
 
 /** Runs the stress loop. Rejects only for configuration/setup errors; violations are in the report. */
 export async function runStress(o: StressOptions, replay: string): Promise<StressReport> {
-  const m = await Machine.boot(o.machine);
+  const m = await Machine.boot({ ...o.machine, trace: o.trace !== undefined });
   try {
     const setup = setupHwStress(m);
     const sum: Record<string, number> = Object.fromEntries(SUM_COUNTERS.map((k) => [k, 0]));
@@ -80,6 +84,7 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       await writeDump(m, o.dump, [{ label: 'stress-shared', cr3: setup.cr3, la57: false }]);
       dump = o.dump;
     }
+    if (o.trace) await writeChromeTrace(m, o.trace, violationInstants(violations));
     return {
       seed: o.seed,
       config: { cores: m.config.cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, inject: m.config.inject },
@@ -98,6 +103,7 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       violations,
       replay,
       dump,
+      trace: o.trace,
     };
   } finally {
     await m.shutdown();
@@ -125,8 +131,14 @@ export function formatReport(r: StressReport): string {
     `  IPIs        ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received; entry rewrites (break-before-make) ${fmt(r.pteUpdates)}`,
   ];
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
+  if (r.trace) lines.push(`  trace       ${r.trace} (Chrome trace events: open in Perfetto or chrome://tracing)`);
   lines.push(...formatViolations(r.violations), `  replay      ${r.replay}`);
   return lines.join('\n');
+}
+
+/** Violations as trace instants, on the track of the core their detail names ("core 3 ...", else 0). */
+export function violationInstants(violations: { kind: string; detail: string }[]): { core: number; name: string; detail: string }[] {
+  return violations.map((v) => ({ core: Number(/core (\d+)/.exec(v.detail)?.[1] ?? 0), name: v.kind, detail: v.detail }));
 }
 
 /** The report's violation lines: none, or the count by kind and the first five. */

@@ -14,7 +14,7 @@ import {
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
-import { fmt, formatViolations, sumCounters } from './stress.js';
+import { fmt, formatViolations, sumCounters, violationInstants } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 
 export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
@@ -123,7 +123,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       await writeDump(m, o.dump, roots);
       dump = o.dump;
     }
-    if (o.trace) await writeChromeTrace(m, o.trace, violations.map((v) => ({ core: coreOf(v.detail), name: v.kind, detail: v.detail })));
+    if (o.trace) await writeChromeTrace(m, o.trace, violationInstants(violations));
     if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
     const k = sumCounters(m);
     const accesses = k.loads + k.stores;
@@ -162,12 +162,6 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
   }
 }
 
-
-/** The core a violation's detail names ("core 3 ..."), or 0. */
-function coreOf(detail: string): number {
-  const m = /core (\d+)/.exec(detail);
-  return m ? Number(m[1]) : 0;
-}
 
 /** The human summary. */
 export function formatVmReport(r: VmStressReport): string {
