@@ -87,8 +87,12 @@ export interface ExecOptions {
   durationMs?: number;
 }
 
-/** Operations between two looks at the clock when the program has a duration. */
+/**
+ * With a duration, the clock is read every CLOCK_EVERY steps of the loop, a step being one cold
+ * operation or a run of at most HOT_SPAN hot ones (so a few ms at most pass between two reads).
+ */
 const CLOCK_EVERY = 64;
+const HOT_SPAN = 1024;
 
 /** An access through a translation to a frame its address space no longer owns. */
 export interface StaleAccess {
@@ -292,7 +296,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       if (n === 0) break;
       let i = 0;
       while (i < n && !failed && !st.stop && !cpu.stopRequested) {
-        if (!opts.record) i = hotLoop(cpu, buf, i, deadline === Infinity ? n : Math.min(n, i + CLOCK_EVERY * 16), base, st, opts.kernel);
+        if (!opts.record) i = hotLoop(cpu, buf, i, deadline === Infinity ? n : Math.min(n, i + HOT_SPAN), base, st, opts.kernel);
         if (deadline !== Infinity && --clock <= 0) {
           clock = CLOCK_EVERY;
           if ((timeUp = performance.now() >= deadline)) break;
