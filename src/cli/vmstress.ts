@@ -162,7 +162,6 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
   }
 }
 
-
 /** The human summary. */
 export function formatVmReport(r: VmStressReport): string {
   const o = (k: string): number => r.outcomes[k] ?? 0;
