@@ -677,22 +677,24 @@ export class Cpu {
           this.lastWaitWhat = `acks for IPIs sent by core ${this.id} (${(this.ackTarget - Atomics.load(c, ackWord)) | 0} missing)`;
           return WAIT_TIMEOUT;
         }
-        this.sleepSlice(true);
+        this.sleepSlice(ackWord, this.ackTarget);
       }
     }
     return WAIT_OK;
   }
 
   /**
-   * Sleeps on the doorbell for one short slice, marked HALTED so that senders and ackers wake it;
-   * not at all if an interrupt is pending or, when waiting for acks, they have all come.
+   * Sleeps on the doorbell for one short slice, marked HALTED so that whoever changes what it
+   * waits for wakes it; not at all if an interrupt is pending or the awaited word has reached
+   * `until` (checked after HALTED is visible: the other side changes the word, then looks at
+   * the state, so one of the two sees the other). word < 0: only interrupts end the slice early.
    */
-  private sleepSlice(waitingForAcks = false): void {
+  private sleepSlice(word = -1, until = 0): void {
     const c = this.ctl;
     const db = this.base + C_DOORBELL;
     const d = Atomics.load(c, db);
     Atomics.store(c, this.base + C_STATE, CORE_HALTED);
-    const done = waitingForAcks && ((Atomics.load(c, this.base + C_ACK) - this.ackTarget) | 0) >= 0;
+    const done = word >= 0 && ((Atomics.load(c, word) - until) | 0) >= 0;
     if (!done && Atomics.load(c, this.pendingWord) === 0) Atomics.wait(c, db, d, SLICE_MS);
     Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
   }
@@ -745,8 +747,12 @@ export class Cpu {
 
   private barrierOn(word: number, what: string): number {
     const c = this.ctl;
-    Atomics.add(c, word, 1);
     const n = Atomics.load(c, G_PARTICIPANTS);
+    // The last to arrive wakes the cores sleeping in the barrier (they re-read the word after
+    // marking themselves HALTED: see sleepSlice).
+    if (Atomics.add(c, word, 1) + 1 === n) {
+      for (let i = 0; i < this.layout.config.cores; i++) if (i !== this.id && this.isHalted(i)) this.wake(i);
+    }
     const deadline = Date.now() + this.waitLimitMs;
     let spins = 0;
     while (Atomics.load(c, word) < n) {
@@ -757,7 +763,7 @@ export class Cpu {
           this.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived)`;
           return WAIT_TIMEOUT;
         }
-        this.sleepSlice();
+        this.sleepSlice(word, n);
       }
     }
     this.poll();
