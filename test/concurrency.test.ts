@@ -12,8 +12,8 @@ import type { CoreResult } from '../src/machine/executor.js';
 import type { Op } from '../src/machine/program.js';
 import { Tables } from './helpers.js';
 import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, makeHi, makeLo } from '../src/hw/pte.js';
-import { F_NW, F_PK_SHIFT, F_USER, F_XD } from '../src/hw/walk.js';
-import type { MachineOptions } from '../src/hw/config.js';
+import { F_NW, F_PK_SHIFT, F_USER, F_XD } from '../src/hw/fault.js';
+import type { MachineOptions } from '../src/machine/config.js';
 
 const USER_CR = { cpl: 3 as const };
 

@@ -2,9 +2,9 @@
 // a few words, and a deterministic PRNG for generated cases.
 
 import { Machine } from '../src/machine/machine.js';
-import type { MachineOptions } from '../src/hw/config.js';
-import { findEntry, mapPage, type LeafAttrs, MAP_OK } from '../src/hw/ptbuild.js';
-import { split64 } from '../src/hw/pte.js';
+import type { MachineOptions } from '../src/machine/config.js';
+import { findEntry, mapPage, type LeafAttrs, MAP_OK } from '../src/hw/pagetable.js';
+import { split64 } from '../src/hw/vaddr.js';
 import type { Cpu } from '../src/hw/cpu.js';
 
 /** Boots a machine with no worker pool (main-thread tests). */

@@ -6,7 +6,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Machine, ConfigError, MachineError } from '../src/machine/machine.js';
-import { validateConfig, parseSize } from '../src/hw/config.js';
+import { parseSize } from '../src/hw/config.js';
+import { validateConfig } from '../src/machine/config.js';
 import { NO_FRAME } from '../src/hw/frames.js';
 import { bootLocal } from './helpers.js';
 

@@ -17,6 +17,12 @@ function fresh(max: number): MapDb {
   return db;
 }
 
+/** A query's answer as the model gives it: the entry found, or null. */
+function got(query: (out: MapEntry) => boolean): MapEntry | null {
+  const out = { va: 0, pfn: 0, pages: 0, rights: 0 };
+  return query(out) ? out : null;
+}
+
 T('random inserts, removals and lookups agree with a sequential model', () => {
   fc.assert(
     fc.property(fc.array(fc.tuple(fc.constantFrom('ins', 'ins', 'ins', 'rm', 'rights'), fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 3 })), { minLength: 200, maxLength: 2500 }), (ops) => {
@@ -27,17 +33,16 @@ T('random inserts, removals and lookups agree with a sequential model', () => {
         if (kind === 'ins') {
           if (model.has(va)) continue;
           const e = { va, pfn: slot, pages, rights: slot & 7 };
-          assert.ok(db.insert(e));
+          assert.ok(db.insert(e.va, e.pfn, e.pages, e.rights));
           model.set(va, e);
         } else if (kind === 'rm') {
-          const got = db.remove(va);
-          assert.equal(got, model.get(va) ?? null);
+          assert.equal(got((o) => db.remove(va, o)), model.get(va) ?? null);
           model.delete(va);
         } else {
-          const got = db.setRights(va, 5);
+          const changed = got((o) => db.setRights(va, 5) && db.find(va, o));
           const m = model.get(va);
           if (m) m.rights = 5;
-          assert.equal(got, m ?? null);
+          assert.equal(changed, m ?? null);
         }
       }
       const sorted = [...model.values()].sort((a, b) => a.va - b.va);
@@ -47,9 +52,9 @@ T('random inserts, removals and lookups agree with a sequential model', () => {
         const probe = 0x7f00_0000_0000 + Math.floor((k * 5001 * 4 * 4096) / 60) + (k % 3) * 4096;
         const floor = [...sorted].reverse().find((e) => e.va <= probe) ?? null;
         const ceil = sorted.find((e) => e.va >= probe) ?? null;
-        assert.equal(db.floor(probe), floor, `floor ${probe.toString(16)}`);
-        assert.equal(db.ceil(probe), ceil, `ceil ${probe.toString(16)}`);
-        assert.equal(db.find(probe), floor && probe < floor.va + floor.pages * 4096 ? floor : null);
+        assert.equal(got((o) => db.floor(probe, o)), floor, `floor ${probe.toString(16)}`);
+        assert.equal(got((o) => db.ceil(probe, o)), ceil, `ceil ${probe.toString(16)}`);
+        assert.equal(got((o) => db.find(probe, o)), floor && probe < floor.va + floor.pages * 4096 ? floor : null);
       }
     }),
     { numRuns: 40 },
@@ -61,12 +66,12 @@ T('sequential and reverse insertion of 20,000 entries (many levels of splits)', 
     const db = fresh(20_000);
     for (let i = 0; i < 20_000; i++) {
       const k = order === 'up' ? i : 19_999 - i;
-      assert.ok(db.insert({ va: k * 4096, pfn: k, pages: 1, rights: 1 }), `insert ${k}`);
+      assert.ok(db.insert(k * 4096, k, 1, 1), `insert ${k}`);
     }
     const all = db.entries();
     assert.is(all.length, 20_000);
     all.forEach((e, i) => assert.is(e.va, i * 4096));
-    assert.is(db.find(12_345 * 4096 + 100)?.pfn, 12_345);
+    assert.is(got((o) => db.find(12_345 * 4096 + 100, o))?.pfn, 12_345);
   }
 });
 
@@ -75,7 +80,7 @@ T('a full arena refuses an insert with false, and loses nothing', () => {
   const db = new MapDb(new Int32Array(words + 16), 0, words);
   db.reset();
   let n = 0;
-  while (db.insert({ va: n * 4096, pfn: n, pages: 1, rights: 0 })) n++;
+  while (db.insert(n * 4096, n, 1, 0)) n++;
   assert.ok(n >= 32 && n < 200);
   assert.is(db.entries().length, n);
 });

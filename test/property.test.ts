@@ -5,13 +5,13 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import {
-  entryFrame, entryPkey, isCanonical, join64, makeHi, makeLo, split64, tableIndex, HI_XD, canonicalize,
-} from '../src/hw/pte.js';
+import { entryFrame, entryPkey, makeHi, makeLo, HI_XD } from '../src/hw/pte.js';
+import { isCanonical, join64, split64, tableIndex, canonicalize } from '../src/hw/vaddr.js';
 import { Regs, CR0_WP, CR4_LA57, CR4_PKE, CR4_SMAP, CR4_SMEP, EFER_NXE } from '../src/hw/regs.js';
-import { WalkOut, walk, F_NW, F_SUPER, F_XD, faultVector, faultError } from '../src/hw/walk.js';
+import { WalkOut, walk } from '../src/hw/walk.js';
+import { F_NW, F_SUPER, F_XD, faultVector, faultError } from '../src/hw/fault.js';
 import { Layout } from '../src/hw/layout.js';
-import { validateConfig } from '../src/hw/config.js';
+import { validateConfig } from '../src/machine/config.js';
 import { Rng } from '../src/workloads/rng.js';
 
 const P = suite('codecs');

@@ -12,13 +12,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine } from '../src/machine/machine.js';
 import { checkConservation, checkIsolation, checkStale, destroyAllAndCheck } from '../src/check/kernel.js';
+import * as procs from '../src/kernel/proc.js';
+import * as spaces from '../src/kernel/space.js';
 
 const T = suite('lock baseline and scaling');
 
 T('the lock baseline passes the stress oracles under a concurrent mix with forks', async () => {
   const m = await Machine.boot({ cores: 3, nodes: 1, memory: '64MiB', kernel: { mode: 'lock', maxSpaces: 16 } });
   try {
-    for (let i = 0; i < 2; i++) m.kernel.spawn(m.kernel.createSpace(), -1);
+    for (let i = 0; i < 2; i++) procs.spawn(m.kernel, spaces.createSpace(m.kernel), -1);
     for (let c = 0; c < 3; c++) m.setRegisters(c, { cpl: 3 });
     for (let round = 0; round < 3; round++) {
       const res = await m.run([0, 1, 2].map((c) => ({
@@ -30,7 +32,7 @@ T('the lock baseline passes the stress oracles under a concurrent mix with forks
       })));
       for (const r of res) assert.ok(r.ok, r.error);
       assert.equal([...checkStale(res), ...checkIsolation(res)], []);
-      m.kernel.reapZombies();
+      procs.reapZombies(m.kernel);
     }
     assert.equal(checkConservation(m), []);
     assert.equal(destroyAllAndCheck(m), []);

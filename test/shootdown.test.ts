@@ -15,11 +15,16 @@ import { Machine } from '../src/machine/machine.js';
 import type { CoreResult } from '../src/machine/executor.js';
 import type { Cpu } from '../src/hw/cpu.js';
 import { IPI_STOP, WAIT_OK } from '../src/hw/cpu.js';
-import { OK } from '../src/kernel/kernel.js';
-import { R_USER, R_WRITE } from '../src/kernel/vspace.js';
-import { findEntry } from '../src/hw/ptbuild.js';
+import { OK } from '../src/kernel/ops.js';
+import { R_USER, R_WRITE } from '../src/kernel/ops.js';
+import { findEntry } from '../src/hw/pagetable.js';
 import { PTE_P } from '../src/hw/pte.js';
 import type { Op } from '../src/machine/program.js';
+import * as procs from '../src/kernel/proc.js';
+import * as refs from '../src/kernel/refs.js';
+import * as shootdowns from '../src/kernel/shootdown.js';
+import * as spaces from '../src/kernel/space.js';
+import * as vm from '../src/kernel/vm.js';
 
 const RW = R_WRITE | R_USER;
 const X = 0x40_0000;
@@ -33,12 +38,12 @@ interface Bench {
 
 async function setup(inject: string[] = []): Promise<Bench> {
   const m = await Machine.boot({ cores: 4, nodes: 2, memory: '32MiB', inject });
-  const a = m.kernel.createSpace();
-  const b = m.kernel.createSpace();
+  const a = spaces.createSpace(m.kernel);
+  const b = spaces.createSpace(m.kernel);
   for (let c = 0; c < 4; c++) m.setRegisters(c, { cpl: 3 });
   const cpu0 = m.attachHere(0);
-  m.kernel.installHandlers(cpu0);
-  m.kernel.switchTo(cpu0, a);
+  shootdowns.installHandlers(m.kernel, cpu0);
+  shootdowns.switchTo(m.kernel, cpu0, a);
   return { m, a, b, cpu0 };
 }
 
@@ -46,18 +51,18 @@ async function setup(inject: string[] = []): Promise<Bench> {
 function mapOwned(x: Bench, s: number, va: number, pages: number): number {
   const f = x.m.frames.allocContiguous(0, pages);
   for (let p = 0; p < pages; p++) {
-    x.m.kernel.setRefcount(f + p, 1);
-    x.m.kernel.ownerAdd(f + p, s);
+    refs.setRefcount(x.m.kernel, f + p, 1);
+    refs.ownerAdd(x.m.kernel, f + p, s);
   }
-  assert.is(x.m.kernel.map(0, s, va, f * 4096, pages * 4096, RW, x.cpu0).code, OK);
+  assert.is(vm.map(x.m.kernel, 0, s, va, f * 4096, pages * 4096, RW, x.cpu0).code, OK);
   return f;
 }
 
 /** Unmaps through core 0; once it returned, the frames are free for anyone (owner cleared). */
 function unmapOwned(x: Bench, s: number, va: number): void {
-  const r = x.m.kernel.unmap(x.cpu0, s, va);
+  const r = vm.unmap(x.m.kernel, x.cpu0, s, va);
   assert.is(r.code, OK);
-  for (let p = 0; p < r.pages; p++) x.m.kernel.ownerRemove(r.pfn + p, s);
+  for (let p = 0; p < r.pages; p++) refs.ownerRemove(x.m.kernel, r.pfn + p, s);
 }
 
 /** Starts cores on loops of loads at `va` in their spaces; resolves once all are in their masks. */
@@ -70,7 +75,7 @@ async function startLoops(x: Bench, cores: [number, number][], va: number, pfn?:
   const ops = (c: number, s: number) => [{ op: 'switch' as const, space: s }, { op: 'store' as const, va: va + 8 * c, value: 0x5ca1ab1en }];
   const running = x.m.run(cores.map(([c, s]) => ({ core: c, program: { kind: 'ops', ops: ops(c, s), repeat: 1e9, checkOwner: true } })));
   const deadline = Date.now() + 20_000;
-  while (!cores.every(([c, s]) => x.m.kernel.activeCores(s).includes(c))) {
+  while (!cores.every(([c, s]) => shootdowns.activeCores(x.m.kernel, s).includes(c))) {
     if (Date.now() > deadline) throw new Error('cores did not join their address spaces');
     await new Promise((r) => setImmediate(r));
   }
@@ -134,7 +139,7 @@ S('IPIs go to exactly the active cores minus the initiator; receivers sync their
   const x = await setup();
   const f = mapOwned(x, x.a, X, 1);
   const running = await startLoops(x, [[1, x.a], [2, x.a], [3, x.b]], X, f);
-  assert.equal(x.m.kernel.activeCores(x.a), [0, 1, 2]);
+  assert.equal(shootdowns.activeCores(x.m.kernel, x.a), [0, 1, 2]);
   unmapOwned(x, x.a, X);
   assert.is(x.m.kernel.stats.shootdownIpis, 2, 'cores 1 and 2, not 0 (the initiator) nor 3 (space b)');
   // Core 2 (node 1) synced replica 1 in its handler: replica 1 no longer maps X.
@@ -174,8 +179,8 @@ S('up to 20 pages are invalidated page by page, more by a full flush (NRK 6)', a
 S('a node with no running core does not stall the log: writers advance its replica (NRK 8)', async () => {
   const m = await Machine.boot({ cores: 4, nodes: 2, memory: '32MiB', kernel: { logEntries: 32, maxBatch: 8 } });
   try {
-    const s = m.kernel.createSpace();
-    m.kernel.spawn(s, -1);
+    const s = spaces.createSpace(m.kernel);
+    procs.spawn(m.kernel, s, -1);
     const jobs = [0, 1].map((c) => ({
       core: c,
       program: {
@@ -197,7 +202,7 @@ S('a node with no running core does not stall the log: writers advance its repli
 S('a replica-advance IPI reaches an idle (halted) core of the lagging node', async () => {
   const m = await Machine.boot({ cores: 4, nodes: 2, memory: '32MiB', kernel: { logEntries: 32, maxBatch: 8 } });
   try {
-    const s = m.kernel.createSpace();
+    const s = spaces.createSpace(m.kernel);
     for (let c = 0; c < 4; c++) m.setRegisters(c, { cpl: 3 });
     const writer = (c: number) => {
       const ops: Op[] = [{ op: 'switch', space: s }];

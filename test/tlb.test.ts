@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootLocal, Tables, core, hl } from './helpers.js';
 import { CR0_PG, CR0_WP, CR4_PAE, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
-import { ACC_READ, ACC_WRITE, faultError } from '../src/hw/walk.js';
+import { ACC_READ, ACC_WRITE, faultError } from '../src/hw/fault.js';
 import { PTE_P, PTE_RW } from '../src/hw/pte.js';
 import type { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';

@@ -8,24 +8,28 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Machine } from '../src/machine/machine.js';
-import { ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY } from '../src/kernel/kernel.js';
-import { R_NX, R_USER, R_WRITE } from '../src/kernel/vspace.js';
-import { enumerateMappings } from '../src/hw/ptbuild.js';
-import { ACC_READ, ACC_WRITE, faultError } from '../src/hw/walk.js';
+import { ALREADY_MAPPED, INVALID_BASE, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY } from '../src/kernel/ops.js';
+import { R_NX, R_USER, R_WRITE } from '../src/kernel/ops.js';
+import { enumerateMappings } from '../src/hw/pagetable.js';
+import { ACC_READ, ACC_WRITE, faultError } from '../src/hw/fault.js';
 import type { Cpu } from '../src/hw/cpu.js';
+import * as faults from '../src/kernel/fault.js';
+import * as shootdowns from '../src/kernel/shootdown.js';
+import * as spaces from '../src/kernel/space.js';
+import * as vm from '../src/kernel/vm.js';
 
 const RW = R_WRITE | R_USER;
 const PAGE = 4096;
 
 async function boot(memory = '16MiB'): Promise<{ m: Machine; s: number; c0: Cpu; c1: Cpu }> {
   const m = await Machine.boot({ cores: 2, nodes: 2, memory }, { pool: false });
-  const s = m.kernel.createSpace();
+  const s = spaces.createSpace(m.kernel);
   assert.ok(s >= 0);
   m.setRegisters(0, { cpl: 3 });
   m.setRegisters(1, { cpl: 3 });
   const c0 = m.attachHere(0);
   const c1 = m.attachHere(1);
-  m.kernel.switchTo(c0, s); // only core 0 runs the space: no shootdown waits on a core nobody drives
+  shootdowns.switchTo(m.kernel, c0, s); // only core 0 runs the space: no shootdown waits on a core nobody drives
   return { m, s, c0, c1 };
 }
 
@@ -47,30 +51,30 @@ V('MapFrame: errors as values (NRK behaviour 1)', async () => {
   const { m, s } = await boot();
   const k = m.kernel;
   const pa = frame(m);
-  assert.equal(k.map(0, s, 0x40_0000, pa, PAGE, RW), { code: OK });
-  assert.equal(k.map(0, s, 0x40_0000, pa, PAGE, RW), { code: OK }, 'an identical mapping is accepted');
-  assert.equal(k.map(0, s, 0x40_0000, frame(m), PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 });
-  assert.equal(k.map(0, s, 0x3f_f000, frame(m), 3 * PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 }, 'lowest conflicting VA');
-  assert.equal(k.map(0, s, 0x50_0000, pa, 0, RW), { code: INVALID_FRAME }, 'zero size');
-  assert.equal(k.map(0, s, 0x50_0000, pa + 8, PAGE, RW), { code: INVALID_FRAME }, 'misaligned frame');
-  assert.equal(k.map(0, s, 0x50_0000, 2 ** 40, PAGE, RW), { code: INVALID_FRAME }, 'frame outside memory');
-  assert.equal(k.map(0, s, 0x50_0010, pa, PAGE, RW), { code: INVALID_BASE }, 'misaligned VA');
-  assert.equal(k.map(0, s, 2 ** 47, pa, PAGE, RW), { code: INVALID_BASE }, 'outside the user half');
+  assert.equal(vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW), { code: OK });
+  assert.equal(vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW), { code: OK }, 'an identical mapping is accepted');
+  assert.equal(vm.map(k, 0, s, 0x40_0000, frame(m), PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 });
+  assert.equal(vm.map(k, 0, s, 0x3f_f000, frame(m), 3 * PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 }, 'lowest conflicting VA');
+  assert.equal(vm.map(k, 0, s, 0x50_0000, pa, 0, RW), { code: INVALID_FRAME }, 'zero size');
+  assert.equal(vm.map(k, 0, s, 0x50_0000, pa + 8, PAGE, RW), { code: INVALID_FRAME }, 'misaligned frame');
+  assert.equal(vm.map(k, 0, s, 0x50_0000, 2 ** 40, PAGE, RW), { code: INVALID_FRAME }, 'frame outside memory');
+  assert.equal(vm.map(k, 0, s, 0x50_0010, pa, PAGE, RW), { code: INVALID_BASE }, 'misaligned VA');
+  assert.equal(vm.map(k, 0, s, 2 ** 47, pa, PAGE, RW), { code: INVALID_BASE }, 'outside the user half');
 });
 
 V('Resolve, Adjust and Unmap (NRK behaviour 2)', async () => {
   const { m, s, c0 } = await boot();
   const k = m.kernel;
   const pa = frame(m);
-  k.map(0, s, 0x40_0000, pa, 2 * PAGE, RW);
-  assert.equal(k.resolve(0, s, 0x40_1008), { code: OK, pa: pa + PAGE + 8, rights: RW });
-  assert.equal(k.resolve(0, s, 0x40_2000), { code: NOT_MAPPED });
-  assert.equal(k.adjust(c0, s, 0x40_0000, R_USER | R_NX), { code: OK, pages: 2 });
-  assert.equal(k.resolve(0, s, 0x40_0000), { code: OK, pa, rights: R_USER | R_NX });
-  assert.equal(k.adjust(c0, s, 0x40_1000, RW).code, NOT_MAPPED, 'Adjust needs the base');
-  assert.equal(k.unmap(c0, s, 0x40_0000), { code: OK, pfn: pa / PAGE, pages: 2 });
-  assert.equal(k.unmap(c0, s, 0x40_0000).code, NOT_MAPPED, 'a second Unmap');
-  assert.equal(k.resolve(0, s, 0x40_0000), { code: NOT_MAPPED });
+  vm.map(k, 0, s, 0x40_0000, pa, 2 * PAGE, RW);
+  assert.equal(vm.resolve(k, 0, s, 0x40_1008), { code: OK, pa: pa + PAGE + 8, rights: RW });
+  assert.equal(vm.resolve(k, 0, s, 0x40_2000), { code: NOT_MAPPED });
+  assert.equal(vm.adjust(k, c0, s, 0x40_0000, R_USER | R_NX), { code: OK, pages: 2 });
+  assert.equal(vm.resolve(k, 0, s, 0x40_0000), { code: OK, pa, rights: R_USER | R_NX });
+  assert.equal(vm.adjust(k, c0, s, 0x40_1000, RW).code, NOT_MAPPED, 'Adjust needs the base');
+  assert.equal(vm.unmap(k, c0, s, 0x40_0000), { code: OK, pfn: pa / PAGE, pages: 2 });
+  assert.equal(vm.unmap(k, c0, s, 0x40_0000).code, NOT_MAPPED, 'a second Unmap');
+  assert.equal(vm.resolve(k, 0, s, 0x40_0000), { code: NOT_MAPPED });
 });
 
 V('the largest page size that fits: 1 GiB, 2 MiB and 4 KiB leaves', async () => {
@@ -78,22 +82,22 @@ V('the largest page size that fits: 1 GiB, 2 MiB and 4 KiB leaves', async () => 
   const k = m.kernel;
   // 2 MiB + 4 KiB at a 2 MiB-aligned VA and frame.
   const pa = frame(m, 0, 1024);
-  assert.equal(k.map(0, s, 0x4000_0000, pa, 0x20_1000, RW), { code: OK });
+  assert.equal(vm.map(k, 0, s, 0x4000_0000, pa, 0x20_1000, RW), { code: OK });
   const sizes = enumerateMappings(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(0), false).map((x) => x.size);
   assert.equal(sizes, [2 ** 21, 4096]);
   // A 1 GiB leaf (the frames need not exist: it maps past the 16 MiB installed).
   const big = await Machine.boot({ cores: 2, nodes: 1, memory: '16MiB' }, { pool: false });
-  const t = big.kernel.createSpace();
-  assert.equal(big.kernel.map(0, t, 2 ** 30, 0, 2 ** 30, RW).code, INVALID_FRAME, 'frames outside memory are refused');
+  const t = spaces.createSpace(big.kernel);
+  assert.equal(vm.map(big.kernel, 0, t, 2 ** 30, 0, 2 ** 30, RW).code, INVALID_FRAME, 'frames outside memory are refused');
 });
 
 V('replicas hold identical mappings and leaf entries once synced (NRK behaviour 7)', async () => {
   const { m, s, c0 } = await boot();
   const k = m.kernel;
-  for (let i = 0; i < 40; i++) k.map(i % 2, s, 0x1000_0000 + i * 3 * PAGE, frame(m, i % 2), (1 + (i % 3)) * PAGE, i % 5 === 0 ? R_USER : RW);
-  for (let i = 0; i < 40; i += 4) k.unmap(c0, s, 0x1000_0000 + i * 3 * PAGE);
-  for (let i = 1; i < 40; i += 7) k.adjust(c0, s, 0x1000_0000 + i * 3 * PAGE, R_USER | R_NX);
-  k.syncAll(s);
+  for (let i = 0; i < 40; i++) vm.map(k, i % 2, s, 0x1000_0000 + i * 3 * PAGE, frame(m, i % 2), (1 + (i % 3)) * PAGE, i % 5 === 0 ? R_USER : RW);
+  for (let i = 0; i < 40; i += 4) vm.unmap(k, c0, s, 0x1000_0000 + i * 3 * PAGE);
+  for (let i = 1; i < 40; i += 7) vm.adjust(k, c0, s, 0x1000_0000 + i * 3 * PAGE, R_USER | R_NX);
+  spaces.syncAll(k, s);
   assert.equal(k.vspace(s).db(0).entries(), k.vspace(s).db(1).entries());
   assert.equal(leaves(m, s, 0), leaves(m, s, 1));
   assert.ok(leaves(m, s, 0).length > 20);
@@ -104,35 +108,35 @@ V('replicas hold identical mappings and leaf entries once synced (NRK behaviour 
 V('a map through replica 0 faults on node 1 until Resolve applies it: one spurious fault (NRK behaviour 3)', async () => {
   const { m, s, c1 } = await boot();
   const k = m.kernel;
-  k.switchTo(c1, s);
+  shootdowns.switchTo(k, c1, s);
   const pa = frame(m);
   m.mem[pa / 4 + 2] = 4242;
-  k.map(0, s, 0x40_0000, pa, PAGE, RW); // through core 0 = replica 0
+  vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW); // through core 0 = replica 0
   assert.equal(leaves(m, s, 1), [], 'replica 1 has not applied it');
   const r = c1.load64(0, 0x40_0008);
   assert.ok(r < 0, 'the access on node 1 faults');
-  assert.ok(k.onPageFault(c1, c1.cr2hi, c1.cr2lo, ACC_READ, r), 'Resolve found the mapping: spurious');
+  assert.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_READ, r), 'Resolve found the mapping: spurious');
   assert.is(k.stats.spuriousFaults, 1);
   assert.is(c1.load64(0, 0x40_0008), 0, 'the retried access succeeds');
   assert.is(c1.valLo, 4242);
   // No mapping after Resolve: an invalid access, delivered.
   const bad = c1.load64(0, 0x50_0000);
-  assert.not.ok(k.onPageFault(c1, c1.cr2hi, c1.cr2lo, ACC_READ, bad));
+  assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_READ, bad));
   assert.is(k.stats.invalidAccesses, 1);
   // Mapped but not writable: a protection fault, delivered.
-  k.map(1, s, 0x60_0000, frame(m), PAGE, R_USER);
+  vm.map(k, 1, s, 0x60_0000, frame(m), PAGE, R_USER);
   const w = c1.store64(0, 0x60_0000, 0, 1);
   assert.is(faultError(w) & 3, 3, 'a protection fault on a write (mapped through replica 1 itself)');
-  assert.not.ok(k.onPageFault(c1, c1.cr2hi, c1.cr2lo, ACC_WRITE, w));
+  assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_WRITE, w));
 });
 
 V('out of page-table frames is OUT_OF_MEMORY on every replica, and nothing changes', async () => {
   const m = await Machine.boot({ cores: 2, nodes: 2, memory: '512KiB', kernel: { ptPoolFrames: 8 } }, { pool: false });
-  const s = m.kernel.createSpace();
+  const s = spaces.createSpace(m.kernel);
   const pa = m.frames.allocZeroed(0) * PAGE;
   while (m.frames.alloc(1) >= 0); // node 1 is full: its replica cannot get tables
-  assert.equal(m.kernel.map(0, s, 0x40_0000, pa, PAGE, RW), { code: OUT_OF_MEMORY });
-  m.kernel.syncAll(s);
+  assert.equal(vm.map(m.kernel, 0, s, 0x40_0000, pa, PAGE, RW), { code: OUT_OF_MEMORY });
+  spaces.syncAll(m.kernel, s);
   assert.is(m.kernel.vspace(s).db(0).size, 0);
   assert.is(m.kernel.vspace(s).db(1).size, 0);
 });
@@ -145,13 +149,13 @@ V('destroying a space frees its tables, pools and roots; data frames go back thr
   for (let i = 0; i < 30; i++) {
     const pa = frame(m, i % 2);
     data.push(pa / PAGE);
-    k.map(0, s, 0x7000_0000 + i * 0x20_0000, pa, PAGE, RW);
+    vm.map(k, 0, s, 0x7000_0000 + i * 0x20_0000, pa, PAGE, RW);
   }
-  k.leave(c0);
+  shootdowns.leave(k, c0);
   c0.detach();
   c1.detach();
   const freed: number[] = [];
-  k.destroySpace(s, (pfn) => {
+  spaces.destroySpace(k, s, (pfn) => {
     freed.push(pfn);
     m.frames.free(pfn);
   });

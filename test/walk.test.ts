@@ -7,7 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootLocal, Tables, core, hl } from './helpers.js';
 import { CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PKE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, PF_ID, PF_P, PF_PK, PF_RSVD, PF_U, PF_W, VEC_GP, VEC_PF, faultError, faultVector } from '../src/hw/walk.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, PF_ID, PF_P, PF_PK, PF_RSVD, PF_U, PF_W, VEC_GP, VEC_PF, faultError, faultVector } from '../src/hw/fault.js';
 import { PTE_A, PTE_D, PTE_PS, HI_XD } from '../src/hw/pte.js';
 import type { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';

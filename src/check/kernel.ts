@@ -15,9 +15,11 @@
 
 import type { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
-import { enumerateMappings } from '../hw/ptbuild.js';
-import { tableFrames } from '../kernel/kernel.js';
+import { enumerateMappings } from '../hw/pagetable.js';
+import { tableFrames } from '../hw/pagetable.js';
 import { SR_COUNT } from '../kernel/layout.js';
+import * as refs from '../kernel/refs.js';
+import * as spaces from '../kernel/space.js';
 
 export interface KernelViolation {
   kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure';
@@ -83,7 +85,7 @@ export function checkConvergence(m: Machine): KernelViolation[] {
   if (m.kernel.lockMode) return out; // the lock baseline keeps a single copy: nothing to converge
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
-    m.kernel.syncAll(s);
+    spaces.syncAll(m.kernel, s);
     const vs = m.kernel.vspace(s);
     const db0 = JSON.stringify(vs.db(0).entries());
     const leaves0 = leafKey(m, vs.root(0));
@@ -113,7 +115,7 @@ export function frameAccount(m: Machine): { total: number; free: number; data: n
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
     for (let r = 0; r < m.config.nodes; r++) {
-      tables += tableFrames(m.mem, m.kernel.vspace(s).root(r)).length;
+      tables += tableFrames(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(r)).length;
       pools += k[m.kernel.v.klayout.replicaBase(s, r) + SR_COUNT];
     }
   }
@@ -131,7 +133,7 @@ export function checkConservation(m: Machine): KernelViolation[] {
 export function destroyAllAndCheck(m: Machine): KernelViolation[] {
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
-    m.kernel.destroySpace(s, (pfn, pages, rights) => m.kernel.releaseMapping(s, pfn, pages, rights));
+    spaces.destroySpace(m.kernel, s, (pfn, pages, rights) => refs.releaseMapping(m.kernel, s, pfn, pages, rights));
   }
   const zero = Atomics.load(m.kernel.v.k, m.kernel.v.klayout.zeroPageWord) === 0 ? 0 : 1;
   const free = m.frames.freeCount();

@@ -20,16 +20,23 @@ import { Bench } from 'tinybench';
 import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import { Machine } from '../machine/machine.js';
-import { mapPage, MAP_OK } from '../hw/ptbuild.js';
-import { split64 } from '../hw/pte.js';
+import { mapPage, MAP_OK } from '../hw/pagetable.js';
+import { split64 } from '../hw/vaddr.js';
 import { IPI_PING, IPI_STOP, IPI_OK, WAIT_OK, type Cpu } from '../hw/cpu.js';
-import { ACC_READ, WalkOut, walk } from '../hw/walk.js';
+import { WalkOut, walk } from '../hw/walk.js';
+import { ACC_READ } from '../hw/fault.js';
 import { CR4_PAE } from '../hw/regs.js';
 import { Rng } from '../workloads/rng.js';
 import type { CoreResult } from '../machine/executor.js';
-import { tableFrames } from '../kernel/kernel.js';
+import { tableFrames } from '../hw/pagetable.js';
 import { TraceRing, traceBytes } from '../hw/trace.js';
 import { writeChromeTrace } from '../trace/chrome.js';
+import * as forks from '../kernel/fork.js';
+import * as procs from '../kernel/proc.js';
+import * as refs from '../kernel/refs.js';
+import * as shootdowns from '../kernel/shootdown.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
 
 const LOOP = 4096;
 
@@ -379,22 +386,22 @@ export async function runForkBench(o: { sizes: number[]; iterations: number; log
       m.setRegisters(0, { cpl: 3 });
       const cpu = m.attachHere(0);
       const k = m.kernel;
-      const parent = k.createSpace();
+      const parent = spaces.createSpace(k);
       const data = m.frames.allocZeroed(0);
-      k.setRefcount(data, 1);
+      refs.setRefcount(k, data, 1);
       for (let i = 0; i < pages; i++) {
-        k.setRefcount(data, k.refcount(data) + (i === 0 ? 0 : 1));
-        if (k.map(0, parent, 0x1000_0000 + i * 4096, data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
+        refs.setRefcount(k, data, refs.refcount(k, data) + (i === 0 ? 0 : 1));
+        if (vm.map(k, 0, parent, 0x1000_0000 + i * 4096, data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
       }
-      k.switchTo(cpu, parent);
+      shootdowns.switchTo(k, cpu, parent);
       const tables = tableFramesOf(m, parent);
       const scratch = m.frames.allocContiguous(0, 1024);
       const bench = new Bench({ iterations: o.iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
       bench
         .add(`fork-${pages}`, () => {
-          const child = k.fork(cpu, parent);
+          const child = forks.fork(k, cpu, parent);
           if (child < 0) throw new Error('bench: fork failed');
-          k.destroySpace(child, (pfn, n, rights) => k.releaseMapping(child, pfn, n, rights), cpu);
+          spaces.destroySpace(k, child, (pfn, n, rights) => refs.releaseMapping(k, child, pfn, n, rights), cpu);
         })
         .add(`copy-${pages}`, () => {
           for (let i = 0; i < tables.length; i++) {
@@ -424,7 +431,7 @@ function machineInfo(): MicroResult['machine'] {
 
 function tableFramesOf(m: Machine, s: number): number[] {
   const out: number[] = [];
-  for (let r = 0; r < m.config.nodes; r++) out.push(...tableFrames(m.mem, m.kernel.vspace(s).root(r)));
+  for (let r = 0; r < m.config.nodes; r++) out.push(...tableFrames(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(r)));
   return out;
 }
 
@@ -459,27 +466,27 @@ export async function runShootdownBench(o: {
     const m = await Machine.boot({ cores: n + 1, nodes: 1, memory: '32MiB', trace: o.trace !== undefined });
     try {
       const k = m.kernel;
-      const s = k.createSpace();
-      k.spawn(s, -1);
+      const s = spaces.createSpace(k);
+      procs.spawn(k, s, -1);
       for (let c = 0; c <= n; c++) m.setRegisters(c, { cpl: 3 });
       const cpu = m.attachHere(0);
-      k.installHandlers(cpu);
-      k.switchTo(cpu, s);
+      shootdowns.installHandlers(k, cpu);
+      shootdowns.switchTo(k, cpu, s);
       const va = 0x40_0000;
       const f = m.frames.allocZeroed(0);
-      k.setRefcount(f, 1);
-      if (k.map(0, s, va, f * 4096, 4096, 3, cpu).code !== 0) throw new Error('bench: map failed');
+      refs.setRefcount(k, f, 1);
+      if (vm.map(k, 0, s, va, f * 4096, 4096, 3, cpu).code !== 0) throw new Error('bench: map failed');
       const targets = Array.from({ length: n }, (_, i) => i + 1);
       const running = m.run(targets.map((c) => ({ core: c, program: { kind: 'ops', ops: [{ op: 'switch', space: s }, { op: 'load', va }], repeat: Number.MAX_SAFE_INTEGER } })));
       const deadline = Date.now() + 20_000;
-      while (k.activeCores(s).length < n + 1) {
+      while (shootdowns.activeCores(k, s).length < n + 1) {
         if (Date.now() > deadline) throw new Error('bench: target cores did not join the space');
         await new Promise((r) => setImmediate(r));
       }
       const lat: number[] = [];
       for (let i = 0; i < o.samples + 50; i++) {
         const t = performance.now();
-        k.shootdown(cpu, s, va, 1);
+        shootdowns.shootdown(k, cpu, s, va, 1);
         if (i >= 50) lat.push((performance.now() - t) * 1e6);
       }
       for (const c of targets) cpu.sendIpi(c, IPI_STOP);

@@ -6,7 +6,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { ConfigError, Machine, MachineError } from '../machine/machine.js';
-import { ALL_INJECTIONS, HW_INJECTIONS, DEFAULTS, DEFAULT_KERNEL, parseSize, type MachineOptions } from '../hw/config.js';
+import { HW_INJECTIONS, DEFAULTS, parseSize } from '../hw/config.js';
+import { DEFAULT_KERNEL } from '../kernel/options.js';
+import { ALL_INJECTIONS, type MachineOptions } from '../machine/config.js';
 import { writeDump } from '../machine/dump.js';
 import { SCENARIOS, ScenarioError, findScenario } from '../workloads/scenarios.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from '../workloads/hwstress.js';

@@ -14,10 +14,14 @@ import { Worker } from 'node:worker_threads';
 import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { VmMix, VmMixProgram } from '../workloads/sources.js';
-import { OK } from '../kernel/kernel.js';
-import { R_USER, R_WRITE } from '../kernel/vspace.js';
+import { OK } from '../kernel/ops.js';
+import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { sumCounters } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
+import * as procs from '../kernel/proc.js';
+import * as refs from '../kernel/refs.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
 
 export const SCALE_WORKLOADS = ['maponly', 'unmap', 'resolve', 'access', 'mixed'] as const;
 export type ScaleWorkload = (typeof SCALE_WORKLOADS)[number];
@@ -113,8 +117,8 @@ class Point {
 
   private prepare(): void {
     const m = this.m;
-    this.s = m.kernel.createSpace();
-    m.kernel.spawn(this.s, -1);
+    this.s = spaces.createSpace(m.kernel);
+    procs.spawn(m.kernel, this.s, -1);
     for (let c = 0; c < this.cores; c++) m.setRegisters(c, { cpl: 3 });
     const w = this.workload;
     if (w === 'resolve' || w === 'access' || w === 'mixed') {
@@ -122,9 +126,9 @@ class Point {
       for (let c = 0; c < this.cores; c++) {
         for (let i = 0; i < this.slots; i++) {
           const f = m.frames.allocAny(m.layout.nodeOfCore(c));
-          m.kernel.setRefcount(f, 1);
-          m.kernel.ownerAdd(f, this.s);
-          if (m.kernel.map(c, this.s, REGION + (c * this.slots + i) * 4096, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error('bench scale: premap failed');
+          refs.setRefcount(m.kernel, f, 1);
+          refs.ownerAdd(m.kernel, f, this.s);
+          if (vm.map(m.kernel, c, this.s, REGION + (c * this.slots + i) * 4096, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error('bench scale: premap failed');
         }
       }
     }

@@ -3,7 +3,7 @@
 // every violation with the command that replays the run.
 
 import { Machine } from '../machine/machine.js';
-import type { MachineOptions } from '../hw/config.js';
+import type { MachineOptions } from '../machine/config.js';
 import { writeDump } from '../machine/dump.js';
 import { hwStressJobs, setupHwStress, type StressMix } from '../workloads/hwstress.js';
 import { checkCores, checkIpis, checkToggles, checkXlates, type Violation } from '../check/hw.js';

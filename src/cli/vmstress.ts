@@ -4,7 +4,7 @@
 // every violation, and the command that replays the run.
 
 import { Machine } from '../machine/machine.js';
-import type { MachineOptions } from '../hw/config.js';
+import type { MachineOptions } from '../machine/config.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { Job } from '../machine/machine.js';
 import { writeDump, type DumpRoot } from '../machine/dump.js';
@@ -16,6 +16,8 @@ import {
 import { SetupError } from '../workloads/hwstress.js';
 import { fmt, formatViolations, sumCounters, violationInstants } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
+import * as procs from '../kernel/proc.js';
+import * as spaces from '../kernel/space.js';
 
 export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
 
@@ -68,8 +70,8 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     const cores = m.config.cores;
     if (o.processes > m.config.kernel.maxSpaces) throw new SetupError(`--processes ${o.processes} exceeds the kernel's ${m.config.kernel.maxSpaces} address spaces`);
     for (let i = 0; i < o.processes; i++) {
-      const s = m.kernel.createSpace();
-      if (s < 0 || m.kernel.spawn(s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
+      const s = spaces.createSpace(m.kernel);
+      if (s < 0 || procs.spawn(m.kernel, s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
     }
     const violations: VmStressReport['violations'] = [];
     const sum: Record<string, number> = {};
@@ -93,7 +95,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       });
       const res: CoreResult[] = await m.run(jobs);
       const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
-      if (!found.some((v) => v.kind === 'core-failure')) reaped += m.kernel.reapZombies();
+      if (!found.some((v) => v.kind === 'core-failure')) reaped += procs.reapZombies(m.kernel);
       for (const v of found) violations.push({ ...v, round });
       for (const r of res) {
         add(sum, r.kernel);

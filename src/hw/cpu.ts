@@ -18,10 +18,8 @@ import {
 } from './layout.js';
 import { CR3_NOFLUSH_HI, CR4_PCIDE, CR4_PGE, CR4_LA57, Regs } from './regs.js';
 import { E_FLAGS, E_MATCH, E_PFN, E_TAG_HI, E_TAG_LO, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
-import {
-  ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM, PF_P, PF_PK, VEC_PF,
-  WalkOut, accessErrorBits, fault, faultVector, walk,
-} from './walk.js';
+import { WalkOut, walk } from './walk.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { PTE_P, FRAME_WORDS } from './pte.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND, TR_PARKED, TR_WALK, TraceRing } from './trace.js';

@@ -10,7 +10,7 @@
 //
 // Contended words sit alone on 64-byte lines (16 words). Each field says who writes and who reads.
 
-import type { MachineConfig } from './config.js';
+import type { HwConfig } from './config.js';
 import { FRAME_BYTES } from './pte.js';
 
 export const LINE_WORDS = 16;
@@ -119,7 +119,7 @@ export class Layout {
   readonly tlb1g: TlbArrayLayout;
   readonly controlWords: number;
 
-  constructor(readonly config: MachineConfig) {
+  constructor(readonly config: HwConfig) {
     this.totalFrames = config.memoryBytes / FRAME_BYTES;
     const per = Math.floor(this.totalFrames / config.nodes);
     this.nodeFrameStart = [];
@@ -171,18 +171,4 @@ export class Layout {
   nodeOfCore(c: number): number {
     return Math.floor((c * this.config.nodes) / this.config.cores);
   }
-}
-
-/** The shared buffers of one machine plus its configuration: what a worker needs to attach. */
-export interface MachineShared {
-  id: string;
-  config: MachineConfig;
-  phys: SharedArrayBuffer;
-  control: SharedArrayBuffer;
-  /** The kernel's tables (kernel/layout.ts). */
-  kernel: SharedArrayBuffer;
-  /** The NR logs of every address space (nr/layout.ts). */
-  nr: SharedArrayBuffer;
-  /** Per-core trace rings (hw/trace.ts), when the machine traces. */
-  trace?: SharedArrayBuffer;
 }

@@ -4,7 +4,7 @@
 // decoded copy, refreshed by Cpu whenever it writes a register.
 
 import { hiReservedMask } from './pte.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './walk.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './fault.js';
 
 export const CR0_WP = 1 << 16;
 export const CR0_PG = 1 << 31;

@@ -32,8 +32,11 @@ export const PROC_SLEEPING = 2;
 export const PROC_TERMINATED = 3;
 
 // Address-space block, relative to spaceBase(s).
-/** 0 free, 1 live, 2 being destroyed. Written: the controller (create/destroy). Read: everyone. */
+/** SPACE_FREE, SPACE_LIVE or SPACE_CREATING. Written: create/destroy. Read: everyone. */
 export const S_STATE = 0;
+export const SPACE_FREE = 0;
+export const SPACE_LIVE = 1;
+export const SPACE_CREATING = 2;
 /** Generation, bumped at every create: names the space in messages. */
 export const S_GEN = 1;
 /**

@@ -11,6 +11,9 @@
 //   internal: [kind=2, count (children), -, height, then FANOUT x (keyHi, keyLo, child, -, -)]
 // An internal node's key i is the smallest key under child i.
 
+import { getVa, vaHi, vaLo } from '../hw/vaddr.js';
+import { panic } from '../hw/panic.js';
+
 export const FANOUT = 32;
 const HDR = 4;
 const LEAF_SLOT = 5;
@@ -30,15 +33,8 @@ export interface MapEntry {
   rights: number;
 }
 
-function kHi(va: number): number {
-  return Math.floor(va / 4294967296) | 0;
-}
-function kLo(va: number): number {
-  return va % 4294967296 | 0;
-}
-function kVal(hi: number, lo: number): number {
-  return hi * 4294967296 + (lo >>> 0);
-}
+/** Deepest path a descent records: (node, child index) per inner level. */
+const MAX_PATH = 64;
 
 /** Words an arena needs to hold `maxEntries` mappings in the worst case (half-full leaves). */
 export function arenaWords(maxEntries: number): number {
@@ -47,9 +43,15 @@ export function arenaWords(maxEntries: number): number {
   return ARENA_HDR + (leaves + inner) * NODE_WORDS;
 }
 
-/** A handle on one tree. Methods return values; a full arena is the value false from insert. */
+/**
+ * A handle on one tree. Queries write the mapping they find into a caller's MapEntry and return
+ * whether there was one (no allocation); a full arena is the value false from insert.
+ */
 export class MapDb {
   readonly maxNodes: number;
+  /** The (node, child index) pairs of the last recording descent, and how many words it holds. */
+  private readonly path = new Int32Array(MAX_PATH);
+  private pathLen = 0;
 
   constructor(readonly w: Int32Array, readonly base: number, readonly words: number) {
     this.maxNodes = Math.floor((words - ARENA_HDR) / NODE_WORDS);
@@ -113,68 +115,88 @@ export class MapDb {
     return r;
   }
 
-  /** The leaf that would hold key va, and the path of (node, child index) above it. */
-  private descend(va: number, path: number[] | null): number {
-    const hi = kHi(va);
-    const lo = kLo(va);
+  /** The leaf that would hold key va; with `record`, the path of (node, child index) above it goes to this.path. */
+  private descend(va: number, record: boolean): number {
+    const hi = vaHi(va);
+    const lo = vaLo(va);
     let i = this.w[this.base + A_ROOT];
+    this.pathLen = 0;
     for (;;) {
       const n = this.node(i);
       if (this.w[n] === LEAF) return i;
       let c = this.floorIndex(n, hi, lo);
       if (c < 0) c = 0;
-      if (path) path.push(i, c);
+      if (record) {
+        if (this.pathLen + 2 > MAX_PATH) panic(`MapDb.descend: tree deeper than ${MAX_PATH / 2} levels`);
+        this.path[this.pathLen++] = i;
+        this.path[this.pathLen++] = c;
+      }
       i = this.w[n + HDR + c * LEAF_SLOT + 2];
     }
   }
 
-  private read(n: number, s: number): MapEntry {
-    const k = n + HDR + s * LEAF_SLOT;
+  /** Copies the mapping at leaf slot word k into out. */
+  private readAt(k: number, out: MapEntry): void {
     const w = this.w;
-    return { va: kVal(w[k], w[k + 1]), pfn: w[k + 2], pages: w[k + 3], rights: w[k + 4] };
+    out.va = getVa(w, k);
+    out.pfn = w[k + 2];
+    out.pages = w[k + 3];
+    out.rights = w[k + 4];
   }
 
-  /** The mapping with the largest base <= va, or null. */
-  floor(va: number): MapEntry | null {
-    let leaf = this.descend(va, null);
-    const hi = kHi(va);
-    const lo = kLo(va);
+  /** Word of the mapping with the largest base <= va, or -1. */
+  private floorSlot(va: number): number {
+    let leaf = this.descend(va, false);
+    const hi = vaHi(va);
+    const lo = vaLo(va);
     let n = this.node(leaf);
     const s = this.floorIndex(n, hi, lo);
-    if (s >= 0) return this.read(n, s);
+    if (s >= 0) return n + HDR + s * LEAF_SLOT;
     // The floor lies in an earlier leaf: search from the left (rare: empty or first leaves).
-    let best: MapEntry | null = null;
+    let best = -1;
     leaf = this.firstLeaf();
     while (leaf >= 0) {
       n = this.node(leaf);
       const c = this.w[n + 1];
       for (let k = 0; k < c; k++) {
         if (this.cmp(hi, lo, n + HDR + k * LEAF_SLOT) < 0) return best;
-        best = this.read(n, k);
+        best = n + HDR + k * LEAF_SLOT;
       }
       leaf = this.w[n + 2];
     }
     return best;
   }
 
-  /** The mapping with the smallest base >= va, or null. */
-  ceil(va: number): MapEntry | null {
-    let leaf = this.descend(va, null);
-    const hi = kHi(va);
-    const lo = kLo(va);
+  /** The mapping with the largest base <= va, into out. Returns whether there is one. */
+  floor(va: number, out: MapEntry): boolean {
+    const k = this.floorSlot(va);
+    if (k < 0) return false;
+    this.readAt(k, out);
+    return true;
+  }
+
+  /** The mapping with the smallest base >= va, into out. Returns whether there is one. */
+  ceil(va: number, out: MapEntry): boolean {
+    let leaf = this.descend(va, false);
+    const hi = vaHi(va);
+    const lo = vaLo(va);
     while (leaf >= 0) {
       const n = this.node(leaf);
       const c = this.w[n + 1];
-      for (let k = 0; k < c; k++) if (this.cmp(hi, lo, n + HDR + k * LEAF_SLOT) <= 0) return this.read(n, k);
+      for (let k = 0; k < c; k++) {
+        if (this.cmp(hi, lo, n + HDR + k * LEAF_SLOT) <= 0) {
+          this.readAt(n + HDR + k * LEAF_SLOT, out);
+          return true;
+        }
+      }
       leaf = this.w[n + 2];
     }
-    return null;
+    return false;
   }
 
-  /** The mapping containing va, or null. */
-  find(va: number): MapEntry | null {
-    const f = this.floor(va);
-    return f && va < f.va + f.pages * 4096 ? f : null;
+  /** The mapping containing va, into out. Returns whether there is one (out may be written either way). */
+  find(va: number, out: MapEntry): boolean {
+    return this.floor(va, out) && va < out.va + out.pages * 4096;
   }
 
   private firstLeaf(): number {
@@ -186,37 +208,37 @@ export class MapDb {
     }
   }
 
-  /** Inserts a mapping whose base is not in the tree. Returns false when the arena is full. */
-  insert(e: MapEntry): boolean {
-    const path: number[] = [];
-    const leaf = this.descend(e.va, path);
-    const hi = kHi(e.va);
-    const lo = kLo(e.va);
+  /** Inserts the mapping [va, va + pages * 4 KiB) -> pfn with rights; its base must not be in the tree. Returns false when the arena is full. */
+  insert(va: number, pfn: number, pages: number, rights: number): boolean {
+    const leaf = this.descend(va, true);
+    const hi = vaHi(va);
+    const lo = vaLo(va);
     const w = this.w;
     const n = this.node(leaf);
     if (w[n + 1] === FANOUT) {
       // Split first (needs up to depth + 1 new nodes); then re-descend.
-      if (this.w[this.base + A_NEXT] + path.length / 2 + 2 > this.maxNodes) return false;
-      this.split(leaf, path);
-      return this.insert(e);
+      if (this.w[this.base + A_NEXT] + this.pathLen / 2 + 2 > this.maxNodes) return false;
+      this.split(leaf, this.pathLen);
+      return this.insert(va, pfn, pages, rights);
     }
     const pos = this.floorIndex(n, hi, lo) + 1;
     const at = n + HDR + pos * LEAF_SLOT;
     w.copyWithin(at + LEAF_SLOT, at, n + HDR + w[n + 1] * LEAF_SLOT);
     w[at] = hi;
     w[at + 1] = lo;
-    w[at + 2] = e.pfn;
-    w[at + 3] = e.pages;
-    w[at + 4] = e.rights;
+    w[at + 2] = pfn;
+    w[at + 3] = pages;
+    w[at + 4] = rights;
     w[n + 1]++;
     w[this.base + A_COUNT]++;
-    if (pos === 0 && path.length > 0) this.fixSeparators(path, hi, lo);
+    if (pos === 0 && this.pathLen > 0) this.fixSeparators(hi, lo);
     return true;
   }
 
-  /** After inserting a new smallest key in a leaf, lowers the separators above it. */
-  private fixSeparators(path: number[], hi: number, lo: number): void {
-    for (let p = path.length - 2; p >= 0; p -= 2) {
+  /** After inserting a new smallest key in a leaf, lowers the separators above it (on this.path). */
+  private fixSeparators(hi: number, lo: number): void {
+    const path = this.path;
+    for (let p = this.pathLen - 2; p >= 0; p -= 2) {
       const n = this.node(path[p]);
       const k = n + HDR + path[p + 1] * LEAF_SLOT;
       if (this.cmp(hi, lo, k) < 0) {
@@ -227,8 +249,9 @@ export class MapDb {
     }
   }
 
-  /** Splits node i (full) in two, inserting the new node into its parent (splitting upward). */
-  private split(i: number, path: number[]): void {
+  /** Splits node i (full) in two, inserting the new node into its parent (splitting upward); its ancestors are this.path[0 .. depth). */
+  private split(i: number, depth: number): void {
+    const path = this.path;
     const w = this.w;
     const n = this.node(i);
     const kind = w[n];
@@ -244,7 +267,7 @@ export class MapDb {
     }
     const sepHi = w[m + HDR];
     const sepLo = w[m + HDR + 1];
-    if (path.length === 0) {
+    if (depth === 0) {
       const r = this.alloc(INNER, w[n + 3] + 1);
       const rn = this.node(r);
       w[rn + 1] = 2;
@@ -257,11 +280,11 @@ export class MapDb {
       w[this.base + A_ROOT] = r;
       return;
     }
-    const parent = path[path.length - 2];
-    const ci = path[path.length - 1];
+    const parent = path[depth - 2];
+    const ci = path[depth - 1];
     const p = this.node(parent);
     if (w[p + 1] === FANOUT) {
-      this.split(parent, path.slice(0, -2));
+      this.split(parent, depth - 2);
       // The parent moved; re-insert the separator by descending again from the root.
       this.insertChild(sepHi, sepLo, j);
       return;
@@ -283,7 +306,8 @@ export class MapDb {
   /** Inserts child j with separator key into the inner node that should hold it. */
   private insertChild(hi: number, lo: number, j: number): void {
     const w = this.w;
-    const path: number[] = [];
+    const path = this.path;
+    let depth = 0;
     let i = w[this.base + A_ROOT];
     for (;;) {
       const n = this.node(i);
@@ -293,58 +317,58 @@ export class MapDb {
       // Stop at the inner node whose children are at j's height.
       if (w[n + 3] === w[this.node(j) + 3] + 1) {
         if (w[n + 1] === FANOUT) {
-          this.split(i, path);
+          this.split(i, depth);
           this.insertChild(hi, lo, j);
           return;
         }
         this.putChild(n, c + 1, hi, lo, j);
         return;
       }
-      path.push(i, c);
+      path[depth++] = i;
+      path[depth++] = c;
       i = child;
     }
   }
 
-  /** The leaf node and slot of the mapping based exactly at va, or null. */
-  private exact(va: number): { n: number; s: number } | null {
-    const n = this.node(this.descend(va, null));
-    const hi = kHi(va);
-    const lo = kLo(va);
+  /** Word of the leaf slot of the mapping based exactly at va, or -1. */
+  private exact(va: number): number {
+    const n = this.node(this.descend(va, false));
+    const hi = vaHi(va);
+    const lo = vaLo(va);
     const s = this.floorIndex(n, hi, lo);
-    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return null;
-    return { n, s };
+    if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return -1;
+    return n + HDR + s * LEAF_SLOT;
   }
 
-  /** Removes the mapping based exactly at va; returns it, or null when there is none. */
-  remove(va: number): MapEntry | null {
-    const x = this.exact(va);
-    if (!x) return null;
+  /** Removes the mapping based exactly at va, copying it into out. Returns whether there was one. */
+  remove(va: number, out: MapEntry): boolean {
+    const at = this.exact(va);
+    if (at < 0) return false;
     const w = this.w;
-    const { n, s } = x;
-    const e = this.read(n, s);
-    const at = n + HDR + s * LEAF_SLOT;
+    this.readAt(at, out);
+    // The leaf node holding the slot: slots start HDR words into a node.
+    const n = this.base + ARENA_HDR + Math.floor((at - this.base - ARENA_HDR) / NODE_WORDS) * NODE_WORDS;
     w.copyWithin(at, at + LEAF_SLOT, n + HDR + w[n + 1] * LEAF_SLOT);
     w[n + 1]--;
     w[this.base + A_COUNT]--;
-    return e;
+    return true;
   }
 
-  /** Changes the rights of the mapping based exactly at va; returns it (new rights), or null. */
-  setRights(va: number, rights: number): MapEntry | null {
-    const x = this.exact(va);
-    if (!x) return null;
-    this.w[x.n + HDR + x.s * LEAF_SLOT + 4] = rights;
-    return this.read(x.n, x.s);
+  /** Changes the rights of the mapping based exactly at va. Returns whether there is one. */
+  setRights(va: number, rights: number): boolean {
+    const at = this.exact(va);
+    if (at < 0) return false;
+    this.w[at + 4] = rights;
+    return true;
   }
 
-  /** Replaces frame and rights of the mapping based exactly at va; returns the old one, or null. */
-  update(va: number, pfn: number, rights: number): MapEntry | null {
-    const x = this.exact(va);
-    if (!x) return null;
-    const old = this.read(x.n, x.s);
-    this.w[x.n + HDR + x.s * LEAF_SLOT + 2] = pfn;
-    this.w[x.n + HDR + x.s * LEAF_SLOT + 4] = rights;
-    return old;
+  /** Replaces frame and rights of the mapping based exactly at va. Returns whether there is one. */
+  update(va: number, pfn: number, rights: number): boolean {
+    const at = this.exact(va);
+    if (at < 0) return false;
+    this.w[at + 2] = pfn;
+    this.w[at + 4] = rights;
+    return true;
   }
 
   /** Every mapping in address order. */
@@ -353,7 +377,11 @@ export class MapDb {
     let leaf = this.firstLeaf();
     while (leaf >= 0) {
       const n = this.node(leaf);
-      for (let k = 0; k < this.w[n + 1]; k++) out.push(this.read(n, k));
+      for (let k = 0; k < this.w[n + 1]; k++) {
+        const e = { va: 0, pfn: 0, pages: 0, rights: 0 };
+        this.readAt(n + HDR + k * LEAF_SLOT, e);
+        out.push(e);
+      }
       leaf = this.w[n + 2];
     }
     return out;

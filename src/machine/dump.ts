@@ -5,7 +5,7 @@
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Machine } from './machine.js';
-import { enumerateMappings, type Mapping } from '../hw/ptbuild.js';
+import { enumerateMappings, type Mapping } from '../hw/pagetable.js';
 
 /** One page-table hierarchy to describe: CR3 (bits 51:12 = root frame) and its paging mode. */
 export interface DumpRoot {

@@ -5,11 +5,12 @@
 import {
   Cpu, IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, readCounters,
 } from '../hw/cpu.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/walk.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR } from '../hw/layout.js';
-import { hex64 } from '../hw/pte.js';
-import { FAULT_RETRIES, Kernel } from '../kernel/kernel.js';
-import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/vspace.js';
+import { hex64 } from '../hw/vaddr.js';
+import { FAULT_RETRIES } from '../kernel/fault.js';
+import { Kernel } from '../kernel/context.js';
+import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/ops.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
@@ -19,6 +20,13 @@ import {
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
 } from './program.js';
+import * as faults from '../kernel/fault.js';
+import * as forks from '../kernel/fork.js';
+import * as procs from '../kernel/proc.js';
+import * as refs from '../kernel/refs.js';
+import * as shootdowns from '../kernel/shootdown.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
 
 export const FAULT_LOG_LIMIT = 32;
 const CHUNK_OPS = 4096;
@@ -228,7 +236,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       if (op !== OP_STORE) checksum = (checksum - 2) | 0; // all ones, twice
       continue;
     }
-    if (kernel !== undefined && st.retries < FAULT_RETRIES && kernel.onPageFault(cpu, cpu.cr2hi, cpu.cr2lo, acc, r)) {
+    if (kernel !== undefined && st.retries < FAULT_RETRIES && faults.onPageFault(kernel, cpu, cpu.cr2hi, cpu.cr2lo, acc, r)) {
       // Spurious: the access is retried (the loop re-runs operation i).
       st.retries++;
       i--;
@@ -309,7 +317,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       base += Math.min(i, n);
     }
     res.ops = base;
-    if (kernel) kernel.leave(cpu);
+    if (kernel) shootdowns.leave(kernel, cpu);
     if (opts.barrier) {
       const b = cpu.barrier();
       if (b !== WAIT_OK && !failed) failed = waitFailure('end of run', b);
@@ -353,7 +361,7 @@ function coldOp(
       // Through the kernel's fault path when there is a kernel (retries after repaired faults).
       const acc = op === OP_LOAD ? ACC_READ : op === OP_STORE ? ACC_WRITE : ACC_FETCH;
       r = kernel
-        ? kernel.access(cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
+        ? faults.access(kernel, cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
         : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
       if (op === OP_STORE) break;
       if (r === 0) st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
@@ -465,7 +473,7 @@ function coldOp(
 
 /** An 8-byte access at a numeric address through the kernel's fault path. */
 function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, value: number): number {
-  return kernel.access(cpu, write ? ACC_WRITE : ACC_READ, Math.floor(va / 4294967296) | 0, va % 4294967296 | 0, 0, value);
+  return faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, Math.floor(va / 4294967296) | 0, va % 4294967296 | 0, 0, value);
 }
 
 /**
@@ -477,16 +485,16 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
   const op = buf[w];
   const cur = kernel.current[cpu.id];
   if (op === OP_K_SWITCH && buf[w + 1] === CURRENT_SPACE) {
-    const live = kernel.liveSpaces();
-    if (live.length > 0) kernel.switchTo(cpu, live[(buf[w + 2] >>> 0) % live.length]);
+    const live = procs.liveSpaces(kernel);
+    if (live.length > 0) shootdowns.switchTo(kernel, cpu, live[(buf[w + 2] >>> 0) % live.length]);
     return '';
   }
   if (op === OP_K_FORK || op === OP_K_EXIT || op === OP_K_OWN) {
     if (cur < 0) return '';
     if (op === OP_K_FORK) {
-      const child = kernel.fork(cpu, cur);
-      const pid = child < 0 ? -1 : kernel.spawn(child, kernel.pidOf(cur));
-      if (child >= 0 && pid < 0) kernel.destroySpace(child, (pfn, pages, rights) => kernel.releaseMapping(child, pfn, pages, rights));
+      const child = forks.fork(kernel, cpu, cur);
+      const pid = child < 0 ? -1 : procs.spawn(kernel, child, procs.pidOf(kernel, cur));
+      if (child >= 0 && pid < 0) spaces.destroySpace(kernel, child, (pfn, pages, rights) => refs.releaseMapping(kernel, child, pfn, pages, rights));
       st.tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
       if (pid >= 0) {
         const copy = new Map<number, Map<number, number>>();
@@ -496,13 +504,13 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       return '';
     }
     if (op === OP_K_EXIT) {
-      const others = kernel.liveSpaces().filter((x) => x !== cur);
+      const others = procs.liveSpaces(kernel).filter((x) => x !== cur);
       if (others.length === 0) {
         st.tally('exit', 'Last');
         return '';
       }
-      kernel.setProcessState(kernel.pidOf(cur), PROC_TERMINATED);
-      kernel.switchTo(cpu, others[(buf[w + 2] >>> 0) % others.length]);
+      procs.setProcessState(kernel, procs.pidOf(kernel, cur), PROC_TERMINATED);
+      shootdowns.switchTo(kernel, cpu, others[(buf[w + 2] >>> 0) % others.length]);
       st.tally('exit', 'Ok');
       return '';
     }
@@ -551,7 +559,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
   const frames = kernel.v.frames;
   switch (op) {
     case OP_K_SWITCH:
-      kernel.switchTo(cpu, space);
+      shootdowns.switchTo(kernel, cpu, space);
       return '';
     case OP_K_MAP: {
       const pages = buf[w + 4] & 0xffffff;
@@ -563,35 +571,35 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       }
       for (let p = 0; p < pages; p++) {
         frames.zero(first + p);
-        kernel.setRefcount(first + p, 1);
-        kernel.ownerAdd(first + p, space);
+        refs.setRefcount(kernel, first + p, 1);
+        refs.ownerAdd(kernel, first + p, space);
       }
       const t0 = res.latencies ? performance.now() : 0;
-      const r = kernel.map(cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
+      const r = vm.map(kernel, cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
       if (res.latencies && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
       st.tally('map', r.code);
-      if (r.code !== OK) for (let p = 0; p < pages; p++) kernel.release(first + p, space);
+      if (r.code !== OK) for (let p = 0; p < pages; p++) refs.release(kernel, first + p, space);
       else st.shadowOf(space).delete(Math.floor(va / 4096));
       return '';
     }
     case OP_K_UNMAP: {
       const t0 = res.latencies ? performance.now() : 0;
-      const r = kernel.unmap(cpu, space, va);
+      const r = vm.unmap(kernel, cpu, space, va);
       if (res.latencies && r.code === OK && res.latencies.unmap.length < LATENCY_SAMPLES) res.latencies.unmap.push((performance.now() - t0) * 1e6);
       st.tally('unmap', r.code);
       // The shootdown has returned: no core can use the old translation; the frames lose this
       // space's reference (freed unless another space still shares them copy-on-write).
       if (r.code === OK) {
-        for (let p = 0; p < r.pages; p++) kernel.release(r.pfn + p, space);
+        for (let p = 0; p < r.pages; p++) refs.release(kernel, r.pfn + p, space);
         st.shadowOf(space).delete(Math.floor(va / 4096));
       }
       return '';
     }
     case OP_K_ADJUST:
-      st.tally('adjust', kernel.adjust(cpu, space, va, buf[w + 4]).code);
+      st.tally('adjust', vm.adjust(kernel, cpu, space, va, buf[w + 4]).code);
       return '';
     case OP_K_RESOLVE:
-      st.tally('resolve', kernel.resolve(cpu.id, space, va, cpu).code);
+      st.tally('resolve', vm.resolve(kernel, cpu.id, space, va, cpu).code);
       return '';
   }
   return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;

@@ -7,19 +7,20 @@
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
-import { validateConfig, type MachineConfig, type MachineOptions } from '../hw/config.js';
+import { validateConfig, type MachineConfig, type MachineOptions, type MachineShared } from './config.js';
 import {
   C_BP_ARMED, C_BP_PARKED, C_BP_RESUME, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
-  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, type MachineShared,
+  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
 import { traceBytes } from '../hw/trace.js';
-import { Kernel, kernelLayouts } from '../kernel/kernel.js';
+import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
 import { TlbArray, type TlbEntryView } from '../hw/tlb.js';
-import { split64, join64 } from '../hw/pte.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, WalkOut, faultError, faultVector, walk } from '../hw/walk.js';
+import { split64, join64 } from '../hw/vaddr.js';
+import { WalkOut, walk } from '../hw/walk.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, faultError, faultVector } from '../hw/fault.js';
 import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
 import type { CoreResult } from './executor.js';
 
@@ -88,7 +89,7 @@ export class Machine {
     this.layout = new Layout(config);
     const phys = new SharedArrayBuffer(config.memoryBytes);
     const control = new SharedArrayBuffer(this.layout.controlWords * 4);
-    const { klayout, nrLayout } = kernelLayouts(config);
+    const { klayout, nrLayout } = kernelLayouts(config.cores, config.nodes, config.memoryBytes, config.kernel);
     const kernel = new SharedArrayBuffer(klayout.totalWords * 4);
     const nr = new SharedArrayBuffer(nrLayout.totalWords * 4);
     this.shared = { id: randomUUID(), config, phys, control, kernel, nr, trace: config.trace ? new SharedArrayBuffer(traceBytes(config.cores)) : undefined };

@@ -3,7 +3,7 @@
 // This module defines the encoding and the explicit form ({ kind: 'ops' }) that the controller
 // can send; generated kinds (random mixes, IPI storms...) live in src/workloads.
 
-import { parseAddress, split64 } from '../hw/pte.js';
+import { parseAddress, split64 } from '../hw/vaddr.js';
 
 export const OP_WORDS = 5;
 

@@ -16,10 +16,17 @@
 
 import { Machine } from './machine.js';
 import type { Cpu } from '../hw/cpu.js';
-import { OK } from '../kernel/kernel.js';
+import { OK } from '../kernel/ops.js';
 import { PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from '../kernel/layout.js';
-import { R_USER, R_WRITE } from '../kernel/vspace.js';
-import { ACC_READ, ACC_WRITE } from '../hw/walk.js';
+import { R_USER, R_WRITE } from '../kernel/ops.js';
+import { ACC_READ, ACC_WRITE } from '../hw/fault.js';
+import * as faults from '../kernel/fault.js';
+import * as forks from '../kernel/fork.js';
+import * as procs from '../kernel/proc.js';
+import * as refs from '../kernel/refs.js';
+import * as shootdowns from '../kernel/shootdown.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
 
 export enum DataType {
   UnsignedInt = 'UnsignedInt',
@@ -81,12 +88,12 @@ export class Simulator {
       if (!sim.verbose || kind === 'reuse') return;
       sim.out(`${kind === 'zero' ? 'PGZERO' : 'PGCOPY'}: 0x${va.toString(16)}`);
     };
-    const s = m.kernel.createSpace();
-    const pid = s < 0 ? -1 : m.kernel.spawn(s, -1);
+    const s = spaces.createSpace(m.kernel);
+    const pid = s < 0 ? -1 : procs.spawn(m.kernel, s, -1);
     if (pid < 0) throw new Error('Simulator.begin: the machine has no room for a process');
-    m.kernel.setProcessState(pid, PROC_RUNNING);
+    procs.setProcessState(m.kernel, pid, PROC_RUNNING);
     sim.current = pid;
-    m.kernel.switchTo(cpu, s);
+    shootdowns.switchTo(m.kernel, cpu, s);
     return sim;
   }
 
@@ -97,11 +104,11 @@ export class Simulator {
 
   /** A process's state, from the kernel's process table. */
   state(pid: number): ProcessState | undefined {
-    return STATE_NAMES[this.machine.kernel.process(pid).state];
+    return STATE_NAMES[procs.processOf(this.machine.kernel, pid).state];
   }
 
   private space(pid: number): number {
-    return this.machine.kernel.process(pid).space;
+    return procs.processOf(this.machine.kernel, pid).space;
   }
 
   /** Registers a variable: a demand-zero page at the next free address of the running process. */
@@ -109,7 +116,7 @@ export class Simulator {
     if (!this.running()) return;
     ptr.va = this.nextVa;
     this.nextVa += 4096;
-    const r = this.machine.kernel.mapZero(0, this.space(this.current), ptr.va, R_USER | R_WRITE, this.cpu);
+    const r = vm.mapZero(this.machine.kernel, 0, this.space(this.current), ptr.va, R_USER | R_WRITE, this.cpu);
     if (r.code !== OK) this.out(`Out of memory registering 0x${ptr.va.toString(16)}`);
   }
 
@@ -118,7 +125,7 @@ export class Simulator {
     if (!this.running()) return undefined;
     const va = ptr.va;
     if (va < 0) return this.invalid(va);
-    if (this.machine.kernel.access(this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
+    if (faults.access(this.machine.kernel, this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
     return new Value(this.cpu.valLo >>> 0);
   }
 
@@ -130,17 +137,17 @@ export class Simulator {
       this.invalid(va);
       return;
     }
-    if (this.machine.kernel.access(this.cpu, ACC_WRITE, 0, va, 0, v.value | 0) !== 0) this.invalid(va);
+    if (faults.access(this.machine.kernel, this.cpu, ACC_WRITE, 0, va, 0, v.value | 0) !== 0) this.invalid(va);
   }
 
   /** Forks the running process; the child sleeps until switched to. Returns its pid, or -1. */
   fork(): number {
     if (!this.running()) return -1;
     const k = this.machine.kernel;
-    const child = k.fork(this.cpu, this.space(this.current));
-    const pid = child < 0 ? -1 : k.spawn(child, this.current);
+    const child = forks.fork(k, this.cpu, this.space(this.current));
+    const pid = child < 0 ? -1 : procs.spawn(k, child, this.current);
     if (pid < 0) {
-      if (child >= 0) k.destroySpace(child, (pfn, pages, rights) => k.releaseMapping(child, pfn, pages, rights), this.cpu);
+      if (child >= 0) spaces.destroySpace(k, child, (pfn, pages, rights) => refs.releaseMapping(k, child, pfn, pages, rights), this.cpu);
       this.out(child < 0 ? 'Out of memory in fork' : 'No free process slot in fork');
       return -1;
     }
@@ -150,25 +157,25 @@ export class Simulator {
   /** Context switch to pid n (a terminated process stays terminated: its accesses print ZOMBIE). */
   switch(n: number): void {
     const k = this.machine.kernel;
-    const p = k.process(n);
+    const p = procs.processOf(k, n);
     if (p.state === PROC_FREE) {
       this.out(`No process ${n}`);
       return;
     }
-    if (k.process(this.current).state === PROC_RUNNING) k.setProcessState(this.current, PROC_SLEEPING);
+    if (procs.processOf(k, this.current).state === PROC_RUNNING) procs.setProcessState(k, this.current, PROC_SLEEPING);
     this.current = n;
     if (p.state === PROC_TERMINATED) return;
-    k.setProcessState(n, PROC_RUNNING);
-    k.switchTo(this.cpu, p.space);
+    procs.setProcessState(k, n, PROC_RUNNING);
+    shootdowns.switchTo(k, this.cpu, p.space);
   }
 
   /** Kills pid n: its frames lose a reference (freed at zero), its page tables are freed. */
   kill(n: number): void {
     const k = this.machine.kernel;
-    const p = k.process(n);
+    const p = procs.processOf(k, n);
     if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
-    k.destroySpace(p.space, (pfn, pages, rights) => k.releaseMapping(p.space, pfn, pages, rights), this.cpu);
-    k.setProcessState(n, PROC_TERMINATED);
+    spaces.destroySpace(k, p.space, (pfn, pages, rights) => refs.releaseMapping(k, p.space, pfn, pages, rights), this.cpu);
+    procs.setProcessState(k, n, PROC_TERMINATED);
   }
 
   /** Stops the machine. */
@@ -178,7 +185,7 @@ export class Simulator {
   }
 
   private running(): boolean {
-    if (this.machine.kernel.process(this.current).state === PROC_TERMINATED) {
+    if (procs.processOf(this.machine.kernel, this.current).state === PROC_TERMINATED) {
       this.out(`ZOMBIE ${this.current}`);
       return false;
     }

@@ -32,8 +32,6 @@ export const H_HEAD = 0;
 export const H_TAIL = NR_LINE;
 /** Largest index some replica has fully applied. Written: combiners (CAS max). Read: readers. */
 export const H_CTAIL = 2 * NR_LINE;
-/** Non-zero while the instance is in use (allocation from the pool). Written: the pool (CAS). */
-export const H_IN_USE = 3 * NR_LINE;
 const HEADER_WORDS = 4 * NR_LINE;
 
 // Per-replica lines, after the header: replica r's block starts at HEADER_WORDS + r * REPLICA_WORDS.

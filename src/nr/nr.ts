@@ -21,9 +21,12 @@
 // was waiting for. While waiting, a thread calls its `poll` hook (a core services interrupts).
 
 import {
-  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NrLayout, R_COMBINER, R_LTAIL, R_WRITER,
+  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NR_LINE, NrLayout, R_COMBINER, R_LTAIL, R_WRITER,
   RESP_WORDS, SLOT_ARGS, SLOT_DONE, SLOT_EMPTY, SLOT_OP, SLOT_PENDING, SLOT_RESP, SLOT_STATE,
 } from './layout.js';
+import { readLock, readUnlock, writeLock, writeUnlock, type LockWaiter } from './rwlock.js';
+import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
+import { PH_BEGIN, PH_END, TR_COMBINE, TR_SYNC } from '../hw/trace.js';
 
 /** What a replicated structure supplies: how to apply one logged operation to one replica. */
 export interface Replicated {
@@ -52,19 +55,13 @@ export interface NrThread {
   combining: number;
   /** Breakpoint hook for race scripts (NR_BP_*); absent or a no-op when none is armed. */
   bp?: (id: number) => void;
-  /** Trace hook: (phase 1 begin / 2 end, NR_TRACE_*). */
+  /** Trace hook: (PH_BEGIN / PH_END, TR_COMBINE or TR_SYNC): combining, and syncing a replica for a read. */
   trace?: (phase: number, what: number) => void;
 }
-
-/** What NR reports to a trace hook: combining, and syncing a replica for a read. */
-export const NR_TRACE_COMBINE = 4;
-export const NR_TRACE_SYNC = 5;
 
 /** Breakpoint ids NR offers: after a batch is published in the log, before a replica applies the log. */
 export const NR_BP_AFTER_APPEND = 0;
 export const NR_BP_BEFORE_APPLY = 1;
-
-const SPINS = 64;
 
 /** A broken invariant or a wait past its bound. */
 export class NrPanic extends Error {}
@@ -83,13 +80,19 @@ export class NrStats {
  * One thread's handle on one NR instance. Cheap; create one per (thread, instance). Holds the
  * structure's apply function and the thread-to-replica map.
  */
-export class Nr {
+export class Nr implements LockWaiter {
   readonly w: Int32Array;
   readonly base: number;
   readonly size: number;
   readonly mask: number;
   readonly stats = new NrStats();
   private readonly scratch = new Int32Array(RESP_WORDS);
+  /** The threads of one batch (a combiner's gathering, reused). */
+  private readonly batch: Int32Array;
+  private readonly bw: BoundedWait;
+  /** The thread and replica of the wait in progress (for the lock's waitStep and its message). */
+  private waiting: NrThread | null = null;
+  private waitingReplica = 0;
 
   constructor(
     readonly layout: NrLayout,
@@ -106,6 +109,8 @@ export class Nr {
     this.base = layout.instanceBase(instance);
     this.size = layout.config.logEntries;
     this.mask = layout.mask;
+    this.batch = new Int32Array(layout.config.maxBatch);
+    this.bw = new BoundedWait(waitLimitMs);
   }
 
   // ---- words ------------------------------------------------------------------------------
@@ -132,22 +137,27 @@ export class Nr {
 
   // ---- bounded waiting ----------------------------------------------------------------------
 
-  private deadline = 0;
-  private spins = 0;
-
   private startWait(): void {
-    this.deadline = 0;
-    this.spins = 0;
+    this.bw.begin();
   }
 
-  /** One step of a bounded wait: poll, spin, then yield briefly; panics past the bound. */
-  private waitStep(t: NrThread, what: () => string): void {
+  /** One step of a bounded wait: poll (unless combining), spin, then sleep a slice; panics past the bound. */
+  private step(t: NrThread, what: () => string): void {
     if (t.combining === 0) t.poll();
-    if (++this.spins < SPINS) return;
-    const now = Date.now();
-    if (this.deadline === 0) this.deadline = now + this.waitLimitMs;
-    else if (now > this.deadline) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${what()}`);
-    Atomics.wait(this.w, this.base + H_TAIL, Atomics.load(this.w, this.base + H_TAIL), 0.05);
+    const s = this.bw.step();
+    if (s === STEP_EXPIRED) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${what()}`);
+    if (s === STEP_SLEEP) sleepOn(this.w, this.base + H_TAIL, Atomics.load(this.w, this.base + H_TAIL));
+  }
+
+  /** LockWaiter: a wait on replica `waitingReplica`'s reader/writer lock begins. */
+  beginWait(): void {
+    this.startWait();
+  }
+
+  /** LockWaiter: one step of a wait for the replica's writer (who = -1) or for thread `who` to leave its read side. */
+  waitStep(who: number): void {
+    const r = this.waitingReplica;
+    this.step(this.waiting as NrThread, () => (who < 0 ? `replica ${r}'s writer to finish` : `thread ${who} to leave replica ${r}'s read side`));
   }
 
   // ---- writes -------------------------------------------------------------------------------
@@ -169,7 +179,7 @@ export class Nr {
     for (;;) {
       if (Atomics.load(w, slot + SLOT_STATE) === SLOT_DONE) break;
       if (this.tryCombine(t, t.replica)) continue;
-      this.waitStep(t, () => `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`);
+      this.step(t, () => `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`);
     }
     for (let i = 0; i < RESP_WORDS; i++) resp[i] = w[slot + SLOT_RESP + i];
     Atomics.store(w, slot + SLOT_STATE, SLOT_EMPTY);
@@ -190,30 +200,30 @@ export class Nr {
     const lock = this.base + this.layout.replica(r) + R_COMBINER;
     if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
     t.combining++;
-    t.trace?.(1, NR_TRACE_COMBINE);
+    t.trace?.(PH_BEGIN, TR_COMBINE);
     try {
       this.stats.combines++;
       const threads = this.layout.config.threads;
-      const maxBatch = this.layout.config.maxBatch;
-      const batch: number[] = [];
-      for (let u = 0; u < threads && batch.length < maxBatch; u++) {
-        if (this.replicaOf[u] === r && Atomics.load(w, this.base + this.layout.slot(u) + SLOT_STATE) === SLOT_PENDING) batch.push(u);
+      const batch = this.batch;
+      let n = 0;
+      for (let u = 0; u < threads && n < batch.length; u++) {
+        if (this.replicaOf[u] === r && Atomics.load(w, this.base + this.layout.slot(u) + SLOT_STATE) === SLOT_PENDING) batch[n++] = u;
       }
-      if (batch.length > 0) this.append(t, r, batch);
+      if (n > 0) this.append(t, r, n);
       this.exec(t, r, this.tail());
     } finally {
       Atomics.store(w, lock, 0);
       t.combining--;
-      t.trace?.(2, NR_TRACE_COMBINE);
+      t.trace?.(PH_END, TR_COMBINE);
     }
     return true;
   }
 
-  /** Reserves room for the batch with one CAS on tail (making room when full), fills and publishes it. */
-  private append(t: NrThread, r: number, batch: number[]): void {
+  /** Reserves room for the first n threads of this.batch with one CAS on tail (making room when full), fills and publishes them. */
+  private append(t: NrThread, r: number, n: number): void {
     const w = this.w;
     const b = this.base;
-    const n = batch.length;
+    const batch = this.batch;
     this.startWait();
     let start: number;
     for (;;) {
@@ -222,7 +232,7 @@ export class Nr {
       if (((tail + n - head) | 0) > this.size) {
         this.makeRoom(t, r);
         if (((Atomics.load(w, b + H_TAIL) + n - Atomics.load(w, b + H_HEAD)) | 0) > this.size) {
-          this.waitStep(t, () => `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`);
+          this.step(t, () => `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`);
         }
         continue;
       }
@@ -305,13 +315,15 @@ export class Nr {
     let i = Atomics.load(w, rb + R_LTAIL);
     if (((upto - i) | 0) <= 0) return;
     t.bp?.(NR_BP_BEFORE_APPLY);
-    this.lockWriter(t, r);
+    this.waiting = t;
+    this.waitingReplica = r;
+    writeLock(w, rb + R_WRITER, b + this.layout.reader(r, 0), NR_LINE, this.layout.config.threads, this);
     try {
       for (; i !== upto; i = (i + 1) | 0) {
         const e = b + this.layout.entry(i);
         this.startWait();
         while (Atomics.load(w, e + E_SEQ) !== ((i + 1) | 0)) {
-          this.waitStep(t, () => `log entry ${i} to be filled by its appender (replica ${r} applying)`);
+          this.step(t, () => `log entry ${i} to be filled by its appender (replica ${r} applying)`);
         }
         const origin = w[e + E_ORIGIN];
         const mine = origin >>> 16 === r;
@@ -322,22 +334,11 @@ export class Nr {
       }
       Atomics.store(w, rb + R_LTAIL, upto);
     } finally {
-      Atomics.store(w, rb + R_WRITER, 0);
+      writeUnlock(w, rb + R_WRITER);
     }
     for (;;) {
       const c = Atomics.load(w, b + H_CTAIL);
       if (((upto - c) | 0) <= 0 || Atomics.compareExchange(w, b + H_CTAIL, c, upto) === c) break;
-    }
-  }
-
-  /** Writer side of r's reader/writer lock (writer preference): flag, then wait for readers to leave. */
-  private lockWriter(t: NrThread, r: number): void {
-    const w = this.w;
-    Atomics.store(w, this.base + this.layout.replica(r) + R_WRITER, 1);
-    this.startWait();
-    for (let u = 0; u < this.layout.config.threads; u++) {
-      const flag = this.base + this.layout.reader(r, u);
-      while (Atomics.load(w, flag) !== 0) this.waitStep(t, () => `thread ${u} to leave replica ${r}'s read side`);
     }
   }
 
@@ -356,45 +357,43 @@ export class Nr {
       if (!counted) {
         this.stats.readSyncs++;
         counted = true;
-        t.trace?.(1, NR_TRACE_SYNC);
+        t.trace?.(PH_BEGIN, TR_SYNC);
       }
       if (this.tryCombine(t, r)) continue;
-      this.waitStep(t, () => `replica ${r} to reach ctail ${target} (at ${this.ltail(r)}, combiner ${this.holder(r)})`);
+      this.step(t, () => `replica ${r} to reach ctail ${target} (at ${this.ltail(r)}, combiner ${this.holder(r)})`);
     }
-    if (counted) t.trace?.(2, NR_TRACE_SYNC);
+    if (counted) t.trace?.(PH_END, TR_SYNC);
   }
 
   /**
-   * A read: sync the local replica, then run `fn(replica)` under the reader lock. `fn` must not
-   * write the structure. Returns fn's result.
+   * Begins a read: brings t's replica up to ctail and takes its read side. Returns the replica,
+   * which the caller reads (without writing it) until endRead(t). No allocation.
    */
-  read<T>(t: NrThread, fn: (r: number) => T): T {
+  beginRead(t: NrThread): number {
     const w = this.w;
     const r = t.replica;
     const rb = this.base + this.layout.replica(r);
     // The replica is usually up to date already: two loads, no sync (ctail first, as sync reads it).
     const target = Atomics.load(w, this.base + H_CTAIL);
     if (((Atomics.load(w, rb + R_LTAIL) - target) | 0) < 0) this.sync(t);
-    const flag = this.base + this.layout.reader(r, t.id);
-    const writer = rb + R_WRITER;
-    Atomics.store(w, flag, 1);
-    if (Atomics.load(w, writer) !== 0) this.enterReadSide(t, flag, writer);
+    this.waiting = t;
+    this.waitingReplica = r;
+    readLock(w, rb + R_WRITER, this.base + this.layout.reader(r, t.id), this);
+    return r;
+  }
+
+  /** Ends a read begun by beginRead(t). */
+  endRead(t: NrThread): void {
+    readUnlock(this.w, this.base + this.layout.reader(t.replica, t.id));
+  }
+
+  /** A read as one call: beginRead, `fn(replica)` (which must not write), endRead. Returns fn's result. */
+  read<T>(t: NrThread, fn: (r: number) => T): T {
+    const r = this.beginRead(t);
     try {
       return fn(r);
     } finally {
-      Atomics.store(w, flag, 0);
-    }
-  }
-
-  /** The read side's slow path: a writer holds the replica; step back, wait, try again (writer preference). */
-  private enterReadSide(t: NrThread, flag: number, writer: number): void {
-    const w = this.w;
-    this.startWait();
-    for (;;) {
-      Atomics.store(w, flag, 0);
-      while (Atomics.load(w, writer) !== 0) this.waitStep(t, () => `replica ${t.replica}'s writer to finish`);
-      Atomics.store(w, flag, 1);
-      if (Atomics.load(w, writer) === 0) return;
+      this.endRead(t);
     }
   }
 

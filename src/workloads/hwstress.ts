@@ -6,10 +6,11 @@
 
 import type { Machine } from '../machine/machine.js';
 import type { Job } from '../machine/machine.js';
-import { findEntry, mapPage, MAP_OK } from '../hw/ptbuild.js';
+import { findEntry, mapPage, MAP_OK } from '../hw/pagetable.js';
 import { NO_FRAME } from '../hw/frames.js';
-import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, makeHi, makeLo, split64 } from '../hw/pte.js';
-import { F_NW, F_PK_SHIFT, F_USER, F_XD } from '../hw/walk.js';
+import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, makeHi, makeLo } from '../hw/pte.js';
+import { split64 } from '../hw/vaddr.js';
+import { F_NW, F_PK_SHIFT, F_USER, F_XD } from '../hw/fault.js';
 import { CR4_PAE, CR4_PGE } from '../hw/regs.js';
 import type { HwMixProgram } from './sources.js';
 

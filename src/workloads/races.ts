@@ -9,16 +9,21 @@
 
 import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
-import type { MachineOptions } from '../hw/config.js';
+import type { MachineOptions } from '../machine/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS, OK } from '../kernel/kernel.js';
+import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import { OK } from '../kernel/ops.js';
 import { tsImport } from 'tsx/esm/api';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { R_USER, R_WRITE } from '../kernel/vspace.js';
-import { findEntry } from '../hw/ptbuild.js';
+import { R_USER, R_WRITE } from '../kernel/ops.js';
+import { findEntry } from '../hw/pagetable.js';
 import { PTE_P } from '../hw/pte.js';
+import * as procs from '../kernel/proc.js';
+import * as refs from '../kernel/refs.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
 
 /** What a scenario reports: whether the documented outcome was reproduced, and the steps. */
 export interface RaceOutcome {
@@ -61,8 +66,8 @@ export class RaceApi {
 
   /** A new address space with a process, every core in user mode. Returns the space. */
   space(): number {
-    const s = this.m.kernel.createSpace();
-    if (s < 0 || this.m.kernel.spawn(s, -1) < 0) throw new Error('race: no room for a process');
+    const s = spaces.createSpace(this.m.kernel);
+    if (s < 0 || procs.spawn(this.m.kernel, s, -1) < 0) throw new Error('race: no room for a process');
     for (let c = 0; c < this.m.config.cores; c++) this.m.setRegisters(c, { cpl: 3 });
     return s;
   }
@@ -71,9 +76,9 @@ export class RaceApi {
   mapPage(c: number, s: number, va: number): number {
     const k = this.m.kernel;
     const f = this.m.frames.allocZeroed(this.m.layout.nodeOfCore(c));
-    k.setRefcount(f, 1);
-    k.ownerAdd(f, s);
-    if (k.map(c, s, va, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
+    refs.setRefcount(k, f, 1);
+    refs.ownerAdd(k, f, s);
+    if (vm.map(k, c, s, va, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
     return f;
   }
 
@@ -274,8 +279,8 @@ const cowWriteRace: Scenario = {
       r.m.mem[f * 1024] = 7;
       const forked = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'fork' }] });
       r.expect(forked[0].ok && forked[0].outcomes['fork:Ok'] === 1, 'core 0 forked the process');
-      const c = r.m.kernel.liveSpaces().find((x) => x !== p) as number;
-      r.expect(c !== undefined && r.m.kernel.refcount(f) === 2, `forked: space ${c} shares frame ${f} (2 references)`);
+      const c = procs.liveSpaces(r.m.kernel).find((x) => x !== p) as number;
+      r.expect(c !== undefined && refs.refcount(r.m.kernel, f) === 2, `forked: space ${c} shares frame ${f} (2 references)`);
       r.m.arm(0, BP_BEFORE_RESOLVE);
       r.m.arm(1, BP_BEFORE_RESOLVE);
       const done = r.run({
@@ -287,7 +292,7 @@ const cowWriteRace: Scenario = {
       r.step('parent (core 0) and child (core 1) both took their copy-on-write fault on the shared page and are parked');
       r.m.disarm(1, BP_BEFORE_RESOLVE);
       r.m.resume(1);
-      await r.until(() => r.m.kernel.refcount(f) === 1, 'the child to copy and drop its reference');
+      await r.until(() => refs.refcount(r.m.kernel, f) === 1, 'the child to copy and drop its reference');
       r.step('the child went first: it copied the page and dropped its reference');
       r.m.disarm(0, BP_BEFORE_RESOLVE);
       r.m.resume(0);
@@ -299,7 +304,7 @@ const cowWriteRace: Scenario = {
       const v0 = res.find((x) => x.core === 0)?.values?.at(-1);
       const v1 = res.find((x) => x.core === 1)?.values?.at(-1);
       r.expect(v0 === '0x64' && v1 === '0xc8', `no lost write: the parent reads 0x64, the child 0xc8 (got ${v0}, ${v1})`);
-      r.expect(r.m.kernel.refcount(f) === 1, 'the original frame has one reference left (the parent\'s)');
+      r.expect(refs.refcount(r.m.kernel, f) === 1, 'the original frame has one reference left (the parent\'s)');
     });
   },
 };

@@ -7,9 +7,9 @@
 
 import type { Machine } from '../machine/machine.js';
 import type { DumpRoot } from '../machine/dump.js';
-import { mapPage, MAP_OK, type LeafAttrs } from '../hw/ptbuild.js';
+import { mapPage, MAP_OK, type LeafAttrs } from '../hw/pagetable.js';
 import { NO_FRAME } from '../hw/frames.js';
-import { split64 } from '../hw/pte.js';
+import { split64 } from '../hw/vaddr.js';
 import { CR4_LA57, CR4_PAE, CR4_PGE, CR4_PKE } from '../hw/regs.js';
 
 export interface Scenario {

@@ -12,7 +12,7 @@
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
-import { parseAddress, split64 } from '../hw/pte.js';
+import { parseAddress, split64 } from '../hw/vaddr.js';
 import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,

@@ -7,8 +7,9 @@ import { Layout } from '../hw/layout.js';
 import { execute, type CoreResult } from '../machine/executor.js';
 import type { CoreTask } from '../machine/machine.js';
 import { makeSource } from './sources.js';
-import { Kernel, kernelLayouts } from '../kernel/kernel.js';
+import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Frames } from '../hw/frames.js';
+import * as shootdowns from '../kernel/shootdown.js';
 
 interface Attached {
   layout: Layout;
@@ -29,7 +30,7 @@ function attach(task: CoreTask): Attached {
     const layout = new Layout(task.shared.config);
     const ctl = new Int32Array(task.shared.control);
     const mem = new Int32Array(task.shared.phys);
-    const { klayout, nrLayout } = kernelLayouts(task.shared.config);
+    const { klayout, nrLayout } = kernelLayouts(task.shared.config.cores, task.shared.config.nodes, task.shared.config.memoryBytes, task.shared.config.kernel);
     const config = task.shared.config;
     a = {
       layout, ctl, mem, cpus: new Map(), trace: task.shared.trace,
@@ -59,7 +60,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
   let cpu = a.cpus.get(task.core);
   if (!cpu) {
     cpu = new Cpu(a, task.core);
-    a.kernel.installHandlers(cpu);
+    shootdowns.installHandlers(a.kernel, cpu);
     a.cpus.set(task.core, cpu);
   }
   if (!cpu.attach()) return failed(task.core, `core ${task.core} is already running on another thread`);

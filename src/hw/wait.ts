@@ -1,0 +1,53 @@
+// The one bounded wait. Every wait in nrvm — a core waiting for IPI acks, a barrier or room in an
+// IPI queue; NR waiting for a combiner, a log entry or a replica's readers; the kernel waiting
+// for a space lock or a page-table pool — is the same loop:
+//
+//   w.begin();
+//   while (!done) {
+//     poll();                           // a core services its interrupts
+//     const s = w.step();
+//     if (s === STEP_EXPIRED) fail(...) // name what was awaited and who holds it
+//     if (s === STEP_SLEEP) sleep;      // the doorbell (a core), or the awaited word
+//   }
+//
+// It spins WAIT_SPINS steps, then sleeps in short slices; it gives up once `limitMs` has passed
+// since its first sleep (the clock is read only after the spins, so a short wait costs no
+// clock read). What a waiter does on expiry is its own: a core returns WAIT_TIMEOUT naming what it
+// waited for, NR and the kernel panic naming the instance, replica, lock or core.
+
+/** Steps spent spinning before a wait starts to sleep. */
+export const WAIT_SPINS = 64;
+/** One sleep slice on an awaited word nobody notifies, in ms. */
+export const WAIT_SLICE_MS = 0.05;
+
+export const STEP_SPIN = 0;
+export const STEP_SLEEP = 1;
+export const STEP_EXPIRED = 2;
+
+/** One thread's bounded wait, reused from wait to wait (no allocation). */
+export class BoundedWait {
+  private deadline = 0;
+  private spins = 0;
+
+  constructor(readonly limitMs: number) {}
+
+  /** Starts a new wait. */
+  begin(): void {
+    this.deadline = 0;
+    this.spins = 0;
+  }
+
+  /** One step: STEP_SPIN (go on at once), STEP_SLEEP (sleep one slice), or STEP_EXPIRED (the bound has passed). */
+  step(): number {
+    if (++this.spins <= WAIT_SPINS) return STEP_SPIN;
+    const now = Date.now();
+    if (this.deadline === 0) this.deadline = now + this.limitMs;
+    else if (now > this.deadline) return STEP_EXPIRED;
+    return STEP_SLEEP;
+  }
+}
+
+/** Sleeps one slice while words[word] holds `value` (nobody needs to notify: the slice ends anyway). */
+export function sleepOn(words: Int32Array, word: number, value: number): void {
+  Atomics.wait(words, word, value, WAIT_SLICE_MS);
+}

@@ -1,0 +1,139 @@
+// The page-fault path, and the only fault-and-retry loop. A #PF in the current space looks the
+// address up in the local replica brought up to date (Resolve's read). A write to a demand-zero
+// page allocates a frame (PGZERO); a write to a copy-on-write page copies it (PGCOPY) or, for
+// the last sharer, reuses it (or, under MH's policy, makes it private read-only); a mapping that
+// allows the access means the fault was spurious (a lagging replica, or a stale read-only
+// translation) and the access is retried; anything else is an invalid access, delivered to the
+// program.
+
+import type { Cpu } from '../hw/cpu.js';
+import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/fault.js';
+import { NO_FRAME } from '../hw/frames.js';
+import { FRAME_WORDS } from '../hw/pte.js';
+import { PH_BEGIN, PH_END, TR_FAULT } from '../hw/trace.js';
+import { pageBase, vaJoin } from '../hw/vaddr.js';
+import { BP_BEFORE_COW_COPY, BP_BEFORE_RESOLVE, type Kernel } from './context.js';
+import { OK, R_COW, R_NX, R_USER, R_WAS_COW, R_WRITE, R_ZERO, leafWritable } from './ops.js';
+import { holdNew, refcount, release } from './refs.js';
+import { lockShared, unlockShared } from './space.js';
+import { adjustLocked, lookup, remapLocked } from './vm.js';
+
+/** Retries of one access after the fault handler found the fault spurious, before it is delivered. */
+export const FAULT_RETRIES = 3;
+
+/**
+ * The page-fault handler for a fault `code` of an access of kind acc at vhi:vlo by cpu. Returns
+ * true when the access should be retried (spurious, or repaired), false when the fault goes to
+ * the program.
+ */
+export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
+  const s = kx.current[cpu.id];
+  if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
+  cpu.trace(PH_BEGIN, TR_FAULT, vlo);
+  try {
+    return handleFault(kx, cpu, s, vaJoin(vhi, vlo), acc);
+  } finally {
+    cpu.trace(PH_END, TR_FAULT, vlo);
+  }
+}
+
+function handleFault(kx: Kernel, cpu: Cpu, s: number, va: number, acc: number): boolean {
+  cpu.breakpoint(BP_BEFORE_RESOLVE);
+  // A write may have to change the mapping: look it up under the space lock, so that what it
+  // finds (a fork, another core's fault may have changed it) is what it changes.
+  const write = acc === ACC_WRITE;
+  if (write) lockShared(kx, s, cpu);
+  try {
+    const e = kx.found;
+    const found = lookup(kx, cpu.id, s, va, e, cpu);
+    if (found && write && (e.rights & R_WRITE) !== 0 && (e.rights & (R_COW | R_ZERO)) !== 0) {
+      if (writeFault(kx, cpu, s, va, e.pfn + Math.floor((va - e.va) / 4096), e.rights)) return true;
+      kx.stats.invalidAccesses++;
+      return false;
+    }
+    if (found && write && (e.rights & R_WAS_COW) !== 0) {
+      // MH: a page made private read-only by a copy-on-write fault faults again on the retried
+      // write; the user-level handler (MH's MRG library) makes it writable.
+      adjustLocked(kx, cpu, s, pageBase(va), (e.rights & ~R_WAS_COW) | R_WRITE);
+      kx.stats.spuriousFaults++;
+      return true;
+    }
+    let ok = found;
+    if (found) {
+      if (write && !leafWritable(e.rights)) ok = false;
+      if (acc === ACC_FETCH && (e.rights & R_NX) !== 0) ok = false;
+      if (cpu.regs.cpl === 3 && (e.rights & R_USER) === 0) ok = false;
+    }
+    if (ok) kx.stats.spuriousFaults++;
+    else kx.stats.invalidAccesses++;
+    return ok;
+  } finally {
+    if (write) unlockShared(kx, s);
+  }
+}
+
+/**
+ * A write to a copy-on-write or demand-zero page (frame `old`, these rights) of space s, with
+ * the space lock held: allocate and zero (demand-zero), copy (other sharers remain), or reuse the
+ * frame (this is the last sharer). Returns true when the write may be retried. Copies before
+ * dropping the reference, so a sharer that reuses the frame never writes it while it is copied.
+ */
+function writeFault(kx: Kernel, cpu: Cpu, s: number, va: number, old: number, rights: number): boolean {
+  const { frames, mem } = kx.v;
+  const page = pageBase(va);
+  const plain = (rights & ~(R_COW | R_ZERO)) | R_WRITE;
+  if ((rights & R_ZERO) !== 0) {
+    const nf = frames.allocAny(cpu.node);
+    if (nf === NO_FRAME) return false;
+    frames.zero(nf);
+    holdNew(kx, nf, s);
+    if (remapLocked(kx, cpu, s, page, nf, plain) !== OK) {
+      release(kx, nf, s);
+      return false;
+    }
+    kx.stats.zeroFills++;
+    kx.onEvent?.('zero', page);
+    return true;
+  }
+  if (refcount(kx, old) === 1) {
+    // The last sharer: the same frame becomes writable. MH's policy makes it private read-only
+    // instead (the write permission is lost), and the retried write faults once more.
+    adjustLocked(kx, cpu, s, page, kx.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
+    kx.stats.cowReuses++;
+    kx.onEvent?.('reuse', page);
+    return true;
+  }
+  if (kx.skipCowCopy) {
+    // Injected fault: the shared frame simply becomes writable here; the other sharers see our writes.
+    adjustLocked(kx, cpu, s, page, plain);
+    return true;
+  }
+  cpu.breakpoint(BP_BEFORE_COW_COPY);
+  const nf = frames.allocAny(cpu.node);
+  if (nf === NO_FRAME) return false;
+  mem.copyWithin(nf * FRAME_WORDS, old * FRAME_WORDS, (old + 1) * FRAME_WORDS);
+  holdNew(kx, nf, s);
+  if (remapLocked(kx, cpu, s, page, nf, plain) !== OK) {
+    release(kx, nf, s);
+    return false;
+  }
+  release(kx, old, s); // the shootdown has returned: s no longer reaches the old frame
+  kx.stats.cowCopies++;
+  kx.onEvent?.('copy', page);
+  return true;
+}
+
+/**
+ * One 8-byte access (load, store of hi:lo, or fetch) by cpu, retried while the page-fault
+ * handler finds its fault spurious or repairs it (zero page, copy-on-write), at most
+ * FAULT_RETRIES times. Returns 0 (a loaded value in cpu.valHi:valLo) or the fault delivered.
+ */
+export function access(kx: Kernel, cpu: Cpu, acc: number, vhi: number, vlo: number, hi = 0, lo = 0): number {
+  let r = accessOnce(cpu, acc, vhi, vlo, hi, lo);
+  for (let k = 0; k < FAULT_RETRIES && r !== 0 && onPageFault(kx, cpu, vhi, vlo, acc, r); k++) r = accessOnce(cpu, acc, vhi, vlo, hi, lo);
+  return r;
+}
+
+function accessOnce(cpu: Cpu, acc: number, vhi: number, vlo: number, hi: number, lo: number): number {
+  return acc === ACC_WRITE ? cpu.store64(vhi, vlo, hi, lo) : acc === ACC_FETCH ? cpu.fetch64(vhi, vlo) : cpu.load64(vhi, vlo);
+}

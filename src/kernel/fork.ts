@@ -1,0 +1,63 @@
+// Fork with copy-on-write (xv6's uvmcopy, Linux's dup_mmap): a new address space with every
+// mapping of the parent except wired and I/O ones. Private frames become copy-on-write in both
+// (read-only, one more reference each); demand-zero pages stay demand-zero. The parent's space
+// lock is held alone for the snapshot (no mapping change is in flight), its now stale writable
+// translations are shot down once, as a whole-PCID flush, and a child that cannot be completed
+// (out of memory) is undone whole — one rollback, as uvmcopy's.
+
+import type { Cpu } from '../hw/cpu.js';
+import type { Kernel } from './context.js';
+import type { MapEntry } from './mapdb.js';
+import { OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_WIRED, R_ZERO } from './ops.js';
+import { addRef, ownerAdd, release, releaseMapping } from './refs.js';
+import { SHOOTDOWN_FULL_FLUSH_PAGES, shootdown } from './shootdown.js';
+import { createSpace, destroySpace, lockExclusive, unlockExclusive } from './space.js';
+import { adjustLocked, entries, mapLocked } from './vm.js';
+
+/** Forks `parent` on cpu (which runs it). Returns the child's space, or -1 - OUT_OF_MEMORY (or no free space). */
+export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
+  kx.checkSpace(parent);
+  const child = createSpace(kx);
+  if (child < 0) return child;
+  lockExclusive(kx, parent, cpu);
+  let madeCow = false;
+  try {
+    kx.sync(parent, cpu.id, cpu);
+    for (const e of entries(kx, cpu.id, parent, cpu)) {
+      if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
+      const rights = (e.rights & R_ZERO) === 0 ? e.rights | R_COW : e.rights;
+      if (!shareInto(kx, cpu, parent, child, e, rights)) {
+        // Out of memory: undo the child (its references go with it); the parent keeps its COW rights.
+        destroySpace(kx, child, (pfn, pages, r) => releaseMapping(kx, child, pfn, pages, r));
+        return -1 - OUT_OF_MEMORY;
+      }
+      if (rights !== e.rights) madeCow = true;
+    }
+    return child;
+  } finally {
+    // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after
+    // copying it): the whole PCID on every core running the parent.
+    if (madeCow) shootdown(kx, cpu, parent, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
+    unlockExclusive(kx, parent);
+  }
+}
+
+/**
+ * Shares mapping e of the parent with the child under `rights`: private frames gain the child's
+ * reference and ownership and become copy-on-write in the parent (no shootdown yet), then the
+ * child maps them. Returns false, with the child's hold on e's frames released, when the child's
+ * map fails.
+ */
+function shareInto(kx: Kernel, cpu: Cpu, parent: number, child: number, e: MapEntry, rights: number): boolean {
+  const shared = (rights & R_ZERO) === 0;
+  if (shared) {
+    for (let p = 0; p < e.pages; p++) {
+      addRef(kx, e.pfn + p);
+      ownerAdd(kx, e.pfn + p, child);
+    }
+    if (rights !== e.rights) adjustLocked(kx, cpu, parent, e.va, rights, undefined, false);
+  }
+  if (mapLocked(kx, cpu.id, child, e.va, e.pfn * PAGE, e.pages * PAGE, rights, cpu).code === OK) return true;
+  if (shared) for (let p = 0; p < e.pages; p++) release(kx, e.pfn + p, child);
+  return false;
+}

@@ -1,0 +1,30 @@
+// The kernel's options: the sizes of its shared state, its policies where the seeds disagree
+// (DESIGN.md, "Address spaces and processes"), how address spaces run (node replication or the
+// lock baseline), and the kernel faults a run can inject to prove that an oracle catches them.
+
+/** Named kernel faults a run can inject (hardware ones: hw/config.ts HW_INJECTIONS). */
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy'] as const;
+
+/** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
+export interface KernelOptions {
+  /** Address spaces that can exist at once (each one NR instance with its own log). */
+  maxSpaces: number;
+  /** Mappings one address space can hold. */
+  maxMappings: number;
+  /** Entries of each NR log (a power of two; the crate uses 32,768 per 2 MiB log). */
+  logEntries: number;
+  /** Largest batch one combiner appends. */
+  maxBatch: number;
+  /** Page-table frames each replica may keep in reserve. */
+  ptPoolFrames: number;
+  /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame, writable) or MH's 'mh' (private read-only first). */
+  cow: 'default' | 'mh';
+  /**
+   * 'nr': node-replicated address spaces. 'lock': the baseline a conventional kernel uses — one
+   * copy of each space's mapping database and page tables behind one reader/writer lock.
+   */
+  mode: 'nr' | 'lock';
+}
+
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr' };
+

@@ -1,0 +1,70 @@
+// The process table (shared memory, one line per pid): a process runs one address space and is
+// running, sleeping or terminated (a zombie until the controller reaps it, which destroys its
+// space and drops its frames' references). Any thread may read it; spawning, state changes and
+// reaping are Atomics on the line.
+
+import type { Kernel } from './context.js';
+import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from './layout.js';
+import { releaseMapping } from './refs.js';
+import { destroySpace } from './space.js';
+
+/** Takes a free pid for a process running `space` (sleeping), with its parent; -1 when the table is full. */
+export function spawn(kx: Kernel, space: number, parent: number): number {
+  const { k, klayout } = kx.v;
+  for (let pid = 0; pid < kx.maxSpaces; pid++) {
+    const b = klayout.procBase + pid * K_LINE;
+    if (Atomics.compareExchange(k, b + P_STATE, PROC_FREE, PROC_SLEEPING) !== PROC_FREE) continue;
+    Atomics.store(k, b + P_SPACE, space);
+    Atomics.store(k, b + P_PARENT, parent);
+    return pid;
+  }
+  return -1;
+}
+
+/** A process's state, space and parent (state PROC_FREE for an unused pid). */
+export function processOf(kx: Kernel, pid: number): { state: number; space: number; parent: number } {
+  const { k, klayout } = kx.v;
+  if (pid < 0 || pid >= kx.maxSpaces) return { state: PROC_FREE, space: -1, parent: -1 };
+  const b = klayout.procBase + pid * K_LINE;
+  return { state: Atomics.load(k, b + P_STATE), space: Atomics.load(k, b + P_SPACE), parent: Atomics.load(k, b + P_PARENT) };
+}
+
+/** Sets a process's state (running, sleeping, terminated, or free to reap it). */
+export function setProcessState(kx: Kernel, pid: number, state: number): void {
+  Atomics.store(kx.v.k, kx.v.klayout.procBase + pid * K_LINE + P_STATE, state);
+}
+
+/** Spaces of the processes that are alive (running or sleeping). */
+export function liveSpaces(kx: Kernel): number[] {
+  const out: number[] = [];
+  for (let pid = 0; pid < kx.maxSpaces; pid++) {
+    const p = processOf(kx, pid);
+    if (p.state === PROC_RUNNING || p.state === PROC_SLEEPING) out.push(p.space);
+  }
+  return out;
+}
+
+/** The pid whose process runs space s (alive or zombie), or -1. */
+export function pidOf(kx: Kernel, s: number): number {
+  for (let pid = 0; pid < kx.maxSpaces; pid++) {
+    const p = processOf(kx, pid);
+    if (p.state !== PROC_FREE && p.space === s) return pid;
+  }
+  return -1;
+}
+
+/**
+ * Reaps every terminated process (a zombie): destroys its space, releasing its frames, and frees
+ * its pid. Controller only, with no core running (or holding translations of) it. Returns how many.
+ */
+export function reapZombies(kx: Kernel): number {
+  let n = 0;
+  for (let pid = 0; pid < kx.maxSpaces; pid++) {
+    const p = processOf(kx, pid);
+    if (p.state !== PROC_TERMINATED) continue;
+    if (kx.isLive(p.space)) destroySpace(kx, p.space, (pfn, pages, rights) => releaseMapping(kx, p.space, pfn, pages, rights));
+    setProcessState(kx, pid, PROC_FREE);
+    n++;
+  }
+  return n;
+}

@@ -1,0 +1,174 @@
+// Which cores may cache a space's translations, and how stale ones are removed (DESIGN.md, "TLB
+// shootdown"; NRK's shootdown; Linux's tlb_gen). A core joins a space's active-core mask when it
+// switches to the space and leaves it when it switches away; each space has a PCID (space + 1)
+// and a TLB generation, bumped by every shootdown, so a core that comes back after a shootdown
+// flushes that PCID first. The initiator of a permission-decreasing change sends a request to
+// every other core in the mask, flushes locally and returns only after every ack (servicing its
+// own queue meanwhile); a receiver acknowledges, syncs its replica, and invalidates (page by page
+// up to SHOOTDOWN_FULL_FLUSH_PAGES, NRK's 20, else the whole PCID), running no program access in
+// between.
+
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, type Cpu } from '../hw/cpu.js';
+import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
+import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
+import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
+import { panic } from '../hw/panic.js';
+import { NO_FRAME } from '../hw/frames.js';
+import { zeroPage } from './refs.js';
+import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
+import { S_ACTIVE, S_TLBGEN } from './layout.js';
+import { IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE } from './ops.js';
+
+export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
+
+/** PCID of space s (CR3 bits 11:0 under CR4.PCIDE): s + 1, so PCID 0 stays the kernel's. */
+export function pcid(s: number): number {
+  return s + 1;
+}
+
+function maskWord(kx: Kernel, s: number, c: number): number {
+  return kx.v.klayout.spaceBase(s) + S_ACTIVE + (c >>> 5);
+}
+
+/**
+ * Runs space s on cpu: joins s's active mask, syncs the local replica (so that an unmap that
+ * did not see this core in the mask is already applied here), flushes s's PCID if a shootdown
+ * happened since this core last ran s (the TLB generation, as Linux's tlb_gen), loads CR3 with
+ * the node's root and s's PCID without flushing, then leaves the previous space's mask. A switch
+ * back to a space nobody changed keeps its translations.
+ */
+export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
+  kx.checkSpace(s);
+  const prev = kx.current[cpu.id];
+  if (prev === s) return;
+  const { k, klayout } = kx.v;
+  kx.stats.switches++;
+  cpu.trace(PH_INSTANT, TR_SWITCH, s);
+  if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
+  Atomics.or(k, maskWord(kx, s, cpu.id), 1 << (cpu.id & 31));
+  kx.sync(s, cpu.id, cpu);
+  const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
+  if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
+    cpu.invpcid(1, pcid(s), 0, 0);
+    Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
+    kx.stats.generationFlushes++;
+  }
+  cpu.movCr3(CR3_NOFLUSH_HI, kx.vspace(s).root(kx.replicaFor(cpu.id)) * PAGE + pcid(s));
+  if (prev >= 0) leaveMask(kx, cpu, prev);
+  kx.current[cpu.id] = s;
+}
+
+/**
+ * Takes cpu out of s's active mask. It keeps s's translations under s's PCID; the generation it
+ * recorded when it switched in is older than any shootdown since, so it flushes them if one
+ * happened before it runs s again. (Recording a newer generation here would race with an
+ * initiator that bumps the generation and then reads the mask.)
+ */
+function leaveMask(kx: Kernel, cpu: Cpu, s: number): void {
+  Atomics.and(kx.v.k, maskWord(kx, s, cpu.id), ~(1 << (cpu.id & 31)));
+}
+
+/**
+ * Leaves the current space: flushes the TLB's non-global entries, loads a CR3 that maps no user
+ * address (the zero page as an empty top-level table, PCID 0: what a core runs between
+ * processes, like Linux's init_mm), then leaves the mask. An access before the next switch faults
+ * instead of walking the tables of a space that may since have been destroyed.
+ */
+export function leave(kx: Kernel, cpu: Cpu): void {
+  const prev = kx.current[cpu.id];
+  cpu.flushNonGlobal();
+  const z = zeroPage(kx);
+  if (z !== NO_FRAME) cpu.movCr3(CR3_NOFLUSH_HI, z * PAGE);
+  if (prev >= 0) leaveMask(kx, cpu, prev);
+  kx.current[cpu.id] = -1;
+}
+
+/** Drops cpu's translations of space s and takes it out of s's mask (before s is destroyed). */
+export function forget(kx: Kernel, cpu: Cpu, s: number): void {
+  if (kx.current[cpu.id] === s) kx.current[cpu.id] = -1;
+  cpu.invpcid(1, pcid(s), 0, 0);
+  leaveMask(kx, cpu, s);
+}
+
+/** Cores in s's active mask. */
+export function activeCores(kx: Kernel, s: number): number[] {
+  const out: number[] = [];
+  const base = kx.v.klayout.spaceBase(s) + S_ACTIVE;
+  for (let w = 0; w < kx.v.klayout.maskWords; w++) {
+    const m = Atomics.load(kx.v.k, base + w);
+    for (let b = 0; b < 32; b++) if ((m >>> b) & 1) out.push(w * 32 + b);
+  }
+  return out;
+}
+
+/**
+ * Shoots down [va, va + pages * 4 KiB) of space s: a request to every other core in the active
+ * mask, the local flush, and the wait for every ack. Panics (naming the cores) past the bound.
+ */
+export function shootdown(kx: Kernel, cpu: Cpu, s: number, va: number, pages: number): void {
+  cpu.trace(PH_BEGIN, TR_SHOOTDOWN, pages);
+  try {
+    shootdownTraced(kx, cpu, s, va, pages);
+  } finally {
+    cpu.trace(PH_END, TR_SHOOTDOWN, pages);
+  }
+}
+
+function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, va: number, pages: number): void {
+  const { k, klayout } = kx.v;
+  kx.stats.shootdowns++;
+  // First a new generation: a core that left s and comes back later flushes s's PCID; then the
+  // cores running s now, who get the request.
+  Atomics.add(k, klayout.spaceBase(s) + S_TLBGEN, 1);
+  const hi = vaHi(va);
+  const lo = vaLo(va);
+  cpu.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
+  const base = klayout.spaceBase(s) + S_ACTIVE;
+  for (let w = 0; w < klayout.maskWords && !kx.skipShootdown; w++) {
+    const m = Atomics.load(k, base + w);
+    for (let b = 0; b < 32; b++) {
+      const c = w * 32 + b;
+      if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
+      const r = cpu.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
+      if (r === IPI_TARGET_OFFLINE) continue;
+      if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
+      kx.stats.shootdownIpis++;
+    }
+  }
+  invalidateRange(cpu, pcid(s), va, pages, null);
+  const r = cpu.waitAcks();
+  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${activeCores(kx, s).filter((c) => c !== cpu.id).join(',')}): ${cpu.lastWaitWhat}`);
+}
+
+/**
+ * Invalidates a range of the space with this PCID, whichever space the core runs now: INVPCID
+ * type 0 page by page, or type 1 (the whole PCID) above the threshold.
+ */
+function invalidateRange(cpu: Cpu, id: number, va: number, pages: number, stats: KernelStats | null): void {
+  if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
+    cpu.invpcid(1, id, 0, 0);
+    if (stats) stats.fullFlushes++;
+    return;
+  }
+  if (stats) stats.pageInvalidations += pages;
+  for (let i = 0; i < pages; i++) {
+    const v = va + i * PAGE;
+    cpu.invpcid(0, id, vaHi(v), vaLo(v));
+  }
+}
+
+/** Registers the shootdown and replica-advance receivers on cpu. */
+export function installHandlers(kx: Kernel, cpu: Cpu): void {
+  cpu.handlers[IPI_REPLICA_ADVANCE] = (c, sender, s) => {
+    c.ack(sender);
+    kx.stats.advancesReceived++;
+    if (kx.isLive(s)) kx.sync(s, c.id, c);
+  };
+  cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
+    c.ack(sender);
+    kx.stats.shootdownsReceived++;
+    c.breakpoint(BP_BEFORE_RECEIVER_SYNC);
+    if (!kx.skipReplicaSync) kx.sync(s, c.id, c);
+    invalidateRange(c, pcid(s), vaJoin(hi, lo), pages, kx.stats);
+  };
+}
