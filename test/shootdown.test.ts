@@ -49,13 +49,8 @@ async function setup(inject: string[] = []): Promise<Bench> {
 
 /** Maps `pages` fresh frames at va in space s through core 0, recording them as owned by s. */
 function mapOwned(x: Bench, s: number, va: number, pages: number): number {
-  const f = x.m.frames.allocContiguous(0, pages);
-  for (let p = 0; p < pages; p++) {
-    refs.setRefcount(x.m.kernel, f + p, 1);
-    refs.ownerAdd(x.m.kernel, f + p, s);
-  }
-  assert.is(vm.map(x.m.kernel, 0, s, va, f * 4096, pages * 4096, RW, x.cpu0).code, OK);
-  return f;
+  assert.is(vm.mapAnon(x.m.kernel, 0, s, va, pages, RW, x.cpu0), OK);
+  return x.m.kernel.anonFrame;
 }
 
 /** Unmaps through core 0; once it returned, the frames are free for anyone (owner cleared). */

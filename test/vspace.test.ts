@@ -16,6 +16,7 @@ import type { Cpu } from '../src/hw/cpu.js';
 import * as faults from '../src/kernel/fault.js';
 import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
+import * as refs from '../src/kernel/refs.js';
 import * as vm from '../src/kernel/vm.js';
 
 const RW = R_WRITE | R_USER;
@@ -143,8 +144,9 @@ V('out of page-table frames is OUT_OF_MEMORY on every replica, and nothing chang
 
 V('destroying a space frees its tables, pools and roots; data frames go back through the callback', async () => {
   const { m, s, c0, c1 } = await boot();
-  const before = m.frames.freeCount();
   const k = m.kernel;
+  refs.zeroPage(k); // the kernel's for good: leave() loads it as the empty root between processes
+  const before = m.frames.freeCount();
   const data: number[] = [];
   for (let i = 0; i < 30; i++) {
     const pa = frame(m, i % 2);

@@ -19,7 +19,6 @@ import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { sumCounters } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
-import * as refs from '../kernel/refs.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
 
@@ -125,10 +124,7 @@ class Point {
       // Map every core's slots first, from the controller acting as each core in turn.
       for (let c = 0; c < this.cores; c++) {
         for (let i = 0; i < this.slots; i++) {
-          const f = m.frames.allocAny(m.layout.nodeOfCore(c));
-          refs.setRefcount(m.kernel, f, 1);
-          refs.ownerAdd(m.kernel, f, this.s);
-          if (vm.map(m.kernel, c, this.s, REGION + (c * this.slots + i) * 4096, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error('bench scale: premap failed');
+          if (vm.mapAnon(m.kernel, c, this.s, REGION + (c * this.slots + i) * 4096, 1, R_USER | R_WRITE) !== OK) throw new Error('bench scale: premap failed');
         }
       }
     }

@@ -17,7 +17,7 @@ import {
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS, TLB_ENTRY_WORDS,
 } from './layout.js';
 import { CR3_NOFLUSH_HI, CR4_PCIDE, CR4_PGE, CR4_LA57, Regs } from './regs.js';
-import { E_FLAGS, E_MATCH, E_PFN, E_TAG_HI, E_TAG_LO, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
+import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { PTE_P, FRAME_WORDS } from './pte.js';
@@ -110,6 +110,8 @@ export class Cpu {
   private ackTarget = 0;
   /** This core's trace ring, or null when the machine does not trace. */
   tracer: TraceRing | null;
+  /** Word the last load64/store64/fetch64 reached in physical memory (-1: none, or memory not installed). */
+  lastWord = -1;
   /** Set by IPI_STOP: the executor ends the program at its next check. */
   stopRequested = false;
   /** Cores the last bounded wait was waiting for, for the error message. */
@@ -284,10 +286,10 @@ export class Cpu {
     let e = this.e4k + (tagLo & this.set4k) * this.setWords4k;
     const end = e + this.setWords4k;
     for (; e < end; e += TLB_ENTRY_WORDS) {
-      if (t[e] === tagLo && t[e + 1] === vhi >>> 12) {
-        const m = t[e + 2];
+      if (t[e + Tlbe.TAG_LO] === tagLo && t[e + Tlbe.TAG_HI] === vhi >>> 12) {
+        const m = t[e + Tlbe.MATCH];
         if (m === this.pcidTag || (m & TLB_GLOBAL) !== 0) {
-          if ((t[e + 3] & this.masks[acc]) === 0) return t[e + 4] * FRAME_WORDS + ((vlo & 0xfff) >>> 2);
+          if ((t[e + Tlbe.FLAGS] & this.masks[acc]) === 0) return t[e + Tlbe.PFN] * FRAME_WORDS + ((vlo & 0xfff) >>> 2);
           return this.hitDenied(e, vhi, vlo, acc);
         }
       }
@@ -304,10 +306,10 @@ export class Cpu {
     let tagHi = vhi >>> 21;
     let e = this.e2m + (tagLo & this.set2m) * this.ways2m * TLB_ENTRY_WORDS;
     for (let w = 0; w < this.ways2m; w++, e += TLB_ENTRY_WORDS) {
-      if (t[e] === tagLo && t[e + 1] === tagHi) {
-        const m = t[e + 2];
+      if (t[e + Tlbe.TAG_LO] === tagLo && t[e + Tlbe.TAG_HI] === tagHi) {
+        const m = t[e + Tlbe.MATCH];
         if (m === pcidTag || (m & TLB_GLOBAL) !== 0) {
-          if ((t[e + 3] & mask) === 0) return t[e + 4] * FRAME_WORDS + ((vlo & 0x1fffff) >>> 2);
+          if ((t[e + Tlbe.FLAGS] & mask) === 0) return t[e + Tlbe.PFN] * FRAME_WORDS + ((vlo & 0x1fffff) >>> 2);
           return this.hitDenied(e, vhi, vlo, acc);
         }
       }
@@ -316,10 +318,10 @@ export class Cpu {
     tagHi = vhi >>> 30;
     e = this.e1g + (tagLo & this.set1g) * this.ways1g * TLB_ENTRY_WORDS;
     for (let w = 0; w < this.ways1g; w++, e += TLB_ENTRY_WORDS) {
-      if (t[e] === tagLo && t[e + 1] === tagHi) {
-        const m = t[e + 2];
+      if (t[e + Tlbe.TAG_LO] === tagLo && t[e + Tlbe.TAG_HI] === tagHi) {
+        const m = t[e + Tlbe.MATCH];
         if (m === pcidTag || (m & TLB_GLOBAL) !== 0) {
-          if ((t[e + 3] & mask) === 0) return t[e + 4] * FRAME_WORDS + ((vlo & 0x3fffffff) >>> 2);
+          if ((t[e + Tlbe.FLAGS] & mask) === 0) return t[e + Tlbe.PFN] * FRAME_WORDS + ((vlo & 0x3fffffff) >>> 2);
           return this.hitDenied(e, vhi, vlo, acc);
         }
       }
@@ -333,7 +335,7 @@ export class Cpu {
    * raised from the cached entry (as hardware may, SDM 4.10.4.3), which drops the page's entries.
    */
   private hitDenied(e: number, vhi: number, vlo: number, acc: number): number {
-    const flags = this.ctl[e + E_FLAGS];
+    const flags = this.ctl[e + Tlbe.FLAGS];
     const mask = this.masks[acc];
     const violation = flags & mask & ~(F_CLEAN | F_NOMEM);
     if (violation !== 0) {
@@ -342,13 +344,13 @@ export class Cpu {
     }
     if ((flags & mask & F_CLEAN) !== 0) {
       // Cached without write permission: drop it and walk again to set D.
-      this.ctl[e + E_MATCH] = 0;
-      this.ctl[e + E_TAG_HI] = -1;
+      this.ctl[e + Tlbe.MATCH] = 0;
+      this.ctl[e + Tlbe.TAG_HI] = -1;
       return this.miss(vhi, vlo, acc);
     }
     const shift = e >= this.e1g && e < this.e1g + this.tlb1g.size * TLB_ENTRY_WORDS ? 30
       : e >= this.e2m && e < this.e2m + this.tlb2m.size * TLB_ENTRY_WORDS ? 21 : 12;
-    return this.boundedWord(this.ctl[e + E_PFN], shift, vlo);
+    return this.boundedWord(this.ctl[e + Tlbe.PFN], shift, vlo);
   }
 
   /** Word index of vlo's offset in a page that is not wholly installed, or FAULT_NOMEM past the end. */
@@ -400,6 +402,7 @@ export class Cpu {
   load64(vhi: number, vlo: number): number {
     this.ctr[CTR.loads]++;
     const w = this.translate(vhi, vlo, ACC_READ);
+    this.lastWord = w;
     if (w < 0) return this.busOrFault(w, false);
     this.valLo = this.mem[w];
     this.valHi = this.mem[w + 1];
@@ -410,6 +413,7 @@ export class Cpu {
   store64(vhi: number, vlo: number, hi: number, lo: number): number {
     this.ctr[CTR.stores]++;
     const w = this.translate(vhi, vlo, ACC_WRITE);
+    this.lastWord = w;
     if (w < 0) return this.busOrFault(w, true);
     this.mem[w] = lo;
     this.mem[w + 1] = hi;
@@ -420,6 +424,7 @@ export class Cpu {
   fetch64(vhi: number, vlo: number): number {
     this.ctr[CTR.fetches]++;
     const w = this.translate(vhi, vlo, ACC_FETCH);
+    this.lastWord = w;
     if (w < 0) return this.busOrFault(w, false);
     this.valLo = this.mem[w];
     this.valHi = this.mem[w + 1];

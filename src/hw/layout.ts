@@ -81,6 +81,7 @@ export const COUNTER_NAMES = [
   'ipisSent', 'ipisReceived', 'halts', 'adUpdates', 'pteUpdates', 'translations',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
+if (COUNTER_NAMES.length * 2 > COUNTER_WORDS) throw new Error(`layout: ${COUNTER_NAMES.length} counters need ${COUNTER_NAMES.length * 2} words, the core block has ${COUNTER_WORDS}`);
 export const CTR: Record<CounterName, number> = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>;
 
 /** One TLB array (one page size) inside a core block: entries, then one victim pointer per set. */

@@ -21,11 +21,14 @@ export const TLB_VALID = 1 << 12;
 export const TLB_GLOBAL = 1 << 13;
 export const TLB_PCID_MASK = 0xfff;
 
-export const E_TAG_LO = 0;
-export const E_TAG_HI = 1;
-export const E_MATCH = 2;
-export const E_FLAGS = 3;
-export const E_PFN = 4;
+/** Words of a TLB entry (TLB_ENTRY_WORDS each): tags, match word (valid, global, PCID), negative-sense flags, frame. */
+export const enum Tlbe {
+  TAG_LO = 0,
+  TAG_HI = 1,
+  MATCH = 2,
+  FLAGS = 3,
+  PFN = 4,
+}
 
 /** Low tag of a linear address for pages of 2^shift bytes. */
 export function tagLoOf(vhi: number, vlo: number, shift: number): number {
@@ -59,8 +62,8 @@ export class TlbArray {
   clear(): void {
     const t = this.ctl;
     for (let i = 0, e = this.entries; i < this.size; i++, e += TLB_ENTRY_WORDS) {
-      t[e + E_MATCH] = 0;
-      t[e + E_TAG_HI] = -1;
+      t[e + Tlbe.MATCH] = 0;
+      t[e + Tlbe.TAG_HI] = -1;
     }
   }
 
@@ -76,7 +79,7 @@ export class TlbArray {
     const base = this.entries + set * this.ways * TLB_ENTRY_WORDS;
     let e = -1;
     for (let w = 0, x = base; w < this.ways; w++, x += TLB_ENTRY_WORDS) {
-      if (t[x + E_MATCH] === 0) {
+      if (t[x + Tlbe.MATCH] === 0) {
         e = x;
         break;
       }
@@ -86,11 +89,11 @@ export class TlbArray {
       e = base + v * TLB_ENTRY_WORDS;
       t[this.victims + set] = v + 1 === this.ways ? 0 : v + 1;
     }
-    t[e + E_TAG_LO] = tagLo;
-    t[e + E_TAG_HI] = tagHi;
-    t[e + E_FLAGS] = flags;
-    t[e + E_PFN] = pfn;
-    t[e + E_MATCH] = match;
+    t[e + Tlbe.TAG_LO] = tagLo;
+    t[e + Tlbe.TAG_HI] = tagHi;
+    t[e + Tlbe.FLAGS] = flags;
+    t[e + Tlbe.PFN] = pfn;
+    t[e + Tlbe.MATCH] = match;
   }
 
   /** Word offset of the entry that would translate vhi:vlo in `pcid` (or a global one), or -1. */
@@ -99,8 +102,8 @@ export class TlbArray {
     const tagLo = tagLoOf(vhi, vlo, this.shift);
     const tagHi = tagHiOf(vhi, this.shift);
     for (let w = 0, e = this.setBase(tagLo); w < this.ways; w++, e += TLB_ENTRY_WORDS) {
-      const m = t[e + E_MATCH];
-      if (m === 0 || t[e + E_TAG_LO] !== tagLo || t[e + E_TAG_HI] !== tagHi) continue;
+      const m = t[e + Tlbe.MATCH];
+      if (m === 0 || t[e + Tlbe.TAG_LO] !== tagLo || t[e + Tlbe.TAG_HI] !== tagHi) continue;
       if ((m & TLB_GLOBAL) !== 0 || (m & TLB_PCID_MASK) === pcid) return e;
     }
     return -1;
@@ -117,12 +120,12 @@ export class TlbArray {
     const tagHi = tagHiOf(vhi, this.shift);
     let n = 0;
     for (let w = 0, e = this.setBase(tagLo); w < this.ways; w++, e += TLB_ENTRY_WORDS) {
-      const m = t[e + E_MATCH];
-      if (m === 0 || t[e + E_TAG_LO] !== tagLo || t[e + E_TAG_HI] !== tagHi) continue;
+      const m = t[e + Tlbe.MATCH];
+      if (m === 0 || t[e + Tlbe.TAG_LO] !== tagLo || t[e + Tlbe.TAG_HI] !== tagHi) continue;
       const global = (m & TLB_GLOBAL) !== 0;
       if (global ? withGlobals : (m & TLB_PCID_MASK) === pcid) {
-        t[e + E_MATCH] = 0;
-        t[e + E_TAG_HI] = -1;
+        t[e + Tlbe.MATCH] = 0;
+        t[e + Tlbe.TAG_HI] = -1;
         n++;
       }
     }
@@ -134,12 +137,12 @@ export class TlbArray {
     const t = this.ctl;
     let n = 0;
     for (let i = 0, e = this.entries; i < this.size; i++, e += TLB_ENTRY_WORDS) {
-      const m = t[e + E_MATCH];
+      const m = t[e + Tlbe.MATCH];
       if (m === 0) continue;
       const global = (m & TLB_GLOBAL) !== 0;
       if (global ? withGlobals : pcid < 0 || (m & TLB_PCID_MASK) === pcid) {
-        t[e + E_MATCH] = 0;
-        t[e + E_TAG_HI] = -1;
+        t[e + Tlbe.MATCH] = 0;
+        t[e + Tlbe.TAG_HI] = -1;
         n++;
       }
     }
@@ -151,16 +154,16 @@ export class TlbArray {
     const t = this.ctl;
     const out: TlbEntryView[] = [];
     for (let i = 0, e = this.entries; i < this.size; i++, e += TLB_ENTRY_WORDS) {
-      const m = t[e + E_MATCH];
+      const m = t[e + Tlbe.MATCH];
       if (m === 0) continue;
-      const page = (BigInt(t[e + E_TAG_HI] >>> 0) << BigInt(32 + this.shift)) | (BigInt(t[e + E_TAG_LO] >>> 0) << BigInt(this.shift));
+      const page = (BigInt(t[e + Tlbe.TAG_HI] >>> 0) << BigInt(32 + this.shift)) | (BigInt(t[e + Tlbe.TAG_LO] >>> 0) << BigInt(this.shift));
       out.push({
         va: page & ((1n << 64n) - 1n),
         shift: this.shift,
         pcid: m & TLB_PCID_MASK,
         global: (m & TLB_GLOBAL) !== 0,
-        flags: t[e + E_FLAGS],
-        pfn: t[e + E_PFN],
+        flags: t[e + Tlbe.FLAGS],
+        pfn: t[e + Tlbe.PFN],
       });
     }
     return out;

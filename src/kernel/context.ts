@@ -100,6 +100,8 @@ export class Kernel implements LockWaiter {
   /** An operation's argument words (ops.ts names them) and its response words. */
   readonly args = new Int32Array(13);
   readonly resp = new Int32Array(8);
+  /** The first frame the last mapAnon took (NO_FRAME when memory ran out). */
+  anonFrame = -1;
   /** The mapping the last lookup found (reused: no allocation per lookup). */
   readonly found: MapEntry = { va: 0, pfn: 0, pages: 0, rights: 0 };
   readonly skipShootdown: boolean;

@@ -78,21 +78,24 @@ export function mapLocked(kx: Kernel, c: number, s: number, va: number, pa: numb
 }
 
 /**
- * Maps `pages` fresh zeroed frames from cpu's node (contiguous when more than one) at va with
- * rights: each gets one reference and s as its owner; on any failure they are released. Returns
- * the map's outcome and, in `first`, the first frame (NO_FRAME when none could be had).
+ * Maps `pages` fresh zeroed frames from core c's node (contiguous when more than one; one page
+ * falls back to other nodes) at va in space s with rights: each gets one reference and s as its
+ * owner; when the map fails they are released. Returns the map's outcome; the first frame is in
+ * kx.anonFrame (NO_FRAME when memory ran out). The one way to map fresh memory.
  */
-export function mapAnon(kx: Kernel, cpu: Cpu, s: number, va: number, pages: number, rights: number): { code: number; first: number } {
+export function mapAnon(kx: Kernel, c: number, s: number, va: number, pages: number, rights: number, cpu?: Cpu): number {
   const frames = kx.v.frames;
-  const first = pages === 1 ? frames.allocAny(cpu.node) : frames.allocContiguous(cpu.node, pages);
-  if (first === NO_FRAME) return { code: OUT_OF_MEMORY, first };
+  const node = kx.v.replicaOf[c];
+  const first = pages === 1 ? frames.allocAny(node) : frames.allocContiguous(node, pages);
+  kx.anonFrame = first;
+  if (first === NO_FRAME) return OUT_OF_MEMORY;
   for (let p = 0; p < pages; p++) {
     frames.zero(first + p);
     holdNew(kx, first + p, s);
   }
-  const r = map(kx, cpu.id, s, va, first * PAGE, pages * PAGE, rights, cpu);
-  if (r.code !== OK) for (let p = 0; p < pages; p++) release(kx, first + p, s);
-  return { code: r.code, first };
+  const code = map(kx, c, s, va, first * PAGE, pages * PAGE, rights, cpu).code;
+  if (code !== OK) for (let p = 0; p < pages; p++) release(kx, first + p, s);
+  return code;
 }
 
 /** Maps one demand-zero page at va: the zero page, read-only, writable on demand when `rights` has R_WRITE. */

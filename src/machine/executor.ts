@@ -2,15 +2,15 @@
 // operation), fault recording, and the end-of-run barrier. Runs on whatever thread attached the
 // core: a pool worker normally, the main thread in synchronous tests.
 
+import { Tlbe } from '../hw/tlb.js';
 import {
   Cpu, IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, readCounters,
 } from '../hw/cpu.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR } from '../hw/layout.js';
-import { hex64 } from '../hw/vaddr.js';
-import { FAULT_RETRIES } from '../kernel/fault.js';
+import { getVa, hex64, pageNumber, vaHi, vaLo } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
-import { OK, OUT_OF_MEMORY, RESULT_NAMES } from '../kernel/ops.js';
+import { OK, RESULT_NAMES } from '../kernel/ops.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
@@ -149,7 +149,6 @@ class RunState {
   checksum = 0;
   faults = 0;
   stop = false;
-  retries = 0;
   stale = 0;
   readonly staleExamples: StaleAccess[] = [];
   readonly faultLog: FaultRecord[] = [];
@@ -159,7 +158,7 @@ class RunState {
   constructor(readonly stopOnFault: boolean) {}
 
   /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */
-  noteStale(cpu: Cpu, index: number, vhi: number, vlo: number, pfn: number, space: number): void {
+  noteStale(index: number, vhi: number, vlo: number, pfn: number, space: number): void {
     this.stale++;
     if (this.staleExamples.length < 8) {
       this.staleExamples.push({ op: index, va: hex64(vhi, vlo), pfn, space, owner: (this.owner as Int32Array)[this.ownerBase + pfn] });
@@ -198,29 +197,25 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
     if (ctl[pending] !== 0) cpu.service();
     const op = buf[w];
     let r: number;
-    let acc: number;
     if (op === OP_LOAD) {
       loads++;
-      acc = ACC_READ;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_READ);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
-        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
+        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_STORE) {
       stores++;
-      acc = ACC_WRITE;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_WRITE);
       if (r >= 0) {
         mem[r] = buf[w + 4];
         mem[r + 1] = buf[w + 3];
-        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(cpu, base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
+        if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
         continue;
       }
     } else if (op === OP_FETCH) {
       fetches++;
-      acc = ACC_FETCH;
       r = cpu.translate(buf[w + 1], buf[w + 2], ACC_FETCH);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
@@ -236,21 +231,15 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       if (op !== OP_STORE) checksum = (checksum - 2) | 0; // all ones, twice
       continue;
     }
-    if (kernel !== undefined && st.retries < FAULT_RETRIES && faults.onPageFault(kernel, cpu, cpu.cr2hi, cpu.cr2lo, acc, r)) {
-      // Spurious: the access is retried (the loop re-runs operation i).
-      st.retries++;
-      i--;
-      w -= OP_WORDS;
-      continue;
-    }
-    st.retries = 0;
+    // A page fault with a kernel: the cold path runs the access again through the kernel's
+    // fault-and-retry loop (faults.access), the only one.
+    if (kernel !== undefined) break;
     st.noteFault(cpu, base + i, r);
     if (st.stop) {
       i++;
       break;
     }
   }
-  st.retries = 0;
   cpu.countAccesses(loads, stores, fetches);
   st.checksum = checksum;
   return i;
@@ -363,6 +352,12 @@ function coldOp(
       r = kernel
         ? faults.access(kernel, cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
         : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+      // The stale-tlb oracle, as in the hot loop: the frame the access reached must be its space's.
+      const space = kernel ? kernel.current[cpu.id] : -1;
+      if (r === 0 && st.owner !== null && op !== OP_FETCH && cpu.lastWord >= 0 && space >= 0 && space < 32 &&
+          (st.owner[st.ownerBase + (cpu.lastWord >>> 10)] & (1 << space)) === 0) {
+        st.noteStale(index, buf[w + 1], buf[w + 2], cpu.lastWord >>> 10, space);
+      }
       if (op === OP_STORE) break;
       if (r === 0) st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
       res.values?.push(r === 0 ? hex64(cpu.valHi, cpu.valLo) : 'fault');
@@ -473,7 +468,7 @@ function coldOp(
 
 /** An 8-byte access at a numeric address through the kernel's fault path. */
 function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, value: number): number {
-  return faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, Math.floor(va / 4294967296) | 0, va % 4294967296 | 0, 0, value);
+  return faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, vaHi(va), vaLo(va), 0, value);
 }
 
 /**
@@ -515,11 +510,11 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       return '';
     }
     if (buf[w + 3] === 1) {
-      const va = buf[w + 1] * 4294967296 + (buf[w + 2] >>> 0);
+      const va = getVa(buf, w + 1);
       const value = ((cur & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
       if (kernelAccess(cpu, kernel, va, true, value) === 0) {
         const sh = st.shadowOf(cur);
-        const key = Math.floor(va / 4096);
+        const key = pageNumber(va);
         let page = sh.get(key);
         if (!page) sh.set(key, (page = new Map()));
         page.set(va, value);
@@ -555,31 +550,18 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
   }
   const space = buf[w + 1] === CURRENT_SPACE ? cur : buf[w + 1];
   if (!kernel.isLive(space)) return space < 0 ? '' : `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
-  const va = buf[w + 2] * 4294967296 + (buf[w + 3] >>> 0);
-  const frames = kernel.v.frames;
+  const va = getVa(buf, w + 2);
   switch (op) {
     case OP_K_SWITCH:
       shootdowns.switchTo(kernel, cpu, space);
       return '';
     case OP_K_MAP: {
       const pages = buf[w + 4] & 0xffffff;
-      const rights = buf[w + 4] >>> 24;
-      const first = pages === 1 ? frames.allocAny(cpu.node) : frames.allocContiguous(cpu.node, pages);
-      if (first === NO_FRAME) {
-        st.tally('map', OUT_OF_MEMORY);
-        return '';
-      }
-      for (let p = 0; p < pages; p++) {
-        frames.zero(first + p);
-        refs.setRefcount(kernel, first + p, 1);
-        refs.ownerAdd(kernel, first + p, space);
-      }
       const t0 = res.latencies ? performance.now() : 0;
-      const r = vm.map(kernel, cpu.id, space, va, first * 4096, pages * 4096, rights, cpu);
-      if (res.latencies && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
-      st.tally('map', r.code);
-      if (r.code !== OK) for (let p = 0; p < pages; p++) refs.release(kernel, first + p, space);
-      else st.shadowOf(space).delete(Math.floor(va / 4096));
+      const code = vm.mapAnon(kernel, cpu.id, space, va, pages, buf[w + 4] >>> 24, cpu);
+      if (res.latencies && kernel.anonFrame !== NO_FRAME && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
+      st.tally('map', code);
+      if (code === OK) st.shadowOf(space).delete(pageNumber(va));
       return '';
     }
     case OP_K_UNMAP: {
@@ -591,7 +573,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       // space's reference (freed unless another space still shares them copy-on-write).
       if (r.code === OK) {
         for (let p = 0; p < r.pages; p++) refs.release(kernel, r.pfn + p, space);
-        st.shadowOf(space).delete(Math.floor(va / 4096));
+        st.shadowOf(space).delete(pageNumber(va));
       }
       return '';
     }
@@ -599,7 +581,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       st.tally('adjust', vm.adjust(kernel, cpu, space, va, buf[w + 4]).code);
       return '';
     case OP_K_RESOLVE:
-      st.tally('resolve', vm.resolve(kernel, cpu.id, space, va, cpu).code);
+      st.tally('resolve', vm.resolveCode(kernel, cpu.id, space, va, cpu));
       return '';
   }
   return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;
@@ -609,7 +591,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
 function lastTranslation(cpu: Cpu, vhi: number, vlo: number): string {
   for (const arr of [cpu.tlb4k, cpu.tlb2m, cpu.tlb1g]) {
     const e = arr.find(vhi, vlo, cpu.regs.pcid);
-    if (e >= 0) return `${cpu.ctl[e + 4]}:${cpu.ctl[e + 3]}`;
+    if (e >= 0) return `${cpu.ctl[e + Tlbe.PFN]}:${cpu.ctl[e + Tlbe.FLAGS]}`;
   }
   return 'none';
 }

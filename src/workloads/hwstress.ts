@@ -35,14 +35,14 @@ export interface HwStressSetup {
 /** A setup the machine has no room for. */
 export class SetupError extends Error {}
 
-function need(m: Machine, f: number, what: string): number {
+function need(f: number, what: string): number {
   if (f === NO_FRAME) throw new SetupError(`out of memory setting up the stress run (${what}); give the machine more --memory`);
   return f;
 }
 
 /** Builds the shared tables on node 0 and points every core at them (user mode). Main thread, cores offline. */
 export function setupHwStress(m: Machine, dataPages = 64): HwStressSetup {
-  const root = need(m, m.frames.allocZeroed(0), 'root table');
+  const root = need(m.frames.allocZeroed(0), 'root table');
   const map = (va: bigint, pfn: number, shift: number, write: boolean): void => {
     const { hi, lo } = split64(va);
     if (mapPage(m.mem, m.frames, 0, root, false, hi, lo, pfn, shift, { user: true, write }) !== MAP_OK) {
@@ -50,13 +50,13 @@ export function setupHwStress(m: Machine, dataPages = 64): HwStressSetup {
     }
   };
   const base = 0x1000_0000n;
-  for (let i = 0; i < dataPages; i++) map(base + BigInt(i) * 0x1000n, need(m, m.frames.allocZeroed(i % m.config.nodes), 'data page'), 12, true);
+  for (let i = 0; i < dataPages; i++) map(base + BigInt(i) * 0x1000n, need(m.frames.allocZeroed(i % m.config.nodes), 'data page'), 12, true);
   const hugeVa = 0x4000_0000n;
-  const huge = need(m, m.frames.allocContiguous(m.config.nodes - 1, 512), 'a 2 MiB page');
+  const huge = need(m.frames.allocContiguous(m.config.nodes - 1, 512), 'a 2 MiB page');
   map(hugeVa, huge, 21, true);
   const flipVa = 0x7000_0000n;
-  const fa = need(m, m.frames.allocZeroed(0), 'flip frame');
-  const fb = need(m, m.frames.allocZeroed(0), 'flip frame');
+  const fa = need(m.frames.allocZeroed(0), 'flip frame');
+  const fb = need(m.frames.allocZeroed(0), 'flip frame');
   map(flipVa, fa, 12, true);
   const stA: [number, number] = [makeLo(fa, PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D), makeHi(fa, 1, false)];
   const stB: [number, number] = [makeLo(fb, PTE_P | PTE_US | PTE_A | PTE_D), makeHi(fb, 2, true)];

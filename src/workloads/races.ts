@@ -24,6 +24,7 @@ import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
+import { vaHi, vaLo } from '../hw/vaddr.js';
 
 /** What a scenario reports: whether the documented outcome was reproduced, and the steps. */
 export interface RaceOutcome {
@@ -74,12 +75,8 @@ export class RaceApi {
 
   /** Maps one fresh page at va in space s, as core c, recorded as owned by s; returns its frame. */
   mapPage(c: number, s: number, va: number): number {
-    const k = this.m.kernel;
-    const f = this.m.frames.allocZeroed(this.m.layout.nodeOfCore(c));
-    refs.setRefcount(k, f, 1);
-    refs.ownerAdd(k, f, s);
-    if (vm.map(k, c, s, va, f * 4096, 4096, R_USER | R_WRITE).code !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
-    return f;
+    if (vm.mapAnon(this.m.kernel, c, s, va, 1, R_USER | R_WRITE) !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
+    return this.m.kernel.anonFrame;
   }
 
   /** Starts programs on cores (all at once); the promise settles when every one has ended. */
@@ -89,7 +86,7 @@ export class RaceApi {
 
   /** Whether replica r of space s maps va (a present leaf). */
   replicaMaps(s: number, r: number, va: number): boolean {
-    const w = findEntry(this.m.mem, this.m.kernel.vspace(s).root(r), false, Math.floor(va / 4294967296), va % 4294967296 | 0, 12);
+    const w = findEntry(this.m.mem, this.m.kernel.vspace(s).root(r), false, vaHi(va), vaLo(va), 12);
     return w >= 0 && (Atomics.load(this.m.mem, w) & PTE_P) !== 0;
   }
 

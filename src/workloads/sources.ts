@@ -12,7 +12,7 @@
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
-import { parseAddress, split64 } from '../hw/vaddr.js';
+import { parseAddress, split64, putVa } from '../hw/vaddr.js';
 import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
@@ -265,8 +265,7 @@ class VmMixSource implements ProgramSource {
   }
 
   private va(buf: Int32Array, w: number, va: number): void {
-    buf[w + 2] = Math.floor(va / 4294967296);
-    buf[w + 3] = va % 4294967296 | 0;
+    putVa(buf, w + 2, va);
   }
 
   next(buf: Int32Array): number {
@@ -305,14 +304,12 @@ class VmMixSource implements ProgramSource {
           if (rng.below(3) === 0) {
             const va = own() + rng.below(512) * 8;
             buf[w] = OP_K_OWN;
-            buf[w + 1] = Math.floor(va / 4294967296);
-            buf[w + 2] = va % 4294967296 | 0;
+            putVa(buf, w + 1, va);
             buf[w + 3] = 1;
           } else {
             const va = any() + rng.below(512) * 8;
             buf[w] = OP_LOAD;
-            buf[w + 1] = Math.floor(va / 4294967296);
-            buf[w + 2] = va % 4294967296 | 0;
+            putVa(buf, w + 1, va);
           }
           break;
         }
