@@ -47,6 +47,8 @@ export interface ScaleRow {
   p99Ns: { map?: number; unmap?: number };
   tlbHitRate: number;
   meanBatch: number;
+  /** Heap bytes the workers allocated per operation over the measured rounds (GC-traced: v8's GCProfiler). */
+  heapBytesPerOp: number;
 }
 
 export interface ScaleResult {
@@ -92,6 +94,8 @@ class Point {
   readonly lat = { map: [] as number[], unmap: [] as number[] };
   appends = 0;
   batches = 0;
+  heapBytes = 0;
+  measuredOps = 0;
   private before: Record<string, number> = {};
   private s = 0;
   private round = 0;
@@ -138,6 +142,7 @@ class Point {
         kind: 'vm-mix', seed: 1 + this.round, count: Number.MAX_SAFE_INTEGER, durationMs: ROUND_MS, cores: this.cores, slots: this.slots, regionBase: REGION,
         mix: { map: 0, unmap: 0, adjust: 0, access: 0, resolve: 0, switch: 0, fork: 0, exit: 0, check: 0, ...MIXES[this.workload] },
         latency: measured,
+        heap: measured,
       };
       return { core: c, program };
     });
@@ -152,6 +157,8 @@ class Point {
       if (!measured) continue;
       this.lat.map.push(...(r.latencies?.map ?? []));
       this.lat.unmap.push(...(r.latencies?.unmap ?? []));
+      this.heapBytes += r.heapBytes ?? 0;
+      this.measuredOps += r.ops;
       this.appends += r.kernel.nrAppends ?? 0;
       this.batches += r.kernel.nrBatches ?? 0;
     }
@@ -174,6 +181,7 @@ class Point {
       p99Ns: { map: map[1], unmap: unmap[1] },
       tlbHitRate: hits / Math.max(1, hits + misses),
       meanBatch: this.mode === 'nr' ? this.appends / Math.max(1, this.batches) : 0,
+      heapBytesPerOp: this.heapBytes / Math.max(1, this.measuredOps),
     };
   }
 }
@@ -281,7 +289,7 @@ export function formatScale(r: ScaleResult): string {
   const times = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || b === 0 ? '' : `${(a / b).toFixed(2)}x`);
   const lines = [
     `nrvm bench scale — workload ${r.workload}, ${r.seconds} s per point, Node ${r.node}, ${r.machine.cpu}, ${r.machine.cpus} CPUs`,
-    `${'cores'.padStart(5)} ${'mode'.padStart(5)} ${'ops/s'.padStart(10)} ${'vs 1'.padStart(6)} ${'machine'.padStart(7)} ${'NR/lock'.padStart(8)} ${'map p50/p99 us'.padStart(16)} ${'unmap p50/p99 us'.padStart(18)} ${'TLB hit'.padStart(8)} ${'batch'.padStart(6)}`,
+    `${'cores'.padStart(5)} ${'mode'.padStart(5)} ${'ops/s'.padStart(10)} ${'vs 1'.padStart(6)} ${'machine'.padStart(7)} ${'NR/lock'.padStart(8)} ${'map p50/p99 us'.padStart(16)} ${'unmap p50/p99 us'.padStart(18)} ${'TLB hit'.padStart(8)} ${'batch'.padStart(6)} ${'B/op'.padStart(6)}`,
   ];
   for (const x of r.rows) {
     const ratio = x.mode === 'nr' ? r.ratios.find((q) => q.cores === x.cores)?.nrOverLock : undefined;
@@ -290,7 +298,7 @@ export function formatScale(r: ScaleResult): string {
       `${String(x.cores).padStart(5)} ${x.mode.padStart(5)} ${x.opsPerSec.toFixed(0).padStart(10)} ${times(x.opsPerSec, x1(x.mode)).padStart(6)} ${machine.padStart(7)} ` +
         `${(ratio === undefined ? '' : ratio.toFixed(2) + 'x').padStart(8)} ` +
         `${`${us(x.p50Ns.map)}/${us(x.p99Ns.map)}`.padStart(16)} ${`${us(x.p50Ns.unmap)}/${us(x.p99Ns.unmap)}`.padStart(18)} ` +
-        `${(100 * x.tlbHitRate).toFixed(1).padStart(7)}% ${(x.mode === 'nr' ? x.meanBatch.toFixed(2) : '-').padStart(6)}`,
+        `${(100 * x.tlbHitRate).toFixed(1).padStart(7)}% ${(x.mode === 'nr' ? x.meanBatch.toFixed(2) : '-').padStart(6)} ${x.heapBytesPerOp.toFixed(1).padStart(6)}`,
     );
   }
   lines.push(

@@ -69,17 +69,18 @@ function leaveMask(kx: Kernel, cpu: Cpu, s: number): void {
 }
 
 /**
- * Leaves the current space: flushes the TLB's non-global entries, loads a CR3 that maps no user
- * address (the zero page as an empty top-level table, PCID 0: what a core runs between
- * processes, like Linux's init_mm), then leaves the mask. An access before the next switch faults
- * instead of walking the tables of a space that may since have been destroyed.
+ * Leaves the current space: flushes the TLB's non-global entries and, if the core ran a space,
+ * loads a CR3 that maps no user address (the zero page as an empty top-level table, PCID 0: what
+ * a core runs between processes, like Linux's init_mm), then leaves the mask. An access before
+ * the next switch faults instead of walking the tables of a space that may since be destroyed.
  */
 export function leave(kx: Kernel, cpu: Cpu): void {
   const prev = kx.current[cpu.id];
   cpu.flushNonGlobal();
+  if (prev < 0) return; // a core the kernel never switched keeps the CR3 it was given (hardware-level programs)
   const z = zeroPage(kx);
   if (z !== NO_FRAME) cpu.movCr3(CR3_NOFLUSH_HI, z * PAGE);
-  if (prev >= 0) leaveMask(kx, cpu, prev);
+  leaveMask(kx, cpu, prev);
   kx.current[cpu.id] = -1;
 }
 

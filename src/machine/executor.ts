@@ -2,6 +2,7 @@
 // operation), fault recording, and the end-of-run barrier. Runs on whatever thread attached the
 // core: a pool worker normally, the main thread in synchronous tests.
 
+import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { Tlbe } from '../hw/tlb.js';
 import {
   Cpu, IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, readCounters,
@@ -71,6 +72,12 @@ export interface CoreResult {
   kernel: Record<string, number>;
   /** Kernel operation outcomes by name ("map:Ok", "unmap:NotMapped"...). */
   outcomes: Record<string, number>;
+  /**
+   * Bytes this worker allocated on its heap while the program ran (asked with heap: true): the
+   * growth of the used heap plus what every garbage collection in between reclaimed (v8's
+   * GCProfiler), so allocations that died young are counted too.
+   */
+  heapBytes?: number;
   /** Latencies in ns of MapFrame and Unmap (with its shootdown), sampled when the program asks (latency: true). */
   latencies?: { map: number[]; unmap: number[] };
 
@@ -91,6 +98,8 @@ export interface ExecOptions {
   checkOwner?: boolean;
   /** Sample the latency of every MapFrame and Unmap. */
   latency?: boolean;
+  /** Count the bytes this thread allocates while the program runs (CoreResult.heapBytes). */
+  heap?: boolean;
   /** End the program this many ms after the start barrier (see ProgramSpec.durationMs). */
   durationMs?: number;
 }
@@ -245,6 +254,25 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   return i;
 }
 
+/** Bytes allocated on this thread's heap between construction and stop(), garbage collections included. */
+class HeapMeter {
+  private readonly profiler = new GCProfiler();
+  private readonly used0: number;
+
+  constructor() {
+    this.profiler.start();
+    this.used0 = getHeapStatistics().used_heap_size;
+  }
+
+  stop(): number {
+    const used1 = getHeapStatistics().used_heap_size;
+    const r = this.profiler.stop();
+    let reclaimed = 0;
+    for (const g of r?.statistics ?? []) reclaimed += g.beforeGC.heapStatistics.usedHeapSize - g.afterGC.heapStatistics.usedHeapSize;
+    return Math.max(0, used1 - this.used0 + reclaimed);
+  }
+}
+
 /** Runs `src` to its end on `cpu` (already attached). Never throws for program behaviour. */
 export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreResult {
   const cores = cpu.layout.config.cores;
@@ -273,6 +301,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   }
   const xl = new Map<string, number>();
   const buf = new Int32Array(CHUNK_OPS * OP_WORDS);
+  const heap = opts.heap ? new HeapMeter() : null;
   const t0 = performance.now();
   let base = 0;
   let failed = '';
@@ -306,6 +335,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       base += Math.min(i, n);
     }
     res.ops = base;
+    if (heap) res.heapBytes = heap.stop();
     if (kernel) shootdowns.leave(kernel, cpu);
     if (opts.barrier) {
       const b = cpu.barrier();

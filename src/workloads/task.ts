@@ -80,6 +80,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
       kernel: a.kernel,
       checkOwner: task.program.checkOwner === true,
       latency: task.program.latency === true,
+      heap: task.program.heap === true,
       durationMs: task.program.durationMs,
     });
   } finally {
