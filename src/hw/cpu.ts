@@ -29,10 +29,6 @@ import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND, TR_PARKED, TR_WALK, 
 export const IPI_PING = 1;
 /** Acknowledge at an instruction boundary: proves the core is inside no walk (break-before-make). */
 export const IPI_SYNC = 2;
-/** Invalidate one page (a0 = vhi, a1 = vlo) in the current PCID and globally, then acknowledge. */
-export const IPI_INVLPG = 3;
-/** Invalidate all non-global entries, then acknowledge. */
-export const IPI_FLUSH = 4;
 /** Ask the core to end its current program at the next operation boundary, then acknowledge. */
 export const IPI_STOP = 5;
 export const IPI_TYPES = 64;
@@ -147,14 +143,6 @@ export class Cpu {
     this.ways1g = this.tlb1g.ways;
     this.handlers[IPI_PING] = (cpu, sender) => cpu.ack(sender);
     this.handlers[IPI_SYNC] = (cpu, sender) => cpu.ack(sender);
-    this.handlers[IPI_INVLPG] = (cpu, sender, vhi, vlo) => {
-      cpu.invalidatePage(vhi, vlo);
-      cpu.ack(sender);
-    };
-    this.handlers[IPI_FLUSH] = (cpu, sender) => {
-      cpu.flushNonGlobal();
-      cpu.ack(sender);
-    };
     this.handlers[IPI_STOP] = (cpu, sender) => {
       cpu.stopRequested = true;
       cpu.ack(sender);
@@ -455,11 +443,6 @@ export class Cpu {
   invlpg(vhi: number, vlo: number): void {
     this.ctr[CTR.invlpg]++;
     this.dropPage(vhi, vlo);
-  }
-
-  /** Invalidation requested by a shootdown: same effect as INVLPG. */
-  invalidatePage(vhi: number, vlo: number): void {
-    this.invlpg(vhi, vlo);
   }
 
   /** INVPCID (SDM Vol. 2 INVPCID): type 0 one address in pcid, 1 one pcid, 2 all with globals, 3 all but globals. */
