@@ -26,12 +26,14 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
     for (const e of entries(kx, cpu.id, parent, cpu)) {
       if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
       const rights = (e.rights & R_ZERO) === 0 ? e.rights | R_COW : e.rights;
+      // shareInto makes the parent's page copy-on-write before the child maps it: from then on the
+      // parent's writable translations are stale, whether or not the child's map succeeds.
+      if (rights !== e.rights) madeCow = true;
       if (!shareInto(kx, cpu, parent, child, e, rights)) {
         // Out of memory: undo the child (its references go with it); the parent keeps its COW rights.
         destroySpace(kx, child, (pfn, pages, r) => releaseMapping(kx, child, pfn, pages, r));
         return -1 - OUT_OF_MEMORY;
       }
-      if (rights !== e.rights) madeCow = true;
     }
     return child;
   } finally {
