@@ -72,11 +72,6 @@ export function leafLo(pfn: number, shift: number, flags: number): number {
   return makeLo(pfn, flags | PTE_P | (shift !== 12 ? PTE_PS : 0));
 }
 
-/** High half of a leaf for frame pfn with protection key pkey and XD. */
-export function leafHi(pfn: number, pkey: number, nx: boolean): number {
-  return makeHi(pfn, pkey, nx);
-}
-
 /** Low and high halves of a leaf for frame pfn, page size 2^shift, with attrs (the public edge's form). */
 export function leafEntry(pfn: number, shift: number, attrs: LeafAttrs): [number, number] {
   let flags = 0;
@@ -85,7 +80,7 @@ export function leafEntry(pfn: number, shift: number, attrs: LeafAttrs): [number
   if (attrs.global) flags |= PTE_G;
   if (attrs.accessed) flags |= PTE_A;
   if (attrs.dirty) flags |= PTE_D;
-  return [leafLo(pfn, shift, flags), leafHi(pfn, attrs.pkey ?? 0, attrs.nx ?? false)];
+  return [leafLo(pfn, shift, flags), makeHi(pfn, attrs.pkey ?? 0, attrs.nx ?? false)];
 }
 
 /**

@@ -232,8 +232,9 @@ export class Kernel implements LockWaiter {
         : who < 0 ? `space ${this.waitSpace}'s writer (lock baseline)` : `core ${who} to leave space ${this.waitSpace}'s read side (lock baseline)`;
       panic(`Kernel: ${this.waitCpu ? `core ${this.waitCpu.id}` : 'the controller'} waited ${this.v.waitLimitMs} ms for ${what}`);
     }
-    if (s === STEP_SLEEP && word >= 0) sleepOn(this.v.k, word, Atomics.load(this.v.k, word));
-    else if (s === STEP_SLEEP) sleepOn(this.v.k, this.v.klayout.lockBase(this.waitSpace), Atomics.load(this.v.k, this.v.klayout.lockBase(this.waitSpace)));
+    if (s !== STEP_SLEEP) return;
+    const at = word >= 0 ? word : this.v.klayout.lockBase(this.waitSpace);
+    sleepOn(this.v.k, at, Atomics.load(this.v.k, at));
   }
 
   /** Prepares a lock-baseline wait on space s by cpu (what it waits for is told by the lock). */

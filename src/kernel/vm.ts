@@ -193,10 +193,8 @@ export function lookup(kx: Kernel, c: number, s: number, va: number, out: MapEnt
 
 /** Resolve: syncs the local replica and looks va up. Returns the physical address and rights. */
 export function resolve(kx: Kernel, c: number, s: number, va: number, cpu?: Cpu): ResolveResult {
-  kx.checkSpace(s);
-  kx.stats.resolves++;
+  if (resolveCode(kx, c, s, va, cpu) !== OK) return { code: NOT_MAPPED };
   const e = kx.found;
-  if (!lookup(kx, c, s, va, e, cpu)) return { code: NOT_MAPPED };
   return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
 }
 

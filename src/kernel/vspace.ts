@@ -11,8 +11,8 @@
 import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
-import { leafHi, leafLo, walkTo } from '../hw/pagetable.js';
-import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US } from '../hw/pte.js';
+import { leafLo, walkTo } from '../hw/pagetable.js';
+import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
 import { getVa, vaHi, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
 import { BoundedWait, STEP_EXPIRED } from '../hw/wait.js';
@@ -52,7 +52,8 @@ export class VSpace implements Replicated {
     readonly space: number,
     /** The frame allocator: pools fill from it and give spare frames back to it. */
     readonly frames: Frames,
-    waitLimitMs = 5000,
+    /** Bound on waiting for a pool lock (the machine's waitLimitMs). */
+    waitLimitMs: number,
   ) {
     for (let r = 0; r < klayout.config.nodes; r++) {
       this.dbs.push(new MapDb(k, klayout.arenaBase(space, r), klayout.arenaWordsEach));
@@ -205,7 +206,7 @@ export class VSpace implements Replicated {
       const shift = pieceShift(v, p, pages - off);
       const word = walkTo(this.mem, root, false, vaHi(v), vaLo(v), shift, this.takers[r], PTE_RW | PTE_US);
       if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${v.toString(16)} (${-1 - word})`);
-      this.mem[word + 1] = leafHi(p, 0, nx);
+      this.mem[word + 1] = makeHi(p, 0, nx);
       Atomics.store(this.mem, word, leafLo(p, shift, (write ? PTE_RW : 0) | (user ? PTE_US : 0)));
       off += 2 ** (shift - 12);
     }
@@ -287,7 +288,7 @@ export class VSpace implements Replicated {
     this.dbs[r].update(va, pfn, rights);
     const word = this.leafWord(r, va, 12);
     Atomics.store(this.mem, word, 0);
-    Atomics.store(this.mem, word + 1, leafHi(pfn, 0, (rights & R_NX) !== 0));
+    Atomics.store(this.mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
     Atomics.store(this.mem, word, leafLo(pfn, 12, (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0)));
     resp[ro + RS_CODE] = OK;
     resp[ro + RS_REMAP_PFN] = oldPfn;
