@@ -7,6 +7,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { MapDb, arenaWords, type MapEntry } from '../src/kernel/mapdb.js';
+import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
 const T = suite('mapping database');
 
@@ -33,13 +34,13 @@ T('random inserts, removals and lookups agree with a sequential model', () => {
         if (kind === 'ins') {
           if (model.has(va)) continue;
           const e = { va, pfn: slot, pages, rights: slot & 7 };
-          assert.ok(db.insert(e.va, e.pfn, e.pages, e.rights));
+          assert.ok(db.insert(vaHi(e.va), vaLo(e.va), e.pfn, e.pages, e.rights));
           model.set(va, e);
         } else if (kind === 'rm') {
-          assert.equal(got((o) => db.remove(va, o)), model.get(va) ?? null);
+          assert.equal(got((o) => db.remove(vaHi(va), vaLo(va), o)), model.get(va) ?? null);
           model.delete(va);
         } else {
-          const changed = got((o) => db.setRights(va, 5) && db.find(va, o));
+          const changed = got((o) => db.setRights(vaHi(va), vaLo(va), 5) && db.find(vaHi(va), vaLo(va), o));
           const m = model.get(va);
           if (m) m.rights = 5;
           assert.equal(changed, m ?? null);
@@ -52,9 +53,9 @@ T('random inserts, removals and lookups agree with a sequential model', () => {
         const probe = 0x7f00_0000_0000 + Math.floor((k * 5001 * 4 * 4096) / 60) + (k % 3) * 4096;
         const floor = [...sorted].reverse().find((e) => e.va <= probe) ?? null;
         const ceil = sorted.find((e) => e.va >= probe) ?? null;
-        assert.equal(got((o) => db.floor(probe, o)), floor, `floor ${probe.toString(16)}`);
-        assert.equal(got((o) => db.ceil(probe, o)), ceil, `ceil ${probe.toString(16)}`);
-        assert.equal(got((o) => db.find(probe, o)), floor && probe < floor.va + floor.pages * 4096 ? floor : null);
+        assert.equal(got((o) => db.floor(vaHi(probe), vaLo(probe), o)), floor, `floor ${probe.toString(16)}`);
+        assert.equal(got((o) => db.ceil(vaHi(probe), vaLo(probe), o)), ceil, `ceil ${probe.toString(16)}`);
+        assert.equal(got((o) => db.find(vaHi(probe), vaLo(probe), o)), floor && probe < floor.va + floor.pages * 4096 ? floor : null);
       }
     }),
     { numRuns: 40 },
@@ -66,12 +67,12 @@ T('sequential and reverse insertion of 20,000 entries (many levels of splits)', 
     const db = fresh(20_000);
     for (let i = 0; i < 20_000; i++) {
       const k = order === 'up' ? i : 19_999 - i;
-      assert.ok(db.insert(k * 4096, k, 1, 1), `insert ${k}`);
+      assert.ok(db.insert(vaHi(k * 4096), vaLo(k * 4096), k, 1, 1), `insert ${k}`);
     }
     const all = db.entries();
     assert.is(all.length, 20_000);
     all.forEach((e, i) => assert.is(e.va, i * 4096));
-    assert.is(got((o) => db.find(12_345 * 4096 + 100, o))?.pfn, 12_345);
+    assert.is(got((o) => db.find(vaHi(12_345 * 4096 + 100), vaLo(12_345 * 4096 + 100), o))?.pfn, 12_345);
   }
 });
 
@@ -80,7 +81,7 @@ T('a full arena refuses an insert with false, and loses nothing', () => {
   const db = new MapDb(new Int32Array(words + 16), 0, words);
   db.reset();
   let n = 0;
-  while (db.insert(n * 4096, n, 1, 0)) n++;
+  while (db.insert(vaHi(n * 4096), vaLo(n * 4096), n, 1, 0)) n++;
   assert.ok(n >= 32 && n < 200);
   assert.is(db.entries().length, n);
 });

@@ -12,6 +12,7 @@ import { R_COW, R_IO, R_USER, R_WIRED, R_WRITE } from '../src/kernel/ops.js';
 import * as procs from '../src/kernel/proc.js';
 import * as refs from '../src/kernel/refs.js';
 import * as vm from '../src/kernel/vm.js';
+import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
 async function sim(opts: { memory?: string; cow?: 'default' | 'mh' } = {}): Promise<{ s: Simulator; lines: string[] }> {
   const lines: string[] = [];
@@ -73,17 +74,17 @@ P('after fork a write is invisible to the other process; fork copies no data (12
   s.register(x);
   s.write(x, ValueType.UnsignedInt(1));
   const k = s.machine.kernel;
-  const pa0 = vm.resolve(k, 0, 0, x.va);
+  const pa0 = vm.resolve(k, 0, 0, vaHi(x.va), vaLo(x.va));
   assert.ok(pa0.code === 0);
   const pfn = pa0.code === 0 ? pa0.pa / 4096 : -1;
   assert.is(refs.refcount(k, pfn), 1);
   const child = s.fork();
   assert.is(refs.refcount(k, pfn), 2, 'refcount 1 -> 2');
-  const rc = vm.resolve(k, 0, 1, x.va);
+  const rc = vm.resolve(k, 0, 1, vaHi(x.va), vaLo(x.va));
   assert.is(rc.code === 0 ? rc.pa / 4096 : -1, pfn, 'the child maps the same frame: nothing copied');
   assert.is(k.stats.cowCopies, 0);
   for (const space of [0, 1]) {
-    const r = vm.resolve(k, 0, space, x.va);
+    const r = vm.resolve(k, 0, space, vaHi(x.va), vaLo(x.va));
     assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, `space ${space} maps it copy-on-write (read-only)`);
   }
   s.write(x, ValueType.UnsignedInt(50)); // the parent writes at once: its cached writable translation was shot down
@@ -131,7 +132,7 @@ P('the first write after fork copies once (PGCOPY) and drops a reference; the ot
   s.register(x);
   s.write(x, ValueType.UnsignedInt(1));
   const k = s.machine.kernel;
-  const r0 = vm.resolve(k, 0, 0, x.va);
+  const r0 = vm.resolve(k, 0, 0, vaHi(x.va), vaLo(x.va));
   const old = r0.code === 0 ? r0.pa / 4096 : -1;
   const child = s.fork();
   s.switch(child);
@@ -155,8 +156,8 @@ P('Adjust to writable keeps a copy-on-write page copy-on-write: the next write s
   const child = s.fork();
   const k = s.machine.kernel;
   const cpu = (s as unknown as { cpu: import('../src/hw/cpu.js').Cpu }).cpu;
-  assert.is(vm.adjust(k, cpu, 0, x.va, R_USER | R_WRITE).code, 0);
-  const r = vm.resolve(k, 0, 0, x.va);
+  assert.is(vm.adjust(k, cpu, 0, vaHi(x.va), vaLo(x.va), R_USER | R_WRITE).code, 0);
+  const r = vm.resolve(k, 0, 0, vaHi(x.va), vaLo(x.va));
   assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, 'still copy-on-write');
   lines.length = 0;
   s.write(x, ValueType.UnsignedInt(2));
@@ -210,7 +211,7 @@ P('kill frees what only it used; killing a child that never wrote restores the f
   const child = s.fork();
   s.kill(child);
   assert.is(s.machine.frames.freeCount(), before, 'child tables freed, shared frame back to one reference');
-  const r = vm.resolve(s.machine.kernel, 0, 0, x.va);
+  const r = vm.resolve(s.machine.kernel, 0, 0, vaHi(x.va), vaLo(x.va));
   assert.is(r.code === 0 ? refs.refcount(s.machine.kernel, r.pa / 4096) : -1, 1);
   // A child that wrote: its private frame is freed with it.
   const c2 = s.fork();
@@ -261,7 +262,7 @@ P('fork shares RW and RO pages copy-on-write in both; wired and I/O mappings are
   const page = (rights: number, va: number): number => {
     const f = m.frames.allocZeroed(0);
     refs.setRefcount(k, f, 1);
-    assert.is(vm.map(k, 0, 0, va, f * 4096, 4096, rights).code, 0);
+    assert.is(vm.map(k, 0, 0, vaHi(va), vaLo(va), f * 4096, 4096, rights).code, 0);
     return f;
   };
   const rw = page(R_USER | R_WRITE, 0x10_0000);
@@ -273,13 +274,13 @@ P('fork shares RW and RO pages copy-on-write in both; wired and I/O mappings are
   assert.is(child, 1);
   for (const [va, f] of [[0x10_0000, rw], [0x11_0000, ro]]) {
     for (const space of [0, cs]) {
-      const r = vm.resolve(k, 0, space, va);
+      const r = vm.resolve(k, 0, space, vaHi(va), vaLo(va));
       assert.ok(r.code === 0 && (r.rights & R_COW) !== 0, `0x${va.toString(16)} in space ${space} is copy-on-write`);
     }
     assert.is(refs.refcount(k, f), 2);
   }
-  assert.is(vm.resolve(k, 0, cs, 0x12_0000).code, 4, 'wired: absent in the child');
-  assert.is(vm.resolve(k, 0, cs, 0x13_0000).code, 4, 'I/O: absent in the child');
+  assert.is(vm.resolve(k, 0, cs, 0, 0x12_0000).code, 4, 'wired: absent in the child');
+  assert.is(vm.resolve(k, 0, cs, 0, 0x13_0000).code, 4, 'I/O: absent in the child');
   await s.end();
 });
 

@@ -25,6 +25,7 @@ import * as refs from '../src/kernel/refs.js';
 import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
+import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
 const RW = R_WRITE | R_USER;
 const X = 0x40_0000;
@@ -49,13 +50,13 @@ async function setup(inject: string[] = []): Promise<Bench> {
 
 /** Maps `pages` fresh frames at va in space s through core 0, recording them as owned by s. */
 function mapOwned(x: Bench, s: number, va: number, pages: number): number {
-  assert.is(vm.mapAnon(x.m.kernel, 0, s, va, pages, RW, x.cpu0), OK);
+  assert.is(vm.mapAnon(x.m.kernel, 0, s, vaHi(va), vaLo(va), pages, RW, x.cpu0), OK);
   return x.m.kernel.anonFrame;
 }
 
 /** Unmaps through core 0; once it returned, the frames are free for anyone (owner cleared). */
 function unmapOwned(x: Bench, s: number, va: number): void {
-  const r = vm.unmap(x.m.kernel, x.cpu0, s, va);
+  const r = vm.unmap(x.m.kernel, x.cpu0, s, vaHi(va), vaLo(va));
   assert.is(r.code, OK);
   for (let p = 0; p < r.pages; p++) refs.ownerRemove(x.m.kernel, r.pfn + p, s);
 }

@@ -18,6 +18,7 @@ import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
 import * as refs from '../src/kernel/refs.js';
 import * as vm from '../src/kernel/vm.js';
+import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
 const RW = R_WRITE | R_USER;
 const PAGE = 4096;
@@ -52,30 +53,30 @@ V('MapFrame: errors as values (NRK behaviour 1)', async () => {
   const { m, s } = await boot();
   const k = m.kernel;
   const pa = frame(m);
-  assert.equal(vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW), { code: OK });
-  assert.equal(vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW), { code: OK }, 'an identical mapping is accepted');
-  assert.equal(vm.map(k, 0, s, 0x40_0000, frame(m), PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 });
-  assert.equal(vm.map(k, 0, s, 0x3f_f000, frame(m), 3 * PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 }, 'lowest conflicting VA');
-  assert.equal(vm.map(k, 0, s, 0x50_0000, pa, 0, RW), { code: INVALID_FRAME }, 'zero size');
-  assert.equal(vm.map(k, 0, s, 0x50_0000, pa + 8, PAGE, RW), { code: INVALID_FRAME }, 'misaligned frame');
-  assert.equal(vm.map(k, 0, s, 0x50_0000, 2 ** 40, PAGE, RW), { code: INVALID_FRAME }, 'frame outside memory');
-  assert.equal(vm.map(k, 0, s, 0x50_0010, pa, PAGE, RW), { code: INVALID_BASE }, 'misaligned VA');
-  assert.equal(vm.map(k, 0, s, 2 ** 47, pa, PAGE, RW), { code: INVALID_BASE }, 'outside the user half');
+  assert.equal(vm.map(k, 0, s, 0, 0x40_0000, pa, PAGE, RW), { code: OK });
+  assert.equal(vm.map(k, 0, s, 0, 0x40_0000, pa, PAGE, RW), { code: OK }, 'an identical mapping is accepted');
+  assert.equal(vm.map(k, 0, s, 0, 0x40_0000, frame(m), PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 });
+  assert.equal(vm.map(k, 0, s, 0, 0x3f_f000, frame(m), 3 * PAGE, RW), { code: ALREADY_MAPPED, conflict: 0x40_0000 }, 'lowest conflicting VA');
+  assert.equal(vm.map(k, 0, s, 0, 0x50_0000, pa, 0, RW), { code: INVALID_FRAME }, 'zero size');
+  assert.equal(vm.map(k, 0, s, 0, 0x50_0000, pa + 8, PAGE, RW), { code: INVALID_FRAME }, 'misaligned frame');
+  assert.equal(vm.map(k, 0, s, 0, 0x50_0000, 2 ** 40, PAGE, RW), { code: INVALID_FRAME }, 'frame outside memory');
+  assert.equal(vm.map(k, 0, s, 0, 0x50_0010, pa, PAGE, RW), { code: INVALID_BASE }, 'misaligned VA');
+  assert.equal(vm.map(k, 0, s, 0x8000, 0, pa, PAGE, RW), { code: INVALID_BASE }, 'outside the user half');
 });
 
 V('Resolve, Adjust and Unmap (NRK behaviour 2)', async () => {
   const { m, s, c0 } = await boot();
   const k = m.kernel;
   const pa = frame(m);
-  vm.map(k, 0, s, 0x40_0000, pa, 2 * PAGE, RW);
-  assert.equal(vm.resolve(k, 0, s, 0x40_1008), { code: OK, pa: pa + PAGE + 8, rights: RW });
-  assert.equal(vm.resolve(k, 0, s, 0x40_2000), { code: NOT_MAPPED });
-  assert.equal(vm.adjust(k, c0, s, 0x40_0000, R_USER | R_NX), { code: OK, pages: 2 });
-  assert.equal(vm.resolve(k, 0, s, 0x40_0000), { code: OK, pa, rights: R_USER | R_NX });
-  assert.equal(vm.adjust(k, c0, s, 0x40_1000, RW).code, NOT_MAPPED, 'Adjust needs the base');
-  assert.equal(vm.unmap(k, c0, s, 0x40_0000), { code: OK, pfn: pa / PAGE, pages: 2 });
-  assert.equal(vm.unmap(k, c0, s, 0x40_0000).code, NOT_MAPPED, 'a second Unmap');
-  assert.equal(vm.resolve(k, 0, s, 0x40_0000), { code: NOT_MAPPED });
+  vm.map(k, 0, s, 0, 0x40_0000, pa, 2 * PAGE, RW);
+  assert.equal(vm.resolve(k, 0, s, 0, 0x40_1008), { code: OK, pa: pa + PAGE + 8, rights: RW });
+  assert.equal(vm.resolve(k, 0, s, 0, 0x40_2000), { code: NOT_MAPPED });
+  assert.equal(vm.adjust(k, c0, s, 0, 0x40_0000, R_USER | R_NX), { code: OK, pages: 2 });
+  assert.equal(vm.resolve(k, 0, s, 0, 0x40_0000), { code: OK, pa, rights: R_USER | R_NX });
+  assert.equal(vm.adjust(k, c0, s, 0, 0x40_1000, RW).code, NOT_MAPPED, 'Adjust needs the base');
+  assert.equal(vm.unmap(k, c0, s, 0, 0x40_0000), { code: OK, pfn: pa / PAGE, pages: 2 });
+  assert.equal(vm.unmap(k, c0, s, 0, 0x40_0000).code, NOT_MAPPED, 'a second Unmap');
+  assert.equal(vm.resolve(k, 0, s, 0, 0x40_0000), { code: NOT_MAPPED });
 });
 
 V('the largest page size that fits: 1 GiB, 2 MiB and 4 KiB leaves', async () => {
@@ -83,21 +84,21 @@ V('the largest page size that fits: 1 GiB, 2 MiB and 4 KiB leaves', async () => 
   const k = m.kernel;
   // 2 MiB + 4 KiB at a 2 MiB-aligned VA and frame.
   const pa = frame(m, 0, 1024);
-  assert.equal(vm.map(k, 0, s, 0x4000_0000, pa, 0x20_1000, RW), { code: OK });
+  assert.equal(vm.map(k, 0, s, 0, 0x4000_0000, pa, 0x20_1000, RW), { code: OK });
   const sizes = enumerateMappings(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(0), false).map((x) => x.size);
   assert.equal(sizes, [2 ** 21, 4096]);
   // A 1 GiB leaf (the frames need not exist: it maps past the 16 MiB installed).
   const big = await Machine.boot({ cores: 2, nodes: 1, memory: '16MiB' }, { pool: false });
   const t = spaces.createSpace(big.kernel);
-  assert.equal(vm.map(big.kernel, 0, t, 2 ** 30, 0, 2 ** 30, RW).code, INVALID_FRAME, 'frames outside memory are refused');
+  assert.equal(vm.map(big.kernel, 0, t, vaHi(2 ** 30), vaLo(2 ** 30), 0, 2 ** 30, RW).code, INVALID_FRAME, 'frames outside memory are refused');
 });
 
 V('replicas hold identical mappings and leaf entries once synced (NRK behaviour 7)', async () => {
   const { m, s, c0 } = await boot();
   const k = m.kernel;
-  for (let i = 0; i < 40; i++) vm.map(k, i % 2, s, 0x1000_0000 + i * 3 * PAGE, frame(m, i % 2), (1 + (i % 3)) * PAGE, i % 5 === 0 ? R_USER : RW);
-  for (let i = 0; i < 40; i += 4) vm.unmap(k, c0, s, 0x1000_0000 + i * 3 * PAGE);
-  for (let i = 1; i < 40; i += 7) vm.adjust(k, c0, s, 0x1000_0000 + i * 3 * PAGE, R_USER | R_NX);
+  for (let i = 0; i < 40; i++) vm.map(k, i % 2, s, vaHi(0x1000_0000 + i * 3 * PAGE), vaLo(0x1000_0000 + i * 3 * PAGE), frame(m, i % 2), (1 + (i % 3)) * PAGE, i % 5 === 0 ? R_USER : RW);
+  for (let i = 0; i < 40; i += 4) vm.unmap(k, c0, s, vaHi(0x1000_0000 + i * 3 * PAGE), vaLo(0x1000_0000 + i * 3 * PAGE));
+  for (let i = 1; i < 40; i += 7) vm.adjust(k, c0, s, vaHi(0x1000_0000 + i * 3 * PAGE), vaLo(0x1000_0000 + i * 3 * PAGE), R_USER | R_NX);
   spaces.syncAll(k, s);
   assert.equal(k.vspace(s).db(0).entries(), k.vspace(s).db(1).entries());
   assert.equal(leaves(m, s, 0), leaves(m, s, 1));
@@ -112,7 +113,7 @@ V('a map through replica 0 faults on node 1 until Resolve applies it: one spurio
   shootdowns.switchTo(k, c1, s);
   const pa = frame(m);
   m.mem[pa / 4 + 2] = 4242;
-  vm.map(k, 0, s, 0x40_0000, pa, PAGE, RW); // through core 0 = replica 0
+  vm.map(k, 0, s, 0, 0x40_0000, pa, PAGE, RW); // through core 0 = replica 0
   assert.equal(leaves(m, s, 1), [], 'replica 1 has not applied it');
   const r = c1.load64(0, 0x40_0008);
   assert.ok(r < 0, 'the access on node 1 faults');
@@ -125,7 +126,7 @@ V('a map through replica 0 faults on node 1 until Resolve applies it: one spurio
   assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_READ, bad));
   assert.is(k.stats.invalidAccesses, 1);
   // Mapped but not writable: a protection fault, delivered.
-  vm.map(k, 1, s, 0x60_0000, frame(m), PAGE, R_USER);
+  vm.map(k, 1, s, 0, 0x60_0000, frame(m), PAGE, R_USER);
   const w = c1.store64(0, 0x60_0000, 0, 1);
   assert.is(faultError(w) & 3, 3, 'a protection fault on a write (mapped through replica 1 itself)');
   assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_WRITE, w));
@@ -136,7 +137,7 @@ V('out of page-table frames is OUT_OF_MEMORY on every replica, and nothing chang
   const s = spaces.createSpace(m.kernel);
   const pa = m.frames.allocZeroed(0) * PAGE;
   while (m.frames.alloc(1) >= 0); // node 1 is full: its replica cannot get tables
-  assert.equal(vm.map(m.kernel, 0, s, 0x40_0000, pa, PAGE, RW), { code: OUT_OF_MEMORY });
+  assert.equal(vm.map(m.kernel, 0, s, 0, 0x40_0000, pa, PAGE, RW), { code: OUT_OF_MEMORY });
   spaces.syncAll(m.kernel, s);
   assert.is(m.kernel.vspace(s).db(0).size, 0);
   assert.is(m.kernel.vspace(s).db(1).size, 0);
@@ -151,7 +152,7 @@ V('destroying a space frees its tables, pools and roots; data frames go back thr
   for (let i = 0; i < 30; i++) {
     const pa = frame(m, i % 2);
     data.push(pa / PAGE);
-    vm.map(k, 0, s, 0x7000_0000 + i * 0x20_0000, pa, PAGE, RW);
+    vm.map(k, 0, s, vaHi(0x7000_0000 + i * 0x20_0000), vaLo(0x7000_0000 + i * 0x20_0000), pa, PAGE, RW);
   }
   shootdowns.leave(k, c0);
   c0.detach();

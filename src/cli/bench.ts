@@ -21,7 +21,7 @@ import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import { Machine } from '../machine/machine.js';
 import { mapPage, MAP_OK } from '../hw/pagetable.js';
-import { split64 } from '../hw/vaddr.js';
+import { split64, vaHi, vaLo } from '../hw/vaddr.js';
 import { IPI_PING, IPI_STOP, IPI_OK, WAIT_OK, type Cpu } from '../hw/cpu.js';
 import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_READ } from '../hw/fault.js';
@@ -391,7 +391,7 @@ export async function runForkBench(o: { sizes: number[]; iterations: number; log
       refs.setRefcount(k, data, 1);
       for (let i = 0; i < pages; i++) {
         refs.setRefcount(k, data, refs.refcount(k, data) + (i === 0 ? 0 : 1));
-        if (vm.map(k, 0, parent, 0x1000_0000 + i * 4096, data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
+        if (vm.map(k, 0, parent, vaHi(0x1000_0000 + i * 4096), vaLo(0x1000_0000 + i * 4096), data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
       }
       shootdowns.switchTo(k, cpu, parent);
       const tables = tableFramesOf(m, parent);
@@ -475,7 +475,7 @@ export async function runShootdownBench(o: {
       const va = 0x40_0000;
       const f = m.frames.allocZeroed(0);
       refs.setRefcount(k, f, 1);
-      if (vm.map(k, 0, s, va, f * 4096, 4096, 3, cpu).code !== 0) throw new Error('bench: map failed');
+      if (vm.map(k, 0, s, vaHi(va), vaLo(va), f * 4096, 4096, 3, cpu).code !== 0) throw new Error('bench: map failed');
       const targets = Array.from({ length: n }, (_, i) => i + 1);
       const running = m.run(targets.map((c) => ({ core: c, program: { kind: 'ops', ops: [{ op: 'switch', space: s }, { op: 'load', va }], repeat: Number.MAX_SAFE_INTEGER } })));
       const deadline = Date.now() + 20_000;
@@ -486,7 +486,7 @@ export async function runShootdownBench(o: {
       const lat: number[] = [];
       for (let i = 0; i < o.samples + 50; i++) {
         const t = performance.now();
-        shootdowns.shootdown(k, cpu, s, va, 1);
+        shootdowns.shootdown(k, cpu, s, vaHi(va), vaLo(va), 1);
         if (i >= 50) lat.push((performance.now() - t) * 1e6);
       }
       for (const c of targets) cpu.sendIpi(c, IPI_STOP);

@@ -12,7 +12,7 @@
 import type { Frames } from './frames.js';
 import { NO_FRAME } from './frames.js';
 import { FRAME_WORDS, HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD, PTE_A, PTE_D, PTE_G, PTE_P, PTE_PAT_HUGE, PTE_PS, PTE_RW, PTE_US, entryFrame, makeHi, makeLo } from './pte.js';
-import { tableIndex, vaHi, vaLo } from './vaddr.js';
+import { tableIndex, vaHi, vaJoin, vaLo } from './vaddr.js';
 
 /** Rights and attributes of a new leaf. */
 export interface LeafAttrs {
@@ -94,10 +94,11 @@ export function findEntry(mem: Int32Array, rootPfn: number, la57: boolean, vhi: 
 }
 
 /**
- * Tables that mapping [va, va + pages * 4 KiB) would add under a 4-level root: one per PDPT,
+ * Tables that mapping [vhi:vlo, + pages * 4 KiB) would add under a 4-level root: one per PDPT,
  * PD and PT the range needs and the hierarchy lacks now. No side effects. Any thread.
  */
-export function missingTables(mem: Int32Array, rootPfn: number, va: number, pages: number): number {
+export function missingTables(mem: Int32Array, rootPfn: number, vhi: number, vlo: number, pages: number): number {
+  const va = vaJoin(vhi, vlo);
   const last = va + pages * 4096 - 1;
   let need = 0;
   // A PDPT per 512 GiB (its entry in the PML4), a PD per 1 GiB, a PT per 2 MiB.

@@ -12,7 +12,7 @@
 //
 // It spins WAIT_SPINS steps, then sleeps in short slices; it gives up once `limitMs` has passed
 // since its first sleep (the clock is read only after the spins, so a short wait costs no
-// clock read). What a waiter does on expiry is its own: a core returns WAIT_TIMEOUT naming what it
+// clock read, and then once every CLOCK_SLICES slices: a clock read is a heap number). What a waiter does on expiry is its own: a core returns WAIT_TIMEOUT naming what it
 // waited for, NR and the kernel panic naming the instance, replica, lock or core.
 
 /** Steps spent spinning before a wait starts to sleep. */
@@ -23,6 +23,9 @@ export const WAIT_SLICE_MS = 0.05;
 export const STEP_SPIN = 0;
 export const STEP_SLEEP = 1;
 export const STEP_EXPIRED = 2;
+
+/** Sleep slices between two clock reads of a wait (the bound is checked that often). */
+const CLOCK_SLICES = 32;
 
 /** One thread's bounded wait, reused from wait to wait (no allocation). */
 export class BoundedWait {
@@ -39,7 +42,9 @@ export class BoundedWait {
 
   /** One step: STEP_SPIN (go on at once), STEP_SLEEP (sleep one slice), or STEP_EXPIRED (the bound has passed). */
   step(): number {
-    if (++this.spins <= WAIT_SPINS) return STEP_SPIN;
+    const n = ++this.spins;
+    if (n <= WAIT_SPINS) return STEP_SPIN;
+    if ((n - WAIT_SPINS) % CLOCK_SLICES !== 1) return STEP_SLEEP;
     const now = Date.now();
     if (this.deadline === 0) this.deadline = now + this.limitMs;
     else if (now > this.deadline) return STEP_EXPIRED;

@@ -11,9 +11,9 @@ import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/fault.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { FRAME_WORDS } from '../hw/pte.js';
 import { PH_BEGIN, PH_END, TR_FAULT } from '../hw/trace.js';
-import { pageBase, vaJoin } from '../hw/vaddr.js';
+import { vaJoin } from '../hw/vaddr.js';
 import { BP_BEFORE_COW_COPY, BP_BEFORE_RESOLVE, type Kernel } from './context.js';
-import { OK, R_COW, R_NX, R_USER, R_WAS_COW, R_WRITE, R_ZERO, leafWritable } from './ops.js';
+import { OK, PAGE, R_COW, R_NX, R_USER, R_WAS_COW, R_WRITE, R_ZERO, leafWritable } from './ops.js';
 import { holdNew, refcount, release } from './refs.js';
 import { lockShared, unlockShared } from './space.js';
 import { adjustLocked, lookup, remapLocked } from './vm.js';
@@ -31,13 +31,13 @@ export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc:
   if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
   cpu.trace(PH_BEGIN, TR_FAULT, vlo);
   try {
-    return handleFault(kx, cpu, s, vaJoin(vhi, vlo), acc);
+    return handleFault(kx, cpu, s, vhi, vlo, acc);
   } finally {
     cpu.trace(PH_END, TR_FAULT, vlo);
   }
 }
 
-function handleFault(kx: Kernel, cpu: Cpu, s: number, va: number, acc: number): boolean {
+function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, acc: number): boolean {
   cpu.breakpoint(BP_BEFORE_RESOLVE);
   // A write may have to change the mapping: look it up under the space lock, so that what it
   // finds (a fork, another core's fault may have changed it) is what it changes.
@@ -45,16 +45,16 @@ function handleFault(kx: Kernel, cpu: Cpu, s: number, va: number, acc: number): 
   if (write) lockShared(kx, s, cpu);
   try {
     const e = kx.found;
-    const found = lookup(kx, cpu.id, s, va, e, cpu);
+    const found = lookup(kx, cpu.id, s, vhi, vlo, e, cpu);
     if (found && write && (e.rights & R_WRITE) !== 0 && (e.rights & (R_COW | R_ZERO)) !== 0) {
-      if (writeFault(kx, cpu, s, va, e.pfn + Math.floor((va - e.va) / 4096), e.rights)) return true;
+      if (writeFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights)) return true;
       kx.stats.invalidAccesses++;
       return false;
     }
     if (found && write && (e.rights & R_WAS_COW) !== 0) {
       // MH: a page made private read-only by a copy-on-write fault faults again on the retried
       // write; the user-level handler (MH's MRG library) makes it writable.
-      adjustLocked(kx, cpu, s, pageBase(va), (e.rights & ~R_WAS_COW) | R_WRITE);
+      adjustLocked(kx, cpu, s, vhi, vlo & ~(PAGE - 1), (e.rights & ~R_WAS_COW) | R_WRITE);
       kx.stats.spuriousFaults++;
       return true;
     }
@@ -73,39 +73,38 @@ function handleFault(kx: Kernel, cpu: Cpu, s: number, va: number, acc: number): 
 }
 
 /**
- * A write to a copy-on-write or demand-zero page (frame `old`, these rights) of space s, with
+ * A write to the copy-on-write or demand-zero page at hi:lo (frame `old`, these rights) of space s, with
  * the space lock held: allocate and zero (demand-zero), copy (other sharers remain), or reuse the
  * frame (this is the last sharer). Returns true when the write may be retried. Copies before
  * dropping the reference, so a sharer that reuses the frame never writes it while it is copied.
  */
-function writeFault(kx: Kernel, cpu: Cpu, s: number, va: number, old: number, rights: number): boolean {
+function writeFault(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, old: number, rights: number): boolean {
   const { frames, mem } = kx.v;
-  const page = pageBase(va);
   const plain = (rights & ~(R_COW | R_ZERO)) | R_WRITE;
   if ((rights & R_ZERO) !== 0) {
     const nf = frames.allocAny(cpu.node);
     if (nf === NO_FRAME) return false;
     frames.zero(nf);
     holdNew(kx, nf, s);
-    if (remapLocked(kx, cpu, s, page, nf, plain) !== OK) {
+    if (remapLocked(kx, cpu, s, hi, lo, nf, plain) !== OK) {
       release(kx, nf, s);
       return false;
     }
     kx.stats.zeroFills++;
-    kx.onEvent?.('zero', page);
+    kx.onEvent?.('zero', vaJoin(hi, lo));
     return true;
   }
   if (refcount(kx, old) === 1) {
     // The last sharer: the same frame becomes writable. MH's policy makes it private read-only
     // instead (the write permission is lost), and the retried write faults once more.
-    adjustLocked(kx, cpu, s, page, kx.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
+    adjustLocked(kx, cpu, s, hi, lo, kx.cowPolicy === 'mh' ? (rights & ~(R_COW | R_WRITE)) | R_WAS_COW : plain);
     kx.stats.cowReuses++;
-    kx.onEvent?.('reuse', page);
+    kx.onEvent?.('reuse', vaJoin(hi, lo));
     return true;
   }
   if (kx.skipCowCopy) {
     // Injected fault: the shared frame simply becomes writable here; the other sharers see our writes.
-    adjustLocked(kx, cpu, s, page, plain);
+    adjustLocked(kx, cpu, s, hi, lo, plain);
     return true;
   }
   cpu.breakpoint(BP_BEFORE_COW_COPY);
@@ -113,13 +112,13 @@ function writeFault(kx: Kernel, cpu: Cpu, s: number, va: number, old: number, ri
   if (nf === NO_FRAME) return false;
   mem.copyWithin(nf * FRAME_WORDS, old * FRAME_WORDS, (old + 1) * FRAME_WORDS);
   holdNew(kx, nf, s);
-  if (remapLocked(kx, cpu, s, page, nf, plain) !== OK) {
+  if (remapLocked(kx, cpu, s, hi, lo, nf, plain) !== OK) {
     release(kx, nf, s);
     return false;
   }
   release(kx, old, s); // the shootdown has returned: s no longer reaches the old frame
   kx.stats.cowCopies++;
-  kx.onEvent?.('copy', page);
+  kx.onEvent?.('copy', vaJoin(hi, lo));
   return true;
 }
 

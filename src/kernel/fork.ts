@@ -6,6 +6,7 @@
 // (out of memory) is undone whole — one rollback, as uvmcopy's.
 
 import type { Cpu } from '../hw/cpu.js';
+import { vaHi, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import { OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_WIRED, R_ZERO } from './ops.js';
@@ -39,7 +40,7 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
   } finally {
     // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after
     // copying it): the whole PCID on every core running the parent.
-    if (madeCow) shootdown(kx, cpu, parent, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
+    if (madeCow) shootdown(kx, cpu, parent, 0, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
     unlockExclusive(kx, parent);
   }
 }
@@ -52,14 +53,16 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
  */
 function shareInto(kx: Kernel, cpu: Cpu, parent: number, child: number, e: MapEntry, rights: number): boolean {
   const shared = (rights & R_ZERO) === 0;
+  const hi = vaHi(e.va);
+  const lo = vaLo(e.va);
   if (shared) {
     for (let p = 0; p < e.pages; p++) {
       addRef(kx, e.pfn + p);
       ownerAdd(kx, e.pfn + p, child);
     }
-    if (rights !== e.rights) adjustLocked(kx, cpu, parent, e.va, rights, undefined, false);
+    if (rights !== e.rights) adjustLocked(kx, cpu, parent, hi, lo, rights, undefined, false);
   }
-  if (mapLocked(kx, cpu.id, child, e.va, e.pfn * PAGE, e.pages * PAGE, rights, cpu).code === OK) return true;
+  if (mapLocked(kx, cpu.id, child, hi, lo, e.pfn * PAGE, e.pages * PAGE, rights, cpu).code === OK) return true;
   if (shared) for (let p = 0; p < e.pages; p++) release(kx, e.pfn + p, child);
   return false;
 }

@@ -11,7 +11,7 @@
 //   internal: [kind=2, count (children), -, height, then FANOUT x (keyHi, keyLo, child, -, -)]
 // An internal node's key i is the smallest key under child i.
 
-import { getVa, vaHi, vaLo } from '../hw/vaddr.js';
+import { TWO32, vaJoin } from '../hw/vaddr.js';
 import { panic } from '../hw/panic.js';
 
 export const FANOUT = 32;
@@ -115,10 +115,8 @@ export class MapDb {
     return r;
   }
 
-  /** The leaf that would hold key va; with `record`, the path of (node, child index) above it goes to this.path. */
-  private descend(va: number, record: boolean): number {
-    const hi = vaHi(va);
-    const lo = vaLo(va);
+  /** The leaf that would hold key hi:lo; with `record`, the path of (node, child index) above it goes to this.path. */
+  private descend(hi: number, lo: number, record: boolean): number {
     let i = this.w[this.base + A_ROOT];
     this.pathLen = 0;
     for (;;) {
@@ -135,20 +133,22 @@ export class MapDb {
     }
   }
 
-  /** Copies the mapping at leaf slot word k into out. */
+  /**
+   * Copies the mapping at leaf slot word k into out. The key's halves are joined here, not by a
+   * call to the codec: deep in a combine that call is not inlined, and a number it returns above
+   * 2^31 would be a heap allocation per lookup.
+   */
   private readAt(k: number, out: MapEntry): void {
     const w = this.w;
-    out.va = getVa(w, k);
+    out.va = w[k] * TWO32 + (w[k + 1] >>> 0);
     out.pfn = w[k + 2];
     out.pages = w[k + 3];
     out.rights = w[k + 4];
   }
 
-  /** Word of the mapping with the largest base <= va, or -1. */
-  private floorSlot(va: number): number {
-    let leaf = this.descend(va, false);
-    const hi = vaHi(va);
-    const lo = vaLo(va);
+  /** Word of the mapping with the largest base <= hi:lo, or -1. */
+  private floorSlot(hi: number, lo: number): number {
+    let leaf = this.descend(hi, lo, false);
     let n = this.node(leaf);
     const s = this.floorIndex(n, hi, lo);
     if (s >= 0) return n + HDR + s * LEAF_SLOT;
@@ -167,19 +167,17 @@ export class MapDb {
     return best;
   }
 
-  /** The mapping with the largest base <= va, into out. Returns whether there is one. */
-  floor(va: number, out: MapEntry): boolean {
-    const k = this.floorSlot(va);
+  /** The mapping with the largest base <= hi:lo, into out. Returns whether there is one. */
+  floor(hi: number, lo: number, out: MapEntry): boolean {
+    const k = this.floorSlot(hi, lo);
     if (k < 0) return false;
     this.readAt(k, out);
     return true;
   }
 
-  /** The mapping with the smallest base >= va, into out. Returns whether there is one. */
-  ceil(va: number, out: MapEntry): boolean {
-    let leaf = this.descend(va, false);
-    const hi = vaHi(va);
-    const lo = vaLo(va);
+  /** The mapping with the smallest base >= hi:lo, into out. Returns whether there is one. */
+  ceil(hi: number, lo: number, out: MapEntry): boolean {
+    let leaf = this.descend(hi, lo, false);
     while (leaf >= 0) {
       const n = this.node(leaf);
       const c = this.w[n + 1];
@@ -194,9 +192,9 @@ export class MapDb {
     return false;
   }
 
-  /** The mapping containing va, into out. Returns whether there is one (out may be written either way). */
-  find(va: number, out: MapEntry): boolean {
-    return this.floor(va, out) && va < out.va + out.pages * 4096;
+  /** The mapping containing hi:lo, into out. Returns whether there is one (out may be written either way). */
+  find(hi: number, lo: number, out: MapEntry): boolean {
+    return this.floor(hi, lo, out) && vaJoin(hi, lo) < out.va + out.pages * 4096;
   }
 
   private firstLeaf(): number {
@@ -208,18 +206,16 @@ export class MapDb {
     }
   }
 
-  /** Inserts the mapping [va, va + pages * 4 KiB) -> pfn with rights; its base must not be in the tree. Returns false when the arena is full. */
-  insert(va: number, pfn: number, pages: number, rights: number): boolean {
-    const leaf = this.descend(va, true);
-    const hi = vaHi(va);
-    const lo = vaLo(va);
+  /** Inserts the mapping [hi:lo, + pages * 4 KiB) -> pfn with rights; its base must not be in the tree. Returns false when the arena is full. */
+  insert(hi: number, lo: number, pfn: number, pages: number, rights: number): boolean {
+    const leaf = this.descend(hi, lo, true);
     const w = this.w;
     const n = this.node(leaf);
     if (w[n + 1] === FANOUT) {
       // Split first (needs up to depth + 1 new nodes); then re-descend.
       if (this.w[this.base + A_NEXT] + this.pathLen / 2 + 2 > this.maxNodes) return false;
       this.split(leaf, this.pathLen);
-      return this.insert(va, pfn, pages, rights);
+      return this.insert(hi, lo, pfn, pages, rights);
     }
     const pos = this.floorIndex(n, hi, lo) + 1;
     const at = n + HDR + pos * LEAF_SLOT;
@@ -330,19 +326,17 @@ export class MapDb {
     }
   }
 
-  /** Word of the leaf slot of the mapping based exactly at va, or -1. */
-  private exact(va: number): number {
-    const n = this.node(this.descend(va, false));
-    const hi = vaHi(va);
-    const lo = vaLo(va);
+  /** Word of the leaf slot of the mapping based exactly at hi:lo, or -1. */
+  private exact(hi: number, lo: number): number {
+    const n = this.node(this.descend(hi, lo, false));
     const s = this.floorIndex(n, hi, lo);
     if (s < 0 || this.cmp(hi, lo, n + HDR + s * LEAF_SLOT) !== 0) return -1;
     return n + HDR + s * LEAF_SLOT;
   }
 
-  /** Removes the mapping based exactly at va, copying it into out. Returns whether there was one. */
-  remove(va: number, out: MapEntry): boolean {
-    const at = this.exact(va);
+  /** Removes the mapping based exactly at hi:lo, copying it into out. Returns whether there was one. */
+  remove(hi: number, lo: number, out: MapEntry): boolean {
+    const at = this.exact(hi, lo);
     if (at < 0) return false;
     const w = this.w;
     this.readAt(at, out);
@@ -354,17 +348,17 @@ export class MapDb {
     return true;
   }
 
-  /** Changes the rights of the mapping based exactly at va. Returns whether there is one. */
-  setRights(va: number, rights: number): boolean {
-    const at = this.exact(va);
+  /** Changes the rights of the mapping based exactly at hi:lo. Returns whether there is one. */
+  setRights(hi: number, lo: number, rights: number): boolean {
+    const at = this.exact(hi, lo);
     if (at < 0) return false;
     this.w[at + 4] = rights;
     return true;
   }
 
-  /** Replaces frame and rights of the mapping based exactly at va. Returns whether there is one. */
-  update(va: number, pfn: number, rights: number): boolean {
-    const at = this.exact(va);
+  /** Replaces frame and rights of the mapping based exactly at hi:lo. Returns whether there is one. */
+  update(hi: number, lo: number, pfn: number, rights: number): boolean {
+    const at = this.exact(hi, lo);
     if (at < 0) return false;
     this.w[at + 2] = pfn;
     this.w[at + 4] = rights;

@@ -103,26 +103,24 @@ export function activeCores(kx: Kernel, s: number): number[] {
 }
 
 /**
- * Shoots down [va, va + pages * 4 KiB) of space s: a request to every other core in the active
+ * Shoots down [hi:lo, + pages * 4 KiB) of space s: a request to every other core in the active
  * mask, the local flush, and the wait for every ack. Panics (naming the cores) past the bound.
  */
-export function shootdown(kx: Kernel, cpu: Cpu, s: number, va: number, pages: number): void {
+export function shootdown(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number): void {
   cpu.trace(PH_BEGIN, TR_SHOOTDOWN, pages);
   try {
-    shootdownTraced(kx, cpu, s, va, pages);
+    shootdownTraced(kx, cpu, s, hi, lo, pages);
   } finally {
     cpu.trace(PH_END, TR_SHOOTDOWN, pages);
   }
 }
 
-function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, va: number, pages: number): void {
+function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number): void {
   const { k, klayout } = kx.v;
   kx.stats.shootdowns++;
   // First a new generation: a core that left s and comes back later flushes s's PCID; then the
   // cores running s now, who get the request.
   Atomics.add(k, klayout.spaceBase(s) + S_TLBGEN, 1);
-  const hi = vaHi(va);
-  const lo = vaLo(va);
   cpu.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
   const base = klayout.spaceBase(s) + S_ACTIVE;
   for (let w = 0; w < klayout.maskWords && !kx.skipShootdown; w++) {
@@ -136,22 +134,28 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, va: number, pages: num
       kx.stats.shootdownIpis++;
     }
   }
-  invalidateRange(cpu, pcid(s), va, pages, null);
+  invalidateRange(cpu, pcid(s), hi, lo, pages, null);
   const r = cpu.waitAcks();
-  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${activeCores(kx, s).filter((c) => c !== cpu.id).join(',')}): ${cpu.lastWaitWhat}`);
+  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${cpu.lastWaitWhat}`);
+}
+
+/** The cores running s other than `me`, as "1,2,3" (for a message; no closure in shootdownTraced). */
+function otherActive(kx: Kernel, s: number, me: number): string {
+  return activeCores(kx, s).filter((c) => c !== me).join(',');
 }
 
 /**
  * Invalidates a range of the space with this PCID, whichever space the core runs now: INVPCID
  * type 0 page by page, or type 1 (the whole PCID) above the threshold.
  */
-function invalidateRange(cpu: Cpu, id: number, va: number, pages: number, stats: KernelStats | null): void {
+function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
     cpu.invpcid(1, id, 0, 0);
     if (stats) stats.fullFlushes++;
     return;
   }
   if (stats) stats.pageInvalidations += pages;
+  const va = vaJoin(hi, lo);
   for (let i = 0; i < pages; i++) {
     const v = va + i * PAGE;
     cpu.invpcid(0, id, vaHi(v), vaLo(v));
@@ -170,6 +174,6 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     kx.stats.shootdownsReceived++;
     c.breakpoint(BP_BEFORE_RECEIVER_SYNC);
     if (!kx.skipReplicaSync) kx.sync(s, c.id, c);
-    invalidateRange(c, pcid(s), vaJoin(hi, lo), pages, kx.stats);
+    invalidateRange(c, pcid(s), hi, lo, pages, kx.stats);
   };
 }

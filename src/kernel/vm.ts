@@ -4,11 +4,15 @@
 // way to map fresh frames (allocate, reference, own, map, and release on failure). Mutations hold
 // the space lock shared and go through the context's exec (NR or the lock baseline); those that
 // take rights away shoot down.
+//
+// A virtual address enters as its two 32-bit halves (vhi, vlo; hw/vaddr.ts) and stays so down to
+// the mapping database and the page tables: a number above 2^31 passed between functions would be
+// a heap allocation on every call (bench scale's B/op). Callers with a number split it once.
 
 import type { Cpu } from '../hw/cpu.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { missingTables } from '../hw/pagetable.js';
-import { getVa, putVa } from '../hw/vaddr.js';
+import { getVa, vaJoin } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import {
@@ -38,34 +42,35 @@ export type ResolveResult = { code: typeof OK; pa: number; rights: number } | { 
 const MAP_OK: MapResult = Object.freeze({ code: OK });
 
 /**
- * MapFrame: maps [va, va + size) to physical [pa, pa + size) with rights (R_*). Errors:
+ * MapFrame: maps [vhi:vlo, + size) to physical [pa, pa + size) with rights (R_*). Errors:
  * INVALID_BASE (misaligned or outside the user half), INVALID_FRAME (zero size, misaligned or
  * outside memory), ALREADY_MAPPED with the lowest conflicting VA, OUT_OF_MEMORY. Never shoots down.
  */
-export function map(kx: Kernel, c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
+export function map(kx: Kernel, c: number, s: number, vhi: number, vlo: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
   kx.checkSpace(s);
   lockShared(kx, s, cpu);
   try {
-    return mapLocked(kx, c, s, va, pa, size, rights, cpu);
+    return mapLocked(kx, c, s, vhi, vlo, pa, size, rights, cpu);
   } finally {
     unlockShared(kx, s);
   }
 }
 
 /** MapFrame with the space lock held (fork holds it alone). */
-export function mapLocked(kx: Kernel, c: number, s: number, va: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
+export function mapLocked(kx: Kernel, c: number, s: number, vhi: number, vlo: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
   kx.stats.maps++;
-  if (!Number.isSafeInteger(va) || va % PAGE !== 0 || va < 0 || va + Math.max(size, 0) > USER_TOP) return kx.err({ code: INVALID_BASE });
+  if (!Number.isInteger(vhi) || !Number.isInteger(vlo) || (vlo & (PAGE - 1)) !== 0 || vhi < 0 || vaJoin(vhi, vlo) + Math.max(size, 0) > USER_TOP) return kx.err({ code: INVALID_BASE });
   if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
       pa / PAGE + size / PAGE > kx.v.klayout.config.totalFrames) return kx.err({ code: INVALID_FRAME });
   const pages = size / PAGE;
   const vs = kx.vspace(s);
   // Tables are never freed while the space lives, so the state the operation meets in the log has
   // at least the tables the local replica has now: what is missing here bounds every replica's need.
-  const need = missingTables(kx.v.mem, vs.root(kx.replicaFor(c)), va, pages);
+  const need = missingTables(kx.v.mem, vs.root(kx.replicaFor(c)), vhi, vlo, pages);
   if (!vs.reserveTables(need, kx.lockMode ? 1 : kx.v.klayout.config.nodes)) return kx.err({ code: OUT_OF_MEMORY });
   const a = kx.args;
-  putVa(a, A_VA, va);
+  a[A_VA] = vhi;
+  a[A_VA + 1] = vlo;
   a[A_PFN] = pa / PAGE;
   a[A_PAGES] = pages;
   a[A_RIGHTS] = rights;
@@ -79,11 +84,11 @@ export function mapLocked(kx: Kernel, c: number, s: number, va: number, pa: numb
 
 /**
  * Maps `pages` fresh zeroed frames from core c's node (contiguous when more than one; one page
- * falls back to other nodes) at va in space s with rights: each gets one reference and s as its
+ * falls back to other nodes) at vhi:vlo in space s with rights: each gets one reference and s as its
  * owner; when the map fails they are released. Returns the map's outcome; the first frame is in
  * kx.anonFrame (NO_FRAME when memory ran out). The one way to map fresh memory.
  */
-export function mapAnon(kx: Kernel, c: number, s: number, va: number, pages: number, rights: number, cpu?: Cpu): number {
+export function mapAnon(kx: Kernel, c: number, s: number, vhi: number, vlo: number, pages: number, rights: number, cpu?: Cpu): number {
   const frames = kx.v.frames;
   const node = kx.v.replicaOf[c];
   const first = pages === 1 ? frames.allocAny(node) : frames.allocContiguous(node, pages);
@@ -93,30 +98,31 @@ export function mapAnon(kx: Kernel, c: number, s: number, va: number, pages: num
     frames.zero(first + p);
     holdNew(kx, first + p, s);
   }
-  const code = map(kx, c, s, va, first * PAGE, pages * PAGE, rights, cpu).code;
+  const code = map(kx, c, s, vhi, vlo, first * PAGE, pages * PAGE, rights, cpu).code;
   if (code !== OK) for (let p = 0; p < pages; p++) release(kx, first + p, s);
   return code;
 }
 
-/** Maps one demand-zero page at va: the zero page, read-only, writable on demand when `rights` has R_WRITE. */
-export function mapZero(kx: Kernel, c: number, s: number, va: number, rights: number, cpu?: Cpu): MapResult {
+/** Maps one demand-zero page at vhi:vlo: the zero page, read-only, writable on demand when `rights` has R_WRITE. */
+export function mapZero(kx: Kernel, c: number, s: number, vhi: number, vlo: number, rights: number, cpu?: Cpu): MapResult {
   const z = zeroPage(kx);
   if (z === NO_FRAME) return kx.err({ code: OUT_OF_MEMORY });
-  return map(kx, c, s, va, z * PAGE, PAGE, rights | R_ZERO, cpu);
+  return map(kx, c, s, vhi, vlo, z * PAGE, PAGE, rights | R_ZERO, cpu);
 }
 
-/** Unmap: removes the mapping based at va and shoots down stale translations. The caller releases the frames. */
-export function unmap(kx: Kernel, cpu: Cpu, s: number, va: number): UnmapResult {
+/** Unmap: removes the mapping based at vhi:vlo and shoots down stale translations. The caller releases the frames. */
+export function unmap(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number): UnmapResult {
   kx.checkSpace(s);
   lockShared(kx, s, cpu);
   try {
     kx.stats.unmaps++;
-    putVa(kx.args, A_VA, va);
+    kx.args[A_VA] = vhi;
+    kx.args[A_VA + 1] = vlo;
     kx.exec(s, cpu.id, cpu, VS_UNMAP);
     if (kx.resp[RS_CODE] !== OK) return kx.err({ code: kx.resp[RS_CODE], pfn: -1, pages: 0 });
     const pfn = kx.resp[RS_UNMAP_PFN];
     const pages = kx.resp[RS_UNMAP_PAGES];
-    shootdown(kx, cpu, s, va, pages);
+    shootdown(kx, cpu, s, vhi, vlo, pages);
     return { code: OK, pfn, pages };
   } finally {
     unlockShared(kx, s);
@@ -124,16 +130,16 @@ export function unmap(kx: Kernel, cpu: Cpu, s: number, va: number): UnmapResult 
 }
 
 /**
- * Adjust: sets the access rights (R_WRITE, R_USER, R_NX) of the mapping based at va; its kind
+ * Adjust: sets the access rights (R_WRITE, R_USER, R_NX) of the mapping based at vhi:vlo; its kind
  * stays (a copy-on-write page made writable stays copy-on-write until its first write copies
  * it, as Linux's mprotect does). Returns the mapping's pages. Shoots down when any right the
  * hardware sees decreases (a permission increase costs at most one spurious fault).
  */
-export function adjust(kx: Kernel, cpu: Cpu, s: number, va: number, rights: number): { code: number; pages: number } {
+export function adjust(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, rights: number): { code: number; pages: number } {
   kx.checkSpace(s);
   lockShared(kx, s, cpu);
   try {
-    return adjustLocked(kx, cpu, s, va, rights, R_ACCESS, true);
+    return adjustLocked(kx, cpu, s, vhi, vlo, rights, R_ACCESS, true);
   } finally {
     unlockShared(kx, s);
   }
@@ -143,10 +149,11 @@ export function adjust(kx: Kernel, cpu: Cpu, s: number, va: number, rights: numb
  * Adjust as the kernel uses it, with the space lock held: `mask` says which bits of the rights
  * word change (R_ALL: kinds too); `shoot` false leaves the shootdown to the caller (fork).
  */
-export function adjustLocked(kx: Kernel, cpu: Cpu, s: number, va: number, rights: number, mask = R_ALL, shoot = true): { code: number; pages: number } {
+export function adjustLocked(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, rights: number, mask = R_ALL, shoot = true): { code: number; pages: number } {
   kx.stats.adjusts++;
   const a = kx.args;
-  putVa(a, A_VA, va);
+  a[A_VA] = vhi;
+  a[A_VA + 1] = vlo;
   a[A_ADJ_RIGHTS] = rights;
   a[A_ADJ_MASK] = mask;
   kx.exec(s, cpu.id, cpu, VS_ADJUST);
@@ -158,51 +165,52 @@ export function adjustLocked(kx: Kernel, cpu: Cpu, s: number, va: number, rights
   // the page turned copy-on-write) leaves stale writable translations behind.
   const decreased = (leafWritable(old) && !leafWritable(now)) || ((old & R_USER) !== 0 && (now & R_USER) === 0) ||
     ((old & R_NX) === 0 && (now & R_NX) !== 0);
-  if (decreased && shoot) shootdown(kx, cpu, s, va, pages);
+  if (decreased && shoot) shootdown(kx, cpu, s, vhi, vlo, pages);
   return { code: OK, pages };
 }
 
 /**
- * Points the one-page mapping at va at frame pfn with rights, then shoots down the old
+ * Points the one-page mapping at vhi:vlo at frame pfn with rights, then shoots down the old
  * translation. The caller holds the space lock. Returns OK or NOT_MAPPED; the old frame and
  * rights are in kx.resp (RS_REMAP_PFN, RS_REMAP_RIGHTS).
  */
-export function remapLocked(kx: Kernel, cpu: Cpu, s: number, va: number, pfn: number, rights: number): number {
+export function remapLocked(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, pfn: number, rights: number): number {
   const a = kx.args;
-  putVa(a, A_VA, va);
+  a[A_VA] = vhi;
+  a[A_VA + 1] = vlo;
   a[A_PFN] = pfn;
   a[A_REMAP_RIGHTS] = rights;
   kx.exec(s, cpu.id, cpu, VS_REMAP);
   if (kx.resp[RS_CODE] !== OK) return kx.resp[RS_CODE];
-  shootdown(kx, cpu, s, va, 1);
+  shootdown(kx, cpu, s, vhi, vlo, 1);
   return OK;
 }
 
 /**
- * Looks va up in core c's replica of s, brought up to date (NR's read): the mapping containing va
- * goes into `out`. Returns whether there is one. Counts nothing; allocates nothing.
+ * Looks vhi:vlo up in core c's replica of s, brought up to date (NR's read): the mapping
+ * containing it goes into `out`. Returns whether there is one. Counts nothing; allocates nothing.
  */
-export function lookup(kx: Kernel, c: number, s: number, va: number, out: MapEntry, cpu?: Cpu): boolean {
+export function lookup(kx: Kernel, c: number, s: number, vhi: number, vlo: number, out: MapEntry, cpu?: Cpu): boolean {
   const r = kx.beginRead(s, c, cpu);
   try {
-    return kx.vspace(s).db(r).find(va, out);
+    return kx.vspace(s).db(r).find(vhi, vlo, out);
   } finally {
     kx.endRead(s, c);
   }
 }
 
-/** Resolve: syncs the local replica and looks va up. Returns the physical address and rights. */
-export function resolve(kx: Kernel, c: number, s: number, va: number, cpu?: Cpu): ResolveResult {
-  if (resolveCode(kx, c, s, va, cpu) !== OK) return { code: NOT_MAPPED };
+/** Resolve: syncs the local replica and looks vhi:vlo up. Returns the physical address and rights. */
+export function resolve(kx: Kernel, c: number, s: number, vhi: number, vlo: number, cpu?: Cpu): ResolveResult {
+  if (resolveCode(kx, c, s, vhi, vlo, cpu) !== OK) return { code: NOT_MAPPED };
   const e = kx.found;
-  return { code: OK, pa: e.pfn * PAGE + (va - e.va), rights: e.rights };
+  return { code: OK, pa: e.pfn * PAGE + (vaJoin(vhi, vlo) - e.va), rights: e.rights };
 }
 
 /** Resolve as a program issues it: the outcome only (OK or NOT_MAPPED), no allocation. */
-export function resolveCode(kx: Kernel, c: number, s: number, va: number, cpu?: Cpu): number {
+export function resolveCode(kx: Kernel, c: number, s: number, vhi: number, vlo: number, cpu?: Cpu): number {
   kx.checkSpace(s);
   kx.stats.resolves++;
-  return lookup(kx, c, s, va, kx.found, cpu) ? OK : NOT_MAPPED;
+  return lookup(kx, c, s, vhi, vlo, kx.found, cpu) ? OK : NOT_MAPPED;
 }
 
 /** The entries of s's mapping database, read from core c's up-to-date replica. */

@@ -13,7 +13,7 @@ import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
 import { leafLo, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
-import { getVa, vaHi, vaLo } from '../hw/vaddr.js';
+import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
 import { BoundedWait, STEP_EXPIRED } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
@@ -24,12 +24,13 @@ import {
 } from './ops.js';
 
 /**
- * The page size of the next piece of a mapping at va (frame pfn, `left` pages to go): the largest
- * of 1 GiB, 2 MiB and 4 KiB that both are aligned to and that fits. Returns its shift.
+ * The page size of the next piece of a mapping at an address whose low half is vlo (frame pfn,
+ * `left` pages to go): the largest of 1 GiB, 2 MiB and 4 KiB that both are aligned to and that
+ * fits. Returns its shift.
  */
-export function pieceShift(va: number, pfn: number, left: number): number {
-  if (va % 2 ** 30 === 0 && pfn % 2 ** 18 === 0 && left >= 2 ** 18) return 30;
-  if (va % 2 ** 21 === 0 && pfn % 512 === 0 && left >= 512) return 21;
+export function pieceShift(vlo: number, pfn: number, left: number): number {
+  if ((vlo & (2 ** 30 - 1)) === 0 && pfn % 2 ** 18 === 0 && left >= 2 ** 18) return 30;
+  if ((vlo & (2 ** 21 - 1)) === 0 && pfn % 512 === 0 && left >= 512) return 21;
   return 12;
 }
 
@@ -154,45 +155,47 @@ export class VSpace implements Replicated {
 
   /** NR's apply: the effect of one logged operation (arguments at w[a ..]) on replica r, its response at resp[ro ..]. */
   apply(r: number, op: number, w: Int32Array, a: number, resp: Int32Array, ro: number): void {
-    const va = getVa(w, a + A_VA);
+    const hi = w[a + A_VA];
+    const lo = w[a + A_VA + 1];
     switch (op) {
       case VS_MAP:
-        this.applyMap(r, va, w[a + A_PFN], w[a + A_PAGES], w[a + A_RIGHTS], resp, ro);
+        this.applyMap(r, hi, lo, w[a + A_PFN], w[a + A_PAGES], w[a + A_RIGHTS], resp, ro);
         this.releaseReservation(r, w[a + A_RESERVED]);
         return;
       case VS_UNMAP:
-        this.applyUnmap(r, va, resp, ro);
+        this.applyUnmap(r, hi, lo, resp, ro);
         return;
       case VS_ADJUST:
-        this.applyAdjust(r, va, w[a + A_ADJ_RIGHTS], w[a + A_ADJ_MASK], resp, ro);
+        this.applyAdjust(r, hi, lo, w[a + A_ADJ_RIGHTS], w[a + A_ADJ_MASK], resp, ro);
         return;
       case VS_REMAP:
-        this.applyRemap(r, va, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
+        this.applyRemap(r, hi, lo, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
         return;
       default:
         panic(`vspace.apply: unknown operation ${op}`);
     }
   }
 
-  private applyMap(r: number, va: number, pfn: number, pages: number, rights: number, resp: Int32Array, ro: number): void {
+  private applyMap(r: number, hi: number, lo: number, pfn: number, pages: number, rights: number, resp: Int32Array, ro: number): void {
     const db = this.dbs[r];
+    const va = vaJoin(hi, lo);
     const end = va + pages * PAGE;
     const f = this.found;
     let conflict = -1;
-    if (db.floor(va, f) && f.va + f.pages * PAGE > va) {
+    if (db.floor(hi, lo, f) && f.va + f.pages * PAGE > va) {
       if (f.va === va && f.pfn === pfn && f.pages === pages && f.rights === rights) {
         resp[ro + RS_CODE] = OK; // an identical mapping is accepted
         return;
       }
       conflict = va;
-    } else if (db.ceil(va, f) && f.va < end) conflict = f.va;
+    } else if (db.ceil(hi, lo, f) && f.va < end) conflict = f.va;
     if (conflict >= 0) {
       resp[ro + RS_CODE] = ALREADY_MAPPED;
       resp[ro + RS_CONFLICT] = vaHi(conflict);
       resp[ro + RS_CONFLICT + 1] = vaLo(conflict);
       return;
     }
-    if (!db.insert(va, pfn, pages, rights)) {
+    if (!db.insert(hi, lo, pfn, pages, rights)) {
       resp[ro + RS_CODE] = OUT_OF_MEMORY;
       return;
     }
@@ -203,7 +206,7 @@ export class VSpace implements Replicated {
     for (let off = 0; off < pages;) {
       const v = va + off * PAGE;
       const p = pfn + off;
-      const shift = pieceShift(v, p, pages - off);
+      const shift = pieceShift(vaLo(v), p, pages - off);
       const word = walkTo(this.mem, root, false, vaHi(v), vaLo(v), shift, this.takers[r], PTE_RW | PTE_US);
       if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${v.toString(16)} (${-1 - word})`);
       this.mem[word + 1] = makeHi(p, 0, nx);
@@ -214,22 +217,22 @@ export class VSpace implements Replicated {
   }
 
   /** Word of the leaf entry for one piece of a mapping in replica r. */
-  private leafWord(r: number, v: number, shift: number): number {
-    const word = walkTo(this.mem, this.root(r), false, vaHi(v), vaLo(v), shift, null, 0);
-    if (word < 0) panic(`vspace: space ${this.space} replica ${r}: mapping at 0x${v.toString(16)} has no leaf`);
+  private leafWord(r: number, hi: number, lo: number, shift: number): number {
+    const word = walkTo(this.mem, this.root(r), false, hi, lo, shift, null, 0);
+    if (word < 0) panic(`vspace: space ${this.space} replica ${r}: mapping at 0x${vaJoin(hi, lo).toString(16)} has no leaf`);
     return word;
   }
 
-  private applyUnmap(r: number, va: number, resp: Int32Array, ro: number): void {
+  private applyUnmap(r: number, hi: number, lo: number, resp: Int32Array, ro: number): void {
     const e = this.found;
-    if (!this.dbs[r].remove(va, e)) {
+    if (!this.dbs[r].remove(hi, lo, e)) {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
     }
     for (let off = 0; off < e.pages;) {
       const v = e.va + off * PAGE;
-      const shift = pieceShift(v, e.pfn + off, e.pages - off);
-      Atomics.store(this.mem, this.leafWord(r, v, shift), 0);
+      const shift = pieceShift(vaLo(v), e.pfn + off, e.pages - off);
+      Atomics.store(this.mem, this.leafWord(r, vaHi(v), vaLo(v), shift), 0);
       off += 2 ** (shift - 12);
     }
     resp[ro + RS_CODE] = OK;
@@ -243,23 +246,23 @@ export class VSpace implements Replicated {
    * first to the intersection of old and new rights, then to the new rights: a walk that reads
    * the entry between any two stores sees rights no wider than the old or the new ones.
    */
-  private applyAdjust(r: number, va: number, requested: number, mask: number, resp: Int32Array, ro: number): void {
+  private applyAdjust(r: number, hi: number, lo: number, requested: number, mask: number, resp: Int32Array, ro: number): void {
     const db = this.dbs[r];
     const old = this.found;
-    if (!db.find(va, old) || old.va !== va) {
+    if (!db.find(hi, lo, old) || old.va !== vaJoin(hi, lo)) {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
     }
     // Only the bits in `mask` change: a program's Adjust keeps a copy-on-write page copy-on-write.
     const rights = (old.rights & ~mask) | (requested & mask);
-    db.setRights(va, rights);
+    db.setRights(hi, lo, rights);
     const mem = this.mem;
     const clearLo = (leafWritable(rights) ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
     const setLo = (leafWritable(rights) ? PTE_RW : 0) | (rights & R_USER ? PTE_US : 0);
     for (let off = 0; off < old.pages;) {
       const v = old.va + off * PAGE;
-      const shift = pieceShift(v, old.pfn + off, old.pages - off);
-      const word = this.leafWord(r, v, shift);
+      const shift = pieceShift(vaLo(v), old.pfn + off, old.pages - off);
+      const word = this.leafWord(r, vaHi(v), vaLo(v), shift);
       Atomics.and(mem, word, ~clearLo);
       if (rights & R_NX) Atomics.or(mem, word + 1, HI_XD);
       else Atomics.and(mem, word + 1, ~HI_XD);
@@ -277,16 +280,16 @@ export class VSpace implements Replicated {
    * then rewritten high half first; the caller shoots down the old translation before the old
    * frame can be written by anyone else.
    */
-  private applyRemap(r: number, va: number, pfn: number, rights: number, resp: Int32Array, ro: number): void {
+  private applyRemap(r: number, hi: number, lo: number, pfn: number, rights: number, resp: Int32Array, ro: number): void {
     const old = this.found;
-    if (!this.dbs[r].find(va, old) || old.va !== va || old.pages !== 1) {
+    if (!this.dbs[r].find(hi, lo, old) || old.va !== vaJoin(hi, lo) || old.pages !== 1) {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
     }
     const oldPfn = old.pfn;
     const oldRights = old.rights;
-    this.dbs[r].update(va, pfn, rights);
-    const word = this.leafWord(r, va, 12);
+    this.dbs[r].update(hi, lo, pfn, rights);
+    const word = this.leafWord(r, hi, lo, 12);
     Atomics.store(this.mem, word, 0);
     Atomics.store(this.mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
     Atomics.store(this.mem, word, leafLo(pfn, 12, (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0)));

@@ -9,10 +9,9 @@ import {
 } from '../hw/cpu.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR } from '../hw/layout.js';
-import { getVa, hex64, pageNumber, vaHi, vaLo } from '../hw/vaddr.js';
+import { getVa, hex64, pageNumber, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
 import { OK, RESULT_NAMES } from '../kernel/ops.js';
-import { NO_FRAME } from '../hw/frames.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
@@ -78,7 +77,7 @@ export interface CoreResult {
    * GCProfiler), so allocations that died young are counted too.
    */
   heapBytes?: number;
-  /** Latencies in ns of MapFrame and Unmap (with its shootdown), sampled when the program asks (latency: true). */
+  /** Latencies in ns of MapFrame and Unmap (with its shootdown): one in LATENCY_EVERY of each, when the program asks (latency: true). */
   latencies?: { map: number[]; unmap: number[] };
 
   counters: Record<string, number>;
@@ -96,7 +95,7 @@ export interface ExecOptions {
   kernel?: Kernel;
   /** Checked mode: every access's frame must belong to the core's current address space. */
   checkOwner?: boolean;
-  /** Sample the latency of every MapFrame and Unmap. */
+  /** Sample the latency of MapFrame and Unmap (one in LATENCY_EVERY of each). */
   latency?: boolean;
   /** Count the bytes this thread allocates while the program runs (CoreResult.heapBytes). */
   heap?: boolean;
@@ -122,6 +121,33 @@ export interface StaleAccess {
 
 /** Most latency samples kept per operation kind and core. */
 const LATENCY_SAMPLES = 20_000;
+/** One MapFrame (and one Unmap) in this many is timed: the clock reads stay off most operations. */
+export const LATENCY_EVERY = 16;
+
+/**
+ * Latency samples of one run, in preallocated Float64Arrays (a sample stored is not a heap
+ * number): `timed()` says whether this operation is one to time.
+ */
+class Latencies {
+  readonly map = new Float64Array(LATENCY_SAMPLES);
+  readonly unmap = new Float64Array(LATENCY_SAMPLES);
+  maps = 0;
+  unmaps = 0;
+  private mapTick = 0;
+  private unmapTick = 0;
+
+  timeMap(): boolean {
+    return ++this.mapTick % LATENCY_EVERY === 0 && this.maps < LATENCY_SAMPLES;
+  }
+
+  timeUnmap(): boolean {
+    return ++this.unmapTick % LATENCY_EVERY === 0 && this.unmaps < LATENCY_SAMPLES;
+  }
+
+  result(): { map: number[]; unmap: number[] } {
+    return { map: Array.from(this.map.subarray(0, this.maps)), unmap: Array.from(this.unmap.subarray(0, this.unmaps)) };
+  }
+}
 
 
 /** Per-run mutable state shared by the hot loop and the cold path. */
@@ -148,6 +174,12 @@ class RunState {
     return out;
   }
 
+  /** The isolation oracle forgets what this core wrote on the page at vhi:vlo in space s (its content changed). */
+  forgetPage(s: number, vhi: number, vlo: number): void {
+    const sh = this.shadow.get(s);
+    if (sh !== undefined && sh.size > 0) sh.delete(pageNumber(vaJoin(vhi, vlo)));
+  }
+
   /** The shadow of space s (created on first use). */
   shadowOf(s: number): Map<number, Map<number, number>> {
     let m = this.shadow.get(s);
@@ -164,6 +196,8 @@ class RunState {
   /** Frame-owner table and its base (checked mode), or null. */
   owner: Int32Array | null = null;
   ownerBase = 0;
+  /** Latency samples of MapFrame and Unmap, when the program asked for them. */
+  lat: Latencies | null = null;
   constructor(readonly stopOnFault: boolean) {}
 
   /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */
@@ -284,7 +318,6 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     counters: {}, elapsedMs: 0,
   };
   if (opts.record) res.values = [];
-  if (opts.latency) res.latencies = { map: [], unmap: [] };
   const kernel = opts.kernel;
   const kstart = kernel ? { ...kernel.stats, ...kernel.nrStats() } : null;
   const recvFrom = res.pingsRecvFrom;
@@ -295,6 +328,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     c.ack(sender);
   };
   const st = new RunState(opts.stopOnFault);
+  if (opts.latency) st.lat = new Latencies();
   if (kernel && opts.checkOwner) {
     st.owner = kernel.v.k;
     st.ownerBase = kernel.v.klayout.ownerBase;
@@ -336,6 +370,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     }
     res.ops = base;
     if (heap) res.heapBytes = heap.stop();
+    if (st.lat) res.latencies = st.lat.result();
     if (kernel) shootdowns.leave(kernel, cpu);
     if (opts.barrier) {
       const b = cpu.barrier();
@@ -366,7 +401,17 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   return res;
 }
 
-/** One operation on the cold path (and every operation of a recording program). Returns an error or ''. */
+function sum(xs: readonly number[]): number {
+  let t = 0;
+  for (const x of xs) t += x;
+  return t;
+}
+
+/**
+ * One operation on the cold path (and every operation of a recording program). Returns an error
+ * or ''. It and kernelOp create no closure over their locals: V8 would then allocate a context
+ * on every call (bench scale's B/op).
+ */
 function coldOp(
   cpu: Cpu, buf: Int32Array, w: number, index: number, st: RunState, res: CoreResult,
   xl: Map<string, number>, peers: readonly number[], waitFailure: (what: string, r: number) => string, kernel: Kernel | undefined,
@@ -436,9 +481,8 @@ function coldOp(
       break;
     }
     case OP_AWAIT_PINGS: {
-      const total = (): number => res.pingsRecvFrom.reduce((a, b) => a + b, 0);
       cpu.poll();
-      while (total() < buf[w + 1]) {
+      while (sum(res.pingsRecvFrom) < buf[w + 1]) {
         const h = cpu.halt();
         if (h !== WAIT_OK) return waitFailure(`op ${index}: waiting for ${buf[w + 1]} IPIs`, h);
       }
@@ -529,7 +573,9 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       return '';
     }
     if (op === OP_K_EXIT) {
-      const others = procs.liveSpaces(kernel).filter((x) => x !== cur);
+      const others = procs.liveSpaces(kernel);
+      const mine = others.indexOf(cur);
+      if (mine >= 0) others.splice(mine, 1);
       if (others.length === 0) {
         st.tally('exit', 'Last');
         return '';
@@ -580,38 +626,41 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
   }
   const space = buf[w + 1] === CURRENT_SPACE ? cur : buf[w + 1];
   if (!kernel.isLive(space)) return space < 0 ? '' : `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
-  const va = getVa(buf, w + 2);
+  const vhi = buf[w + 2];
+  const vlo = buf[w + 3];
   switch (op) {
     case OP_K_SWITCH:
       shootdowns.switchTo(kernel, cpu, space);
       return '';
     case OP_K_MAP: {
       const pages = buf[w + 4] & 0xffffff;
-      const t0 = res.latencies ? performance.now() : 0;
-      const code = vm.mapAnon(kernel, cpu.id, space, va, pages, buf[w + 4] >>> 24, cpu);
-      if (res.latencies && kernel.anonFrame !== NO_FRAME && res.latencies.map.length < LATENCY_SAMPLES) res.latencies.map.push((performance.now() - t0) * 1e6);
+      const lat = st.lat !== null && st.lat.timeMap() ? st.lat : null;
+      const t0 = lat ? performance.now() : 0;
+      const code = vm.mapAnon(kernel, cpu.id, space, vhi, vlo, pages, buf[w + 4] >>> 24, cpu);
+      if (lat && code === OK) lat.map[lat.maps++] = (performance.now() - t0) * 1e6;
       st.tally('map', code);
-      if (code === OK) st.shadowOf(space).delete(pageNumber(va));
+      if (code === OK) st.forgetPage(space, vhi, vlo);
       return '';
     }
     case OP_K_UNMAP: {
-      const t0 = res.latencies ? performance.now() : 0;
-      const r = vm.unmap(kernel, cpu, space, va);
-      if (res.latencies && r.code === OK && res.latencies.unmap.length < LATENCY_SAMPLES) res.latencies.unmap.push((performance.now() - t0) * 1e6);
+      const lat = st.lat !== null && st.lat.timeUnmap() ? st.lat : null;
+      const t0 = lat ? performance.now() : 0;
+      const r = vm.unmap(kernel, cpu, space, vhi, vlo);
+      if (lat && r.code === OK) lat.unmap[lat.unmaps++] = (performance.now() - t0) * 1e6;
       st.tally('unmap', r.code);
       // The shootdown has returned: no core can use the old translation; the frames lose this
       // space's reference (freed unless another space still shares them copy-on-write).
       if (r.code === OK) {
         for (let p = 0; p < r.pages; p++) refs.release(kernel, r.pfn + p, space);
-        st.shadowOf(space).delete(pageNumber(va));
+        st.forgetPage(space, vhi, vlo);
       }
       return '';
     }
     case OP_K_ADJUST:
-      st.tally('adjust', vm.adjust(kernel, cpu, space, va, buf[w + 4]).code);
+      st.tally('adjust', vm.adjust(kernel, cpu, space, vhi, vlo, buf[w + 4]).code);
       return '';
     case OP_K_RESOLVE:
-      st.tally('resolve', vm.resolveCode(kernel, cpu.id, space, va, cpu));
+      st.tally('resolve', vm.resolveCode(kernel, cpu.id, space, vhi, vlo, cpu));
       return '';
   }
   return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;

@@ -27,6 +27,7 @@ import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
+import { vaHi, vaLo } from '../hw/vaddr.js';
 
 export enum DataType {
   UnsignedInt = 'UnsignedInt',
@@ -116,7 +117,7 @@ export class Simulator {
     if (!this.running()) return;
     ptr.va = this.nextVa;
     this.nextVa += 4096;
-    const r = vm.mapZero(this.machine.kernel, 0, this.space(this.current), ptr.va, R_USER | R_WRITE, this.cpu);
+    const r = vm.mapZero(this.machine.kernel, 0, this.space(this.current), vaHi(ptr.va), vaLo(ptr.va), R_USER | R_WRITE, this.cpu);
     if (r.code !== OK) this.out(`Out of memory registering 0x${ptr.va.toString(16)}`);
   }
 

@@ -80,6 +80,14 @@ export class NrStats {
  * One thread's handle on one NR instance. Cheap; create one per (thread, instance). Holds the
  * structure's apply function and the thread-to-replica map.
  */
+/** What a thread of NR waits for (the message names it if the wait expires). */
+const W_WRITER = 0;
+const W_READER = 1;
+const W_COMBINED = 2;
+const W_ROOM = 3;
+const W_ENTRY = 4;
+const W_CTAIL = 5;
+
 export class Nr implements LockWaiter {
   readonly w: Int32Array;
   readonly base: number;
@@ -141,12 +149,33 @@ export class Nr implements LockWaiter {
     this.bw.begin();
   }
 
-  /** One step of a bounded wait: poll (unless combining), spin, then sleep a slice; panics past the bound. */
-  private step(t: NrThread, what: () => string): void {
+  /**
+   * One step of a bounded wait for `what` (a W_* code; x and y are its numbers): poll (unless
+   * combining), spin, then sleep a slice; panics past the bound, naming what it waited for. The
+   * message is built only then: a wait costs no allocation.
+   */
+  private step(t: NrThread, what: number, x: number, y: number): void {
     if (t.combining === 0) t.poll();
     const s = this.bw.step();
-    if (s === STEP_EXPIRED) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${what()}`);
+    if (s === STEP_EXPIRED) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${this.describe(t, what, x, y)}`);
     if (s === STEP_SLEEP) sleepOn(this.w, this.base + H_TAIL, Atomics.load(this.w, this.base + H_TAIL));
+  }
+
+  private describe(t: NrThread, what: number, x: number, y: number): string {
+    switch (what) {
+      case W_WRITER:
+        return `replica ${x}'s writer to finish`;
+      case W_READER:
+        return `thread ${y} to leave replica ${x}'s read side`;
+      case W_COMBINED:
+        return `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`;
+      case W_ROOM:
+        return `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`;
+      case W_ENTRY:
+        return `log entry ${x} to be filled by its appender (replica ${y} applying)`;
+      default:
+        return `replica ${x} to reach ctail ${y} (at ${this.ltail(x)}, combiner ${this.holder(x)})`;
+    }
   }
 
   /** LockWaiter: a wait on replica `waitingReplica`'s reader/writer lock begins. */
@@ -156,8 +185,7 @@ export class Nr implements LockWaiter {
 
   /** LockWaiter: one step of a wait for the replica's writer (who = -1) or for thread `who` to leave its read side. */
   waitStep(who: number): void {
-    const r = this.waitingReplica;
-    this.step(this.waiting as NrThread, () => (who < 0 ? `replica ${r}'s writer to finish` : `thread ${who} to leave replica ${r}'s read side`));
+    this.step(this.waiting as NrThread, who < 0 ? W_WRITER : W_READER, this.waitingReplica, who);
   }
 
   // ---- writes -------------------------------------------------------------------------------
@@ -179,7 +207,7 @@ export class Nr implements LockWaiter {
     for (;;) {
       if (Atomics.load(w, slot + SLOT_STATE) === SLOT_DONE) break;
       if (this.tryCombine(t, t.replica)) continue;
-      this.step(t, () => `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`);
+      this.step(t, W_COMBINED, 0, 0);
     }
     for (let i = 0; i < RESP_WORDS; i++) resp[i] = w[slot + SLOT_RESP + i];
     Atomics.store(w, slot + SLOT_STATE, SLOT_EMPTY);
@@ -232,7 +260,7 @@ export class Nr implements LockWaiter {
       if (((tail + n - head) | 0) > this.size) {
         this.makeRoom(t, r);
         if (((Atomics.load(w, b + H_TAIL) + n - Atomics.load(w, b + H_HEAD)) | 0) > this.size) {
-          this.step(t, () => `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`);
+          this.step(t, W_ROOM, 0, 0);
         }
         continue;
       }
@@ -323,7 +351,7 @@ export class Nr implements LockWaiter {
         const e = b + this.layout.entry(i);
         this.startWait();
         while (Atomics.load(w, e + E_SEQ) !== ((i + 1) | 0)) {
-          this.step(t, () => `log entry ${i} to be filled by its appender (replica ${r} applying)`);
+          this.step(t, W_ENTRY, i, r);
         }
         const origin = w[e + E_ORIGIN];
         const mine = origin >>> 16 === r;
@@ -360,7 +388,7 @@ export class Nr implements LockWaiter {
         t.trace?.(PH_BEGIN, TR_SYNC);
       }
       if (this.tryCombine(t, r)) continue;
-      this.step(t, () => `replica ${r} to reach ctail ${target} (at ${this.ltail(r)}, combiner ${this.holder(r)})`);
+      this.step(t, W_CTAIL, r, target);
     }
     if (counted) t.trace?.(PH_END, TR_SYNC);
   }

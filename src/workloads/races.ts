@@ -75,7 +75,7 @@ export class RaceApi {
 
   /** Maps one fresh page at va in space s, as core c, recorded as owned by s; returns its frame. */
   mapPage(c: number, s: number, va: number): number {
-    if (vm.mapAnon(this.m.kernel, c, s, va, 1, R_USER | R_WRITE) !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
+    if (vm.mapAnon(this.m.kernel, c, s, vaHi(va), vaLo(va), 1, R_USER | R_WRITE) !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
     return this.m.kernel.anonFrame;
   }
 

@@ -236,6 +236,8 @@ export interface VmMixProgram extends ProgramSpec {
   /** Start of the region (bytes; below 2^47). */
   regionBase: number;
   mix: VmMix;
+  /** Maps go to this core's slots in order, each at a fresh address (NRK's maponly), not to random ones; they wrap after the last. */
+  freshMaps?: boolean;
 }
 
 /** Rights the stress uses: user read-write or user read-only. */
@@ -251,6 +253,8 @@ class VmMixSource implements ProgramSource {
   /** Pages this core touched lately: half of its loads go there (temporal locality, as real programs have). */
   private readonly hot = new Float64Array(16);
   private hotAt = 0;
+  /** The next of this core's slots a fresh map takes (freshMaps). */
+  private nextSlot = 0;
 
   constructor(private readonly p: VmMixProgram, private readonly core: number) {
     this.left = countOf(p);
@@ -287,7 +291,7 @@ class VmMixSource implements ProgramSource {
         case 'map':
           buf[w] = OP_K_MAP;
           buf[w + 1] = CURRENT_SPACE;
-          this.va(buf, w, own());
+          this.va(buf, w, p.freshMaps === true ? p.regionBase + (this.core * p.slots + (this.nextSlot++ % p.slots)) * 4096 : own());
           buf[w + 4] = (VM_RW << 24) | 1; // rights << 24 | pages
           break;
         case 'unmap':
