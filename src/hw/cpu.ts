@@ -23,6 +23,7 @@ import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM
 import { PTE_P, FRAME_WORDS } from './pte.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND, TR_PARKED, TR_WALK, TraceRing } from './trace.js';
+import { BoundedWait, STEP_EXPIRED, STEP_SLEEP } from './wait.js';
 
 // ---- IPI message types. 1..15 are the hardware layer's; higher types belong to the kernel. ----
 /** Acknowledge and do nothing else (tests, latency). */
@@ -47,8 +48,11 @@ export const IPI_QUEUE_FULL = 4;
 /** Handler for an IPI type. It must call cpu.ack(sender) exactly once. */
 export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: number, a3: number, a4: number) => void;
 
+/** A core's waits spin this many steps before they sleep on the doorbell, in slices of SLICE_MS (notified: long slices cost nothing). */
 const SPINS = 200;
 const SLICE_MS = 2;
+/** HLT and a parked breakpoint sleep in slices this long (woken by the doorbell or the resume word). */
+const HALT_SLICE_MS = 50;
 
 /** The shared views of one machine, as every executor of its cores holds them. */
 export interface MachineViews {
@@ -77,6 +81,9 @@ export class Cpu {
   readonly ctr = new Float64Array(COUNTER_NAMES.length);
   readonly handlers: (IpiHandler | undefined)[] = new Array(IPI_TYPES).fill(undefined);
   readonly waitLimitMs: number;
+  /** This core's bounded wait (acks, a full queue, barriers, HLT), and a breakpoint's own. */
+  private readonly bw: BoundedWait;
+  private readonly bpWait: BoundedWait;
   readonly tornPteUpdate: boolean;
   // hot-path copies
   /** Word index of this core's pending-interrupt word (instruction loops test it inline). */
@@ -127,6 +134,8 @@ export class Cpu {
     this.regs.atomicAD = !l.config.inject.includes('non-atomic-ad');
     this.tornPteUpdate = l.config.inject.includes('torn-pte-update');
     this.waitLimitMs = l.config.waitLimitMs;
+    this.bw = new BoundedWait(this.waitLimitMs, 1);
+    this.bpWait = new BoundedWait(this.waitLimitMs, 1);
     this.tracer = views.trace ? new TraceRing(views.trace, id) : null;
     this.tlb4k = new TlbArray(this.ctl, this.base, l.tlb4k);
     this.tlb2m = new TlbArray(this.ctl, this.base, l.tlb2m);
@@ -558,11 +567,12 @@ export class Cpu {
     this.trace(PH_BEGIN, TR_PARKED, id);
     Atomics.store(c, this.base + C_BP_PARKED, id + 1);
     Atomics.notify(c, this.base + C_BP_PARKED);
-    const deadline = Date.now() + this.waitLimitMs;
+    // Its own wait: a breakpoint can be reached from a handler run inside another wait of this core.
+    const w = this.bpWait;
+    w.begin(0);
     while (Atomics.load(c, this.base + C_BP_RESUME) === resume) {
-      const left = deadline - Date.now();
-      if (left <= 0 || Atomics.load(c, G_ABORT) !== 0) break;
-      Atomics.wait(c, this.base + C_BP_RESUME, resume, Math.min(left, 50));
+      if (w.step() === STEP_EXPIRED || Atomics.load(c, G_ABORT) !== 0) break;
+      Atomics.wait(c, this.base + C_BP_RESUME, resume, HALT_SLICE_MS);
     }
     Atomics.store(c, this.base + C_BP_PARKED, 0);
     this.trace(PH_END, TR_PARKED, id);
@@ -623,18 +633,17 @@ export class Cpu {
     if (Atomics.load(c, tb + C_STATE) === CORE_OFF) return IPI_TARGET_OFFLINE;
     if (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
       if (noWait) return IPI_QUEUE_FULL;
-      const deadline = Date.now() + this.waitLimitMs;
-      let spins = 0;
+      const w = this.bw;
+      w.begin(SPINS);
       while (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
         this.poll();
         if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
-        if (++spins > SPINS) {
-          if (Date.now() > deadline) {
-            this.lastWaitWhat = `IPI queue of core ${target} stayed full`;
-            return WAIT_TIMEOUT;
-          }
-          this.sleepSlice();
+        const st = w.step();
+        if (st === STEP_EXPIRED) {
+          this.lastWaitWhat = `IPI queue of core ${target} stayed full`;
+          return WAIT_TIMEOUT;
         }
+        if (st === STEP_SLEEP) this.sleepSlice();
       }
     }
     this.ackTarget = (this.ackTarget + 1) | 0;
@@ -652,19 +661,17 @@ export class Cpu {
   waitAcks(): number {
     const c = this.ctl;
     const ackWord = this.base + C_ACK;
-    let spins = 0;
-    let deadline = 0;
+    const w = this.bw;
+    w.begin(SPINS);
     while (((Atomics.load(c, ackWord) - this.ackTarget) | 0) < 0) {
       this.poll();
       if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
-      if (++spins > SPINS) {
-        if (deadline === 0) deadline = Date.now() + this.waitLimitMs;
-        else if (Date.now() > deadline) {
-          this.lastWaitWhat = `acks for IPIs sent by core ${this.id} (${(this.ackTarget - Atomics.load(c, ackWord)) | 0} missing)`;
-          return WAIT_TIMEOUT;
-        }
-        this.sleepSlice(ackWord, this.ackTarget);
+      const st = w.step();
+      if (st === STEP_EXPIRED) {
+        this.lastWaitWhat = `acks for IPIs sent by core ${this.id} (${(this.ackTarget - Atomics.load(c, ackWord)) | 0} missing)`;
+        return WAIT_TIMEOUT;
       }
+      if (st === STEP_SLEEP) this.sleepSlice(ackWord, this.ackTarget);
     }
     return WAIT_OK;
   }
@@ -692,7 +699,8 @@ export class Cpu {
   halt(): number {
     const c = this.ctl;
     const db = this.base + C_DOORBELL;
-    const deadline = Date.now() + this.waitLimitMs;
+    const w = this.bw;
+    w.begin(0);
     this.ctr[CTR.halts]++;
     for (;;) {
       const d = Atomics.load(c, db);
@@ -702,13 +710,12 @@ export class Cpu {
         Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
         return WAIT_ABORTED;
       }
-      const left = deadline - Date.now();
-      if (left <= 0) {
+      if (w.step() === STEP_EXPIRED) {
         Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
         this.lastWaitWhat = `an interrupt for halted core ${this.id}`;
         return WAIT_TIMEOUT;
       }
-      Atomics.wait(c, db, d, Math.min(left, 50));
+      Atomics.wait(c, db, d, HALT_SLICE_MS);
     }
     Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
     this.service();
@@ -739,18 +746,17 @@ export class Cpu {
     if (Atomics.add(c, word, 1) + 1 === n) {
       for (let i = 0; i < this.layout.config.cores; i++) if (i !== this.id && this.isHalted(i)) this.wake(i);
     }
-    const deadline = Date.now() + this.waitLimitMs;
-    let spins = 0;
+    const w = this.bw;
+    w.begin(SPINS);
     while (Atomics.load(c, word) < n) {
       this.poll();
       if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
-      if (++spins > SPINS) {
-        if (Date.now() > deadline) {
-          this.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived)`;
-          return WAIT_TIMEOUT;
-        }
-        this.sleepSlice(word, n);
+      const st = w.step();
+      if (st === STEP_EXPIRED) {
+        this.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived)`;
+        return WAIT_TIMEOUT;
       }
+      if (st === STEP_SLEEP) this.sleepSlice(word, n);
     }
     this.poll();
     return WAIT_OK;

@@ -24,7 +24,7 @@ export const STEP_SPIN = 0;
 export const STEP_SLEEP = 1;
 export const STEP_EXPIRED = 2;
 
-/** Sleep slices between two clock reads of a wait (the bound is checked that often). */
+/** Sleep slices between two clock reads of a wait on a word nobody notifies (the bound is checked that often). */
 const CLOCK_SLICES = 32;
 
 /** One thread's bounded wait, reused from wait to wait (no allocation). */
@@ -32,19 +32,23 @@ export class BoundedWait {
   private deadline = 0;
   private spins = 0;
 
-  constructor(readonly limitMs: number) {}
+  /**
+   * limitMs: the bound. clockSlices: sleep slices between two clock reads (1 for a waiter whose
+   * slices are long, as a core's on its doorbell).
+   */
+  constructor(readonly limitMs: number, private readonly clockSlices = CLOCK_SLICES) {}
 
-  /** Starts a new wait. */
-  begin(): void {
+  /** Starts a new wait that spins `spins` steps before it sleeps (0: HLT sleeps at once). */
+  begin(spins = WAIT_SPINS): void {
     this.deadline = 0;
-    this.spins = 0;
+    this.spins = WAIT_SPINS - spins;
   }
 
   /** One step: STEP_SPIN (go on at once), STEP_SLEEP (sleep one slice), or STEP_EXPIRED (the bound has passed). */
   step(): number {
     const n = ++this.spins;
     if (n <= WAIT_SPINS) return STEP_SPIN;
-    if ((n - WAIT_SPINS) % CLOCK_SLICES !== 1) return STEP_SLEEP;
+    if (this.clockSlices > 1 && (n - WAIT_SPINS) % this.clockSlices !== 1) return STEP_SLEEP;
     const now = Date.now();
     if (this.deadline === 0) this.deadline = now + this.limitMs;
     else if (now > this.deadline) return STEP_EXPIRED;
