@@ -1,7 +1,8 @@
-// npm run bench: the micro-benchmarks of the hot paths and the fork benchmark (src/cli/bench.ts),
+// npm run bench: the micro-benchmarks of the hot paths and the fork benchmark (src/bench/micro.ts, src/bench/fork.ts),
 // printed as tables and written as JSON to bench/results/ (beside the figures the README quotes).
 import { mkdir, writeFile } from 'node:fs/promises';
-import { formatFork, formatMicro, runForkBench, runMicro } from '../src/cli/bench.js';
+import { formatMicro, runMicro } from '../src/bench/micro.js';
+import { formatFork, runForkBench } from '../src/bench/fork.js';
 
 const timeMs = Number(process.env.BENCH_TIME_MS ?? 500);
 const r = await runMicro({ timeMs, log: (s) => process.stderr.write(s + '\n') });

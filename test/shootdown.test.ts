@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { Machine } from '../src/machine/machine.js';
 import type { CoreResult } from '../src/machine/executor.js';
 import type { Cpu } from '../src/hw/cpu.js';
-import { IPI_STOP, WAIT_OK } from '../src/hw/cpu.js';
+import { IPI_STOP, WAIT_OK } from '../src/hw/apic.js';
 import { OK } from '../src/kernel/ops.js';
 import { R_USER, R_WRITE } from '../src/kernel/ops.js';
 import { findEntry } from '../src/hw/pagetable.js';
@@ -92,8 +92,8 @@ async function awaitStoreInto(x: Bench, pfn: number, c: number): Promise<void> {
 }
 
 async function stop(x: Bench, cores: number[], running: { done: Promise<CoreResult[]> }): Promise<CoreResult[]> {
-  for (const c of cores) x.cpu0.sendIpi(c, IPI_STOP);
-  assert.is(x.cpu0.waitAcks(), WAIT_OK);
+  for (const c of cores) x.cpu0.apic.sendIpi(c, IPI_STOP);
+  assert.is(x.cpu0.apic.waitAcks(), WAIT_OK);
   const res = await running.done;
   for (const r of res) assert.ok(r.ok, r.error);
   x.cpu0.detach();
@@ -113,8 +113,8 @@ S('MapFrame never shoots down; after Unmap returns no core uses the old translat
   assert.is(x.m.kernel.stats.shootdowns, 1);
   // Keep the loops going a little after the unmap: handshake once more with each core.
   for (const c of [1, 2, 3]) {
-    x.cpu0.sendIpi(c, 1);
-    assert.is(x.cpu0.waitAcks(), WAIT_OK);
+    x.cpu0.apic.sendIpi(c, 1);
+    assert.is(x.cpu0.apic.waitAcks(), WAIT_OK);
   }
   const res = await stop(x, [1, 2, 3], running);
   for (const r of res) assert.is(r.staleAccesses, 0, `core ${r.core}: ${JSON.stringify(r.staleExamples[0])}`);
@@ -140,8 +140,8 @@ S('IPIs go to exactly the active cores minus the initiator; receivers sync their
   assert.is(x.m.kernel.stats.shootdownIpis, 2, 'cores 1 and 2, not 0 (the initiator) nor 3 (space b)');
   // Core 2 (node 1) synced replica 1 in its handler: replica 1 no longer maps X.
   for (const c of [1, 2]) {
-    x.cpu0.sendIpi(c, 1);
-    assert.is(x.cpu0.waitAcks(), WAIT_OK);
+    x.cpu0.apic.sendIpi(c, 1);
+    assert.is(x.cpu0.apic.waitAcks(), WAIT_OK);
   }
   const w = findEntry(x.m.mem, x.m.kernel.vspace(x.a).root(1), false, 0, X, 12);
   assert.ok(w < 0 || (x.m.mem[w] & PTE_P) === 0, 'replica 1 applied the unmap');

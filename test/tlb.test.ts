@@ -33,7 +33,7 @@ async function setup(cr4 = CR4_PAE | CR4_PGE | CR4_PCIDE, pcid = 1, tlb = {}): P
 
 function touch(cpu: Cpu, va: bigint, acc = ACC_READ): number {
   const [hi, lo] = hl(va);
-  return cpu.translate(hi, lo, acc);
+  return cpu.mmu.translate(hi, lo, acc);
 }
 
 /** Cached pages of core 0 as "pcid:va" / "g:va" strings. */
@@ -67,33 +67,33 @@ T('entries are tagged with the PCID; global entries match every PCID', async () 
 T('INVLPG drops the page in the current PCID and its global entry, not other PCIDs', async () => {
   const c = await setup();
   fillTwoPcids(c);
-  c.cpu.invlpg(...hl(A));
-  c.cpu.invlpg(...hl(G));
+  c.cpu.mmu.invlpg(...hl(A));
+  c.cpu.mmu.invlpg(...hl(G));
   assert.equal(cached(c.m), ['1:200000', '2:100000']);
 });
 
 T('INVPCID type 0 drops one address in one PCID, never a global entry', async () => {
   const c = await setup();
   fillTwoPcids(c);
-  c.cpu.invpcid(0, 2, ...hl(A));
-  c.cpu.invpcid(0, 1, ...hl(G));
+  c.cpu.mmu.invpcid(0, 2, ...hl(A));
+  c.cpu.mmu.invpcid(0, 1, ...hl(G));
   assert.equal(cached(c.m), ['1:100000', '1:200000', 'g:ffff800000100000']);
 });
 
 T('INVPCID type 1 drops every non-global entry of one PCID', async () => {
   const c = await setup();
   fillTwoPcids(c);
-  c.cpu.invpcid(1, 1, 0, 0);
+  c.cpu.mmu.invpcid(1, 1, 0, 0);
   assert.equal(cached(c.m), ['2:100000', 'g:ffff800000100000']);
 });
 
 T('INVPCID type 2 drops everything, globals included; type 3 everything but globals', async () => {
   const c = await setup();
   fillTwoPcids(c);
-  c.cpu.invpcid(3, 0, 0, 0);
+  c.cpu.mmu.invpcid(3, 0, 0, 0);
   assert.equal(cached(c.m), ['g:ffff800000100000']);
   fillTwoPcids(c);
-  c.cpu.invpcid(2, 0, 0, 0);
+  c.cpu.mmu.invpcid(2, 0, 0, 0);
   assert.equal(cached(c.m), []);
 });
 
@@ -145,14 +145,14 @@ T('no coherence without invalidation: a changed entry is not seen until INVLPG',
   c.m.mem[f1 * 1024] = 111;
   const w = c.t.entryWord(A);
   const [hi, lo] = hl(A);
-  assert.is(c.cpu.load64(hi, lo), 0);
-  const old = c.cpu.valLo;
+  assert.is(c.cpu.mmu.load64(hi, lo), 0);
+  const old = c.cpu.mmu.valLo;
   c.m.mem[w] = (c.m.mem[w] & 0xfff) | (f1 << 12);
-  assert.is(c.cpu.load64(hi, lo), 0);
-  assert.is(c.cpu.valLo, old, 'the stale translation is still used');
-  c.cpu.invlpg(hi, lo);
-  assert.is(c.cpu.load64(hi, lo), 0);
-  assert.is(c.cpu.valLo, 111);
+  assert.is(c.cpu.mmu.load64(hi, lo), 0);
+  assert.is(c.cpu.mmu.valLo, old, 'the stale translation is still used');
+  c.cpu.mmu.invlpg(hi, lo);
+  assert.is(c.cpu.mmu.load64(hi, lo), 0);
+  assert.is(c.cpu.mmu.valLo, 111);
 });
 
 T('a permission increase without flush costs at most one spurious #PF, which drops the entry', async () => {
@@ -174,7 +174,7 @@ T('a permission decrease is not seen until invalidated (why shootdowns exist)', 
   const w = c.t.entryWord(A);
   c.m.mem[w] &= ~PTE_P;
   assert.ok(touch(c.cpu, A, ACC_WRITE) >= 0, 'stale writable translation still used');
-  c.cpu.invlpg(...hl(A));
+  c.cpu.mmu.invlpg(...hl(A));
   assert.ok(touch(c.cpu, A, ACC_WRITE) < 0);
 });
 

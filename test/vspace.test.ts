@@ -115,21 +115,21 @@ V('a map through replica 0 faults on node 1 until Resolve applies it: one spurio
   m.mem[pa / 4 + 2] = 4242;
   vm.map(k, 0, s, 0, 0x40_0000, pa, PAGE, RW); // through core 0 = replica 0
   assert.equal(leaves(m, s, 1), [], 'replica 1 has not applied it');
-  const r = c1.load64(0, 0x40_0008);
+  const r = c1.mmu.load64(0, 0x40_0008);
   assert.ok(r < 0, 'the access on node 1 faults');
-  assert.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_READ, r), 'Resolve found the mapping: spurious');
+  assert.ok(faults.onPageFault(k, c1, c1.mmu.cr2hi, c1.mmu.cr2lo, ACC_READ, r), 'Resolve found the mapping: spurious');
   assert.is(k.stats.spuriousFaults, 1);
-  assert.is(c1.load64(0, 0x40_0008), 0, 'the retried access succeeds');
-  assert.is(c1.valLo, 4242);
+  assert.is(c1.mmu.load64(0, 0x40_0008), 0, 'the retried access succeeds');
+  assert.is(c1.mmu.valLo, 4242);
   // No mapping after Resolve: an invalid access, delivered.
-  const bad = c1.load64(0, 0x50_0000);
-  assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_READ, bad));
+  const bad = c1.mmu.load64(0, 0x50_0000);
+  assert.not.ok(faults.onPageFault(k, c1, c1.mmu.cr2hi, c1.mmu.cr2lo, ACC_READ, bad));
   assert.is(k.stats.invalidAccesses, 1);
   // Mapped but not writable: a protection fault, delivered.
   vm.map(k, 1, s, 0, 0x60_0000, frame(m), PAGE, R_USER);
-  const w = c1.store64(0, 0x60_0000, 0, 1);
+  const w = c1.mmu.store64(0, 0x60_0000, 0, 1);
   assert.is(faultError(w) & 3, 3, 'a protection fault on a write (mapped through replica 1 itself)');
-  assert.not.ok(faults.onPageFault(k, c1, c1.cr2hi, c1.cr2lo, ACC_WRITE, w));
+  assert.not.ok(faults.onPageFault(k, c1, c1.mmu.cr2hi, c1.mmu.cr2lo, ACC_WRITE, w));
 });
 
 V('out of page-table frames is OUT_OF_MEMORY on every replica, and nothing changes', async () => {

@@ -35,7 +35,7 @@ async function setup(opts: { cr0?: number; cr4?: number; efer?: number; pkru?: n
 /** Runs one access; returns 'ok' or 'PF:<error code>' / 'GP'. */
 function access(cpu: Cpu, va: bigint, acc: number): string {
   const [hi, lo] = hl(va);
-  const r = cpu.translate(hi, lo, acc);
+  const r = cpu.mmu.translate(hi, lo, acc);
   if (r >= 0) return 'ok';
   if (faultVector(r) === VEC_GP) return 'GP';
   assert.is(faultVector(r), VEC_PF);
@@ -57,7 +57,7 @@ W('not-present: error code has P=0, with W and U describing the access', async (
 W('CR2 holds the faulting linear address', async () => {
   const { cpu } = await setup();
   access(cpu, VA + 0x18n, ACC_READ);
-  assert.is(`${(cpu.cr2hi >>> 0).toString(16)}:${(cpu.cr2lo >>> 0).toString(16)}`, '1234:56000018');
+  assert.is(`${(cpu.mmu.cr2hi >>> 0).toString(16)}:${(cpu.mmu.cr2lo >>> 0).toString(16)}`, '1234:56000018');
 });
 
 W('I/D is set for a fetch only when EFER.NXE or CR4.SMEP is set', async () => {
@@ -179,7 +179,7 @@ W('XD: a fetch from an execute-disable page faults with P|I/D; XD at any level c
   const va = 0x7f00_0000_0000n;
   t.map(va, { user: true });
   assert.is(access(cpu, va, ACC_FETCH), 'ok');
-  cpu.invlpg(...hl(va));
+  cpu.mmu.invlpg(...hl(va));
   m.mem[t.entryWord(va, 39) + 1] |= HI_XD; // XD in the PML4E
   assert.is(access(cpu, va, ACC_FETCH), pf(PF_P | PF_ID | PF_U));
 });
@@ -246,8 +246,8 @@ L('5-level paging (CR4.LA57) translates addresses above 2^47 that 4-level calls 
   const f = t.map(va, { write: true, user: true });
   m.mem[f * 1024 + 2] = 0x1234;
   const [hi, lo] = hl(va + 8n);
-  assert.is(cpu.load64(hi, lo), 0);
-  assert.is(cpu.valLo, 0x1234);
+  assert.is(cpu.mmu.load64(hi, lo), 0);
+  assert.is(cpu.mmu.valLo, 0x1234);
   assert.is(access(cpu, 0x0100_0000_0000_0000n, ACC_READ), 'GP');
   assert.is(access(cpu, 0xff00_0000_0000_0000n, ACC_READ), pf(PF_U));
   const four = await setup();
@@ -260,14 +260,14 @@ L('2 MiB and 1 GiB pages translate with the offset inside the page', async () =>
   const f2 = t.map(va2, { write: true, user: true }, 21);
   m.mem[(f2 + 300) * 1024 + 6] = 77;
   let [hi, lo] = hl(va2 + 300n * 4096n + 24n);
-  assert.is(cpu.load64(hi, lo), 0);
-  assert.is(cpu.valLo, 77);
+  assert.is(cpu.mmu.load64(hi, lo), 0);
+  assert.is(cpu.mmu.valLo, 77);
   const va1 = 0x80_0000_0000n;
   t.map(va1, { write: true, user: true }, 30, 0);
   m.mem[1000 * 1024 + 4] = 99; // frame 1000 lies inside the 1 GiB page at frame 0
   [hi, lo] = hl(va1 + 1000n * 4096n + 16n);
-  assert.is(cpu.load64(hi, lo), 0);
-  assert.is(cpu.valLo, 99);
+  assert.is(cpu.mmu.load64(hi, lo), 0);
+  assert.is(cpu.mmu.valLo, 99);
   assert.equal(m.tlb(0).map((e) => e.shift).sort(), [21, 30]);
 });
 
@@ -309,10 +309,10 @@ L('memory that is not installed reads as all ones and drops writes', async () =>
   const { t, cpu } = await setup();
   t.map(VA, { write: true, user: true }, 12, 1 << 20); // 4 GiB: far beyond 8 MiB
   const [hi, lo] = hl(VA);
-  assert.is(cpu.store64(hi, lo, 1, 2), 0);
-  assert.is(cpu.load64(hi, lo), 0);
-  assert.is(cpu.valLo, -1);
-  assert.is(cpu.valHi, -1);
+  assert.is(cpu.mmu.store64(hi, lo, 1, 2), 0);
+  assert.is(cpu.mmu.load64(hi, lo), 0);
+  assert.is(cpu.mmu.valLo, -1);
+  assert.is(cpu.mmu.valHi, -1);
 });
 
 L('side-effect-free translate (controller) sets no A/D bit and fills no TLB', async () => {

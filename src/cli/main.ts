@@ -15,10 +15,12 @@ import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from
 import { formatReport, runStress } from './stress.js';
 import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
-import { formatFork, formatMicro, formatShootdown, runForkBench, runMicro, runShootdownBench } from './bench.js';
+import { formatMicro, runMicro } from '../bench/micro.js';
+import { formatFork, runForkBench } from '../bench/fork.js';
+import { formatShootdown, runShootdownBench } from '../bench/shootdown.js';
 import { seedExample } from '../machine/simulator.js';
-import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from './scale.js';
-import { scalePlotSvg } from './plot.js';
+import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from '../bench/scale.js';
+import { scalePlotSvg } from '../bench/plot.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import { RaceApi, RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';

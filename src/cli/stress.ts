@@ -65,7 +65,7 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       ];
       for (const v of found) violations.push({ ...v, round });
       // Core counters are cumulative since boot: the totals are their sum over cores.
-      const all = sumCounters(m);
+      const all = m.sumCounters();
       for (const k of SUM_COUNTERS) sum[k] = all[k] ?? 0;
       for (const r of res) for (const n of Object.values(r.toggles)) toggles += n;
       round++;
@@ -152,9 +152,3 @@ export function formatViolations(violations: { kind: string; detail: string; rou
   return lines;
 }
 
-/** Every core's published counters, summed. Controller. */
-export function sumCounters(m: Machine): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (let c = 0; c < m.config.cores; c++) for (const [k, v] of Object.entries(m.counters(c))) out[k] = (out[k] ?? 0) + v;
-  return out;
-}

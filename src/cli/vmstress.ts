@@ -14,7 +14,7 @@ import {
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
-import { fmt, formatViolations, sumCounters, violationInstants } from './stress.js';
+import { fmt, formatViolations, violationInstants } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
@@ -104,7 +104,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       }
       round++;
       const el = (performance.now() - t0) / 1000;
-      const k = sumCounters(m);
+      const k = m.sumCounters();
       const acc = k.loads + k.stores;
       o.progress?.(
         `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  maps ${fmt(sum.maps ?? 0)}  ` +
@@ -127,7 +127,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     }
     if (o.trace) await writeChromeTrace(m, o.trace, violationInstants(violations));
     if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
-    const k = sumCounters(m);
+    const k = m.sumCounters();
     const accesses = k.loads + k.stores;
     return {
       seed: o.seed,

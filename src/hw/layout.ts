@@ -69,8 +69,12 @@ export const CORE_OFF = 0;
 export const CORE_RUNNING = 1;
 export const CORE_HALTED = 2;
 
-/** IPI queue slot: [seq, type, sender, a0, a1, a2, a3, a4]. seq follows Vyukov's bounded queue. */
-export const SLOT_WORDS = 8;
+/** IPI queue slot: [seq, type, sender, a0 .. a4]. seq follows Vyukov's bounded queue. */
+export const Q_SLOT_WORDS = 8;
+export const Q_SEQ = 0;
+export const Q_TYPE = 1;
+export const Q_SENDER = 2;
+export const Q_ARGS = 3;
 
 /** TLB entry: [tagLo, tagHi, match, flags, pfn, spare x3]. See tlb.ts. */
 export const TLB_ENTRY_WORDS = 8;
@@ -141,7 +145,7 @@ export class Layout {
 
     this.queueSlots = config.ipiQueueSlots;
     this.queueBase = CORE_FIXED_WORDS;
-    let c = roundLine(this.queueBase + this.queueSlots * SLOT_WORDS);
+    let c = roundLine(this.queueBase + this.queueSlots * Q_SLOT_WORDS);
     const arr = (entries: number, ways: number, shift: number): TlbArrayLayout => {
       const sets = entries / ways;
       const a = { entries: c, victims: c + entries * TLB_ENTRY_WORDS, sets, ways, shift };

@@ -23,7 +23,7 @@ import { VSpace } from './vspace.js';
 import type { MapEntry } from './mapdb.js';
 import type { KernelOptions } from './options.js';
 import { IPI_REPLICA_ADVANCE } from './ops.js';
-import { IPI_OK } from '../hw/cpu.js';
+import { IPI_OK } from '../hw/apic.js';
 
 /** Breakpoints of the kernel's protocols (NR's are its own). A race script arms them on a core by name. */
 export const BP_BEFORE_RESOLVE = 2;
@@ -161,8 +161,8 @@ export class Kernel implements LockWaiter {
     let t = this.threads[c];
     if (!t) {
       t = {
-        id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.poll() : () => {}, combining: 0,
-        bp: cpu ? (id) => cpu.breakpoint(id) : undefined,
+        id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.apic.poll() : () => {}, combining: 0,
+        bp: cpu ? (id) => cpu.debug.breakpoint(id) : undefined,
         trace: cpu?.tracer ? (phase, what) => cpu.trace(phase, what) : undefined,
       };
       this.threads[c] = t;
@@ -202,8 +202,8 @@ export class Kernel implements LockWaiter {
     const me = this.sender;
     if (!me) return;
     for (let c = 0; c < this.v.replicaOf.length; c++) {
-      if (this.v.replicaOf[c] !== q || c === me.id || !me.isHalted(c)) continue;
-      if (me.sendIpi(c, IPI_REPLICA_ADVANCE, s, 0, 0, 0, 0, true) === IPI_OK) this.stats.advanceIpis++;
+      if (this.v.replicaOf[c] !== q || c === me.id || !me.apic.isHalted(c)) continue;
+      if (me.apic.sendIpi(c, IPI_REPLICA_ADVANCE, s, 0, 0, 0, 0, true) === IPI_OK) this.stats.advanceIpis++;
       return;
     }
   }
@@ -225,7 +225,7 @@ export class Kernel implements LockWaiter {
    * baseline), `who` is the core whose read flag is up, or -1 for the writer.
    */
   waitStep(who: number, word = -1): void {
-    this.waitCpu?.poll();
+    this.waitCpu?.apic.poll();
     const s = this.bw.step();
     if (s === STEP_EXPIRED) {
       const what = this.waitWhat !== '' ? this.waitWhat

@@ -38,7 +38,7 @@ export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc:
 }
 
 function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, acc: number): boolean {
-  cpu.breakpoint(BP_BEFORE_RESOLVE);
+  cpu.debug.breakpoint(BP_BEFORE_RESOLVE);
   // A write may have to change the mapping: look it up under the space lock, so that what it
   // finds (a fork, another core's fault may have changed it) is what it changes.
   const write = acc === ACC_WRITE;
@@ -107,7 +107,7 @@ function writeFault(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, old
     adjustLocked(kx, cpu, s, hi, lo, plain);
     return true;
   }
-  cpu.breakpoint(BP_BEFORE_COW_COPY);
+  cpu.debug.breakpoint(BP_BEFORE_COW_COPY);
   const nf = frames.allocAny(cpu.node);
   if (nf === NO_FRAME) return false;
   mem.copyWithin(nf * FRAME_WORDS, old * FRAME_WORDS, (old + 1) * FRAME_WORDS);
@@ -134,5 +134,5 @@ export function access(kx: Kernel, cpu: Cpu, acc: number, vhi: number, vlo: numb
 }
 
 function accessOnce(cpu: Cpu, acc: number, vhi: number, vlo: number, hi: number, lo: number): number {
-  return acc === ACC_WRITE ? cpu.store64(vhi, vlo, hi, lo) : acc === ACC_FETCH ? cpu.fetch64(vhi, vlo) : cpu.load64(vhi, vlo);
+  return acc === ACC_WRITE ? cpu.mmu.store64(vhi, vlo, hi, lo) : acc === ACC_FETCH ? cpu.mmu.fetch64(vhi, vlo) : cpu.mmu.load64(vhi, vlo);
 }

@@ -8,7 +8,8 @@
 // up to SHOOTDOWN_FULL_FLUSH_PAGES, NRK's 20, else the whole PCID), running no program access in
 // between.
 
-import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, type Cpu } from '../hw/cpu.js';
+import { type Cpu } from '../hw/cpu.js';
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK } from '../hw/apic.js';
 import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
@@ -49,7 +50,7 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
   kx.sync(s, cpu.id, cpu);
   const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
   if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
-    cpu.invpcid(1, pcid(s), 0, 0);
+    cpu.mmu.invpcid(1, pcid(s), 0, 0);
     Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
     kx.stats.generationFlushes++;
   }
@@ -76,7 +77,7 @@ function leaveMask(kx: Kernel, cpu: Cpu, s: number): void {
  */
 export function leave(kx: Kernel, cpu: Cpu): void {
   const prev = kx.current[cpu.id];
-  cpu.flushNonGlobal();
+  cpu.mmu.flushNonGlobal();
   if (prev < 0) return; // a core the kernel never switched keeps the CR3 it was given (hardware-level programs)
   const z = zeroPage(kx);
   if (z !== NO_FRAME) cpu.movCr3(CR3_NOFLUSH_HI, z * PAGE);
@@ -87,7 +88,7 @@ export function leave(kx: Kernel, cpu: Cpu): void {
 /** Drops cpu's translations of space s and takes it out of s's mask (before s is destroyed). */
 export function forget(kx: Kernel, cpu: Cpu, s: number): void {
   if (kx.current[cpu.id] === s) kx.current[cpu.id] = -1;
-  cpu.invpcid(1, pcid(s), 0, 0);
+  cpu.mmu.invpcid(1, pcid(s), 0, 0);
   leaveMask(kx, cpu, s);
 }
 
@@ -121,21 +122,21 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
   // First a new generation: a core that left s and comes back later flushes s's PCID; then the
   // cores running s now, who get the request.
   Atomics.add(k, klayout.spaceBase(s) + S_TLBGEN, 1);
-  cpu.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
+  cpu.debug.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
   const base = klayout.spaceBase(s) + S_ACTIVE;
   for (let w = 0; w < klayout.maskWords && !kx.skipShootdown; w++) {
     const m = Atomics.load(k, base + w);
     for (let b = 0; b < 32; b++) {
       const c = w * 32 + b;
       if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
-      const r = cpu.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
+      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
       if (r === IPI_TARGET_OFFLINE) continue;
       if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
       kx.stats.shootdownIpis++;
     }
   }
   invalidateRange(cpu, pcid(s), hi, lo, pages, null);
-  const r = cpu.waitAcks();
+  const r = cpu.apic.waitAcks();
   if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${cpu.lastWaitWhat}`);
 }
 
@@ -150,7 +151,7 @@ function otherActive(kx: Kernel, s: number, me: number): string {
  */
 function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
-    cpu.invpcid(1, id, 0, 0);
+    cpu.mmu.invpcid(1, id, 0, 0);
     if (stats) stats.fullFlushes++;
     return;
   }
@@ -158,21 +159,21 @@ function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: nu
   const va = vaJoin(hi, lo);
   for (let i = 0; i < pages; i++) {
     const v = va + i * PAGE;
-    cpu.invpcid(0, id, vaHi(v), vaLo(v));
+    cpu.mmu.invpcid(0, id, vaHi(v), vaLo(v));
   }
 }
 
 /** Registers the shootdown and replica-advance receivers on cpu. */
 export function installHandlers(kx: Kernel, cpu: Cpu): void {
-  cpu.handlers[IPI_REPLICA_ADVANCE] = (c, sender, s) => {
-    c.ack(sender);
+  cpu.apic.handlers[IPI_REPLICA_ADVANCE] = (c, sender, s) => {
+    c.apic.ack(sender);
     kx.stats.advancesReceived++;
     if (kx.isLive(s)) kx.sync(s, c.id, c);
   };
-  cpu.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
-    c.ack(sender);
+  cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
+    c.apic.ack(sender);
     kx.stats.shootdownsReceived++;
-    c.breakpoint(BP_BEFORE_RECEIVER_SYNC);
+    c.debug.breakpoint(BP_BEFORE_RECEIVER_SYNC);
     if (!kx.skipReplicaSync) kx.sync(s, c.id, c);
     invalidateRange(c, pcid(s), hi, lo, pages, kx.stats);
   };

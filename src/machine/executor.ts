@@ -4,9 +4,8 @@
 
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { Tlbe } from '../hw/tlb.js';
-import {
-  Cpu, IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, readCounters,
-} from '../hw/cpu.js';
+import { Cpu, readCounters } from '../hw/cpu.js';
+import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR } from '../hw/layout.js';
 import { getVa, hex64, pageNumber, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
@@ -21,6 +20,8 @@ import {
   type ProgramSource,
 } from './program.js';
 import * as faults from '../kernel/fault.js';
+import * as runctl from './runctl.js';
+import { updateEntry } from './ptwrite.js';
 import * as forks from '../kernel/fork.js';
 import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
@@ -212,7 +213,7 @@ class RunState {
   noteFault(cpu: Cpu, index: number, r: number): void {
     this.faults++;
     if (this.faultLog.length < FAULT_LOG_LIMIT) {
-      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), cr2: hex64(cpu.cr2hi, cpu.cr2lo) });
+      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), cr2: hex64(cpu.mmu.cr2hi, cpu.mmu.cr2lo) });
     }
     if (this.stopOnFault) this.stop = true;
   }
@@ -226,7 +227,9 @@ class RunState {
 function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: number, st: RunState, kernel: Kernel | undefined): number {
   const mem = cpu.mem;
   const ctl = cpu.ctl;
-  const pending = cpu.pendingWord;
+  const mmu = cpu.mmu;
+  const apic = cpu.apic;
+  const pending = apic.pendingWord;
   const owner = st.owner;
   const ob = st.ownerBase;
   const space = kernel ? kernel.current[cpu.id] : -1;
@@ -237,12 +240,12 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   let fetches = 0;
   let i = from;
   for (let w = from * OP_WORDS; i < n; i++, w += OP_WORDS) {
-    if (ctl[pending] !== 0) cpu.service();
+    if (ctl[pending] !== 0) apic.service();
     const op = buf[w];
     let r: number;
     if (op === OP_LOAD) {
       loads++;
-      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_READ);
+      r = mmu.translate(buf[w + 1], buf[w + 2], ACC_READ);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
         if (owner !== null && (owner[ob + (r >>> 10)] & bit) === 0) st.noteStale(base + i, buf[w + 1], buf[w + 2], r >>> 10, space);
@@ -250,7 +253,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       }
     } else if (op === OP_STORE) {
       stores++;
-      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_WRITE);
+      r = mmu.translate(buf[w + 1], buf[w + 2], ACC_WRITE);
       if (r >= 0) {
         mem[r] = buf[w + 4];
         mem[r + 1] = buf[w + 3];
@@ -259,13 +262,13 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       }
     } else if (op === OP_FETCH) {
       fetches++;
-      r = cpu.translate(buf[w + 1], buf[w + 2], ACC_FETCH);
+      r = mmu.translate(buf[w + 1], buf[w + 2], ACC_FETCH);
       if (r >= 0) {
         checksum = (checksum + mem[r] + mem[r + 1]) | 0;
         continue;
       }
     } else if (op === OP_INVLPG) {
-      cpu.invlpg(buf[w + 1], buf[w + 2]);
+      mmu.invlpg(buf[w + 1], buf[w + 2]);
       continue;
     } else {
       break;
@@ -283,7 +286,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       break;
     }
   }
-  cpu.countAccesses(loads, stores, fetches);
+  mmu.countAccesses(loads, stores, fetches);
   st.checksum = checksum;
   return i;
 }
@@ -322,10 +325,10 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   const kstart = kernel ? { ...kernel.stats, ...kernel.nrStats() } : null;
   const recvFrom = res.pingsRecvFrom;
   const sumFrom = res.pingSumFrom;
-  cpu.handlers[IPI_PING] = (c, sender, payload) => {
+  cpu.apic.handlers[IPI_PING] = (c, sender, payload) => {
     recvFrom[sender]++;
     sumFrom[sender] = (sumFrom[sender] + payload) | 0;
-    c.ack(sender);
+    c.apic.ack(sender);
   };
   const st = new RunState(opts.stopOnFault);
   if (opts.latency) st.lat = new Latencies();
@@ -345,7 +348,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       : `core ${cpu.id}: ${what} failed (${r})`;
   try {
     if (opts.barrier) {
-      const b = cpu.startBarrier();
+      const b = runctl.startBarrier(cpu);
       if (b !== WAIT_OK) failed = waitFailure('start of run', b);
     }
     const deadline = opts.durationMs === undefined ? Infinity : performance.now() + opts.durationMs;
@@ -362,7 +365,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
           if ((timeUp = performance.now() >= deadline)) break;
         }
         if (i >= n || st.stop) break;
-        cpu.poll();
+        cpu.apic.poll();
         failed = coldOp(cpu, buf, i * OP_WORDS, base + i, st, res, xl, opts.peers, waitFailure, kernel);
         i++;
       }
@@ -373,7 +376,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     if (st.lat) res.latencies = st.lat.result();
     if (kernel) shootdowns.leave(kernel, cpu);
     if (opts.barrier) {
-      const b = cpu.barrier();
+      const b = runctl.endBarrier(cpu);
       if (b !== WAIT_OK && !failed) failed = waitFailure('end of run', b);
     }
   } catch (e) {
@@ -382,7 +385,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   if (failed) {
     res.ok = false;
     res.error = failed;
-    cpu.abortRun();
+    runctl.abortRun(cpu);
   }
   res.checksum = st.checksum >>> 0;
   res.faults = st.faults;
@@ -426,24 +429,24 @@ function coldOp(
       const acc = op === OP_LOAD ? ACC_READ : op === OP_STORE ? ACC_WRITE : ACC_FETCH;
       r = kernel
         ? faults.access(kernel, cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
-        : op === OP_LOAD ? cpu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.fetch64(buf[w + 1], buf[w + 2]);
+        : op === OP_LOAD ? cpu.mmu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.mmu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.mmu.fetch64(buf[w + 1], buf[w + 2]);
       // The stale-tlb oracle, as in the hot loop: the frame the access reached must be its space's.
       const space = kernel ? kernel.current[cpu.id] : -1;
-      if (r === 0 && st.owner !== null && op !== OP_FETCH && cpu.lastWord >= 0 && space >= 0 && space < 32 &&
-          (st.owner[st.ownerBase + (cpu.lastWord >>> 10)] & (1 << space)) === 0) {
-        st.noteStale(index, buf[w + 1], buf[w + 2], cpu.lastWord >>> 10, space);
+      if (r === 0 && st.owner !== null && op !== OP_FETCH && cpu.mmu.lastWord >= 0 && space >= 0 && space < 32 &&
+          (st.owner[st.ownerBase + (cpu.mmu.lastWord >>> 10)] & (1 << space)) === 0) {
+        st.noteStale(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord >>> 10, space);
       }
       if (op === OP_STORE) break;
-      if (r === 0) st.checksum = (st.checksum + cpu.valLo + cpu.valHi) | 0;
-      res.values?.push(r === 0 ? hex64(cpu.valHi, cpu.valLo) : 'fault');
+      if (r === 0) st.checksum = (st.checksum + cpu.mmu.valLo + cpu.mmu.valHi) | 0;
+      res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
       break;
     }
     case OP_INVLPG:
-      cpu.invlpg(buf[w + 1], buf[w + 2]);
+      cpu.mmu.invlpg(buf[w + 1], buf[w + 2]);
       break;
     case OP_INVPCID:
       if (buf[w + 1] < 0 || buf[w + 1] > 3) return `core ${cpu.id}: op ${index}: INVPCID type ${buf[w + 1]} is not 0-3`;
-      cpu.invpcid(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
+      cpu.mmu.invpcid(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
       break;
     case OP_MOV_CR3:
       cpu.movCr3(buf[w + 1], buf[w + 2]);
@@ -466,30 +469,30 @@ function coldOp(
     case OP_PING: {
       const target = buf[w + 1];
       if (target < 0 || target >= cpu.layout.config.cores) return `core ${cpu.id}: op ${index}: no core ${target} to send an IPI to`;
-      const s = cpu.sendIpi(target, IPI_PING, buf[w + 2]);
+      const s = cpu.apic.sendIpi(target, IPI_PING, buf[w + 2]);
       if (s === IPI_TARGET_OFFLINE) return `core ${cpu.id}: op ${index}: IPI to core ${target}, which is not running`;
       if (s !== IPI_OK) return waitFailure(`op ${index}: IPI to core ${target}`, s);
       res.pingsSentTo[target]++;
       res.pingSumTo[target] = (res.pingSumTo[target] + buf[w + 2]) | 0;
-      const a = cpu.waitAcks();
+      const a = cpu.apic.waitAcks();
       if (a !== WAIT_OK) return waitFailure(`op ${index}: ack from core ${target}`, a);
       break;
     }
     case OP_HALT: {
-      const h = cpu.halt();
+      const h = cpu.apic.halt();
       if (h !== WAIT_OK) return waitFailure(`op ${index}: HLT`, h);
       break;
     }
     case OP_AWAIT_PINGS: {
-      cpu.poll();
+      cpu.apic.poll();
       while (sum(res.pingsRecvFrom) < buf[w + 1]) {
-        const h = cpu.halt();
+        const h = cpu.apic.halt();
         if (h !== WAIT_OK) return waitFailure(`op ${index}: waiting for ${buf[w + 1]} IPIs`, h);
       }
       break;
     }
     case OP_PTE_WRITE: {
-      const u = cpu.updateEntry(buf[w + 1], buf[w + 2], buf[w + 3], peers);
+      const u = updateEntry(cpu, buf[w + 1], buf[w + 2], buf[w + 3], peers);
       if (u === -WAIT_TIMEOUT || u === -WAIT_ABORTED) {
         return waitFailure(`op ${index}: break-before-make of the entry at word ${buf[w + 1]}`, -u);
       }
@@ -507,8 +510,8 @@ function coldOp(
     }
     case OP_XLATE: {
       cpu.ctr[CTR.translations]++;
-      if (buf[w + 4] === 1) cpu.invlpg(buf[w + 1], buf[w + 2]);
-      const x = cpu.translate(buf[w + 1], buf[w + 2], buf[w + 3]);
+      if (buf[w + 4] === 1) cpu.mmu.invlpg(buf[w + 1], buf[w + 2]);
+      const x = cpu.mmu.translate(buf[w + 1], buf[w + 2], buf[w + 3]);
       const key = x >= 0 || x === FAULT_NOMEM
         ? lastTranslation(cpu, buf[w + 1], buf[w + 2])
         : `fault:${faultVector(x)}:${faultError(x)}`;
@@ -615,11 +618,11 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       }
     }
     const r = kernelAccess(cpu, kernel, at, false, 0);
-    if (r === 0 && cpu.valLo !== want) {
+    if (r === 0 && cpu.mmu.valLo !== want) {
       res.isolation++;
       if (res.isolationExamples.length < 8) {
-        res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${cur} holds 0x${(cpu.valLo >>> 0).toString(16)}` +
-          ` (written by space ${cpu.valLo >>> 24}, core ${(cpu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
+        res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${cur} holds 0x${(cpu.mmu.valLo >>> 0).toString(16)}` +
+          ` (written by space ${cpu.mmu.valLo >>> 24}, core ${(cpu.mmu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
       }
     }
     return '';
@@ -668,7 +671,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
 
 /** "pfn:flags" of the TLB entry that now translates vhi:vlo (filled by the translate just done). */
 function lastTranslation(cpu: Cpu, vhi: number, vlo: number): string {
-  for (const arr of [cpu.tlb4k, cpu.tlb2m, cpu.tlb1g]) {
+  for (const arr of [cpu.mmu.tlb4k, cpu.mmu.tlb2m, cpu.mmu.tlb1g]) {
     const e = arr.find(vhi, vlo, cpu.regs.pcid);
     if (e >= 0) return `${cpu.ctl[e + Tlbe.PFN]}:${cpu.ctl[e + Tlbe.FLAGS]}`;
   }

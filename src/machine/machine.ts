@@ -9,8 +9,8 @@ import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions, type MachineShared } from './config.js';
 import {
-  C_BP_ARMED, C_BP_PARKED, C_BP_RESUME, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
-  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, SLOT_WORDS,
+  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, Q_SEQ, Q_SLOT_WORDS,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
 import { traceBytes } from '../hw/trace.js';
@@ -23,6 +23,7 @@ import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, faultError, faultVector } from '../hw/fault.js';
 import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
 import type { CoreResult } from './executor.js';
+import { parkedWord, resumeCore, setBreakpoint } from '../hw/debug.js';
 
 /**
  * Worker flags. Piscina loads a worker file with require() first; on Node 20.19+ that takes the
@@ -148,7 +149,7 @@ export class Machine {
     ctl[b + C_STATE] = CORE_OFF;
     ctl[b + C_QHEAD] = 0;
     ctl[b + C_QTAIL] = 0;
-    for (let s = 0; s < this.layout.queueSlots; s++) ctl[b + this.layout.queueBase + s * SLOT_WORDS] = s;
+    for (let s = 0; s < this.layout.queueSlots; s++) ctl[b + this.layout.queueBase + s * Q_SLOT_WORDS + Q_SEQ] = s;
     for (const a of [this.layout.tlb4k, this.layout.tlb2m, this.layout.tlb1g]) new TlbArray(ctl, b, a).clear();
   }
 
@@ -242,13 +243,13 @@ export class Machine {
   /** Arms breakpoint `id` on core c (the core parks at the next site of that breakpoint). */
   arm(c: number, id: number): void {
     this.checkCore(c);
-    Atomics.or(this.ctl, this.layout.coreBase(c) + C_BP_ARMED, 1 << id);
+    setBreakpoint(this.layout, this.ctl, c, id, true);
   }
 
   /** Disarms breakpoint `id` on core c. */
   disarm(c: number, id: number): void {
     this.checkCore(c);
-    Atomics.and(this.ctl, this.layout.coreBase(c) + C_BP_ARMED, ~(1 << id));
+    setBreakpoint(this.layout, this.ctl, c, id, false);
   }
 
   /**
@@ -257,7 +258,7 @@ export class Machine {
    */
   async waitParked(c: number, id: number, timeoutMs = 10_000): Promise<void> {
     this.checkCore(c);
-    const w = this.layout.coreBase(c) + C_BP_PARKED;
+    const w = parkedWord(this.layout, c);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = Atomics.load(this.ctl, w);
@@ -277,15 +278,20 @@ export class Machine {
   /** Lets a parked core go on (it stays armed unless disarmed). */
   resume(c: number): void {
     this.checkCore(c);
-    const b = this.layout.coreBase(c);
-    Atomics.add(this.ctl, b + C_BP_RESUME, 1);
-    Atomics.notify(this.ctl, b + C_BP_RESUME);
+    resumeCore(this.layout, this.ctl, c);
   }
 
   /** Counters core c has published (after each run). */
   counters(c: number): Record<string, number> {
     this.checkCore(c);
     return readCounters(this.layout, this.ctl, c);
+  }
+
+  /** Every core's published counters, summed. Controller. */
+  sumCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (let c = 0; c < this.config.cores; c++) for (const [k, v] of Object.entries(this.counters(c))) out[k] = (out[k] ?? 0) + v;
+    return out;
   }
 
   /** The valid entries of core c's TLB, all page sizes. Side-effect free; any time. */

@@ -127,7 +127,7 @@ export class Simulator {
     const va = ptr.va;
     if (va < 0) return this.invalid(va);
     if (faults.access(this.machine.kernel, this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
-    return new Value(this.cpu.valLo >>> 0);
+    return new Value(this.cpu.mmu.valLo >>> 0);
   }
 
   /** Writes the variable in the running process (a zero-page or copy-on-write fault on the way). */

@@ -36,11 +36,11 @@ const HEADER_WORDS = 4 * NR_LINE;
 
 // Per-replica lines, after the header: replica r's block starts at HEADER_WORDS + r * REPLICA_WORDS.
 /** How far replica r has applied (logical). Written: r's combiner. Read: GC, readers, lagging checks. */
-export const R_LTAIL = 0;
+export const REP_LTAIL = 0;
 /** Combiner lock of replica r: 0 free, else 1 + the thread holding it. Written: combiners (CAS). */
-export const R_COMBINER = NR_LINE;
+export const REP_COMBINER = NR_LINE;
 /** Writer flag of replica r's reader/writer lock (writer preference). Written: r's combiner. */
-export const R_WRITER = 2 * NR_LINE;
+export const REP_WRITER = 2 * NR_LINE;
 
 export interface NrConfig {
   /** Entries in each log (a power of two). */

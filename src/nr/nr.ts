@@ -21,7 +21,7 @@
 // was waiting for. While waiting, a thread calls its `poll` hook (a core services interrupts).
 
 import {
-  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NR_LINE, NrLayout, R_COMBINER, R_LTAIL, R_WRITER,
+  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NR_LINE, NrLayout, REP_COMBINER, REP_LTAIL, REP_WRITER,
   RESP_WORDS, SLOT_ARGS, SLOT_DONE, SLOT_EMPTY, SLOT_OP, SLOT_PENDING, SLOT_RESP, SLOT_STATE,
 } from './layout.js';
 import { readLock, readUnlock, writeLock, writeUnlock, type LockWaiter } from './rwlock.js';
@@ -76,10 +76,6 @@ export class NrStats {
   laggardAdvances = 0;
 }
 
-/**
- * One thread's handle on one NR instance. Cheap; create one per (thread, instance). Holds the
- * structure's apply function and the thread-to-replica map.
- */
 /** What a thread of NR waits for (the message names it if the wait expires). */
 const W_WRITER = 0;
 const W_READER = 1;
@@ -88,6 +84,10 @@ const W_ROOM = 3;
 const W_ENTRY = 4;
 const W_CTAIL = 5;
 
+/**
+ * One thread's handle on one NR instance. Cheap; create one per (thread, instance). Holds the
+ * structure's apply function and the thread-to-replica map.
+ */
 export class Nr implements LockWaiter {
   readonly w: Int32Array;
   readonly base: number;
@@ -133,7 +133,7 @@ export class Nr implements LockWaiter {
     return Atomics.load(this.w, this.base + H_CTAIL);
   }
   ltail(r: number): number {
-    return Atomics.load(this.w, this.base + this.layout.replica(r) + R_LTAIL);
+    return Atomics.load(this.w, this.base + this.layout.replica(r) + REP_LTAIL);
   }
 
   /** Resets the instance to empty. Only while no thread uses it (allocation from the pool). */
@@ -214,7 +214,7 @@ export class Nr implements LockWaiter {
   }
 
   private holder(r: number): string {
-    const v = Atomics.load(this.w, this.base + this.layout.replica(r) + R_COMBINER);
+    const v = Atomics.load(this.w, this.base + this.layout.replica(r) + REP_COMBINER);
     return v === 0 ? 'nobody' : `thread ${v - 1}`;
   }
 
@@ -225,7 +225,7 @@ export class Nr implements LockWaiter {
    */
   private tryCombine(t: NrThread, r: number): boolean {
     const w = this.w;
-    const lock = this.base + this.layout.replica(r) + R_COMBINER;
+    const lock = this.base + this.layout.replica(r) + REP_COMBINER;
     if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
     t.combining++;
     t.trace?.(PH_BEGIN, TR_COMBINE);
@@ -301,7 +301,7 @@ export class Nr implements LockWaiter {
     for (let q = 0; q < this.layout.config.replicas; q++) {
       if (q === r || this.ltail(q) !== head) continue;
       this.onLagging(q);
-      const lock = b + this.layout.replica(q) + R_COMBINER;
+      const lock = b + this.layout.replica(q) + REP_COMBINER;
       if (Atomics.compareExchange(w, lock, 0, t.id + 1) === 0) {
         t.combining++;
         try {
@@ -340,12 +340,12 @@ export class Nr implements LockWaiter {
     const w = this.w;
     const b = this.base;
     const rb = b + this.layout.replica(r);
-    let i = Atomics.load(w, rb + R_LTAIL);
+    let i = Atomics.load(w, rb + REP_LTAIL);
     if (((upto - i) | 0) <= 0) return;
     t.bp?.(NR_BP_BEFORE_APPLY);
     this.waiting = t;
     this.waitingReplica = r;
-    writeLock(w, rb + R_WRITER, b + this.layout.reader(r, 0), NR_LINE, this.layout.config.threads, this);
+    writeLock(w, rb + REP_WRITER, b + this.layout.reader(r, 0), NR_LINE, this.layout.config.threads, this);
     try {
       for (; i !== upto; i = (i + 1) | 0) {
         const e = b + this.layout.entry(i);
@@ -360,9 +360,9 @@ export class Nr implements LockWaiter {
         this.ds.apply(r, w[e + E_OP], w, e + E_ARGS, resp, respOff);
         if (mine) Atomics.store(w, b + this.layout.slot(origin & 0xffff) + SLOT_STATE, SLOT_DONE);
       }
-      Atomics.store(w, rb + R_LTAIL, upto);
+      Atomics.store(w, rb + REP_LTAIL, upto);
     } finally {
-      writeUnlock(w, rb + R_WRITER);
+      writeUnlock(w, rb + REP_WRITER);
     }
     for (;;) {
       const c = Atomics.load(w, b + H_CTAIL);
@@ -403,10 +403,10 @@ export class Nr implements LockWaiter {
     const rb = this.base + this.layout.replica(r);
     // The replica is usually up to date already: two loads, no sync (ctail first, as sync reads it).
     const target = Atomics.load(w, this.base + H_CTAIL);
-    if (((Atomics.load(w, rb + R_LTAIL) - target) | 0) < 0) this.sync(t);
+    if (((Atomics.load(w, rb + REP_LTAIL) - target) | 0) < 0) this.sync(t);
     this.waiting = t;
     this.waitingReplica = r;
-    readLock(w, rb + R_WRITER, this.base + this.layout.reader(r, t.id), this);
+    readLock(w, rb + REP_WRITER, this.base + this.layout.reader(r, t.id), this);
     return r;
   }
 

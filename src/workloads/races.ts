@@ -331,8 +331,8 @@ const dirtyBitRace: Scenario = {
         r.step('core 0 read the page (its TLB caches it clean); core 1 made it read-only and is parked before its shootdown');
         r.expect((r.m.mem[word] & 2) === 0, 'the entry is read-only already');
         r.expect(r.tlbHolds(0, X), 'core 0 still caches the translation (no shootdown yet)');
-        while (driver.sendIpi(0, 1) !== 0);
-        driver.waitAcks();
+        while (driver.apic.sendIpi(0, 1) !== 0);
+        driver.apic.waitAcks();
         r.m.disarm(1, BP_BEFORE_SHOOTDOWN_IPIS);
         r.m.resume(1);
         const res = await done;

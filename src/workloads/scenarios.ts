@@ -62,8 +62,8 @@ const varied: Scenario = {
     try {
       const touch = (va: bigint, write: boolean): void => {
         const { hi, lo } = split64(va);
-        if (write) cpu.store64(hi, lo, 0x6e72766d, 0x21);
-        else cpu.load64(hi, lo);
+        if (write) cpu.mmu.store64(hi, lo, 0x6e72766d, 0x21);
+        else cpu.mmu.load64(hi, lo);
       };
       touch(0x40_0000n, true);
       touch(0x40_1000n, false);

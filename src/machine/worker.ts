@@ -1,12 +1,14 @@
-// The body of a pool worker's task: attach the machine's shared buffers (once per machine and
-// worker), take the core, build the program's source, run it, release the core. Every failure
-// comes back as a CoreResult with ok = false and a message, never as a thrown error.
+// The worker runtime: the body of a pool worker's task. Attach the machine's shared buffers (once
+// per machine and worker), take the core, build the program's source (with the source maker the
+// worker's entry injects: workloads/ sits above this layer), run it, release the core. Every
+// failure comes back as a CoreResult with ok = false and a message, never as a thrown error.
 
 import { Cpu } from '../hw/cpu.js';
+import { abortRun } from './runctl.js';
 import { Layout } from '../hw/layout.js';
-import { execute, type CoreResult } from '../machine/executor.js';
-import type { CoreTask } from '../machine/machine.js';
-import { makeSource } from './sources.js';
+import { execute, type CoreResult } from './executor.js';
+import type { ProgramSource } from './program.js';
+import type { CoreTask } from './machine.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Frames } from '../hw/frames.js';
 import * as shootdowns from '../kernel/shootdown.js';
@@ -54,8 +56,11 @@ function failed(core: number, error: string): CoreResult {
   };
 }
 
-/** Runs task.program on task.core. Any pool worker. */
-export function runCoreTask(task: CoreTask): CoreResult {
+/** Builds a core's program source from its spec (throws on a bad program). */
+export type SourceMaker = (program: CoreTask['program'], core: number) => ProgramSource;
+
+/** Runs task.program on task.core, its source built by makeSource. Any pool worker. */
+export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult {
   const a = attach(task);
   let cpu = a.cpus.get(task.core);
   if (!cpu) {
@@ -69,7 +74,7 @@ export function runCoreTask(task: CoreTask): CoreResult {
     try {
       src = makeSource(task.program, task.core);
     } catch (e) {
-      cpu.abortRun();
+      abortRun(cpu);
       return failed(task.core, `core ${task.core}: program: ${(e as Error).message}`);
     }
     return execute(cpu, src, {

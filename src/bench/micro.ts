@@ -21,22 +21,15 @@ import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 import { Machine } from '../machine/machine.js';
 import { mapPage, MAP_OK } from '../hw/pagetable.js';
-import { split64, vaHi, vaLo } from '../hw/vaddr.js';
-import { IPI_PING, IPI_STOP, IPI_OK, WAIT_OK, type Cpu } from '../hw/cpu.js';
+import { split64 } from '../hw/vaddr.js';
+import { type Cpu } from '../hw/cpu.js';
+import { IPI_PING, IPI_STOP, IPI_OK, WAIT_OK } from '../hw/apic.js';
 import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_READ } from '../hw/fault.js';
 import { CR4_PAE } from '../hw/regs.js';
 import { Rng } from '../workloads/rng.js';
 import type { CoreResult } from '../machine/executor.js';
-import { tableFrames } from '../hw/pagetable.js';
 import { TraceRing, traceBytes } from '../hw/trace.js';
-import { writeChromeTrace } from '../trace/chrome.js';
-import * as forks from '../kernel/fork.js';
-import * as procs from '../kernel/proc.js';
-import * as refs from '../kernel/refs.js';
-import * as shootdowns from '../kernel/shootdown.js';
-import * as spaces from '../kernel/space.js';
-import * as vm from '../kernel/vm.js';
 
 const LOOP = 4096;
 
@@ -95,7 +88,7 @@ function accessSet(cpu: Cpu, base: bigint, pages: number, shift: number, seed: n
     const { hi, lo } = split64(va);
     s.vhi[i] = hi;
     s.vlo[i] = lo;
-    const w = cpu.translate(hi, lo, ACC_READ);
+    const w = cpu.mmu.translate(hi, lo, ACC_READ);
     if (w < 0) throw new Error(`bench: 0x${va.toString(16)} does not translate`);
     s.words[i] = w;
   }
@@ -103,6 +96,12 @@ function accessSet(cpu: Cpu, base: bigint, pages: number, shift: number, seed: n
 }
 
 /** Runs every micro-benchmark once. `log` receives progress lines. */
+/** The machine, as every benchmark's JSON names it. */
+export function machineInfo(): MicroResult['machine'] {
+  const cpus = os.cpus();
+  return { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` };
+}
+
 export async function runMicro(o: { timeMs: number; log?: (s: string) => void }): Promise<MicroResult> {
   const m = await Machine.boot({ cores: 2, nodes: 1, memory: '96MiB' });
   const log = o.log ?? (() => {});
@@ -127,7 +126,7 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
     cpu.tracer = null;
     const mem = m.mem;
     const ctl = m.ctl;
-    const pending = cpu.pendingWord;
+    const pending = cpu.apic.pendingWord;
     const a4 = accessSet(cpu, 0x1000_0000n, 64, 12, 1);
     const a2 = accessSet(cpu, 0x4000_0000n, 32, 21, 2);
 
@@ -164,8 +163,8 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
       const vh = a4.vhi;
       const vl = a4.vlo;
       for (let i = 0; i < LOOP; i++) {
-        if (ctl[pending] !== 0) cpu.service();
-        s += mem[cpu.translate(vh[i], vl[i], ACC_READ)];
+        if (ctl[pending] !== 0) cpu.apic.service();
+        s += mem[cpu.mmu.translate(vh[i], vl[i], ACC_READ)];
       }
       return s;
     };
@@ -192,8 +191,8 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
         const vh = a2.vhi;
         const vl = a2.vlo;
         for (let i = 0; i < LOOP; i++) {
-          if (ctl[pending] !== 0) cpu.service();
-          s += mem[cpu.translate(vh[i], vl[i], ACC_READ)];
+          if (ctl[pending] !== 0) cpu.apic.service();
+          s += mem[cpu.mmu.translate(vh[i], vl[i], ACC_READ)];
         }
         sink += s;
       })
@@ -212,7 +211,7 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
         const vh = a4.vhi;
         const vl = a4.vlo;
         for (let i = 0; i < LOOP; i++) {
-          if (ctl[pending] !== 0) cpu.service();
+          if (ctl[pending] !== 0) cpu.apic.service();
           const lo = vl[i];
           const tag = (lo >>> 12) | (vh[i] << 20);
           const e = (tag & 1023) << 1;
@@ -279,19 +278,19 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
       const running: Promise<CoreResult[]> = m.run([{ core: 1, program: program as never }]);
       // Handshake: the first ping only returns once core 1 is running its program.
       const start = Date.now();
-      while (cpu.sendIpi(1, IPI_PING) !== IPI_OK) {
+      while (cpu.apic.sendIpi(1, IPI_PING) !== IPI_OK) {
         if (Date.now() - start > 10_000) throw new Error(`bench: core 1 did not start for ${name}`);
         await new Promise((r) => setImmediate(r));
       }
-      if (cpu.waitAcks() !== WAIT_OK) throw new Error(`bench: no ack from core 1 (${name})`);
+      if (cpu.apic.waitAcks() !== WAIT_OK) throw new Error(`bench: no ack from core 1 (${name})`);
       const b = new Bench({ time: o.timeMs, warmupTime: Math.min(100, o.timeMs) });
       b.add(name, () => {
-        cpu.sendIpi(1, IPI_PING);
-        if (cpu.waitAcks() !== WAIT_OK) throw new Error(`bench: no ack from core 1 (${name})`);
+        cpu.apic.sendIpi(1, IPI_PING);
+        if (cpu.apic.waitAcks() !== WAIT_OK) throw new Error(`bench: no ack from core 1 (${name})`);
       });
       await b.run();
-      cpu.sendIpi(1, IPI_STOP);
-      cpu.waitAcks();
+      cpu.apic.sendIpi(1, IPI_STOP);
+      cpu.apic.waitAcks();
       const res = await running;
       if (!res[0].ok) throw new Error(`bench: core 1 failed: ${res[0].error}`);
       const r = b.tasks[0].result;
@@ -363,157 +362,5 @@ export function formatMicro(r: MicroResult): string {
     row('floor-walk', '4-dep-loads', '(the least a walk does: index, load, P, next table)'),
     row('ipi-polling', 'raw-pingpong', '<= 3x'),
     row('ipi-halted', 'raw-pingpong', '(wake-up of a halted core)'),
-  ].join('\n');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fork: copy-on-write fork of an address space of N mapped pages, against copying the same page
-// tables with a plain byte copy (what a fork that shares nothing but the tables would cost).
-
-export interface ForkResult {
-  node: string;
-  machine: MicroResult['machine'];
-  rows: { pages: number; forkMs: number; tableFrames: number; byteCopyMs: number; ratio: number }[];
-}
-
-/** Forks spaces of each size (tinybench, a few iterations each), main thread, one core. */
-export async function runForkBench(o: { sizes: number[]; iterations: number; log?: (s: string) => void }): Promise<ForkResult> {
-  const rows: ForkResult['rows'] = [];
-  for (const pages of o.sizes) {
-    o.log?.(`bench: fork of ${pages} pages...`);
-    const m = await Machine.boot({ cores: 1, nodes: 1, memory: '256MiB', kernel: { maxSpaces: 3, maxMappings: pages + 16, logEntries: 4096 } }, { pool: false });
-    try {
-      m.setRegisters(0, { cpl: 3 });
-      const cpu = m.attachHere(0);
-      const k = m.kernel;
-      const parent = spaces.createSpace(k);
-      const data = m.frames.allocZeroed(0);
-      refs.setRefcount(k, data, 1);
-      for (let i = 0; i < pages; i++) {
-        refs.setRefcount(k, data, refs.refcount(k, data) + (i === 0 ? 0 : 1));
-        if (vm.map(k, 0, parent, vaHi(0x1000_0000 + i * 4096), vaLo(0x1000_0000 + i * 4096), data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
-      }
-      shootdowns.switchTo(k, cpu, parent);
-      const tables = tableFramesOf(m, parent);
-      const scratch = m.frames.allocContiguous(0, 1024);
-      const bench = new Bench({ iterations: o.iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
-      bench
-        .add(`fork-${pages}`, () => {
-          const child = forks.fork(k, cpu, parent);
-          if (child < 0) throw new Error('bench: fork failed');
-          spaces.destroySpace(k, child, (pfn, n, rights) => refs.releaseMapping(k, child, pfn, n, rights), cpu);
-        })
-        .add(`copy-${pages}`, () => {
-          for (let i = 0; i < tables.length; i++) {
-            const dst = (scratch + (i % 1024)) * 1024;
-            m.mem.copyWithin(dst, tables[i] * 1024, tables[i] * 1024 + 1024);
-          }
-        });
-      await bench.run();
-      const [f, c] = bench.tasks.map((t) => {
-        if (t.result.state !== 'completed') throw new Error(`bench: ${t.name} did not complete`);
-        return t.result.latency.p50;
-      });
-      rows.push({ pages, forkMs: f, tableFrames: tables.length, byteCopyMs: c, ratio: f / c });
-      cpu.detach();
-    } finally {
-      await m.shutdown();
-    }
-  }
-  return { node: process.version, machine: machineInfo(), rows };
-}
-
-/** The machine the figures were measured on. */
-function machineInfo(): MicroResult['machine'] {
-  const cpus = os.cpus();
-  return { cpu: cpus[0]?.model ?? 'unknown', cpus: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}` };
-}
-
-function tableFramesOf(m: Machine, s: number): number[] {
-  const out: number[] = [];
-  for (let r = 0; r < m.config.nodes; r++) out.push(...tableFrames(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(r)));
-  return out;
-}
-
-export function formatFork(r: ForkResult): string {
-  return [
-    `nrvm fork benchmark — Node ${r.node}, ${r.machine.cpu}, ${r.machine.cpus} CPUs (median of the iterations)`,
-    `${'pages'.padStart(8)} ${'fork (COW)'.padStart(12)} ${'table frames'.padStart(13)} ${'byte copy'.padStart(11)} ${'ratio'.padStart(9)}`,
-    ...r.rows.map((x) => `${String(x.pages).padStart(8)} ${(x.forkMs.toFixed(1) + ' ms').padStart(12)} ${String(x.tableFrames).padStart(13)} ${(x.byteCopyMs.toFixed(3) + ' ms').padStart(11)} ${(x.ratio.toFixed(0) + 'x').padStart(9)}`),
-  ].join('\n');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shootdown latency: one initiator (core 0, this thread) and 1..N target cores running the space
-// (each in a loop of loads that polls for interrupts at every access); the round trip of one
-// page's shootdown — requests, local invalidation, every ack — median and p99.
-
-export interface ShootdownResult {
-  node: string;
-  machine: MicroResult['machine'];
-  rows: { targets: number; p50Ns: number; p99Ns: number; samples: number }[];
-  note: string;
-}
-
-export async function runShootdownBench(o: {
-  targets: number[]; samples: number; log?: (s: string) => void;
-  /** Trace every target count into FILE with "-<targets>" before its extension. */
-  trace?: string;
-}): Promise<ShootdownResult> {
-  const rows: ShootdownResult['rows'] = [];
-  for (const n of o.targets) {
-    o.log?.(`bench: shootdown to ${n} target core(s)...`);
-    const m = await Machine.boot({ cores: n + 1, nodes: 1, memory: '32MiB', trace: o.trace !== undefined });
-    try {
-      const k = m.kernel;
-      const s = spaces.createSpace(k);
-      procs.spawn(k, s, -1);
-      for (let c = 0; c <= n; c++) m.setRegisters(c, { cpl: 3 });
-      const cpu = m.attachHere(0);
-      shootdowns.installHandlers(k, cpu);
-      shootdowns.switchTo(k, cpu, s);
-      const va = 0x40_0000;
-      const f = m.frames.allocZeroed(0);
-      refs.setRefcount(k, f, 1);
-      if (vm.map(k, 0, s, vaHi(va), vaLo(va), f * 4096, 4096, 3, cpu).code !== 0) throw new Error('bench: map failed');
-      const targets = Array.from({ length: n }, (_, i) => i + 1);
-      const running = m.run(targets.map((c) => ({ core: c, program: { kind: 'ops', ops: [{ op: 'switch', space: s }, { op: 'load', va }], repeat: Number.MAX_SAFE_INTEGER } })));
-      const deadline = Date.now() + 20_000;
-      while (shootdowns.activeCores(k, s).length < n + 1) {
-        if (Date.now() > deadline) throw new Error('bench: target cores did not join the space');
-        await new Promise((r) => setImmediate(r));
-      }
-      const lat: number[] = [];
-      for (let i = 0; i < o.samples + 50; i++) {
-        const t = performance.now();
-        shootdowns.shootdown(k, cpu, s, vaHi(va), vaLo(va), 1);
-        if (i >= 50) lat.push((performance.now() - t) * 1e6);
-      }
-      for (const c of targets) cpu.sendIpi(c, IPI_STOP);
-      cpu.waitAcks();
-      const res = await running;
-      for (const r of res) if (!r.ok) throw new Error(`bench: core ${r.core} failed: ${r.error}`);
-      cpu.detach();
-      if (o.trace) await writeChromeTrace(m, o.trace.replace(/(\.json)?$/, `-${n}$1`));
-      lat.sort((a, b) => a - b);
-      rows.push({ targets: n, p50Ns: lat[lat.length >> 1], p99Ns: lat[Math.floor(lat.length * 0.99)], samples: lat.length });
-    } finally {
-      await m.shutdown();
-    }
-  }
-  return {
-    node: process.version,
-    machine: machineInfo(),
-    rows,
-    note: `this machine has ${machineInfo().cpus} real CPUs: with more target cores than that, round trips wait for the OS to run each target`,
-  };
-}
-
-export function formatShootdown(r: ShootdownResult): string {
-  return [
-    `nrvm shootdown latency — Node ${r.node}, ${r.machine.cpu}, ${r.machine.cpus} CPUs (one page, one initiator)`,
-    `${'targets'.padStart(8)} ${'p50'.padStart(12)} ${'p99'.padStart(12)} ${'samples'.padStart(8)}`,
-    ...r.rows.map((x) => `${String(x.targets).padStart(8)} ${((x.p50Ns / 1000).toFixed(1) + ' us').padStart(12)} ${((x.p99Ns / 1000).toFixed(1) + ' us').padStart(12)} ${String(x.samples).padStart(8)}`),
-    `(${r.note})`,
   ].join('\n');
 }

@@ -17,7 +17,6 @@ import type { VmMix, VmMixProgram } from '../workloads/sources.js';
 import { OK } from '../kernel/ops.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
-import { sumCounters } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
@@ -158,7 +157,7 @@ class Point {
   /** Runs one round on every core; measured rounds count, warm-up rounds do not. */
   async run(measured: boolean): Promise<void> {
     if (this.workload === 'maponly' && this.round > 0) this.renew();
-    if (measured && this.rates.length === 0) this.before = sumCounters(this.m);
+    if (measured && this.rates.length === 0) this.before = this.m.sumCounters();
     const jobs = [...Array(this.cores).keys()].map((c) => {
       const program: VmMixProgram = {
         kind: 'vm-mix', seed: 1 + this.round, count: Number.MAX_SAFE_INTEGER, durationMs: ROUND_MS, cores: this.cores, slots: this.slots, regionBase: REGION,
@@ -196,7 +195,7 @@ class Point {
   }
 
   row(): ScaleRow {
-    const after = sumCounters(this.m);
+    const after = this.m.sumCounters();
     const hits = after.tlbHits - (this.before.tlbHits ?? 0);
     const misses = after.tlbMisses - (this.before.tlbMisses ?? 0);
     const map = p50p99(this.lat.map);

@@ -1,0 +1,84 @@
+// `nrvm bench fork` (and `npm run bench`): a copy-on-write fork of an address space of N mapped
+// pages against copying the same page tables with a plain byte copy, measured in the same run.
+
+import { Bench } from 'tinybench';
+import { Machine } from '../machine/machine.js';
+import { vaHi, vaLo } from '../hw/vaddr.js';
+import { tableFrames } from '../hw/pagetable.js';
+import * as forks from '../kernel/fork.js';
+import * as refs from '../kernel/refs.js';
+import * as shootdowns from '../kernel/shootdown.js';
+import * as spaces from '../kernel/space.js';
+import * as vm from '../kernel/vm.js';
+import { machineInfo, type MicroResult } from './micro.js';
+
+// Fork: copy-on-write fork of an address space of N mapped pages, against copying the same page
+// tables with a plain byte copy (what a fork that shares nothing but the tables would cost).
+
+export interface ForkResult {
+  node: string;
+  machine: MicroResult['machine'];
+  rows: { pages: number; forkMs: number; tableFrames: number; byteCopyMs: number; ratio: number }[];
+}
+
+/** Forks spaces of each size (tinybench, a few iterations each), main thread, one core. */
+export async function runForkBench(o: { sizes: number[]; iterations: number; log?: (s: string) => void }): Promise<ForkResult> {
+  const rows: ForkResult['rows'] = [];
+  for (const pages of o.sizes) {
+    o.log?.(`bench: fork of ${pages} pages...`);
+    const m = await Machine.boot({ cores: 1, nodes: 1, memory: '256MiB', kernel: { maxSpaces: 3, maxMappings: pages + 16, logEntries: 4096 } }, { pool: false });
+    try {
+      m.setRegisters(0, { cpl: 3 });
+      const cpu = m.attachHere(0);
+      const k = m.kernel;
+      const parent = spaces.createSpace(k);
+      const data = m.frames.allocZeroed(0);
+      refs.setRefcount(k, data, 1);
+      for (let i = 0; i < pages; i++) {
+        refs.setRefcount(k, data, refs.refcount(k, data) + (i === 0 ? 0 : 1));
+        if (vm.map(k, 0, parent, vaHi(0x1000_0000 + i * 4096), vaLo(0x1000_0000 + i * 4096), data * 4096, 4096, 3, cpu).code !== 0) throw new Error(`bench: cannot map page ${i}`);
+      }
+      shootdowns.switchTo(k, cpu, parent);
+      const tables = tableFramesOf(m, parent);
+      const scratch = m.frames.allocContiguous(0, 1024);
+      const bench = new Bench({ iterations: o.iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
+      bench
+        .add(`fork-${pages}`, () => {
+          const child = forks.fork(k, cpu, parent);
+          if (child < 0) throw new Error('bench: fork failed');
+          spaces.destroySpace(k, child, (pfn, n, rights) => refs.releaseMapping(k, child, pfn, n, rights), cpu);
+        })
+        .add(`copy-${pages}`, () => {
+          for (let i = 0; i < tables.length; i++) {
+            const dst = (scratch + (i % 1024)) * 1024;
+            m.mem.copyWithin(dst, tables[i] * 1024, tables[i] * 1024 + 1024);
+          }
+        });
+      await bench.run();
+      const [f, c] = bench.tasks.map((t) => {
+        if (t.result.state !== 'completed') throw new Error(`bench: ${t.name} did not complete`);
+        return t.result.latency.p50;
+      });
+      rows.push({ pages, forkMs: f, tableFrames: tables.length, byteCopyMs: c, ratio: f / c });
+      cpu.detach();
+    } finally {
+      await m.shutdown();
+    }
+  }
+  return { node: process.version, machine: machineInfo(), rows };
+}
+
+/** The machine the figures were measured on. */
+function tableFramesOf(m: Machine, s: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < m.config.nodes; r++) out.push(...tableFrames(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(r)));
+  return out;
+}
+
+export function formatFork(r: ForkResult): string {
+  return [
+    `nrvm fork benchmark — Node ${r.node}, ${r.machine.cpu}, ${r.machine.cpus} CPUs (median of the iterations)`,
+    `${'pages'.padStart(8)} ${'fork (COW)'.padStart(12)} ${'table frames'.padStart(13)} ${'byte copy'.padStart(11)} ${'ratio'.padStart(9)}`,
+    ...r.rows.map((x) => `${String(x.pages).padStart(8)} ${(x.forkMs.toFixed(1) + ' ms').padStart(12)} ${String(x.tableFrames).padStart(13)} ${(x.byteCopyMs.toFixed(3) + ' ms').padStart(11)} ${(x.ratio.toFixed(0) + 'x').padStart(9)}`),
+  ].join('\n');
+}
