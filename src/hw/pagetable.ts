@@ -12,7 +12,7 @@
 import type { Frames } from './frames.js';
 import { NO_FRAME } from './frames.js';
 import { FRAME_WORDS, HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD, PTE_A, PTE_D, PTE_G, PTE_P, PTE_PAT_HUGE, PTE_PS, PTE_RW, PTE_US, entryFrame, makeHi, makeLo } from './pte.js';
-import { tableIndex, vaHi, vaJoin, vaLo } from './vaddr.js';
+import { addHi, addLo, tableIndex, vaJoin } from './vaddr.js';
 
 /** Rights and attributes of a new leaf. */
 export interface LeafAttrs {
@@ -102,10 +102,12 @@ export function missingTables(mem: Int32Array, rootPfn: number, vhi: number, vlo
   const last = va + pages * 4096 - 1;
   let need = 0;
   // A PDPT per 512 GiB (its entry in the PML4), a PD per 1 GiB, a PT per 2 MiB.
+  // The k-th region of a level holds vhi:vlo + k spans (the walk reads only the index bits).
   for (let shift = 39; shift >= 21; shift -= 9) {
     const span = 2 ** shift;
-    for (let v = Math.floor(va / span) * span; v <= last; v += span) {
-      const w = walkTo(mem, rootPfn, false, vaHi(v), vaLo(v), shift, null, 0);
+    const regions = Math.floor(last / span) - Math.floor(va / span) + 1;
+    for (let k = 0; k < regions; k++) {
+      const w = walkTo(mem, rootPfn, false, addHi(vhi, vlo, k * span), addLo(vlo, k * span), shift, null, 0);
       if (w < 0 || (Atomics.load(mem, w) & PTE_P) === 0) need++;
     }
   }

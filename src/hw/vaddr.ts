@@ -24,10 +24,30 @@ export function vaJoin(vhi: number, vlo: number): number {
   return vhi * TWO32 + (vlo >>> 0);
 }
 
+/**
+ * High half of the address `bytes` (>= 0) past vhi:vlo. With addLo, the way to step through a
+ * range held as halves: small integers in and out, so a call that is not inlined allocates
+ * nothing (a number above 2^31 passed or returned would be a heap number).
+ */
+export function addHi(vhi: number, vlo: number, bytes: number): number {
+  return (vhi + Math.floor(((vlo >>> 0) + bytes) / TWO32)) | 0;
+}
+
+/** Low half of the address `bytes` (>= 0) past an address whose low half is vlo (see addHi). */
+export function addLo(vlo: number, bytes: number): number {
+  return (vlo + bytes) | 0;
+}
+
 /** Writes va into words[at] (high half) and words[at + 1] (low half). */
 export function putVa(words: Int32Array, at: number, va: number): void {
   words[at] = vaHi(va);
   words[at + 1] = vaLo(va);
+}
+
+/** Writes the address of 4 KiB page number `page` into words[at] (high half) and words[at + 1] (low half). */
+export function putPage(words: Int32Array, at: number, page: number): void {
+  words[at] = Math.floor(page / 1048576) | 0;
+  words[at + 1] = (page % 1048576) * 4096;
 }
 
 /** The numeric address held at words[at] (high half) and words[at + 1] (low half). */

@@ -13,7 +13,7 @@ import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
 import { leafLo, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
-import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
+import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
 import { BoundedWait, STEP_EXPIRED } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
@@ -204,11 +204,12 @@ export class VSpace implements Replicated {
     const user = (rights & R_USER) !== 0;
     const nx = (rights & R_NX) !== 0;
     for (let off = 0; off < pages;) {
-      const v = va + off * PAGE;
+      const vhi = addHi(hi, lo, off * PAGE);
+      const vlo = addLo(lo, off * PAGE);
       const p = pfn + off;
-      const shift = pieceShift(vaLo(v), p, pages - off);
-      const word = walkTo(this.mem, root, false, vaHi(v), vaLo(v), shift, this.takers[r], PTE_RW | PTE_US);
-      if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${v.toString(16)} (${-1 - word})`);
+      const shift = pieceShift(vlo, p, pages - off);
+      const word = walkTo(this.mem, root, false, vhi, vlo, shift, this.takers[r], PTE_RW | PTE_US);
+      if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${vaJoin(vhi, vlo).toString(16)} (${-1 - word})`);
       this.mem[word + 1] = makeHi(p, 0, nx);
       Atomics.store(this.mem, word, leafLo(p, shift, (write ? PTE_RW : 0) | (user ? PTE_US : 0)));
       off += 2 ** (shift - 12);
@@ -230,9 +231,9 @@ export class VSpace implements Replicated {
       return;
     }
     for (let off = 0; off < e.pages;) {
-      const v = e.va + off * PAGE;
-      const shift = pieceShift(vaLo(v), e.pfn + off, e.pages - off);
-      Atomics.store(this.mem, this.leafWord(r, vaHi(v), vaLo(v), shift), 0);
+      const vlo = addLo(lo, off * PAGE);
+      const shift = pieceShift(vlo, e.pfn + off, e.pages - off);
+      Atomics.store(this.mem, this.leafWord(r, addHi(hi, lo, off * PAGE), vlo, shift), 0);
       off += 2 ** (shift - 12);
     }
     resp[ro + RS_CODE] = OK;
@@ -260,9 +261,9 @@ export class VSpace implements Replicated {
     const clearLo = (leafWritable(rights) ? 0 : PTE_RW) | (rights & R_USER ? 0 : PTE_US);
     const setLo = (leafWritable(rights) ? PTE_RW : 0) | (rights & R_USER ? PTE_US : 0);
     for (let off = 0; off < old.pages;) {
-      const v = old.va + off * PAGE;
-      const shift = pieceShift(vaLo(v), old.pfn + off, old.pages - off);
-      const word = this.leafWord(r, vaHi(v), vaLo(v), shift);
+      const vlo = addLo(lo, off * PAGE);
+      const shift = pieceShift(vlo, old.pfn + off, old.pages - off);
+      const word = this.leafWord(r, addHi(hi, lo, off * PAGE), vlo, shift);
       Atomics.and(mem, word, ~clearLo);
       if (rights & R_NX) Atomics.or(mem, word + 1, HI_XD);
       else Atomics.and(mem, word + 1, ~HI_XD);

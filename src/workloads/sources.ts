@@ -12,7 +12,7 @@
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
-import { parseAddress, split64, putVa } from '../hw/vaddr.js';
+import { parseAddress, putPage, split64 } from '../hw/vaddr.js';
 import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
@@ -250,7 +250,7 @@ class VmMixSource implements ProgramSource {
   private readonly rng: Rng;
   private readonly cut: number[];
   private started = false;
-  /** Pages this core touched lately: half of its loads go there (temporal locality, as real programs have). */
+  /** Page numbers this core touched lately: half of its loads go there (temporal locality, as real programs have). */
   private readonly hot = new Float64Array(16);
   private hotAt = 0;
   /** The next of this core's slots a fresh map takes (freshMaps). */
@@ -268,20 +268,18 @@ class VmMixSource implements ProgramSource {
     this.rng = new Rng(p.seed | 0, core);
   }
 
-  private va(buf: Int32Array, w: number, va: number): void {
-    putVa(buf, w + 2, va);
-  }
-
   next(buf: Int32Array): number {
     const n = Math.min(this.left, buf.length / OP_WORDS);
     const rng = this.rng;
     const p = this.p;
-    const own = (): number => p.regionBase + (this.core * p.slots + rng.below(p.slots)) * 4096;
+    // Page numbers, not addresses: small integers (an address above 2^31 would be a heap number per op).
+    const regionPage = p.regionBase / 4096;
+    const own = (): number => regionPage + this.core * p.slots + rng.below(p.slots);
     const any = (): number => {
       if (this.hotAt > 0 && rng.below(2) === 0) return this.hot[rng.below(Math.min(this.hotAt, this.hot.length))];
-      const va = p.regionBase + rng.below(p.cores * p.slots) * 4096;
-      this.hot[this.hotAt++ % this.hot.length] = va;
-      return va;
+      const page = regionPage + rng.below(p.cores * p.slots);
+      this.hot[this.hotAt++ % this.hot.length] = page;
+      return page;
     };
     for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
       buf.fill(0, w, w + OP_WORDS);
@@ -291,7 +289,7 @@ class VmMixSource implements ProgramSource {
         case 'map':
           buf[w] = OP_K_MAP;
           buf[w + 1] = CURRENT_SPACE;
-          this.va(buf, w, p.freshMaps === true ? p.regionBase + (this.core * p.slots + (this.nextSlot++ % p.slots)) * 4096 : own());
+          putPage(buf, w + 2, p.freshMaps === true ? regionPage + this.core * p.slots + (this.nextSlot++ % p.slots) : own());
           buf[w + 4] = (VM_RW << 24) | 1; // rights << 24 | pages
           break;
         case 'unmap':
@@ -299,21 +297,21 @@ class VmMixSource implements ProgramSource {
         case 'resolve':
           buf[w] = kind === 'unmap' ? OP_K_UNMAP : kind === 'adjust' ? OP_K_ADJUST : OP_K_RESOLVE;
           buf[w + 1] = CURRENT_SPACE;
-          this.va(buf, w, kind === 'resolve' ? any() : own());
+          putPage(buf, w + 2, kind === 'resolve' ? any() : own());
           buf[w + 4] = rng.below(2) === 0 ? VM_RW : VM_RO;
           break;
         case 'access': {
           // Loads anywhere in the region (other cores' pages too); stores only to this core's own
           // slots, remembered for the isolation check.
           if (rng.below(3) === 0) {
-            const va = own() + rng.below(512) * 8;
             buf[w] = OP_K_OWN;
-            putVa(buf, w + 1, va);
+            putPage(buf, w + 1, own());
+            buf[w + 2] |= rng.below(512) * 8;
             buf[w + 3] = 1;
           } else {
-            const va = any() + rng.below(512) * 8;
             buf[w] = OP_LOAD;
-            putVa(buf, w + 1, va);
+            putPage(buf, w + 1, any());
+            buf[w + 2] |= rng.below(512) * 8;
           }
           break;
         }
