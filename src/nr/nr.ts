@@ -19,11 +19,18 @@
 //
 // Every wait is bounded; a wait that runs out panics naming the instance, replica and thread it
 // was waiting for. While waiting, a thread calls its `poll` hook (a core services interrupts).
+//
+// The files: log.ts (the ring and its header words: reserve, publish, head and ctail), replica.ts
+// (each replica's ltail, combiner lock and reader/writer lock words), rwlock.ts (the lock), and
+// this one — a thread's handle, its flat-combining slot, and the algorithm over the other three
+// (combine, append, make room, apply, sync, read).
 
 import {
-  E_ARGS, E_OP, E_ORIGIN, E_SEQ, ENTRY_ARGS, H_CTAIL, H_HEAD, H_TAIL, NR_LINE, NrLayout, REP_COMBINER, REP_LTAIL, REP_WRITER,
-  RESP_WORDS, SLOT_ARGS, SLOT_DONE, SLOT_EMPTY, SLOT_OP, SLOT_PENDING, SLOT_RESP, SLOT_STATE,
+  E_ARGS, E_OP, E_ORIGIN, ENTRY_ARGS, NR_LINE, NrLayout, RESP_WORDS, SLOT_ARGS, SLOT_DONE, SLOT_EMPTY, SLOT_OP, SLOT_PENDING,
+  SLOT_RESP, SLOT_STATE,
 } from './layout.js';
+import { Log } from './log.js';
+import { Replicas } from './replica.js';
 import { readLock, readUnlock, writeLock, writeUnlock, type LockWaiter } from './rwlock.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { PH_BEGIN, PH_END, TR_COMBINE, TR_SYNC } from '../hw/trace.js';
@@ -90,9 +97,10 @@ const W_CTAIL = 5;
  */
 export class Nr implements LockWaiter {
   readonly w: Int32Array;
+  /** Word index of the instance in w. */
   readonly base: number;
-  readonly size: number;
-  readonly mask: number;
+  readonly log: Log;
+  readonly replicas: Replicas;
   readonly stats = new NrStats();
   private readonly scratch = new Int32Array(RESP_WORDS);
   /** The threads of one batch (a combiner's gathering, reused). */
@@ -115,8 +123,8 @@ export class Nr implements LockWaiter {
   ) {
     this.w = words;
     this.base = layout.instanceBase(instance);
-    this.size = layout.config.logEntries;
-    this.mask = layout.mask;
+    this.log = new Log(layout, words, instance);
+    this.replicas = new Replicas(layout, words, instance);
     this.batch = new Int32Array(layout.config.maxBatch);
     this.bw = new BoundedWait(waitLimitMs);
   }
@@ -124,23 +132,21 @@ export class Nr implements LockWaiter {
   // ---- words ------------------------------------------------------------------------------
 
   head(): number {
-    return Atomics.load(this.w, this.base + H_HEAD);
+    return this.log.head();
   }
   tail(): number {
-    return Atomics.load(this.w, this.base + H_TAIL);
+    return this.log.tail();
   }
   ctail(): number {
-    return Atomics.load(this.w, this.base + H_CTAIL);
+    return this.log.ctail();
   }
   ltail(r: number): number {
-    return Atomics.load(this.w, this.base + this.layout.replica(r) + REP_LTAIL);
+    return this.replicas.ltail(r);
   }
 
   /** Resets the instance to empty. Only while no thread uses it (allocation from the pool). */
   reset(): void {
-    const w = this.w;
-    const b = this.base;
-    w.fill(0, b, b + this.layout.instanceWords);
+    this.w.fill(0, this.base, this.base + this.layout.instanceWords);
   }
 
   // ---- bounded waiting ----------------------------------------------------------------------
@@ -158,7 +164,7 @@ export class Nr implements LockWaiter {
     if (t.combining === 0) t.poll();
     const s = this.bw.step();
     if (s === STEP_EXPIRED) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${this.describe(t, what, x, y)}`);
-    if (s === STEP_SLEEP) sleepOn(this.w, this.base + H_TAIL, Atomics.load(this.w, this.base + H_TAIL));
+    if (s === STEP_SLEEP) sleepOn(this.w, this.log.tailWord, Atomics.load(this.w, this.log.tailWord));
   }
 
   private describe(t: NrThread, what: number, x: number, y: number): string {
@@ -168,14 +174,20 @@ export class Nr implements LockWaiter {
       case W_READER:
         return `thread ${y} to leave replica ${x}'s read side`;
       case W_COMBINED:
-        return `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.holder(t.replica)})`;
+        return `its operation to be combined by replica ${t.replica}'s combiner (held by ${this.replicas.holder(t.replica)})`;
       case W_ROOM:
         return `room in the log (head ${this.head()}, tail ${this.tail()}, ltails ${this.ltails()})`;
       case W_ENTRY:
         return `log entry ${x} to be filled by its appender (replica ${y} applying)`;
       default:
-        return `replica ${x} to reach ctail ${y} (at ${this.ltail(x)}, combiner ${this.holder(x)})`;
+        return `replica ${x} to reach ctail ${y} (at ${this.ltail(x)}, combiner ${this.replicas.holder(x)})`;
     }
+  }
+
+  private ltails(): string {
+    const out: string[] = [];
+    for (let r = 0; r < this.layout.config.replicas; r++) out.push(`r${r}=${this.ltail(r)}`);
+    return out.join(' ');
   }
 
   /** LockWaiter: a wait on replica `waitingReplica`'s reader/writer lock begins. */
@@ -188,7 +200,7 @@ export class Nr implements LockWaiter {
     this.step(this.waiting as NrThread, who < 0 ? W_WRITER : W_READER, this.waitingReplica, who);
   }
 
-  // ---- writes -------------------------------------------------------------------------------
+  // ---- writes (the crate's context.rs: one flat-combining slot per thread) -----------------
 
   /**
    * Executes a mutating operation through the log: returns when it has been applied to this
@@ -213,24 +225,18 @@ export class Nr implements LockWaiter {
     Atomics.store(w, slot + SLOT_STATE, SLOT_EMPTY);
   }
 
-  private holder(r: number): string {
-    const v = Atomics.load(this.w, this.base + this.layout.replica(r) + REP_COMBINER);
-    return v === 0 ? 'nobody' : `thread ${v - 1}`;
-  }
-
   /**
    * Flat combining: if r's combiner lock is free, takes it, appends the pending operations of
    * r's threads as one batch, applies the log to r and hands out responses. Returns whether it
    * combined.
    */
   private tryCombine(t: NrThread, r: number): boolean {
-    const w = this.w;
-    const lock = this.base + this.layout.replica(r) + REP_COMBINER;
-    if (Atomics.load(w, lock) !== 0 || Atomics.compareExchange(w, lock, 0, t.id + 1) !== 0) return false;
+    if (!this.replicas.tryLockCombiner(r, t.id)) return false;
     t.combining++;
     t.trace?.(PH_BEGIN, TR_COMBINE);
     try {
       this.stats.combines++;
+      const w = this.w;
       const threads = this.layout.config.threads;
       const batch = this.batch;
       let n = 0;
@@ -238,45 +244,28 @@ export class Nr implements LockWaiter {
         if (this.replicaOf[u] === r && Atomics.load(w, this.base + this.layout.slot(u) + SLOT_STATE) === SLOT_PENDING) batch[n++] = u;
       }
       if (n > 0) this.append(t, r, n);
-      this.exec(t, r, this.tail());
+      this.exec(t, r, this.log.tail());
     } finally {
-      Atomics.store(w, lock, 0);
+      this.replicas.unlockCombiner(r);
       t.combining--;
       t.trace?.(PH_END, TR_COMBINE);
     }
     return true;
   }
 
-  /** Reserves room for the first n threads of this.batch with one CAS on tail (making room when full), fills and publishes them. */
+  /** Reserves room for the first n threads of this.batch (making room when the log is full), then fills and publishes their entries. */
   private append(t: NrThread, r: number, n: number): void {
-    const w = this.w;
-    const b = this.base;
+    const log = this.log;
     const batch = this.batch;
     this.startWait();
     let start: number;
-    for (;;) {
-      const tail = Atomics.load(w, b + H_TAIL);
-      const head = Atomics.load(w, b + H_HEAD);
-      if (((tail + n - head) | 0) > this.size) {
-        this.makeRoom(t, r);
-        if (((Atomics.load(w, b + H_TAIL) + n - Atomics.load(w, b + H_HEAD)) | 0) > this.size) {
-          this.step(t, W_ROOM, 0, 0);
-        }
-        continue;
-      }
-      if (Atomics.compareExchange(w, b + H_TAIL, tail, (tail + n) | 0) === tail) {
-        start = tail;
-        break;
-      }
+    while ((start = log.reserve(n)) < 0) {
+      this.makeRoom(t, r);
+      if (!log.hasRoom(n)) this.step(t, W_ROOM, 0, 0);
     }
     for (let k = 0; k < n; k++) {
-      const idx = (start + k) | 0;
-      const e = b + this.layout.entry(idx);
-      const slot = b + this.layout.slot(batch[k]);
-      w[e + E_ORIGIN] = (r << 16) | batch[k];
-      w[e + E_OP] = w[slot + SLOT_OP];
-      for (let i = 0; i < ENTRY_ARGS; i++) w[e + E_ARGS + i] = w[slot + SLOT_ARGS + i];
-      Atomics.store(w, e + E_SEQ, (idx + 1) | 0);
+      const slot = this.base + this.layout.slot(batch[k]);
+      log.publish((start + k) | 0, (r << 16) | batch[k], this.w[slot + SLOT_OP], this.w, slot + SLOT_ARGS);
     }
     this.stats.appends += n;
     this.stats.batches++;
@@ -284,31 +273,23 @@ export class Nr implements LockWaiter {
     t.bp?.(NR_BP_AFTER_APPEND);
   }
 
-  private ltails(): string {
-    const out: string[] = [];
-    for (let r = 0; r < this.layout.config.replicas; r++) out.push(`r${r}=${this.ltail(r)}`);
-    return out.join(' ');
-  }
-
   /** GC: head = min ltail; then advance lagging replicas (other than r, which we are combining). */
   private makeRoom(t: NrThread, r: number): void {
-    const w = this.w;
-    const b = this.base;
+    const log = this.log;
     // Our own replica first: it may be the laggard.
-    this.exec(t, r, Atomics.load(w, b + H_TAIL));
+    this.exec(t, r, log.tail());
     this.gc();
-    const head = Atomics.load(w, b + H_HEAD);
+    const head = log.head();
     for (let q = 0; q < this.layout.config.replicas; q++) {
       if (q === r || this.ltail(q) !== head) continue;
       this.onLagging(q);
-      const lock = b + this.layout.replica(q) + REP_COMBINER;
-      if (Atomics.compareExchange(w, lock, 0, t.id + 1) === 0) {
+      if (this.replicas.tryLockCombiner(q, t.id)) {
         t.combining++;
         try {
           this.stats.laggardAdvances++;
-          this.exec(t, q, Atomics.load(w, b + H_TAIL));
+          this.exec(t, q, log.tail());
         } finally {
-          Atomics.store(w, lock, 0);
+          this.replicas.unlockCombiner(q);
           t.combining--;
         }
       }
@@ -316,58 +297,46 @@ export class Nr implements LockWaiter {
     this.gc();
   }
 
-  /** Moves head up to the smallest ltail (CAS; only forward). */
+  /** Moves head up to the smallest ltail (only forward). */
   gc(): void {
-    const w = this.w;
-    const b = this.base;
     let min = this.ltail(0);
     for (let q = 1; q < this.layout.config.replicas; q++) {
       const l = this.ltail(q);
       if (((l - min) | 0) < 0) min = l;
     }
-    for (;;) {
-      const head = Atomics.load(w, b + H_HEAD);
-      if (((min - head) | 0) <= 0) return;
-      if (Atomics.compareExchange(w, b + H_HEAD, head, min) === head) return;
-    }
+    this.log.advanceHead(min);
   }
 
   /**
    * Applies log entries ltail[r] .. upto-1 to replica r under its writer lock, delivering the
-   * responses of r's own entries. The caller holds r's combiner lock.
+   * responses of r's own entries (the crate's Log::exec). The caller holds r's combiner lock.
    */
   private exec(t: NrThread, r: number, upto: number): void {
     const w = this.w;
-    const b = this.base;
-    const rb = b + this.layout.replica(r);
-    let i = Atomics.load(w, rb + REP_LTAIL);
+    const log = this.log;
+    const reps = this.replicas;
+    let i = reps.ltail(r);
     if (((upto - i) | 0) <= 0) return;
     t.bp?.(NR_BP_BEFORE_APPLY);
     this.waiting = t;
     this.waitingReplica = r;
-    writeLock(w, rb + REP_WRITER, b + this.layout.reader(r, 0), NR_LINE, this.layout.config.threads, this);
+    writeLock(w, reps.writerWord(r), reps.readerWord(r, 0), NR_LINE, this.layout.config.threads, this);
     try {
       for (; i !== upto; i = (i + 1) | 0) {
-        const e = b + this.layout.entry(i);
         this.startWait();
-        while (Atomics.load(w, e + E_SEQ) !== ((i + 1) | 0)) {
-          this.step(t, W_ENTRY, i, r);
-        }
+        while (!log.filled(i)) this.step(t, W_ENTRY, i, r);
+        const e = log.entry(i);
         const origin = w[e + E_ORIGIN];
         const mine = origin >>> 16 === r;
-        const resp = mine ? this.w : this.scratch;
-        const respOff = mine ? b + this.layout.slot(origin & 0xffff) + SLOT_RESP : 0;
-        this.ds.apply(r, w[e + E_OP], w, e + E_ARGS, resp, respOff);
-        if (mine) Atomics.store(w, b + this.layout.slot(origin & 0xffff) + SLOT_STATE, SLOT_DONE);
+        const slot = this.base + this.layout.slot(origin & 0xffff);
+        this.ds.apply(r, w[e + E_OP], w, e + E_ARGS, mine ? w : this.scratch, mine ? slot + SLOT_RESP : 0);
+        if (mine) Atomics.store(w, slot + SLOT_STATE, SLOT_DONE);
       }
-      Atomics.store(w, rb + REP_LTAIL, upto);
+      reps.setLtail(r, upto);
     } finally {
-      writeUnlock(w, rb + REP_WRITER);
+      writeUnlock(w, reps.writerWord(r));
     }
-    for (;;) {
-      const c = Atomics.load(w, b + H_CTAIL);
-      if (((upto - c) | 0) <= 0 || Atomics.compareExchange(w, b + H_CTAIL, c, upto) === c) break;
-    }
+    log.advanceCtail(upto);
   }
 
   // ---- reads --------------------------------------------------------------------------------
@@ -378,7 +347,7 @@ export class Nr implements LockWaiter {
    */
   sync(t: NrThread): void {
     const r = t.replica;
-    const target = this.ctail();
+    const target = this.log.ctail();
     this.startWait();
     let counted = false;
     while (((this.ltail(r) - target) | 0) < 0) {
@@ -398,21 +367,19 @@ export class Nr implements LockWaiter {
    * which the caller reads (without writing it) until endRead(t). No allocation.
    */
   beginRead(t: NrThread): number {
-    const w = this.w;
     const r = t.replica;
-    const rb = this.base + this.layout.replica(r);
     // The replica is usually up to date already: two loads, no sync (ctail first, as sync reads it).
-    const target = Atomics.load(w, this.base + H_CTAIL);
-    if (((Atomics.load(w, rb + REP_LTAIL) - target) | 0) < 0) this.sync(t);
+    const target = this.log.ctail();
+    if (((this.replicas.ltail(r) - target) | 0) < 0) this.sync(t);
     this.waiting = t;
     this.waitingReplica = r;
-    readLock(w, rb + REP_WRITER, this.base + this.layout.reader(r, t.id), this);
+    readLock(this.w, this.replicas.writerWord(r), this.replicas.readerWord(r, t.id), this);
     return r;
   }
 
   /** Ends a read begun by beginRead(t). */
   endRead(t: NrThread): void {
-    readUnlock(this.w, this.base + this.layout.reader(t.replica, t.id));
+    readUnlock(this.w, this.replicas.readerWord(t.replica, t.id));
   }
 
   /** A read as one call: beginRead, `fn(replica)` (which must not write), endRead. Returns fn's result. */
@@ -437,7 +404,7 @@ export class Nr implements LockWaiter {
       if (((tail - l) | 0) < 0) out.push(`instance ${this.instance}: ltail[${r}] ${l} is past tail ${tail}`);
     }
     if (((tail - ctail) | 0) < 0) out.push(`instance ${this.instance}: ctail ${ctail} is past tail ${tail}`);
-    if (((tail - head) | 0) > this.size) out.push(`instance ${this.instance}: ${tail - head} live entries exceed the log's ${this.size}`);
+    if (((tail - head) | 0) > this.log.size) out.push(`instance ${this.instance}: ${tail - head} live entries exceed the log's ${this.log.size}`);
     return out;
   }
 }
