@@ -6,6 +6,20 @@
 import { hiReservedMask } from './pte.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './fault.js';
 
+/**
+ * CR3's halves for a root table at frame pfn with PCID `pcid` (bits 11:0), and the no-flush bit
+ * (bit 63, as hi bit 31) when asked: the root's address needs the high half once the frame is at
+ * or above 2^20 (a physical address at or above 4 GiB). The only place that builds a CR3.
+ */
+export function cr3Hi(pfn: number, noFlush: boolean): number {
+  return (Math.floor(pfn / 0x100000) | (noFlush ? CR3_NOFLUSH_HI : 0)) | 0;
+}
+
+/** CR3's low half for a root table at frame pfn with PCID `pcid` (see cr3Hi). */
+export function cr3Lo(pfn: number, pcid: number): number {
+  return ((pfn % 0x100000) * 4096 + (pcid & 0xfff)) | 0;
+}
+
 export const CR0_WP = 1 << 16;
 export const CR0_PG = 1 << 31;
 export const CR4_PAE = 1 << 5;

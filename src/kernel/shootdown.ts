@@ -10,7 +10,7 @@
 
 import { type Cpu } from '../hw/cpu.js';
 import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK } from '../hw/apic.js';
-import { CR3_NOFLUSH_HI, CR4_PCIDE } from '../hw/regs.js';
+import { CR4_PCIDE, cr3Hi, cr3Lo } from '../hw/regs.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import { panic } from '../hw/panic.js';
@@ -54,7 +54,8 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
     Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
     kx.stats.generationFlushes++;
   }
-  cpu.movCr3(CR3_NOFLUSH_HI, kx.vspace(s).root(kx.replicaFor(cpu.id)) * PAGE + pcid(s));
+  const root = kx.vspace(s).root(kx.replicaFor(cpu.id));
+  cpu.movCr3(cr3Hi(root, true), cr3Lo(root, pcid(s)));
   if (prev >= 0) leaveMask(kx, cpu, prev);
   kx.current[cpu.id] = s;
 }
@@ -80,7 +81,7 @@ export function leave(kx: Kernel, cpu: Cpu): void {
   cpu.mmu.flushNonGlobal();
   if (prev < 0) return; // a core the kernel never switched keeps the CR3 it was given (hardware-level programs)
   const z = zeroPage(kx);
-  if (z !== NO_FRAME) cpu.movCr3(CR3_NOFLUSH_HI, z * PAGE);
+  if (z !== NO_FRAME) cpu.movCr3(cr3Hi(z, true), cr3Lo(z, 0));
   leaveMask(kx, cpu, prev);
   kx.current[cpu.id] = -1;
 }
