@@ -273,8 +273,17 @@ async function stress(args: string[]): Promise<number> {
   const seconds = values.seconds === undefined ? 10 : Number(values.seconds);
   if (!Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
   const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
-  const tty = process.stderr.isTTY && !values.json;
-  const progress = tty ? (line: string) => process.stderr.write(`\r\x1b[2K${line}`) : undefined;
+  // Progress goes to stderr (stdout keeps the report or the JSON): a line rewritten in place on a
+  // terminal, a plain line every 10 s otherwise (logs of batch jobs).
+  const tty = process.stderr.isTTY === true;
+  let lastPlain = performance.now();
+  const progress = (line: string): void => {
+    if (tty) process.stderr.write(`\r\x1b[2K${line}`);
+    else if (performance.now() - lastPlain >= 10_000) {
+      lastPlain = performance.now();
+      process.stderr.write(line + '\n');
+    }
+  };
   const replay = replayCommand(['stress', ...args], seed);
   let violations: number;
   if (values.hw) {

@@ -43,20 +43,40 @@ export interface StressReport {
 
 const SUM_COUNTERS = ['loads', 'stores', 'fetches', 'invlpg', 'ipisSent', 'ipisReceived', 'translations', 'pteUpdates', 'tlbHits', 'tlbMisses', 'walks', 'pageFaults', 'gpFaults'];
 
+/** Awaits `p`, calling `tick` every `ms` meanwhile (a round can last the whole run: progress must not wait for it). */
+export async function ticking<T>(p: Promise<T>, ms: number, tick: () => void): Promise<T> {
+  const t = setInterval(tick, ms);
+  try {
+    return await p;
+  } finally {
+    clearInterval(t);
+  }
+}
+
 /** Runs the stress loop. Rejects only for configuration/setup errors; violations are in the report. */
 export async function runStress(o: StressOptions, replay: string): Promise<StressReport> {
   const m = await Machine.boot({ ...o.machine, trace: o.trace !== undefined });
   try {
     const setup = setupHwStress(m);
+    await m.warmUp();
     const sum: Record<string, number> = Object.fromEntries(SUM_COUNTERS.map((k) => [k, 0]));
     let toggles = 0;
     const violations: StressReport['violations'] = [];
     const t0 = performance.now();
     const deadline = t0 + o.seconds * 1000;
     let round = 0;
+    /** The progress line: totals of the rounds done so far (a core publishes its counters when its round ends). */
+    const line = (r: number, running: boolean): string => {
+      const el = (performance.now() - t0) / 1000;
+      const acc = sum.loads + sum.stores + sum.fetches;
+      return `[${el.toFixed(1)}s/${o.seconds}s] round ${running ? r + 1 : r}${running ? ' running' : ''}  accesses ${fmt(acc)} (${fmt(acc / Math.max(el, 1e-3))}/s)  ` +
+        `TLB hit ${(100 * sum.tlbHits / Math.max(1, sum.tlbHits + sum.tlbMisses)).toFixed(1)}%  IPIs ${fmt(sum.ipisSent)}  violations ${violations.length}`;
+    };
     do {
       const before = new Map(setup.toggleWords.map((w) => [w, (m.mem[w] >>> 9) & 1]));
-      const res: CoreResult[] = await m.run(hwStressJobs(m, setup, o.seed, round, o.opsPerRound, o.mix));
+      // A round ends after its operations or at the run's deadline, whichever comes first.
+      const jobs = hwStressJobs(m, setup, o.seed, round, o.opsPerRound, o.mix, Math.max(1, deadline - performance.now()));
+      const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
       const found = [
         ...checkCores(res),
         ...checkIpis(res),
@@ -69,12 +89,7 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       for (const k of SUM_COUNTERS) sum[k] = all[k] ?? 0;
       for (const r of res) for (const n of Object.values(r.toggles)) toggles += n;
       round++;
-      const el = (performance.now() - t0) / 1000;
-      const acc = sum.loads + sum.stores + sum.fetches;
-      o.progress?.(
-        `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  ` +
-          `TLB hit ${(100 * sum.tlbHits / Math.max(1, sum.tlbHits + sum.tlbMisses)).toFixed(1)}%  IPIs ${fmt(sum.ipisSent)}  violations ${violations.length}`,
-      );
+      o.progress?.(line(round, false));
       if (found.some((v) => v.kind === 'core-failure')) break;
     } while (performance.now() < deadline);
     const seconds = (performance.now() - t0) / 1000;

@@ -14,7 +14,7 @@ import {
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
-import { fmt, formatViolations, violationInstants } from './stress.js';
+import { fmt, formatViolations, ticking, violationInstants } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
@@ -73,6 +73,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const s = spaces.createSpace(m.kernel);
       if (s < 0 || procs.spawn(m.kernel, s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
     }
+    await m.warmUp();
     const violations: VmStressReport['violations'] = [];
     const sum: Record<string, number> = {};
     const outcomes: Record<string, number> = {};
@@ -85,15 +86,26 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     let faults = 0;
     let reaped = 0;
     let stopped = false;
+    /** The progress line: totals of the rounds done so far (a core publishes its counters when its round ends). */
+    const line = (r: number, running: boolean): string => {
+      const el = (performance.now() - t0) / 1000;
+      const k = m.sumCounters();
+      const acc = k.loads + k.stores;
+      return `[${el.toFixed(1)}s/${o.seconds}s] round ${running ? r + 1 : r}${running ? ' running' : ''}  accesses ${fmt(acc)} (${fmt(acc / Math.max(el, 1e-3))}/s)  ` +
+        `maps ${fmt(sum.maps ?? 0)}  unmaps ${fmt(sum.unmaps ?? 0)}  shootdowns ${fmt(sum.shootdowns ?? 0)}  spurious ${fmt(sum.spuriousFaults ?? 0)}  violations ${violations.length}`;
+    };
     do {
+      // A round ends after its operations or at the run's deadline, whichever comes first (the
+      // cores check the clock as they go), so --seconds holds at any core count.
+      const left = Math.max(1, deadline - performance.now());
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
           kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
-          regionBase: REGION_BASE, mix: o.mix, checkOwner: true,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, durationMs: left,
         };
         return { core: c, program };
       });
-      const res: CoreResult[] = await m.run(jobs);
+      const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
       const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
       if (!found.some((v) => v.kind === 'core-failure')) reaped += procs.reapZombies(m.kernel);
       for (const v of found) violations.push({ ...v, round });
@@ -103,13 +115,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
         faults += r.faults;
       }
       round++;
-      const el = (performance.now() - t0) / 1000;
-      const k = m.sumCounters();
-      const acc = k.loads + k.stores;
-      o.progress?.(
-        `[${el.toFixed(1)}s/${o.seconds}s] round ${round}  accesses ${fmt(acc)} (${fmt(acc / el)}/s)  maps ${fmt(sum.maps ?? 0)}  ` +
-          `unmaps ${fmt(sum.unmaps ?? 0)}  shootdowns ${fmt(sum.shootdowns ?? 0)}  spurious ${fmt(sum.spuriousFaults ?? 0)}  violations ${violations.length}`,
-      );
+      o.progress?.(line(round, false));
       if (found.some((v) => v.kind === 'core-failure')) stopped = true;
     } while (!stopped && performance.now() < deadline);
     const seconds = (performance.now() - t0) / 1000;

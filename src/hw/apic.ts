@@ -35,6 +35,22 @@ export const IPI_OK = 0;
 export const IPI_TARGET_OFFLINE = 3;
 export const IPI_QUEUE_FULL = 4;
 
+/** What a wait outcome (WAIT_*, IPI_*) of core `cpu` means, for a message: never blank. */
+export function describeWait(cpu: Cpu, r: number): string {
+  switch (r) {
+    case WAIT_ABORTED:
+      return 'stopped: another core of the run failed';
+    case WAIT_TIMEOUT:
+      return `no answer within ${cpu.waitLimitMs} ms while waiting for ${cpu.lastWaitWhat || 'an unnamed condition'}`;
+    case IPI_QUEUE_FULL:
+      return 'the target core\'s IPI queue was full';
+    case IPI_TARGET_OFFLINE:
+      return 'the target core is not running';
+    default:
+      return `wait outcome ${r}`;
+  }
+}
+
 /** Handler for an IPI type. It must call cpu.apic.ack(sender) exactly once. */
 export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: number, a3: number, a4: number) => void;
 

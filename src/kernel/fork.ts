@@ -9,6 +9,7 @@ import type { Cpu } from '../hw/cpu.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
+import { S_LOCK_PROGRESS } from './layout.js';
 import { OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_WIRED, R_ZERO } from './ops.js';
 import { addRef, ownerAdd, release, releaseMapping } from './refs.js';
 import { SHOOTDOWN_FULL_FLUSH_PAGES, shootdown } from './shootdown.js';
@@ -24,7 +25,9 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
   let madeCow = false;
   try {
     kx.sync(parent, cpu.id, cpu);
+    const progress = kx.v.klayout.spaceBase(parent) + S_LOCK_PROGRESS;
     for (const e of entries(kx, cpu.id, parent, cpu)) {
+      Atomics.add(kx.v.k, progress, 1); // the lock's waiters see the fork moving
       if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
       const rights = (e.rights & R_ZERO) === 0 ? e.rights | R_COW : e.rights;
       // shareInto makes the parent's page copy-on-write before the child maps it: from then on the

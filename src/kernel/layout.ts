@@ -47,6 +47,11 @@ export const S_GEN = 1;
 export const S_RWLOCK = K_LINE;
 export const S_FORKING = K_LINE + 1;
 /**
+ * Bumped by a fork holding the lock, once per mapping it shares: a waiter whose bound runs out
+ * while this moves is waiting for a slow holder, not a stuck one, and waits on.
+ */
+export const S_LOCK_PROGRESS = K_LINE + 2;
+/**
  * TLB generation of the space (Linux's tlb_gen): bumped by every shootdown and every create,
  * never reset. A core that switches back in with an older generation flushes the space's PCID.
  * Written: initiators (add). Read: cores switching in. Own line.

@@ -9,7 +9,7 @@
 // between.
 
 import { type Cpu } from '../hw/cpu.js';
-import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK } from '../hw/apic.js';
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, describeWait } from '../hw/apic.js';
 import { CR4_PCIDE, cr3Hi, cr3Lo } from '../hw/regs.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
@@ -132,13 +132,13 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
       if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
       const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
       if (r === IPI_TARGET_OFFLINE) continue;
-      if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${cpu.lastWaitWhat}`);
+      if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
       kx.stats.shootdownIpis++;
     }
   }
   invalidateRange(cpu, pcid(s), hi, lo, pages, null);
   const r = cpu.apic.waitAcks();
-  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${cpu.lastWaitWhat}`);
+  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${describeWait(cpu, r)}`);
 }
 
 /** The cores running s other than `me`, as "1,2,3" (for a message; no closure in shootdownTraced). */

@@ -10,7 +10,7 @@ import { tableFrames } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
 import type { Kernel } from './context.js';
 import {
-  S_ACTIVE, S_FORKING, S_GEN, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
+  S_ACTIVE, S_FORKING, S_GEN, S_LOCK_PROGRESS, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
 } from './layout.js';
 import { ALREADY_MAPPED, OUT_OF_MEMORY } from './ops.js';
 import { activeCores, forget } from './shootdown.js';
@@ -83,10 +83,18 @@ export function lockShared(kx: Kernel, s: number, cpu?: Cpu): void {
   const b = kx.v.klayout.spaceBase(s);
   const v = Atomics.load(k, b + S_RWLOCK);
   if (v >= 0 && Atomics.load(k, b + S_FORKING) === 0 && Atomics.compareExchange(k, b + S_RWLOCK, v, v + 1) === v) return;
-  kx.beginWait(cpu, `space ${s}'s lock (a fork holds it)`);
+  kx.beginWait(cpu, `space ${s}'s lock (a fork holds it and made no progress)`);
+  let progress = Atomics.load(k, b + S_LOCK_PROGRESS);
   for (;;) {
     const x = Atomics.load(k, b + S_RWLOCK);
     if (x >= 0 && Atomics.load(k, b + S_FORKING) === 0 && Atomics.compareExchange(k, b + S_RWLOCK, x, x + 1) === x) return;
+    // The bound is on the holder making no progress: a fork of a large space on a machine with
+    // more simulated cores than CPUs may hold the lock longer than waitLimitMs and be fine.
+    const p = Atomics.load(k, b + S_LOCK_PROGRESS);
+    if (p !== progress) {
+      progress = p;
+      kx.bw.begin();
+    }
     kx.waitStep(0, b + S_RWLOCK);
   }
 }

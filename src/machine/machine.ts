@@ -207,6 +207,18 @@ export class Machine {
   }
 
   /**
+   * Starts every core's worker and waits until each has run once (an empty program): a worker's
+   * first task pays for loading its modules, tens of milliseconds each and seconds for a hundred
+   * cores on two CPUs, which a timed run should not count. Resolves at once without a pool.
+   */
+  async warmUp(): Promise<void> {
+    if (!this.pool) return;
+    const res = await this.run([...Array(this.config.cores).keys()].map((c) => ({ core: c, program: { kind: 'ops', ops: [] } as ProgramSpec })));
+    const bad = res.find((r) => !r.ok);
+    if (bad) throw new MachineError(`warm-up: ${bad.error}`);
+  }
+
+  /**
    * Runs one program per listed core, all at once, on the pool; resolves when every core has
    * finished and passed the end-of-run barrier. Results come in job order; a core that failed
    * has ok = false and an error naming what it waited for.

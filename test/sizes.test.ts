@@ -1,4 +1,4 @@
-// Physical memory above 4 GiB (issue 16): frames whose numbers need a page-table entry's high
+// Correct at every size (issue 16). Physical memory above 4 GiB: frames whose numbers need a page-table entry's high
 // half — page tables, the root a CR3 load names, data frames, copy-on-write copies, zero fills —
 // through the kernel, on a machine whose second node starts at 4 GiB; and the address-space
 // stress run with its oracles on that machine. A CR3 built from the root's frame number by a
@@ -21,6 +21,9 @@ import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
 import { DEFAULT_VM_MIX, runVmStress } from '../src/cli/vmstress.js';
+import { Machine } from '../src/machine/machine.js';
+import type { Cpu } from '../src/hw/cpu.js';
+import { S_LOCK_PROGRESS } from '../src/kernel/layout.js';
 
 /** The first frame at or above 4 GiB. */
 const FOUR_GIB = 2 ** 20;
@@ -103,3 +106,65 @@ H('the address-space stress runs clean with its second node above 4 GiB', async 
 });
 
 H.run();
+
+// --seconds holds: a round ends at the run's deadline, not only after its operations (a billion
+// per core here, hours of work): the bound asserted is generous, the property is that it ends.
+const T = suite('the stress run ends at its deadline');
+
+T('a round of a billion operations per core ends when the run is out of time', async () => {
+  const r = await runVmStress({
+    machine: { cores: 8, nodes: 2, memory: '64MiB' }, seconds: 1, seed: 3, processes: 2, opsPerRound: 1e9, slots: 64, mix: DEFAULT_VM_MIX,
+  }, 'test');
+  assert.equal(r.violations, []);
+  assert.is(r.rounds, 1);
+  assert.ok(r.seconds < 60, `ran ${r.seconds} s`);
+});
+
+T.run();
+
+// A fork may hold a space's lock past the machine's wait limit when simulated cores outnumber
+// the CPUs; the limit is on the holder making no progress, so a waiter keeps waiting while the
+// fork moves, and fails naming what it waited for only when it stops. Driven on one thread with
+// a fake clock: the waiter's interrupt poll advances it (no sleeps), plays the holder's progress
+// and finally releases the lock.
+const L = suite('space lock: the bound is on progress');
+
+L('a waiter outlasts the wait limit while the holder makes progress, and fails when it makes none', async () => {
+  const m = await Machine.boot({ cores: 1, nodes: 1, memory: '16MiB', waitLimitMs: 1000 }, { pool: false });
+  const k = m.kernel;
+  const s = spaces.createSpace(k);
+  procs.spawn(k, s, -1);
+  const progress = k.v.klayout.spaceBase(s) + S_LOCK_PROGRESS;
+  const realNow = Date.now;
+  let now = realNow();
+  Date.now = () => now;
+  try {
+    let polls = 0;
+    let moving = true;
+    const core = {
+      id: 0,
+      apic: {
+        poll(): void {
+          now += 100; // 100 ms of the holder's time per step of the waiter
+          polls++;
+          if (moving && polls % 5 === 0) Atomics.add(k.v.k, progress, 1);
+          if (moving && polls === 400) spaces.unlockExclusive(k, s); // 40 s of fake time: forty limits
+        },
+      },
+    } as unknown as Cpu;
+    spaces.lockExclusive(k, s);
+    spaces.lockShared(k, s, core);
+    assert.is(polls, 400, 'it waited until the holder let go');
+    spaces.unlockShared(k, s);
+
+    moving = false;
+    spaces.lockExclusive(k, s);
+    assert.throws(() => spaces.lockShared(k, s, core), /space \d+'s lock \(a fork holds it and made no progress\)/);
+    spaces.unlockExclusive(k, s);
+  } finally {
+    Date.now = realNow;
+    await m.shutdown();
+  }
+});
+
+L.run();
