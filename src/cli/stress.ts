@@ -75,7 +75,7 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
     do {
       const before = new Map(setup.toggleWords.map((w) => [w, (m.mem[w] >>> 9) & 1]));
       // A round ends after its operations or at the run's deadline, whichever comes first.
-      const jobs = hwStressJobs(m, setup, o.seed, round, o.opsPerRound, o.mix, Math.max(1, deadline - performance.now()));
+      const jobs = hwStressJobs(m, setup, o.seed, round, o.opsPerRound, o.mix, Date.now() + Math.max(1, deadline - performance.now()));
       const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
       const found = [
         ...checkCores(res),

@@ -97,11 +97,11 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     do {
       // A round ends after its operations or at the run's deadline, whichever comes first (the
       // cores check the clock as they go), so --seconds holds at any core count.
-      const left = Math.max(1, deadline - performance.now());
+      const endsAt = Date.now() + Math.max(1, deadline - performance.now());
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
           kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
-          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, durationMs: left,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt,
         };
         return { core: c, program };
       });

@@ -12,7 +12,7 @@
 import { C_ACK, C_DOORBELL, C_PENDING, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF, CORE_RUNNING, CTR, G_ABORT, Q_ARGS, Q_SENDER, Q_SEQ, Q_SLOT_WORDS, Q_TYPE, type Layout } from './layout.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND } from './trace.js';
-import { BoundedWait, STEP_EXPIRED, STEP_SLEEP } from './wait.js';
+import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, oversubscribed } from './wait.js';
 import type { Cpu } from './cpu.js';
 
 // ---- IPI message types. 1..15 are the hardware layer's; higher types belong to the kernel. ----
@@ -56,6 +56,11 @@ export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: 
 
 /** A core's waits spin this many steps before they sleep on the doorbell, in slices of SLICE_MS (notified: long slices cost nothing). */
 export const SPINS = 200;
+/**
+ * The spins when the machine has more simulated cores than the host has CPUs: the core it waits
+ * for can only run when this thread yields, so spinning mostly takes the CPU from it.
+ */
+export const SPINS_OVERSUBSCRIBED = 4;
 const SLICE_MS = 2;
 /** HLT sleeps in slices this long (woken by the doorbell). */
 const HALT_SLICE_MS = 50;
@@ -66,6 +71,8 @@ export class Apic {
   readonly pendingWord: number;
   /** The core's bounded wait (acks, a full queue, HLT; the run's barriers use it too). */
   readonly bw: BoundedWait;
+  /** Steps a wait spins before it sleeps (SPINS, or SPINS_OVERSUBSCRIBED). */
+  readonly spins: number;
   /** Type and sender of the message being serviced. */
   msgType = 0;
   msgSender = 0;
@@ -83,7 +90,8 @@ export class Apic {
   ) {
     this.id = cpu.id;
     this.pendingWord = base + C_PENDING;
-    this.bw = new BoundedWait(layout.config.waitLimitMs, 1);
+    this.bw = new BoundedWait(layout.config.waitLimitMs, 1, layout.config.cores);
+    this.spins = oversubscribed(layout.config.cores) ? SPINS_OVERSUBSCRIBED : SPINS;
     this.handlers[IPI_PING] = (core, sender) => core.apic.ack(sender);
     this.handlers[IPI_SYNC] = (core, sender) => core.apic.ack(sender);
     this.handlers[IPI_STOP] = (core, sender) => {
@@ -200,7 +208,7 @@ export class Apic {
     if (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
       if (noWait) return IPI_QUEUE_FULL;
       const w = this.bw;
-      w.begin(SPINS);
+      w.begin(this.spins);
       while (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
         this.poll();
         if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
@@ -228,7 +236,7 @@ export class Apic {
     const c = this.ctl;
     const ackWord = this.base + C_ACK;
     const w = this.bw;
-    w.begin(SPINS);
+    w.begin(this.spins);
     while (((Atomics.load(c, ackWord) - this.ackTarget) | 0) < 0) {
       this.poll();
       if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;

@@ -128,7 +128,7 @@ export class Kernel implements LockWaiter {
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
     this.cowPolicy = v.cow ?? 'default';
     this.lockMode = v.mode === 'lock';
-    this.bw = new BoundedWait(v.waitLimitMs);
+    this.bw = new BoundedWait(v.waitLimitMs, undefined, v.replicaOf.length);
   }
 
   get maxSpaces(): number {
@@ -234,7 +234,7 @@ export class Kernel implements LockWaiter {
     }
     if (s !== STEP_SLEEP) return;
     const at = word >= 0 ? word : this.v.klayout.lockBase(this.waitSpace);
-    sleepOn(this.v.k, at, Atomics.load(this.v.k, at));
+    sleepOn(this.bw, this.v.k, at, Atomics.load(this.v.k, at));
   }
 
   /** Prepares a lock-baseline wait on space s by cpu (what it waits for is told by the lock). */

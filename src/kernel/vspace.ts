@@ -15,7 +15,7 @@ import { leafLo, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
-import { BoundedWait, STEP_EXPIRED } from '../hw/wait.js';
+import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
 import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, ALREADY_MAPPED, NOT_MAPPED, OK,
@@ -60,7 +60,7 @@ export class VSpace implements Replicated {
       this.dbs.push(new MapDb(k, klayout.arenaBase(space, r), klayout.arenaWordsEach));
       this.takers.push(() => this.takeTable(r));
     }
-    this.poolWait = new BoundedWait(waitLimitMs);
+    this.poolWait = new BoundedWait(waitLimitMs, undefined, klayout.config.cores);
   }
 
   db(r: number): MapDb {
@@ -149,7 +149,9 @@ export class VSpace implements Replicated {
     if (Atomics.compareExchange(k, lock, 0, 1) === 0) return;
     this.poolWait.begin();
     while (Atomics.compareExchange(k, lock, 0, 1) !== 0) {
-      if (this.poolWait.step() === STEP_EXPIRED) panic(`vspace.lockPool: space ${this.space} replica ${r}: page-table pool lock held for ${this.poolWait.limitMs} ms`);
+      const st = this.poolWait.step();
+      if (st === STEP_EXPIRED) panic(`vspace.lockPool: space ${this.space} replica ${r}: page-table pool lock held for ${this.poolWait.limitMs} ms`);
+      if (st === STEP_SLEEP) sleepOn(this.poolWait, k, lock, 1);
     }
   }
 

@@ -102,13 +102,17 @@ export interface ExecOptions {
   heap?: boolean;
   /** End the program this many ms after the start barrier (see ProgramSpec.durationMs). */
   durationMs?: number;
+  /** End the program at this wall-clock time (Date.now() ms; see ProgramSpec.endsAt). */
+  endsAt?: number;
 }
 
 /**
- * With a duration, the clock is read every CLOCK_EVERY steps of the loop, a step being one cold
- * operation or a run of at most HOT_SPAN hot ones (so a few ms at most pass between two reads).
+ * With a duration, the clock is read at most every CLOCK_EVERY steps of the loop, a step being
+ * one cold operation or a run of at most HOT_SPAN hot ones, and more often when steps are slow
+ * (many more simulated cores than CPUs): about every CLOCK_MS.
  */
 const CLOCK_EVERY = 64;
+const CLOCK_MS = 1;
 const HOT_SPAN = 1024;
 
 /** An access through a translation to a frame its address space no longer owns. */
@@ -351,8 +355,13 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       const b = runctl.startBarrier(cpu);
       if (b !== WAIT_OK) failed = waitFailure('start of run', b);
     }
-    const deadline = opts.durationMs === undefined ? Infinity : performance.now() + opts.durationMs;
+    const deadline = Math.min(
+      opts.durationMs === undefined ? Infinity : performance.now() + opts.durationMs,
+      opts.endsAt === undefined ? Infinity : performance.now() + (opts.endsAt - Date.now()),
+    );
     let clock = CLOCK_EVERY;
+    let every = CLOCK_EVERY;
+    let lastRead = deadline === Infinity ? 0 : performance.now();
     let timeUp = false;
     while (!failed && !st.stop && !cpu.stopRequested && !timeUp) {
       const n = src.next(buf);
@@ -361,8 +370,12 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       while (i < n && !failed && !st.stop && !cpu.stopRequested) {
         if (!opts.record) i = hotLoop(cpu, buf, i, deadline === Infinity ? n : Math.min(n, i + HOT_SPAN), base, st, opts.kernel);
         if (deadline !== Infinity && --clock <= 0) {
-          clock = CLOCK_EVERY;
-          if ((timeUp = performance.now() >= deadline)) break;
+          const now = performance.now();
+          if ((timeUp = now >= deadline)) break;
+          const perStep = (now - lastRead) / every;
+          every = perStep > 0 ? Math.max(1, Math.min(CLOCK_EVERY, Math.floor(CLOCK_MS / perStep))) : CLOCK_EVERY;
+          clock = every;
+          lastRead = now;
         }
         if (i >= n || st.stop) break;
         cpu.apic.poll();

@@ -107,6 +107,11 @@ export interface ProgramSpec {
    * time, as throughput benchmarks want. The program's own end still ends it earlier.
    */
   durationMs?: number;
+  /**
+   * End the program at this wall-clock time (Date.now() milliseconds), checked as durationMs is:
+   * a run's deadline, the same for every core however long the cores took to start.
+   */
+  endsAt?: number;
   [field: string]: unknown;
 }
 

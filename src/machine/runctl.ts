@@ -4,7 +4,7 @@
 
 import type { Cpu } from '../hw/cpu.js';
 import { G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED } from '../hw/layout.js';
-import { SPINS, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
+import { WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
 import { STEP_EXPIRED, STEP_SLEEP } from '../hw/wait.js';
 
 /**
@@ -33,13 +33,20 @@ function barrierOn(cpu: Cpu, word: number, what: string): number {
     for (let i = 0; i < cpu.layout.config.cores; i++) if (i !== cpu.id && apic.isHalted(i)) apic.wake(i);
   }
   const w = apic.bw;
-  w.begin(SPINS);
-  while (Atomics.load(c, word) < n) {
+  w.begin(apic.spins);
+  let arrived = 0;
+  for (let now = Atomics.load(c, word); now < n; now = Atomics.load(c, word)) {
+    // The bound is on no core arriving: a hundred workers starting on two CPUs take longer than
+    // the wait limit to all arrive, and that is progress, not a stuck core.
+    if (now !== arrived) {
+      arrived = now;
+      w.begin(apic.spins);
+    }
     apic.poll();
     if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
     const st = w.step();
     if (st === STEP_EXPIRED) {
-      cpu.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived)`;
+      cpu.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived, none for ${cpu.waitLimitMs} ms)`;
       return WAIT_TIMEOUT;
     }
     if (st === STEP_SLEEP) apic.sleepSlice(word, n);

@@ -87,6 +87,7 @@ export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult
       latency: task.program.latency === true,
       heap: task.program.heap === true,
       durationMs: task.program.durationMs,
+      endsAt: task.program.endsAt,
     });
   } finally {
     cpu.detach();

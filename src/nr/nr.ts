@@ -126,7 +126,7 @@ export class Nr implements LockWaiter {
     this.log = new Log(layout, words, instance);
     this.replicas = new Replicas(layout, words, instance);
     this.batch = new Int32Array(layout.config.maxBatch);
-    this.bw = new BoundedWait(waitLimitMs);
+    this.bw = new BoundedWait(waitLimitMs, undefined, layout.config.threads);
   }
 
   // ---- words ------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ export class Nr implements LockWaiter {
     if (t.combining === 0) t.poll();
     const s = this.bw.step();
     if (s === STEP_EXPIRED) throw new NrPanic(`nr: instance ${this.instance}: thread ${t.id} waited ${this.waitLimitMs} ms for ${this.describe(t, what, x, y)}`);
-    if (s === STEP_SLEEP) sleepOn(this.w, this.log.tailWord, Atomics.load(this.w, this.log.tailWord));
+    if (s === STEP_SLEEP) sleepOn(this.bw, this.w, this.log.tailWord, Atomics.load(this.w, this.log.tailWord));
   }
 
   private describe(t: NrThread, what: number, x: number, y: number): string {

@@ -91,7 +91,7 @@ function leafWord(m: Machine, root: number, va: bigint): number {
 }
 
 /** The jobs of one round: every core runs `count` operations of the mix; only core 0 flips. */
-export function hwStressJobs(m: Machine, s: HwStressSetup, seed: number, round: number, count: number, mix: StressMix, durationMs?: number): Job[] {
+export function hwStressJobs(m: Machine, s: HwStressSetup, seed: number, round: number, count: number, mix: StressMix, endsAt?: number): Job[] {
   const cores = [...Array(m.config.cores).keys()];
   return cores.map((c) => {
     const program: HwMixProgram = {
@@ -106,7 +106,7 @@ export function hwStressJobs(m: Machine, s: HwStressSetup, seed: number, round: 
       toggleWords: s.toggleWords,
       toggleBits: s.toggleBits,
       mix: { ...mix, flip: c === 0 ? mix.flip : 0 },
-      durationMs,
+      endsAt,
     };
     return { core: c, program };
   });
