@@ -168,3 +168,29 @@ L('a waiter outlasts the wait limit while the holder makes progress, and fails w
 });
 
 L.run();
+
+// A dead worker is a reported failure, never a hang: the run is aborted, the dead core's result
+// names it and the cause, and the machine runs again afterwards (a new worker takes the core).
+const D = suite('a dead worker');
+
+D('a core whose worker dies ends the run with a core-failure naming it, and the machine runs on', async () => {
+  const r = await runVmStress({
+    machine: { cores: 3, nodes: 1, memory: '16MiB', inject: ['core-crash'] }, seconds: 2, seed: 1, processes: 2, opsPerRound: 1000, slots: 64, mix: DEFAULT_VM_MIX,
+  }, 'test');
+  const dead = r.violations.filter((v) => v.kind === 'core-failure' && /core 2: its worker died \(worker exited with code: 70\)/.test(v.detail));
+  assert.is(dead.length, 1, JSON.stringify(r.violations));
+  assert.is(r.rounds, 1, 'the run stopped at the failing round');
+
+  const m = await Machine.boot({ cores: 2, nodes: 1, memory: '8MiB', inject: ['core-crash'] });
+  try {
+    const crash = await m.run([0, 1].map((c) => ({ core: c, program: { kind: 'vm-mix', seed: 1, count: 10, cores: 2, slots: 4, regionBase: 2 ** 32, mix: { ...DEFAULT_VM_MIX } } })));
+    assert.equal(crash.map((x) => x.ok), [false, false]);
+    assert.match(crash[1].error ?? '', /core 1: its worker died/);
+    const again = await m.run([0, 1].map((c) => ({ core: c, program: { kind: 'ops', ops: [{ op: 'ping', target: 1 - c }] } })));
+    assert.equal(again.map((x) => x.ok), [true, true], 'both cores run again');
+  } finally {
+    await m.shutdown();
+  }
+});
+
+D.run();

@@ -8,7 +8,7 @@ import { randomInt } from 'node:crypto';
 import { ConfigError, Machine, MachineError } from '../machine/machine.js';
 import { HW_INJECTIONS, DEFAULTS, parseSize } from '../hw/config.js';
 import { DEFAULT_KERNEL } from '../kernel/options.js';
-import { ALL_INJECTIONS, type MachineOptions } from '../machine/config.js';
+import { ALL_INJECTIONS, MACHINE_INJECTIONS, type MachineOptions } from '../machine/config.js';
 import { writeDump } from '../machine/dump.js';
 import { SCENARIOS, ScenarioError, findScenario } from '../workloads/scenarios.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, SetupError, type StressMix } from '../workloads/hwstress.js';
@@ -264,7 +264,7 @@ async function stress(args: string[]): Promise<number> {
     return 0;
   }
   const machine = machineFrom(values);
-  const known: readonly string[] = values.hw ? HW_INJECTIONS : ALL_INJECTIONS;
+  const known: readonly string[] = values.hw ? [...HW_INJECTIONS, ...MACHINE_INJECTIONS] : ALL_INJECTIONS;
   const inject = (values.inject ?? []).flatMap((x) => x.split(',')).filter(Boolean);
   for (const i of inject) {
     if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);

@@ -7,7 +7,9 @@ import { FRAME_BYTES } from '../hw/pte.js';
 import { DEFAULT_KERNEL, KERNEL_INJECTIONS, type KernelOptions } from '../kernel/options.js';
 
 /** Every fault a run can inject: the hardware's, then the kernel's. */
-export const ALL_INJECTIONS = [...HW_INJECTIONS, ...KERNEL_INJECTIONS] as const;
+/** Faults of the machine itself: 'core-crash' kills the worker of the highest core of every stress round (hw-mix, vm-mix) before it starts its program. */
+export const MACHINE_INJECTIONS = ['core-crash'] as const;
+export const ALL_INJECTIONS = [...HW_INJECTIONS, ...KERNEL_INJECTIONS, ...MACHINE_INJECTIONS] as const;
 
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig extends HwConfig {

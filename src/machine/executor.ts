@@ -7,7 +7,7 @@ import { Tlbe } from '../hw/tlb.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
-import { CTR } from '../hw/layout.js';
+import { CTR, G_ABORT } from '../hw/layout.js';
 import { getVa, hex64, pageNumber, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
 import { OK, RESULT_NAMES } from '../kernel/ops.js';
@@ -83,6 +83,15 @@ export interface CoreResult {
 
   counters: Record<string, number>;
   elapsedMs: number;
+}
+
+/** The result of a core that ran nothing: it failed with `error` before or instead of its program. */
+export function failedResult(core: number, error: string): CoreResult {
+  return {
+    core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
+    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [],
+    isolation: 0, isolationExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
+  };
 }
 
 export interface ExecOptions {
@@ -363,7 +372,9 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     let every = CLOCK_EVERY;
     let lastRead = deadline === Infinity ? 0 : performance.now();
     let timeUp = false;
-    while (!failed && !st.stop && !cpu.stopRequested && !timeUp) {
+    // A run another core aborted (or whose worker died) ends here too, not only in a wait.
+    const ctl = cpu.ctl;
+    while (!failed && !st.stop && !cpu.stopRequested && !timeUp && ctl[G_ABORT] === 0) {
       const n = src.next(buf);
       if (n === 0) break;
       let i = 0;

@@ -9,7 +9,7 @@ import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions, type MachineShared } from './config.js';
 import {
-  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  C_DOORBELL, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, Q_SEQ, Q_SLOT_WORDS,
 } from '../hw/layout.js';
 import { Frames } from '../hw/frames.js';
@@ -22,7 +22,7 @@ import { split64, join64 } from '../hw/vaddr.js';
 import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, faultError, faultVector } from '../hw/fault.js';
 import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
-import type { CoreResult } from './executor.js';
+import { failedResult, type CoreResult } from './executor.js';
 import { parkedWord, resumeCore, setBreakpoint } from '../hw/debug.js';
 
 /**
@@ -245,11 +245,29 @@ export class Machine {
     try {
       const pool = this.pool;
       return await Promise.all(
-        jobs.map((j, i) => pool.run({ shared: this.shared, core: j.core, program: programs[i], peers, barrier: true } satisfies CoreTask)),
+        jobs.map((j, i) =>
+          pool.run({ shared: this.shared, core: j.core, program: programs[i], peers, barrier: true } satisfies CoreTask).catch((e: unknown) => this.workerDied(j.core, e)),
+        ),
       );
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * A core's worker died during a run (it threw past the task's own handling, exited, or ran out
+   * of memory): the run is aborted so that the other cores stop waiting for it, the core is
+   * released, and its result is a failure naming the cause. Piscina starts a new worker.
+   */
+  private workerDied(c: number, e: unknown): CoreResult {
+    Atomics.store(this.ctl, G_ABORT, 1);
+    for (let i = 0; i < this.config.cores; i++) {
+      const db = this.layout.coreBase(i) + C_DOORBELL;
+      Atomics.add(this.ctl, db, 1);
+      Atomics.notify(this.ctl, db);
+    }
+    Atomics.store(this.ctl, this.layout.coreBase(c) + C_STATE, CORE_OFF);
+    return failedResult(c, `core ${c}: its worker died (${e instanceof Error ? e.message : String(e)})`);
   }
 
   /** Arms breakpoint `id` on core c (the core parks at the next site of that breakpoint). */

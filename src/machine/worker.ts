@@ -6,7 +6,7 @@
 import { Cpu } from '../hw/cpu.js';
 import { abortRun } from './runctl.js';
 import { Layout } from '../hw/layout.js';
-import { execute, type CoreResult } from './executor.js';
+import { execute, failedResult, type CoreResult } from './executor.js';
 import type { ProgramSource } from './program.js';
 import type { CoreTask } from './machine.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
@@ -48,14 +48,6 @@ function attach(task: CoreTask): Attached {
   return a;
 }
 
-function failed(core: number, error: string): CoreResult {
-  return {
-    core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
-    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [],
-    isolation: 0, isolationExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
-  };
-}
-
 /** Builds a core's program source from its spec (throws on a bad program). */
 export type SourceMaker = (program: CoreTask['program'], core: number) => ProgramSource;
 
@@ -68,14 +60,19 @@ export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult
     shootdowns.installHandlers(a.kernel, cpu);
     a.cpus.set(task.core, cpu);
   }
-  if (!cpu.attach()) return failed(task.core, `core ${task.core} is already running on another thread`);
+  if (!cpu.attach()) return failedResult(task.core, `core ${task.core} is already running on another thread`);
   try {
     let src;
     try {
       src = makeSource(task.program, task.core);
     } catch (e) {
       abortRun(cpu);
-      return failed(task.core, `core ${task.core}: program: ${(e as Error).message}`);
+      return failedResult(task.core, `core ${task.core}: program: ${(e as Error).message}`);
+    }
+    // (Stress programs only: the warm-up and programs of ops run as they are.)
+    if (task.shared.config.inject.includes('core-crash') && task.program.kind.endsWith('-mix') && task.core === Math.max(...task.peers)) {
+      // Injected: the worker dies as one that ran out of memory or hit a bug in Node would.
+      process.exit(70);
     }
     return execute(cpu, src, {
       record: task.program.record === true,
