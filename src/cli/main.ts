@@ -24,6 +24,8 @@ import { scalePlotSvg } from '../bench/plot.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import { RaceApi, RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { CampaignError, formatCampaign, parseMatrix, parseShard, runCampaign } from './campaign.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
 
@@ -33,6 +35,8 @@ Commands:
   stress              stress run: every core runs seeded programs of map/unmap/adjust/resolve and
                       accesses against node-replicated address spaces, with oracles (npm start);
                       --hw runs the hardware-level stress instead
+  campaign            many seeded stress runs as child processes, results as JSON lines,
+                      resumable and shardable (Slurm, Kubernetes, GNU parallel); failing seeds shrunk
   dump                write a scenario's physical memory (phys.bin) and machine.json
   bench micro|fork|scale|shootdown
                       micro-benchmarks of the hot paths; fork against a byte copy;
@@ -73,7 +77,8 @@ ctail <= tail), frame-conservation and frame-leak (after every space is destroye
 ${MACHINE_HELP}
 Run options:
   --processes N       address spaces (default 2)
-  --seconds S         how long to run, in rounds of --ops operations per core (default 10)
+  --seconds S         how long to run (default 10); a round ends after --ops operations per
+                      core or at the deadline
   --seed N            seed of every program (default: random; printed for replay)
   --ops N             operations per core per round (default 20000; --hw: 200000)
   --mix K=W,...       weights of ${VM_MIX_KINDS.join(', ')} (kinds not named get 0;
@@ -91,6 +96,33 @@ Examples:
   nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
   nrvm stress --seconds 5 --inject skip-replica-sync
   nrvm stress --hw --cores 8 --seconds 10
+`;
+
+const CAMPAIGN_HELP = `Usage: nrvm campaign --runs N [--jobs J] [--seconds S] [--out FILE] [--seed N]
+                     [--shard I/N] [--matrix SPEC] [--no-shrink] [stress options]
+
+Runs N seeded stress runs (seeds N0, N0+1, ...) as independent child processes, J at a time, and
+appends one JSON line per run to FILE: index, seed, options, outcome (clean, violations, error),
+violations by kind, seconds, accesses/s, and the replay command. A campaign resumes: runs already
+in FILE are skipped. Every failing seed is shrunk — fewer cores, nodes, processes, operations and
+seconds, one at a time, kept while the same seed still fails — and its smallest failing command
+is printed. Exit code 0 when every run was clean, 1 otherwise.
+
+  --runs N            runs in the campaign (default 10)
+  --jobs J            runs at a time (default: the CPUs of this machine)
+  --seconds S         length of each run (default 5)
+  --out FILE          results, one JSON line per run (default campaign.jsonl)
+  --seed N            seed of run 0; run i uses N + i (default 1)
+  --shard I/N         run only the runs whose index is I modulo N: one task of N (Slurm job array:
+                      --shard auto/N reads SLURM_ARRAY_TASK_ID; Kubernetes Indexed Job: reads
+                      JOB_COMPLETION_INDEX; GNU parallel: --shard {}/N)
+  --matrix SPEC       configurations to cycle through, e.g. cores=2,4;nodes=1,2;cow=default,mh
+  --no-shrink         record failing runs without shrinking them
+  stress options      every other option goes to each run (see 'nrvm help stress')
+
+Examples:
+  nrvm campaign --runs 200 --seconds 5 --matrix 'cores=2,4;nodes=1,2;cow=default,mh' --out soak.jsonl
+  nrvm campaign --runs 50 --seconds 2 --inject skip-shootdown --out /tmp/c.jsonl
 `;
 
 const DUMP_HELP = `Usage: nrvm dump --out DIR [--scenario NAME] [machine options]
@@ -169,7 +201,7 @@ Examples:
   nrvm race test/fixtures/race-script.ts
 `;
 
-const HELPS: Record<string, string> = { stress: STRESS_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP };
+const HELPS: Record<string, string> = { stress: STRESS_HELP, campaign: CAMPAIGN_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP };
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
 export class UsageError extends Error {}
@@ -304,6 +336,59 @@ async function stress(args: string[]): Promise<number> {
     violations = report.violations.length;
   }
   return violations === 0 ? 0 : 1;
+}
+
+/** The campaign's own options (with a value unless boolean); every other option goes to each stress run. */
+const CAMPAIGN_OPTIONS: Record<string, 'value' | 'flag'> = {
+  runs: 'value', jobs: 'value', seconds: 'value', out: 'value', seed: 'value', shard: 'value', matrix: 'value', 'no-shrink': 'flag', help: 'flag',
+};
+/** Stress options that take no value (so the next argument is not theirs). */
+const STRESS_FLAGS = new Set(['hw', 'json']);
+
+async function campaign(args: string[]): Promise<number> {
+  const own: Record<string, string | true> = {};
+  const stressArgs: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(args[i]);
+    if (!m && args[i] !== '-h') throw new UsageError(`campaign: '${args[i]}' is not an option (see 'nrvm help campaign')`);
+    const name = m ? m[1] : 'help';
+    const kind = CAMPAIGN_OPTIONS[name];
+    if (kind === 'flag') own[name] = true;
+    else if (kind === 'value') {
+      const v = m?.[2] ?? args[++i];
+      if (v === undefined) throw new UsageError(`campaign: --${name} needs a value`);
+      own[name] = v;
+    } else {
+      if (name === 'json' || name === 'dump' || name === 'trace') throw new UsageError(`campaign: --${name} does not apply (each run's report is a line of --out)`);
+      stressArgs.push(`--${name}`);
+      if (m?.[2] !== undefined) stressArgs.push(m[2]);
+      else if (!STRESS_FLAGS.has(name)) {
+        if (args[i + 1] === undefined) throw new UsageError(`campaign: --${name} needs a value`);
+        stressArgs.push(args[++i]);
+      }
+    }
+  }
+  if (own.help) {
+    process.stdout.write(CAMPAIGN_HELP);
+    return 0;
+  }
+  const str = (k: string): string | undefined => (typeof own[k] === 'string' ? (own[k] as string) : undefined);
+  const runs = int(str('runs'), 'runs', 1, 1e7) ?? 10;
+  const jobs = int(str('jobs'), 'jobs', 1, 1024) ?? availableParallelism();
+  const seconds = str('seconds') === undefined ? 5 : Number(str('seconds'));
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--seconds must be a number of seconds above 0, got '${str('seconds')}'`);
+  const firstSeed = int(str('seed'), 'seed', -(2 ** 31), 2 ** 31 - 1 - runs) ?? 1;
+  const shard = str('shard') === undefined ? { index: 0, count: 1 } : parseShard(str('shard') as string, process.env);
+  const matrix = str('matrix') === undefined ? [] : parseMatrix(str('matrix') as string);
+  const out = str('out') ?? 'campaign.jsonl';
+  const tty = process.stderr.isTTY === true;
+  const summary = await runCampaign({
+    runs, jobs, seconds, out, firstSeed, stressArgs, matrix, shard, shrink: own['no-shrink'] !== true,
+    progress: (line) => process.stderr.write(tty ? `\r\x1b[2K${line}` : `${line}\n`),
+  });
+  if (tty) process.stderr.write('\n');
+  process.stdout.write(formatCampaign(summary, out) + '\n');
+  return summary.failing.length === 0 && summary.errors.length === 0 ? 0 : 1;
 }
 
 async function dump(args: string[]): Promise<number> {
@@ -461,6 +546,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'stress':
         return await stress(args);
+      case 'campaign':
+        return await campaign(args);
       case 'dump':
         return await dump(args);
       case 'bench':
@@ -474,10 +561,13 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: stress, dump, bench, race, example, help)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: stress, campaign, dump, bench, race, example, help)`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError || e instanceof RaceScriptError) {
+    if (
+      e instanceof UsageError || e instanceof ConfigError || e instanceof MachineError || e instanceof ScenarioError || e instanceof SetupError ||
+      e instanceof RaceScriptError || e instanceof CampaignError
+    ) {
       process.stderr.write(`nrvm: ${e.message}\n`);
       return 2;
     }
