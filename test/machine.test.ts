@@ -27,7 +27,7 @@ const bad: [object, RegExp][] = [
   [{ maxPhysAddr: 60 }, /maxPhysAddr must be between 36 and 52/],
   [{ kernel: { mode: 'rcu' } }, /kernel.mode must be 'nr' or 'lock', got 'rcu'/],
   [{ kernel: { cow: 'bsd' } }, /kernel.cow must be 'default' or 'mh', got 'bsd'/],
-  [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy\)/],
+  [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, core-crash\)/],
 ];
 
 for (const [opts, re] of bad) {

@@ -189,7 +189,7 @@ there, looks at the machine, and resumes it. Prints what happened step by step; 
 documented outcome was reproduced every time.
 
 Breakpoints: after-log-append, before-log-apply, before-resolve, before-shootdown-ipis,
-before-receiver-sync, before-cow-copy.
+before-receiver-sync, before-cow-copy, before-exit-leave.
 
 FILE is a race script, a TypeScript (or JavaScript) module: its default export is
 async (nrvm) => outcome, where nrvm.RaceApi.session(options, async (r) => ...) boots a machine,

@@ -85,3 +85,5 @@ export const USER_TOP = 2 ** 47;
 export const IPI_SHOOTDOWN = 16;
 /** IPI type asking an idle core to bring its node's replica of space a0 up to date. */
 export const IPI_REPLICA_ADVANCE = 17;
+/** IPI type telling a core that space a0's process exited: it leaves the space (no user space, empty root), then acks. */
+export const IPI_EXIT = 18;

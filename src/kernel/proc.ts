@@ -7,6 +7,11 @@ import type { Kernel } from './context.js';
 import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from './layout.js';
 import { releaseMapping } from './refs.js';
 import { destroySpace } from './space.js';
+import { activeCores, leave, switchTo } from './shootdown.js';
+import { IPI_EXIT } from './ops.js';
+import type { Cpu } from '../hw/cpu.js';
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, describeWait } from '../hw/apic.js';
+import { panic } from '../hw/panic.js';
 
 /** Takes a free pid for a process running `space` (sleeping), with its parent; -1 when the table is full. */
 export function spawn(kx: Kernel, space: number, parent: number): number {
@@ -54,14 +59,43 @@ export function pidOf(kx: Kernel, s: number): number {
 }
 
 /**
- * Reaps every terminated process (a zombie): destroys its space, releasing its frames, and frees
- * its pid. Controller only, with no core running (or holding translations of) it. Returns how many.
+ * Process pid exits on cpu, which runs its space s: it becomes a zombie, every other core running
+ * s leaves it (IPI_EXIT: the receiver loads a root with no user space, then acks), and cpu
+ * switches to space `next`, or leaves too (next < 0). When it returns no core can translate
+ * through s, and reapZombies may free its frames. Panics (naming the core) past the wait bound.
+ */
+export function exitProcess(kx: Kernel, cpu: Cpu, pid: number, next: number): void {
+  const s = processOf(kx, pid).space;
+  setProcessState(kx, pid, PROC_TERMINATED);
+  let sent = false;
+  for (const c of activeCores(kx, s)) {
+    if (c === cpu.id) continue;
+    const r = cpu.apic.sendIpi(c, IPI_EXIT, s);
+    if (r === IPI_TARGET_OFFLINE) continue;
+    if (r !== IPI_OK) panic(`exit: core ${cpu.id} could not tell core ${c} that space ${s}'s process exited: ${describeWait(cpu, r)}`);
+    sent = true;
+  }
+  if (sent) {
+    const r = cpu.apic.waitAcks();
+    if (r !== WAIT_OK) panic(`exit: core ${cpu.id} (space ${s}): ${describeWait(cpu, r)}`);
+  }
+  if (kx.current[cpu.id] === s) {
+    if (next >= 0) switchTo(kx, cpu, next);
+    else leave(kx, cpu);
+  }
+}
+
+/**
+ * Reaps every terminated process (a zombie) whose space no core runs any more: destroys the
+ * space, releasing its frames, and frees its pid. A zombie that a core still runs (its exit has
+ * not reached that core yet) waits for a later call. Controller only. Returns how many.
  */
 export function reapZombies(kx: Kernel): number {
   let n = 0;
   for (let pid = 0; pid < kx.maxSpaces; pid++) {
     const p = processOf(kx, pid);
     if (p.state !== PROC_TERMINATED) continue;
+    if (kx.isLive(p.space) && activeCores(kx, p.space).length > 0) continue;
     if (kx.isLive(p.space)) destroySpace(kx, p.space, (pfn, pages, rights) => releaseMapping(kx, p.space, pfn, pages, rights));
     setProcessState(kx, pid, PROC_FREE);
     n++;

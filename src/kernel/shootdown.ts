@@ -16,9 +16,9 @@ import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import { panic } from '../hw/panic.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { zeroPage } from './refs.js';
-import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
+import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
 import { S_ACTIVE, S_TLBGEN } from './layout.js';
-import { IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE } from './ops.js';
+import { IPI_EXIT, IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE } from './ops.js';
 
 export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 
@@ -170,6 +170,13 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     c.apic.ack(sender);
     kx.stats.advancesReceived++;
     if (kx.isLive(s)) kx.sync(s, c.id, c);
+  };
+  cpu.apic.handlers[IPI_EXIT] = (c, sender, s) => {
+    // The process of s exited: this core stops running it before it acks, so that once every
+    // ack is in no core can translate through s and its frames may go.
+    c.debug.breakpoint(BP_BEFORE_EXIT_LEAVE);
+    if (kx.current[c.id] === s) leave(kx, c);
+    c.apic.ack(sender);
   };
   cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
     c.apic.ack(sender);

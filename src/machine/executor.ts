@@ -11,7 +11,6 @@ import { CTR, G_ABORT } from '../hw/layout.js';
 import { getVa, hex64, pageNumber, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
 import { OK, RESULT_NAMES } from '../kernel/ops.js';
-import { PROC_TERMINATED } from '../kernel/layout.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
@@ -607,8 +606,7 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
         st.tally('exit', 'Last');
         return '';
       }
-      procs.setProcessState(kernel, procs.pidOf(kernel, cur), PROC_TERMINATED);
-      shootdowns.switchTo(kernel, cpu, others[(buf[w + 2] >>> 0) % others.length]);
+      procs.exitProcess(kernel, cpu, procs.pidOf(kernel, cur), others[(buf[w + 2] >>> 0) % others.length]);
       st.tally('exit', 'Ok');
       return '';
     }

@@ -90,7 +90,9 @@ export type Op =
   | { op: 'adjust'; space: number; va: bigint | number | string; rights: number }
   | { op: 'resolve'; space: number; va: bigint | number | string }
   | { op: 'awaitPings'; count: number }
-  | { op: 'fork' };
+  | { op: 'fork' }
+  /** The running process exits (unless it is the last); the core switches to another live one, picked by `next` modulo their number. */
+  | { op: 'exit'; next?: number };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -179,6 +181,7 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'resolve': put(OP_K_RESOLVE, o.space, ...va2(o.va, at)); break;
       case 'awaitPings': put(OP_AWAIT_PINGS, o.count); break;
       case 'fork': put(OP_K_FORK); break;
+      case 'exit': put(OP_K_EXIT, 0, o.next ?? 0); break;
       default: throw new ProgramError(`${at}: unknown operation`);
     }
   });

@@ -11,7 +11,8 @@ import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { MachineOptions } from '../machine/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import { PROC_TERMINATED } from '../kernel/layout.js';
 import { OK } from '../kernel/ops.js';
 import { tsImport } from 'tsx/esm/api';
 import { existsSync } from 'node:fs';
@@ -347,7 +348,49 @@ const dirtyBitRace: Scenario = {
   },
 };
 
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace];
+/**
+ * exit-while-running — a process exits on one core while another core still runs its address
+ * space with a translation cached. The exit tells every core running the space to leave it and
+ * waits for them; until the last has left, the zombie is not reaped (its frames stay), and once
+ * it has, the other core's next access faults instead of reaching a freed frame (Linux's
+ * exit_mmap after the mm's last user; issue 16's "space -1" stale accesses).
+ */
+const exitWhileRunning: Scenario = {
+  name: 'exit-while-running',
+  models: 'a process exits on core 0 while core 1 runs its space; reaping waits for core 1 to leave',
+  async run() {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB' }, async (r) => {
+      const s = r.space();
+      const other = r.space();
+      const k = r.m.kernel;
+      const frame = r.mapPage(0, s, X);
+      r.m.arm(1, BP_BEFORE_EXIT_LEAVE);
+      const done = r.run({
+        1: [{ op: 'switch', space: s }, { op: 'load', va: X }, { op: 'ping', target: 0 }, { op: 'awaitPings', count: 1 }, { op: 'load', va: X }],
+        0: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }, { op: 'exit' }, { op: 'ping', target: 1 }],
+      });
+      r.step('core 1 runs the space and loads 0x400000 (its TLB caches it); core 0 runs it too and exits its process');
+      await r.m.waitParked(1, BP_BEFORE_EXIT_LEAVE);
+      r.step("core 1 got the exit's IPI and is parked before it leaves the space; core 0 waits for its ack");
+      r.expect(procs.processOf(k, procs.pidOf(k, s)).state === PROC_TERMINATED, 'the process is a zombie');
+      r.expect(r.tlbHolds(1, X), "core 1's TLB still holds the translation");
+      r.expect(procs.reapZombies(k) === 0 && k.isLive(s), 'reaping now leaves the space alone: core 1 still runs it');
+      r.expect(refs.refcount(k, frame) === 1, 'its frame is still held');
+      r.m.disarm(1, BP_BEFORE_EXIT_LEAVE);
+      r.m.resume(1);
+      const res = await done;
+      r.expect(res.every((x) => x.ok), 'both cores finished');
+      const c0 = res.find((x) => x.core === 0) as CoreResult;
+      const c1 = res.find((x) => x.core === 1) as CoreResult;
+      r.expect(c0.outcomes['exit:Ok'] === 1, 'core 0 exited the process and switched to the other one');
+      r.expect(c1.faults === 1 && c1.staleAccesses === 0, `core 1's load after the exit faulted, with no user space (faults ${c1.faults}, stale ${c1.staleAccesses})`);
+      r.expect(procs.reapZombies(k) === 1 && !k.isLive(s) && k.isLive(other), 'then the zombie is reaped: its space is gone, the other stays');
+      r.expect(refs.refcount(k, frame) === 0, 'and its frame is free');
+    });
+  },
+};
+
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
