@@ -57,6 +57,24 @@ const bad: [string[], RegExp][] = [
   [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale, shootdown\)/],
   [['bench', 'scale', '--workload', 'sort'], /bench scale: unknown workload 'sort' \(known: maponly, unmap, resolve, access, mixed\)/],
   [['bench', 'scale', '--baseline', 'rcu'], /--baseline: the one baseline is 'lock', got 'rcu'/],
+  // Empty values, duplicates, misleading messages and output paths checked before the run (issue 15).
+  [['stress', '--seconds', ''], /--seconds must be a number of seconds from 0 to 86400, got ''/],
+  [['stress', '--inject', ''], /--inject needs a fault name \(got an empty one\)/],
+  [['stress', '--cores', ''], /--cores needs a value \(got an empty one\)/],
+  [['stress', '--dump', ''], /--dump needs a path \(got an empty one\)/],
+  [['stress', '--trace', '/nonexistent-nrvm-dir/t.json'], /--trace \/nonexistent-nrvm-dir\/t.json: the directory \/nonexistent-nrvm-dir does not exist/],
+  [['stress', '--trace', '/tmp'], /--trace \/tmp is a directory; give a file name/],
+  [['stress', '--dump', '/proc/nrvm'], /\/proc and \/sys are not places to write results/],
+  [['stress', '--mix', 'map=5,map=6'], /--mix: 'map' is given twice/],
+  [['stress', '--mix', 'map=-5'], /--mix: the weight of 'map' must be 0 or more, got -5/],
+  [['stress', '--memory', '64mb'], /--memory must be a size such as 64MiB or 1GiB \(units B, KiB, MiB, GiB, or K, M, G; MB and GB are ambiguous\), got '64mb'/],
+  [['stress', '--cores', '-1'], /--cores needs a value; a value that starts with '-' is written --cores=VALUE/],
+  [['stress', '--cores=-1'], /--cores must be between 1 and 256, got -1/],
+  [['stress', '--cores', '9007199254740993'], /--cores must be between 1 and 256/],
+  [['bench', 'scale', '--cores', '1,1'], /--cores: each core count once, got '1,1'/],
+  [['bench', 'scale', '--plot', 'x.png'], /--plot writes SVG: give a file name ending in .svg, got 'x.png'/],
+  [['dump', '--out', ''], /--out needs a path \(got an empty one\)/],
+  [['campaign', '--runs', '2', '--seconds', '1', '--cores', '2', '--memroy', '8MiB', '--out', '/tmp/nrvm-cli-campaign.jsonl'], /a run was refused .*Unknown option '--memroy'/],
 ];
 
 for (const [args, re] of bad) {
@@ -67,6 +85,20 @@ for (const [args, re] of bad) {
     assert.not.match(r.err, /\n\s+at /, 'no stack trace');
   });
 }
+
+U('an output that fails after the run is reported beside the kept report', async () => {
+  const { keep } = await import('../src/cli/stress.js');
+  const errors: string[] = [];
+  assert.is(await keep(errors, '--trace', '/x.json', () => Promise.reject(new Error('no space left on device'))), undefined);
+  assert.equal(errors, ['--trace /x.json: no space left on device']);
+  assert.is(await keep(errors, '--dump', '/d', () => Promise.resolve()), '/d');
+});
+
+U('a negative seed replays as --seed=N (as "--seed -5" would read as two options)', () => {
+  const r = nrvm('stress', '--cores', '2', '--memory', '16MiB', '--seconds', '0', '--seed=-5');
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /replay\s+nrvm stress --cores 2 --memory 16MiB --seconds 0 --seed=-5$/m);
+});
 
 const D = suite('cli: dump');
 

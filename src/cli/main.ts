@@ -6,7 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { randomInt } from 'node:crypto';
 import { ConfigError, Machine, MachineError } from '../machine/machine.js';
-import { HW_INJECTIONS, DEFAULTS, parseSize } from '../hw/config.js';
+import { HW_INJECTIONS, DEFAULTS, MAX_CORES, parseSize } from '../hw/config.js';
 import { DEFAULT_KERNEL } from '../kernel/options.js';
 import { ALL_INJECTIONS, MACHINE_INJECTIONS, type MachineOptions } from '../machine/config.js';
 import { writeDump } from '../machine/dump.js';
@@ -24,6 +24,8 @@ import { scalePlotSvg } from '../bench/plot.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import { RaceApi, RaceScriptError, SCENARIOS_RACE, findRace, loadRaceScript, type RaceOutcome } from '../workloads/races.js';
 import { writeFile } from 'node:fs/promises';
+import { accessSync, constants as fsConstants, statSync, type Stats } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { CampaignError, formatCampaign, parseMatrix, parseShard, runCampaign } from './campaign.js';
 
@@ -222,12 +224,17 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[]
   try {
     return parseArgs({ args, options, allowPositionals: false, strict: true });
   } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message.replace(/\. To specify a positional.*$/, '')} (see 'nrvm help ${command}')`);
+    const msg = (e as Error).message;
+    // parseArgs reads "--cores -1" as an option followed by another: say what to write instead.
+    const amb = /Option '(--[a-z-]+)[^']*' argument is ambiguous/.exec(msg);
+    if (amb) throw new UsageError(`${command}: ${amb[1]} needs a value; a value that starts with '-' is written ${amb[1]}=VALUE (see 'nrvm help ${command}')`);
+    throw new UsageError(`${command}: ${msg.replace(/\. To specify a positional.*$/, '')} (see 'nrvm help ${command}')`);
   }
 }
 
 function int(v: string | undefined, name: string, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
+  if (v.trim() === '') throw new UsageError(`--${name} needs a value (got an empty one)`);
   if (!/^-?\d+$/.test(v)) throw new UsageError(`--${name} must be a whole number, got '${v}'`);
   const n = Number(v);
   if (n < min || n > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${n}`);
@@ -236,13 +243,13 @@ function int(v: string | undefined, name: string, min: number, max: number): num
 
 function machineFrom(values: Record<string, unknown>): MachineOptions {
   const o: MachineOptions = {};
-  const cores = int(values.cores as string | undefined, 'cores', -1e9, 1e9);
-  const nodes = int(values.nodes as string | undefined, 'nodes', -1e9, 1e9);
+  const cores = int(values.cores as string | undefined, 'cores', 1, MAX_CORES);
+  const nodes = int(values.nodes as string | undefined, 'nodes', 1, MAX_CORES);
   if (cores !== undefined) o.cores = cores;
   if (nodes !== undefined) o.nodes = nodes;
   if (values.memory !== undefined) {
     const s = parseSize(values.memory as string);
-    if (s === null) throw new UsageError(`--memory must be a size such as 64MiB or 1GiB, got '${String(values.memory)}'`);
+    if (s === null) throw new UsageError(`--memory must be a size such as 64MiB or 1GiB (units B, KiB, MiB, GiB, or K, M, G; MB and GB are ambiguous), got '${String(values.memory)}'`);
     o.memory = s;
   }
   const slots = int(values['ipi-slots'] as string | undefined, 'ipi-slots', -1e9, 1e9);
@@ -259,13 +266,64 @@ function machineFrom(values: Record<string, unknown>): MachineOptions {
   return o;
 }
 
+/**
+ * Checks, before any work, that an output can be written: a file (its directory exists and is
+ * writable; not a directory itself) or a directory (exists and is writable, or can be made in a
+ * writable directory). /proc and /sys are refused (results do not belong there, and a recursive
+ * mkdir under /proc does not end).
+ */
+function checkOutput(flag: string, path: string | undefined, kind: 'file' | 'dir'): void {
+  if (path === undefined) return;
+  if (path.trim() === '') throw new UsageError(`${flag} needs a path (got an empty one)`);
+  const abs = resolve(path);
+  if (/^\/(proc|sys)(\/|$)/.test(abs)) throw new UsageError(`${flag} ${path}: /proc and /sys are not places to write results`);
+  const here = statOrNull(abs);
+  if (here) {
+    if (kind === 'file' && here.isDirectory()) throw new UsageError(`${flag} ${path} is a directory; give a file name`);
+    if (kind === 'dir' && !here.isDirectory()) throw new UsageError(`${flag} ${path} exists and is not a directory`);
+    if (!writable(abs)) throw new UsageError(`${flag} ${path} cannot be written (permission)`);
+    return;
+  }
+  const parent = dirname(abs);
+  const up = statOrNull(parent);
+  if (!up || !up.isDirectory()) throw new UsageError(`${flag} ${path}: the directory ${parent} does not exist`);
+  if (!writable(parent)) throw new UsageError(`${flag} ${path}: the directory ${parent} cannot be written (permission)`);
+}
+
+function statOrNull(p: string): Stats | null {
+  try {
+    return statSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function writable(p: string): boolean {
+  try {
+    accessSync(p, fsConstants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Prints the outputs a finished run could not write; exit code 2 if there were any (the report is out already). */
+function outputFailures(errors: string[]): boolean {
+  for (const e of errors) process.stderr.write(`nrvm: could not write ${e}\n`);
+  return errors.length > 0;
+}
+
 /** Parses "load=60,store=30" over `kinds`: named kinds get their weight, the others 0. */
 export function parseMix<K extends string>(text: string, kinds: readonly K[]): Record<K, number> {
   const mix = Object.fromEntries(kinds.map((k) => [k, 0])) as Record<K, number>;
+  const seen = new Set<string>();
   for (const part of text.split(',')) {
-    const m = /^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*$/.exec(part);
+    const m = /^\s*([a-z]+)\s*=\s*(-?\d+(?:\.\d+)?)\s*$/.exec(part);
     if (!m) throw new UsageError(`--mix: '${part}' is not KIND=WEIGHT (kinds: ${kinds.join(', ')})`);
     if (!(kinds as readonly string[]).includes(m[1])) throw new UsageError(`--mix: unknown kind '${m[1]}' (kinds: ${kinds.join(', ')})`);
+    if (seen.has(m[1])) throw new UsageError(`--mix: '${m[1]}' is given twice`);
+    if (Number(m[2]) < 0) throw new UsageError(`--mix: the weight of '${m[1]}' must be 0 or more, got ${m[2]}`);
+    seen.add(m[1]);
     mix[m[1] as K] = Number(m[2]);
   }
   if (Object.values<number>(mix).every((w) => w === 0)) throw new UsageError('--mix: at least one weight must be above 0');
@@ -274,7 +332,8 @@ export function parseMix<K extends string>(text: string, kinds: readonly K[]): R
 
 function replayCommand(argv: string[], seed: number): string {
   const rest = argv.filter((a, i) => !(a === '--seed' || a.startsWith('--seed=') || (i > 0 && argv[i - 1] === '--seed')) && a !== '--json');
-  return ['nrvm', ...rest, '--seed', String(seed)].join(' ');
+  // A negative seed must be written --seed=-5: "--seed -5" reads as two options.
+  return ['nrvm', ...rest, seed < 0 ? `--seed=${seed}` : `--seed ${seed}`].join(' ');
 }
 
 async function stress(args: string[]): Promise<number> {
@@ -297,13 +356,18 @@ async function stress(args: string[]): Promise<number> {
   }
   const machine = machineFrom(values);
   const known: readonly string[] = values.hw ? [...HW_INJECTIONS, ...MACHINE_INJECTIONS] : ALL_INJECTIONS;
+  if ((values.inject ?? []).some((x) => x.trim() === '')) throw new UsageError('--inject needs a fault name (got an empty one)');
   const inject = (values.inject ?? []).flatMap((x) => x.split(',')).filter(Boolean);
   for (const i of inject) {
     if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);
   }
   machine.inject = inject;
   const seconds = values.seconds === undefined ? 10 : Number(values.seconds);
-  if (!Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
+  if (values.seconds?.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) {
+    throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
+  }
+  checkOutput('--dump', values.dump, 'dir');
+  checkOutput('--trace', values.trace, 'file');
   const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
   // Progress goes to stderr (stdout keeps the report or the JSON): a line rewritten in place on a
   // terminal, a plain line every 10 s otherwise (logs of batch jobs).
@@ -325,6 +389,7 @@ async function stress(args: string[]): Promise<number> {
     const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
+    if (outputFailures(report.outputErrors)) return 2;
     violations = report.violations.length;
   } else {
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
@@ -333,6 +398,7 @@ async function stress(args: string[]): Promise<number> {
     const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');
+    if (outputFailures(report.outputErrors)) return 2;
     violations = report.violations.length;
   }
   return violations === 0 ? 0 : 1;
@@ -401,7 +467,8 @@ async function dump(args: string[]): Promise<number> {
     for (const s of SCENARIOS) process.stdout.write(`${s.name.padEnd(12)} ${s.summary} (needs ${s.memory})\n`);
     return 0;
   }
-  if (!values.out) throw new UsageError("dump: --out DIR is required (see 'nrvm help dump')");
+  if (values.out === undefined) throw new UsageError("dump: --out DIR is required (see 'nrvm help dump')");
+  checkOutput('--out', values.out, 'dir');
   const name = values.scenario ?? 'varied';
   const sc = findScenario(name);
   if (!sc) throw new UsageError(`dump: unknown scenario '${name}' (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
@@ -446,7 +513,11 @@ async function bench(args: string[]): Promise<number> {
       return 0;
     }
     const cores = (values.cores ?? '1,2,4').split(',').map((x) => int(x.trim(), 'cores', 1, 256) as number);
+    if (new Set(cores).size !== cores.length) throw new UsageError(`--cores: each core count once, got '${values.cores}'`);
     const nodes = int(values.nodes, 'nodes', 1, 64) ?? 2;
+    if (values.plot !== undefined && !/\.svg$/i.test(values.plot)) throw new UsageError(`--plot writes SVG: give a file name ending in .svg, got '${values.plot}'`);
+    checkOutput('--plot', values.plot, 'file');
+    checkOutput('--trace', values.trace, 'file');
     const workload = (values.workload ?? 'mixed') as ScaleWorkload;
     if (!(SCALE_WORKLOADS as readonly string[]).includes(workload)) throw new UsageError(`bench scale: unknown workload '${workload}' (known: ${SCALE_WORKLOADS.join(', ')})`);
     const seconds = values.seconds === undefined ? 2 : Number(values.seconds);

@@ -39,9 +39,25 @@ export interface StressReport {
   replay: string;
   dump?: string;
   trace?: string;
+  /** Outputs (--dump, --trace) that could not be written; the report itself is whole. */
+  outputErrors: string[];
 }
 
 const SUM_COUNTERS = ['loads', 'stores', 'fetches', 'invlpg', 'ipisSent', 'ipisReceived', 'translations', 'pteUpdates', 'tlbHits', 'tlbMisses', 'walks', 'pageFaults', 'gpFaults'];
+
+/**
+ * Writes one output of a finished run: its path when written, or undefined with the reason in
+ * `errors` — an output that fails loses nothing else (the report is printed all the same).
+ */
+export async function keep(errors: string[], flag: string, path: string, write: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    await write();
+    return path;
+  } catch (e) {
+    errors.push(`${flag} ${path}: ${(e as Error).message}`);
+    return undefined;
+  }
+}
 
 /** Awaits `p`, calling `tick` every `ms` meanwhile (a round can last the whole run: progress must not wait for it). */
 export async function ticking<T>(p: Promise<T>, ms: number, tick: () => void): Promise<T> {
@@ -94,12 +110,9 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
     } while (performance.now() < deadline);
     const seconds = (performance.now() - t0) / 1000;
     const accesses = sum.loads + sum.stores + sum.fetches;
-    let dump: string | undefined;
-    if (o.dump) {
-      await writeDump(m, o.dump, [{ label: 'stress-shared', cr3: setup.cr3, la57: false }]);
-      dump = o.dump;
-    }
-    if (o.trace) await writeChromeTrace(m, o.trace, violationInstants(violations));
+    const outputErrors: string[] = [];
+    const dump = o.dump ? await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, [{ label: 'stress-shared', cr3: setup.cr3, la57: false }])) : undefined;
+    const trace = o.trace ? await keep(outputErrors, '--trace', o.trace, () => writeChromeTrace(m, o.trace as string, violationInstants(violations))) : undefined;
     return {
       seed: o.seed,
       config: { cores: m.config.cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, inject: m.config.inject },
@@ -118,7 +131,8 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
       violations,
       replay,
       dump,
-      trace: o.trace,
+      trace,
+      outputErrors,
     };
   } finally {
     await m.shutdown();

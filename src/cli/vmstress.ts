@@ -14,7 +14,7 @@ import {
   type KernelViolation,
 } from '../check/kernel.js';
 import { SetupError } from '../workloads/hwstress.js';
-import { fmt, formatViolations, ticking, violationInstants } from './stress.js';
+import { fmt, formatViolations, keep, ticking, violationInstants } from './stress.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
@@ -59,6 +59,8 @@ export interface VmStressReport {
   replay: string;
   dump?: string;
   trace?: string;
+  /** Outputs (--dump, --trace) that could not be written; the report itself is whole. */
+  outputErrors: string[];
 }
 
 const REGION_BASE = 0x10_0000_0000;
@@ -121,6 +123,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     const seconds = (performance.now() - t0) / 1000;
     if (!stopped) for (const v of [...checkConvergence(m), ...checkConservation(m)]) violations.push({ ...v, round: 'end' });
     const frames = frameAccount(m);
+    const outputErrors: string[] = [];
     let dump: string | undefined;
     if (o.dump) {
       const roots: DumpRoot[] = [];
@@ -128,10 +131,9 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
         if (!m.kernel.isLive(s)) continue;
         for (let r = 0; r < m.config.nodes; r++) roots.push({ label: `space ${s} replica ${r} (node ${r})`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false });
       }
-      await writeDump(m, o.dump, roots);
-      dump = o.dump;
+      dump = await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, roots));
     }
-    if (o.trace) await writeChromeTrace(m, o.trace, violationInstants(violations));
+    const trace = o.trace ? await keep(outputErrors, '--trace', o.trace, () => writeChromeTrace(m, o.trace as string, violationInstants(violations))) : undefined;
     if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
     const k = m.sumCounters();
     const accesses = k.loads + k.stores;
@@ -163,7 +165,8 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       violations,
       replay,
       dump,
-      trace: o.trace,
+      trace,
+      outputErrors,
     };
   } finally {
     await m.shutdown();

@@ -57,9 +57,9 @@ export const MAX_MEMORY_BYTES = 2 ** 32 * 4;
 export const MIN_FRAMES_PER_NODE = 64;
 export const MAX_CORES = 256;
 
+/** Binary units only: "MB" could mean 10^6 or 2^20, so it is refused rather than guessed. */
 const SIZE_UNITS: Record<string, number> = {
-  '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2,
-  g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3,
+  '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3,
 };
 
 /** Parses "64MiB", "1g", "4096" into bytes; null when it is not a size. */
