@@ -86,6 +86,20 @@ for (const [args, re] of bad) {
   });
 }
 
+U('help example and example --help print its usage; a full disk is a message, not a stack trace', () => {
+  for (const args of [['help', 'example'], ['example', '--help']]) {
+    const r = nrvm(...args);
+    assert.is(r.code, 0, args.join(' '));
+    assert.match(r.out, /Usage: nrvm example seed/);
+  }
+  assert.match(nrvm('help', 'stress').out, /isolation \(a core reads back/);
+  assert.match(nrvm('help', 'dump').out, /dump's own defaults: --cores 2 --nodes 1 --memory 16MiB/);
+  const full = spawnSync('sh', ['-c', `"${process.execPath}" "${BIN}" --help > /dev/full`], { encoding: 'utf8' });
+  assert.is(full.status, 2, full.stderr);
+  assert.match(full.stderr, /nrvm: could not write to standard output: ENOSPC/);
+  assert.not.match(full.stderr, /\n\s+at /, 'no stack trace');
+});
+
 U('an output that fails after the run is reported beside the kept report', async () => {
   const { keep } = await import('../src/cli/stress.js');
   const errors: string[] = [];

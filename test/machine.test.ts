@@ -28,7 +28,26 @@ const bad: [object, RegExp][] = [
   [{ kernel: { mode: 'rcu' } }, /kernel.mode must be 'nr' or 'lock', got 'rcu'/],
   [{ kernel: { cow: 'bsd' } }, /kernel.cow must be 'default' or 'mh', got 'bsd'/],
   [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, core-crash\)/],
+  // As the CLI does (issue 15): the wrong type named, unknown keys named, nothing ignored.
+  [{ cores: '4' }, /cores must be a whole number, got the string '4'/],
+  [{ core: 4 }, /unknown option 'core' \(known: cores, nodes, memory, tlb/],
+  [{ kernel: { maxSpace: 2 } }, /unknown option 'kernel.maxSpace' \(known: kernel.maxSpaces/],
+  [{ tlb: { entries: 64 } }, /unknown option 'tlb.entries'/],
+  [{ inject: 'skip-shootdown' }, /inject must be an array of fault names/],
 ];
+
+C('rejects null and non-objects with a message, not a TypeError', async () => {
+  for (const o of [null, 4, 'cores=4', [1]]) {
+    const v = validateConfig(o as never);
+    assert.ok('error' in v && /machine options must be an object/.test(v.error), JSON.stringify(v));
+    try {
+      await Machine.boot(o as never, { pool: false });
+      assert.unreachable('boot accepted it');
+    } catch (e) {
+      assert.instance(e, ConfigError);
+    }
+  }
+});
 
 for (const [opts, re] of bad) {
   C(`rejects ${JSON.stringify(opts)}`, async () => {

@@ -48,8 +48,18 @@ Commands:
   race NAME|FILE      replay a race deterministically (breakpoints and handshakes); --list
   help [command]      this text, or one command's options
 
-Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found,
-2 bad usage or a machine that cannot be built.
+Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found (or a race
+not reproduced, a campaign with a failing run), 2 bad usage, a machine that cannot be built or an
+output that could not be written, 70 an internal error (a bug: please report it).
+`;
+
+const EXAMPLE_HELP = `Usage: nrvm example seed
+
+Runs the seed's Simulator program (seeds/jiceberg-vmem-processes.txt) on the emulator: three
+forks, then 1024 round-robin writes over four processes, printing the seed's transcript
+("Value of x: 0", each write's value before and after, and one PGZERO per process).
+
+Example: nrvm example seed
 `;
 
 const MACHINE_HELP = `Machine options:
@@ -74,7 +84,9 @@ local replica; a mapping found then means a spurious fault (retried), none an in
 
 Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
 replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
-ctail <= tail), frame-conservation and frame-leak (after every space is destroyed), core-failure.
+ctail <= tail), isolation (a core reads back something other than what it wrote to its own
+slot in its own space), frame-conservation and frame-leak (after every space is destroyed),
+core-failure (a wait past its bound, a panic, or a worker that died).
 
 ${MACHINE_HELP}
 Run options:
@@ -137,7 +149,8 @@ roots with their mappings, read without touching A/D bits).
   --scenario NAME     one of: ${SCENARIOS.map((s) => s.name).join(', ')} (default varied)
   --list              list the scenarios
 
-${MACHINE_HELP}
+${MACHINE_HELP}(dump's own defaults: --cores 2 --nodes 1 --memory 16MiB)
+
 Example: nrvm dump --out /tmp/nrvm-dump --scenario varied
 `;
 
@@ -203,7 +216,7 @@ Examples:
   nrvm race test/fixtures/race-script.ts
 `;
 
-const HELPS: Record<string, string> = { stress: STRESS_HELP, campaign: CAMPAIGN_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP };
+const HELPS: Record<string, string> = { stress: STRESS_HELP, campaign: CAMPAIGN_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP, example: EXAMPLE_HELP };
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
 export class UsageError extends Error {}
@@ -626,7 +639,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'race':
         return await race(args);
       case 'example': {
-        if (args[0] !== 'seed' || args.length > 1) throw new UsageError("example: the one example is 'seed' (nrvm example seed)");
+        if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+          process.stdout.write(EXAMPLE_HELP);
+          return 0;
+        }
+        if (args[0] !== 'seed' || args.length > 1) throw new UsageError("example: the one example is 'seed' (nrvm example seed; it takes no options)");
         const sim = await seedExample((l) => process.stdout.write(l + '\n'));
         await sim.end();
         return 0;
@@ -654,8 +671,19 @@ if (isEntry || process.argv[1]?.endsWith('/nrvm')) {
   // A reader that closes the pipe early (nrvm ... | head) ends the output, not with a stack trace.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(0);
-    throw e;
+    // A full disk or a closed descriptor: say so, as for any output that cannot be written.
+    process.stderr.write(`nrvm: could not write to standard output: ${e.message}\n`);
+    process.exit(2);
   });
+  // Whatever escapes main (an error in a callback, a rejected promise nobody awaited) is a bug:
+  // exit 70 with the message, never 1, which means "a violation was found".
+  const crash = (e: unknown): void => {
+    process.stderr.write(`nrvm: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (process.env.NRVM_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exit(70);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -6,9 +6,9 @@ import { DEFAULT_TLB, DEFAULTS, HW_INJECTIONS, MAX_CORES, MAX_MEMORY_BYTES, MIN_
 import { FRAME_BYTES } from '../hw/pte.js';
 import { DEFAULT_KERNEL, KERNEL_INJECTIONS, type KernelOptions } from '../kernel/options.js';
 
-/** Every fault a run can inject: the hardware's, then the kernel's. */
 /** Faults of the machine itself: 'core-crash' kills the worker of the highest core of every stress round (hw-mix, vm-mix) before it starts its program. */
 export const MACHINE_INJECTIONS = ['core-crash'] as const;
+/** Every fault a run can inject: the hardware's, the kernel's, the machine's. */
 export const ALL_INJECTIONS = [...HW_INJECTIONS, ...KERNEL_INJECTIONS, ...MACHINE_INJECTIONS] as const;
 
 /** A validated machine configuration. Every field is set. */
@@ -30,12 +30,24 @@ export interface MachineOptions {
   trace?: boolean;
 }
 
+/** The options Machine.boot knows. */
+const OPTION_KEYS = ['cores', 'nodes', 'memory', 'tlb', 'maxPhysAddr', 'ipiQueueSlots', 'waitLimitMs', 'inject', 'kernel', 'trace'];
+
+/** A message naming the keys of `o` not in `known` (with their prefix), or null. */
+function unknownKeys(o: unknown, known: readonly string[], prefix: string): string | null {
+  if (o === undefined) return null;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) return `${prefix.replace(/\.$/, '')} must be an object`;
+  const bad = Object.keys(o).filter((k) => !known.includes(k));
+  if (bad.length === 0) return null;
+  return `unknown option${bad.length > 1 ? 's' : ''} ${bad.map((k) => `'${prefix}${k}'`).join(', ')} (known: ${known.map((k) => prefix + k).join(', ')})`;
+}
+
 function isPow2(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
 function checkInt(name: string, v: unknown, lo: number, hi: number): string | null {
-  if (typeof v !== 'number' || !Number.isInteger(v)) return `${name} must be a whole number, got ${String(v)}`;
+  if (typeof v !== 'number' || !Number.isInteger(v)) return `${name} must be a whole number, got ${typeof v === 'string' ? `the string '${v}'` : String(v)}`;
   if (v < lo || v > hi) return `${name} must be between ${lo} and ${hi}, got ${v}`;
   return null;
 }
@@ -45,6 +57,11 @@ function checkInt(name: string, v: unknown, lo: number, hi: number): string | nu
  * first problem found.
  */
 export function validateConfig(opts: MachineOptions): { config: MachineConfig } | { error: string } {
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) return { error: `machine options must be an object, got ${opts === null ? 'null' : typeof opts}` };
+  const unknown = unknownKeys(opts, OPTION_KEYS, '') ?? unknownKeys(opts.tlb, Object.keys(DEFAULT_TLB), 'tlb.') ?? unknownKeys(opts.kernel, Object.keys(DEFAULT_KERNEL), 'kernel.');
+  if (unknown) return { error: unknown };
+  if (opts.inject !== undefined && (!Array.isArray(opts.inject) || opts.inject.some((x) => typeof x !== 'string'))) return { error: 'inject must be an array of fault names' };
+  if (opts.trace !== undefined && typeof opts.trace !== 'boolean') return { error: `trace must be true or false, got ${String(opts.trace)}` };
   const cores = opts.cores ?? DEFAULTS.cores;
   const nodes = opts.nodes ?? DEFAULTS.nodes;
   let err = checkInt('cores', cores, 1, MAX_CORES) ?? checkInt('nodes', nodes, 1, 64);
