@@ -80,6 +80,13 @@ F('each NUMA node owns a contiguous range; cores are grouped by node', async () 
   assert.ok(a >= 1024 && a < 2048);
 });
 
+F('the zero page exists from boot, so that no run makes it out of a frame another core may still reach', async () => {
+  const m = await bootLocal({ memory: '1MiB', nodes: 1 });
+  const z = Atomics.load(m.kernel.v.k, m.kernel.v.klayout.zeroPageWord) - 1;
+  assert.ok(z >= 0, 'allocated');
+  assert.is(Atomics.load(m.kernel.v.k, m.kernel.v.klayout.ownerBase + z), -1, 'every space may read it');
+});
+
 F('allocation hands out every frame of a node once, then reports out of memory as a value', async () => {
   const m = await bootLocal({ memory: '1MiB', nodes: 1 });
   const seen = new Set<number>();
@@ -89,11 +96,13 @@ F('allocation hands out every frame of a node once, then reports out of memory a
     assert.not.ok(seen.has(f), `frame ${f} handed out twice`);
     seen.add(f);
   }
-  assert.is(seen.size, 256);
+  // Every frame but the zero page, which the kernel takes at boot.
+  assert.is(seen.size, 255);
+  assert.not.ok(seen.has(Atomics.load(m.kernel.v.k, m.kernel.v.klayout.zeroPageWord) - 1), 'the zero page is not handed out');
   assert.is(m.frames.freeCount(), 0);
   assert.is(m.frames.allocAny(0), NO_FRAME);
   for (const f of seen) m.frames.free(f);
-  assert.is(m.frames.freeCount(), 256);
+  assert.is(m.frames.freeCount(), 255);
 });
 
 F('allocAny falls back to the other nodes when the preferred one is full', async () => {

@@ -12,7 +12,8 @@ import {
   C_DOORBELL, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, Q_SEQ, Q_SLOT_WORDS,
 } from '../hw/layout.js';
-import { Frames } from '../hw/frames.js';
+import { Frames, NO_FRAME } from '../hw/frames.js';
+import * as refs from '../kernel/refs.js';
 import { traceBytes } from '../hw/trace.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
@@ -104,6 +105,11 @@ export class Machine {
       inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode,
     });
     for (let c = 0; c < config.cores; c++) this.initCore(c);
+    // The zero page is made now, not on first use: made lazily (say, by a core leaving its space
+    // at the end of a run) it could take a data frame just freed while another core still held a
+    // stale translation of it — and as the zero page every space may read it, so the stale-tlb
+    // oracle would no longer see that access.
+    if (refs.zeroPage(this.kernel) === NO_FRAME) throw new RangeError('no frame for the zero page');
     this.pool = pool
       ? new Piscina({
           filename: new URL('../../workers/core.js', import.meta.url).href,
