@@ -1,0 +1,116 @@
+// `nrvm stress`: the address-space stress (and, with --hw, the hardware-level one) with its oracles.
+
+import { randomInt } from 'node:crypto';
+import { HW_INJECTIONS } from '../hw/config.js';
+import { ALL_INJECTIONS, MACHINE_INJECTIONS } from '../machine/config.js';
+import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, type StressMix } from '../workloads/hwstress.js';
+import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
+import { formatReport, runStress } from './stress.js';
+import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
+import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, outputFailures, parse, parseMix, replayCommand } from './args.js';
+
+export const STRESS_HELP = `Usage: nrvm stress [options]
+
+Every core runs a seeded random program against --processes node-replicated address spaces:
+MapFrame, Unmap (with TLB shootdown), Adjust and Resolve on its own slots, context switches, and
+8-byte loads and stores anywhere in the spaces' shared region (so other cores' TLBs hold
+translations that shootdowns must remove). Page faults go through the kernel: Resolve syncs the
+local replica; a mapping found then means a spurious fault (retried), none an invalid access.
+
+Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
+replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
+ctail <= tail), isolation (a core reads back something other than what it wrote to its own
+slot in its own space), frame-conservation and frame-leak (after every space is destroyed),
+core-failure (a wait past its bound, a panic, or a worker that died).
+
+${MACHINE_HELP}
+Run options:
+  --processes N       address spaces (default 2)
+  --seconds S         how long to run (default 10); a round ends after --ops operations per
+                      core or at the deadline
+  --seed N            seed of every program (default: random; printed for replay)
+  --ops N             operations per core per round (default 20000; --hw: 200000)
+  --mix K=W,...       weights of ${VM_MIX_KINDS.join(', ')} (kinds not named get 0;
+                      default ${Object.entries(DEFAULT_VM_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+  --inject NAME       inject a fault to see an oracle catch it: ${ALL_INJECTIONS.join(', ')}
+  --json              print the report as one JSON object instead of text
+  --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
+  --trace FILE        record per-core events and write Chrome trace JSON (Perfetto, chrome://tracing)
+  --hw                the hardware-level stress instead: accesses, INVLPG, IPIs, entry rewrites
+                      by break-before-make and A/D races over shared tables; its --mix kinds are
+                      ${STRESS_MIX_KINDS.join(', ')}
+                      (default ${Object.entries(DEFAULT_STRESS_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+
+Examples:
+  nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
+  nrvm stress --seconds 5 --inject skip-replica-sync
+  nrvm stress --hw --cores 8 --seconds 10
+`;
+
+export async function stress(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    ...machineOptions,
+    seconds: { type: 'string' },
+    seed: { type: 'string' },
+    ops: { type: 'string' },
+    mix: { type: 'string' },
+    inject: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    dump: { type: 'string' },
+    processes: { type: 'string' },
+    hw: { type: 'boolean' },
+    trace: { type: 'string' },
+  }, 'stress');
+  if (values.help) {
+    process.stdout.write(STRESS_HELP);
+    return 0;
+  }
+  const machine = machineFrom(values);
+  const known: readonly string[] = values.hw ? [...HW_INJECTIONS, ...MACHINE_INJECTIONS] : ALL_INJECTIONS;
+  if ((values.inject ?? []).some((x) => x.trim() === '')) throw new UsageError('--inject needs a fault name (got an empty one)');
+  const inject = (values.inject ?? []).flatMap((x) => x.split(',')).filter(Boolean);
+  for (const i of inject) {
+    if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);
+  }
+  machine.inject = inject;
+  const seconds = values.seconds === undefined ? 10 : Number(values.seconds);
+  if (values.seconds?.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) {
+    throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
+  }
+  checkOutput('--dump', values.dump, 'dir');
+  checkOutput('--trace', values.trace, 'file');
+  const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
+  // Progress goes to stderr (stdout keeps the report or the JSON): a line rewritten in place on a
+  // terminal, a plain line every 10 s otherwise (logs of batch jobs).
+  const tty = process.stderr.isTTY === true;
+  let lastPlain = performance.now();
+  const progress = (line: string): void => {
+    if (tty) process.stderr.write(`\r\x1b[2K${line}`);
+    else if (performance.now() - lastPlain >= 10_000) {
+      lastPlain = performance.now();
+      process.stderr.write(line + '\n');
+    }
+  };
+  const replay = replayCommand(['stress', ...args], seed);
+  let violations: number;
+  if (values.hw) {
+    if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
+    const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
+    const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
+    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
+    if (tty) process.stderr.write('\n');
+    process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
+    if (outputFailures(report.outputErrors)) return 2;
+    violations = report.violations.length;
+  } else {
+    const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
+    const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
+    const mix: VmMix = values.mix === undefined ? DEFAULT_VM_MIX : parseMix(values.mix, VM_MIX_KINDS);
+    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress }, replay);
+    if (tty) process.stderr.write('\n');
+    process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');
+    if (outputFailures(report.outputErrors)) return 2;
+    violations = report.violations.length;
+  }
+  return violations === 0 ? 0 : 1;
+}
