@@ -240,6 +240,60 @@ P('accesses in a dead process or at an unmapped address are refused with the see
   await s.end();
 });
 
+P('the Simulator keeps its types: 32-bit words read as UnsignedInt or SignedInt; values that do not fit are refused, not cut', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.SignedInt(-1));
+  assert.is(s.read(x, DataType.SignedInt)?.getValue(), -1);
+  assert.is(s.read(x, DataType.UnsignedInt)?.getValue(), 4294967295);
+  s.write(x, ValueType.UnsignedInt(2 ** 40 + 5));
+  s.write(x, ValueType.UnsignedInt(Number.NaN));
+  s.write(x, ValueType.SignedInt(2 ** 31));
+  s.write(x, ValueType.UnsignedInt(1.5));
+  assert.is(s.read(x, DataType.SignedInt)?.getValue(), -1, 'nothing was cut and written');
+  assert.equal(lines.filter((l) => l.startsWith('Invalid value')), [
+    'Invalid value 1099511627781 for UnsignedInt (a whole number from 0 to 4294967295)',
+    'Invalid value NaN for UnsignedInt (a whole number from 0 to 4294967295)',
+    'Invalid value 2147483648 for SignedInt (a whole number from -2147483648 to 2147483647)',
+    'Invalid value 1.5 for UnsignedInt (a whole number from 0 to 4294967295)',
+  ]);
+  s.write(x, ValueType.Zero);
+  assert.is(read(s, x), 0);
+  await s.end();
+});
+
+P('an unregistered pointer, a fractional address, a killed child reaped by wait, and calls after end are each named', async () => {
+  const { s, lines } = await sim();
+  assert.is(read(s, new Pointer()), undefined);
+  const odd = new Pointer();
+  odd.va = 1.5;
+  s.write(odd, ValueType.UnsignedInt(1));
+  const child = s.fork();
+  assert.not.ok(s.wait(child), 'a running child is not reaped');
+  s.kill(child);
+  assert.ok(s.wait(child), 'the parent reaps its terminated child');
+  assert.not.ok(s.wait(child), 'once');
+  await s.end();
+  assert.is(read(s, odd), undefined);
+  await s.end();
+  assert.equal(lines, ['Unregistered pointer: register it first', 'Invalid address 1.5', 'The simulation has ended']);
+});
+
+P('a write that needs a frame when none is left says Out of memory', async () => {
+  const { s, lines } = await sim({ memory: '512KiB' });
+  const ptrs: Pointer[] = [];
+  for (let i = 0; i < 200; i++) {
+    const p = new Pointer();
+    s.register(p);
+    ptrs.push(p);
+  }
+  for (let i = 0; i < 200; i++) s.write(ptrs[i], ValueType.UnsignedInt(i + 1));
+  assert.ok(lines.some((l) => l.startsWith('Out of memory writing 0x')), lines.slice(-3).join(' | '));
+  assert.not.ok(lines.some((l) => l.startsWith('Invalid address')), 'no write to a registered variable is called an invalid address');
+  await s.end();
+});
+
 P('out of frames is a clean message, never corruption (18)', async () => {
   const { s, lines } = await sim({ memory: '512KiB' });
   const ptrs: Pointer[] = [];

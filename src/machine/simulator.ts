@@ -114,6 +114,7 @@ export class Simulator {
 
   /** Registers a variable: a demand-zero page at the next free address of the running process. */
   register(ptr: Pointer): void {
+    if (!this.usable()) return;
     if (!this.running()) return;
     ptr.va = this.nextVa;
     this.nextVa += 4096;
@@ -121,28 +122,58 @@ export class Simulator {
     if (r.code !== OK) this.out(`Out of memory registering 0x${ptr.va.toString(16)}`);
   }
 
-  /** Reads the variable in the running process; undefined (with a message) when refused. */
-  read(ptr: Pointer, _type: DataType): Value | undefined {
-    if (!this.running()) return undefined;
+  /**
+   * Reads the variable in the running process as `type` (a 32-bit word: UnsignedInt 0..2^32-1,
+   * SignedInt -2^31..2^31-1); undefined (with a message) when refused.
+   */
+  read(ptr: Pointer, type: DataType): Value | undefined {
+    if (!this.usable() || !this.running()) return undefined;
     const va = ptr.va;
-    if (va < 0) return this.invalid(va);
+    if (!this.registered(ptr)) return undefined;
     if (faults.access(this.machine.kernel, this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
-    return new Value(this.cpu.mmu.valLo >>> 0);
+    const w = this.cpu.mmu.valLo;
+    return new Value(type === DataType.SignedInt ? w | 0 : w >>> 0);
   }
 
-  /** Writes the variable in the running process (a zero-page or copy-on-write fault on the way). */
+  /**
+   * Writes the variable in the running process (a zero-page or copy-on-write fault on the way).
+   * The value must fit its type's 32 bits; one that does not (or is not a whole number) is refused
+   * with a message, not cut. A write refused for want of a frame says "Out of memory".
+   */
   write(ptr: Pointer, v: ValueTypeValue): void {
-    if (!this.running()) return;
+    if (!this.usable() || !this.running()) return;
     const va = ptr.va;
-    if (va < 0) {
-      this.invalid(va);
+    if (!this.registered(ptr)) return;
+    const value = v.kind === 'Zero' ? 0 : v.value;
+    const [lo, hi] = v.kind === 'SignedInt' ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
+    if (!Number.isInteger(value) || value < lo || value > hi) {
+      this.out(`Invalid value ${String(value)} for ${v.kind} (a whole number from ${lo} to ${hi})`);
       return;
     }
-    if (faults.access(this.machine.kernel, this.cpu, ACC_WRITE, 0, va, 0, v.value | 0) !== 0) this.invalid(va);
+    const free = this.machine.frames.freeCount();
+    if (faults.access(this.machine.kernel, this.cpu, ACC_WRITE, 0, va, 0, value | 0) === 0) return;
+    // Mapped, and the write still refused with no frame left: the zero fill or the copy found none.
+    const mapped = vm.resolve(this.machine.kernel, 0, this.space(this.current), vaHi(va), vaLo(va), this.cpu).code === OK;
+    if (mapped && free === 0) this.out(`Out of memory writing 0x${va.toString(16)}`);
+    else this.invalid(va);
+  }
+
+  /**
+   * The parent's wait: reaps terminated child `pid` of the running process (its pid becomes free).
+   * Returns whether there was such a child. A killed process is a zombie until then.
+   */
+  wait(pid: number): boolean {
+    if (!this.usable()) return false;
+    const k = this.machine.kernel;
+    const p = procs.processOf(k, pid);
+    if (p.state !== PROC_TERMINATED || p.parent !== this.current) return false;
+    procs.setProcessState(k, pid, PROC_FREE);
+    return true;
   }
 
   /** Forks the running process; the child sleeps until switched to. Returns its pid, or -1. */
   fork(): number {
+    if (!this.usable()) return -1;
     if (!this.running()) return -1;
     const k = this.machine.kernel;
     const child = forks.fork(k, this.cpu, this.space(this.current));
@@ -157,6 +188,7 @@ export class Simulator {
 
   /** Context switch to pid n (a terminated process stays terminated: its accesses print ZOMBIE). */
   switch(n: number): void {
+    if (!this.usable()) return;
     const k = this.machine.kernel;
     const p = procs.processOf(k, n);
     if (p.state === PROC_FREE) {
@@ -172,6 +204,7 @@ export class Simulator {
 
   /** Kills pid n: its frames lose a reference (freed at zero), its page tables are freed. */
   kill(n: number): void {
+    if (!this.usable()) return;
     const k = this.machine.kernel;
     const p = procs.processOf(k, n);
     if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
@@ -179,10 +212,32 @@ export class Simulator {
     procs.setProcessState(k, n, PROC_TERMINATED);
   }
 
-  /** Stops the machine. */
+  /** Stops the machine. Later calls print that the simulation has ended. */
   async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
     this.cpu.detach();
     await this.machine.shutdown();
+  }
+
+  private ended = false;
+
+  private usable(): boolean {
+    if (this.ended) this.out('The simulation has ended');
+    return !this.ended;
+  }
+
+  /** Whether ptr was registered (a whole, non-negative address); prints the reason if not. */
+  private registered(ptr: Pointer): boolean {
+    if (ptr.va === -1) {
+      this.out('Unregistered pointer: register it first');
+      return false;
+    }
+    if (!Number.isSafeInteger(ptr.va) || ptr.va < 0) {
+      this.out(`Invalid address ${String(ptr.va)}`);
+      return false;
+    }
+    return true;
   }
 
   private running(): boolean {
