@@ -4,6 +4,9 @@
 // and breakpoint; the command lists scenarios and refuses unknown ones.
 
 import { suite } from 'uvu';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +56,29 @@ R('a race script in TypeScript runs through the same API (nrvm race FILE, loaded
   const missing = spawnSync(process.execPath, [bin, 'race', './nowhere.ts'], { encoding: 'utf8' });
   assert.is(missing.status, 2);
   assert.match(missing.stderr, /race script \.\/nowhere\.ts does not exist/);
+});
+
+R('a script copied out of the repository runs; a script that throws or does not parse is named with its file and line, exit 2', () => {
+  const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-race-'));
+  const copy = join(dir, 'mine.ts');
+  copyFileSync(fileURLToPath(new URL('../../test/fixtures/race-script.ts', import.meta.url)), copy);
+  const ok = spawnSync(process.execPath, [bin, 'race', copy], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(ok.status, 0, ok.stderr + ok.stdout);
+  assert.match(ok.stdout, /reproduced 1 of 1/);
+
+  const throws = join(dir, 'throws.ts');
+  writeFileSync(throws, "export default async function race(): Promise<never> {\n  throw new Error('my script is wrong');\n}\n");
+  const t = spawnSync(process.execPath, [bin, 'race', throws], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(t.status, 2, t.stderr);
+  assert.match(t.stderr, /race script .*throws\.ts failed: my script is wrong/);
+  assert.not.match(t.stderr, /internal error|\n\s+at /);
+
+  const broken = join(dir, 'broken.ts');
+  writeFileSync(broken, 'export default async function race( {\n');
+  const b = spawnSync(process.execPath, [bin, 'race', broken], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(b.status, 2, b.stderr);
+  assert.match(b.stderr, /race script .*broken\.ts does not load: .*broken\.ts:\d+:\d+/);
 });
 
 R.run();

@@ -413,19 +413,37 @@ export async function loadRaceScript(file: string): Promise<Scenario> {
   const abs = resolve(file);
   if (!existsSync(abs)) throw new RaceScriptError(`race script ${file} does not exist`);
   const url = pathToFileURL(abs).href;
-  let mod: { default?: unknown; name?: unknown; models?: unknown };
+  let ns: Record<string, unknown>;
   try {
-    mod = /\.(c|m)?ts$/.test(abs) ? await tsImport(url, import.meta.url) : await import(url);
+    ns = /\.(c|m)?ts$/.test(abs) ? await tsImport(url, import.meta.url) : await import(url);
   } catch (e) {
-    throw new RaceScriptError(`race script ${file} does not load: ${(e as Error).message.split('\n')[0]}`);
+    // esbuild puts the file, line and column on the lines after the first: keep them.
+    const lines = (e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 3);
+    throw new RaceScriptError(`race script ${file} does not load: ${lines.join(' ')}`);
   }
+  // Outside a "type": "module" package tsx compiles a .ts script as CommonJS, and the module's
+  // exports arrive as the namespace's default: look there too.
+  const cjs = ns.default !== null && typeof ns.default === 'object' ? (ns.default as Record<string, unknown>) : undefined;
+  const mod = typeof ns.default === 'function' ? ns : cjs ?? ns;
   const run = mod.default;
   if (typeof run !== 'function') throw new RaceScriptError(`race script ${file} must export a default async function (nrvm) => outcome`);
   return {
     name: typeof mod.name === 'string' ? mod.name : file,
     models: typeof mod.models === 'string' ? mod.models : '(a user script)',
     async run() {
-      const o = (await run({ RaceApi, BREAKPOINTS })) as RaceOutcome | undefined;
+      let o: RaceOutcome | undefined;
+      try {
+        o = (await run({ RaceApi, BREAKPOINTS })) as RaceOutcome | undefined;
+      } catch (e) {
+        // The user's error, shown as theirs: its message and the first place in their file.
+        const err = e as Error;
+        // A frame in their file, when the stack has one (tsx's CommonJS wrapper has none).
+        const esc = (x: string): string => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        const frame = new RegExp(`(?:${esc(url)}|${esc(abs)}):(\\d+):(\\d+)`);
+        const at = (err.stack ?? '').split('\n').map((l) => frame.exec(l)).find((m) => m !== null);
+        const where = at ? ` (at ${abs}:${at[1]}:${at[2]})` : '';
+        throw new RaceScriptError(`race script ${file} failed: ${err.message}${where}`);
+      }
       if (!o || typeof o.ok !== 'boolean' || !Array.isArray(o.steps)) throw new RaceScriptError(`race script ${file} must return api.outcome()`);
       return o;
     },
