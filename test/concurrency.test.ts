@@ -202,10 +202,20 @@ async function tornRace(inject: string[], flips: number, walks: number): Promise
 }
 
 TORN('break-before-make: every walk sees one whole state or not-present, never a mix', async () => {
-  const { seen, legal } = await tornRace([], 2_000, 60_000);
-  for (const [k, n] of seen) assert.ok(legal.has(k), `torn translation ${k} seen ${n} times`);
-  const states = [...seen.keys()].filter((k) => !k.startsWith('fault'));
-  assert.is(states.length, 2, `both states observed: ${[...seen.keys()].join(', ')}`);
+  // Every walk of every attempt must be legal; that the walks met both states at all depends on
+  // how the threads were scheduled (on a loaded machine the readers may see only the break), so
+  // a few attempts are allowed for that part.
+  const states = new Set<string>();
+  const keys = new Set<string>();
+  for (let attempt = 0; attempt < 5 && states.size < 2; attempt++) {
+    const { seen, legal } = await tornRace([], 2_000, 60_000);
+    for (const [k, n] of seen) {
+      assert.ok(legal.has(k), `torn translation ${k} seen ${n} times`);
+      keys.add(k);
+      if (!k.startsWith('fault')) states.add(k);
+    }
+  }
+  assert.is(states.size, 2, `both states observed: ${[...keys].join(', ')}`);
 });
 
 TORN('the check catches an in-place two-store update (inject torn-pte-update)', async () => {
