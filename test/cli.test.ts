@@ -74,6 +74,12 @@ const bad: [string[], RegExp][] = [
   [['bench', 'scale', '--cores', '1,1'], /--cores: each core count once, got '1,1'/],
   [['bench', 'scale', '--plot', 'x.png'], /--plot writes SVG: give a file name ending in .svg, got 'x.png'/],
   [['dump', '--out', ''], /--out needs a path \(got an empty one\)/],
+  // Options that do not apply are refused, not ignored.
+  [['stress', '--inject', 'torn-pte-update'], /--inject torn-pte-update applies to --hw only/],
+  [['stress', '--hw', '--cow', 'mh'], /--cow does not apply to --hw/],
+  [['bench', 'scale', '--cores', '1', '--nodes', '2'], /--nodes 2 exceeds every core count \(1\)/],
+  [['race', '--list', 'extra'], /race --list takes nothing else/],
+  [['example', 'seed', '--json'], /example: the one example is 'seed' \(nrvm example seed; it takes no options\)/],
   [['campaign', '--runs', '2', '--seconds', '1', '--cores', '2', '--memroy', '8MiB', '--out', '/tmp/nrvm-cli-campaign.jsonl'], /a run was refused .*Unknown option '--memroy'/],
 ];
 

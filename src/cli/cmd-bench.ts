@@ -79,6 +79,8 @@ export async function bench(args: string[]): Promise<number> {
     const cores = (values.cores ?? '1,2,4').split(',').map((x) => int(x.trim(), 'cores', 1, 256) as number);
     if (new Set(cores).size !== cores.length) throw new UsageError(`--cores: each core count once, got '${values.cores}'`);
     const nodes = int(values.nodes, 'nodes', 1, 64) ?? 2;
+    // A point has min(nodes, cores) nodes; nodes above every core count would never be used.
+    if (values.nodes !== undefined && nodes > Math.max(...cores)) throw new UsageError(`--nodes ${nodes} exceeds every core count (${cores.join(',')}): a node needs a core`);
     if (values.plot !== undefined && !/\.svg$/i.test(values.plot)) throw new UsageError(`--plot writes SVG: give a file name ending in .svg, got '${values.plot}'`);
     checkOutput('--plot', values.plot, 'file');
     checkOutput('--trace', values.trace, 'file');

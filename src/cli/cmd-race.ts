@@ -39,6 +39,7 @@ export async function race(args: string[]): Promise<number> {
     return 0;
   }
   if (values.list) {
+    if (positionals.length > 0 || values.repeat !== undefined || values.trace !== undefined) throw new UsageError('race --list takes nothing else (nrvm race --list)');
     for (const s of SCENARIOS_RACE) process.stdout.write(`${s.name.padEnd(22)} ${s.models}\n`);
     return 0;
   }

@@ -69,6 +69,8 @@ export async function stress(args: string[]): Promise<number> {
   const known: readonly string[] = values.hw ? [...HW_INJECTIONS, ...MACHINE_INJECTIONS] : ALL_INJECTIONS;
   if ((values.inject ?? []).some((x) => x.trim() === '')) throw new UsageError('--inject needs a fault name (got an empty one)');
   const inject = (values.inject ?? []).flatMap((x) => x.split(',')).filter(Boolean);
+  // torn-pte-update changes the break-before-make rewrites of entries that only --hw makes.
+  if (!values.hw && inject.includes('torn-pte-update')) throw new UsageError('--inject torn-pte-update applies to --hw only (the address-space stress rewrites no entry in place)');
   for (const i of inject) {
     if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);
   }
@@ -95,6 +97,7 @@ export async function stress(args: string[]): Promise<number> {
   let violations: number;
   if (values.hw) {
     if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
+    if (values.cow !== undefined) throw new UsageError('--cow does not apply to --hw (the hardware-level stress has no kernel)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
     const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
