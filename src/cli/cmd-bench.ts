@@ -29,8 +29,8 @@ against a plain byte copy of the same page tables, measured in the same run.
 scale: address-space operations per second at each core count, node replication and (with
 --baseline lock) one copy of the page tables behind one reader/writer lock, same workloads,
 same run: maponly (a fresh frame at a fresh address every time, a new space each round),
-unmap, resolve, access, mixed (default). Latencies of map and unmap (with its shootdown; one
-in 16 timed) at p50 and p99, TLB hit rate, mean combining batch, heap bytes the workers
+unmap, resolve, access, mixed (default). Latencies of map and unmap (with its shootdown; the
+first 64 of a round, then one in 16, timed) at p50 and p99, TLB hit rate, mean combining batch, heap bytes the workers
 allocated per operation (B/op), and the share of maps that failed when above 1%; --plot draws throughput
 against cores, one line per mode, as SVG; --trace writes a Chrome trace per point
 (FILE-<cores>-<mode>.json). Every point is booted first; then 100 ms rounds (every core runs

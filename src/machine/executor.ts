@@ -2,15 +2,14 @@
 // operation), fault recording, and the end-of-run barrier. Runs on whatever thread attached the
 // core: a pool worker normally, the main thread in synchronous tests.
 
-import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { Tlbe } from '../hw/tlb.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR, G_ABORT } from '../hw/layout.js';
-import { getVa, hex64, pageNumber, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
+import { getVa, hex64, pageNumber, vaHi, vaLo } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
-import { OK, RESULT_NAMES } from '../kernel/ops.js';
+import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
@@ -20,6 +19,7 @@ import {
 } from './program.js';
 import * as faults from '../kernel/fault.js';
 import * as runctl from './runctl.js';
+import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } from './runstate.js';
 import { updateEntry } from './ptwrite.js';
 import * as forks from '../kernel/fork.js';
 import * as procs from '../kernel/proc.js';
@@ -28,19 +28,9 @@ import * as shootdowns from '../kernel/shootdown.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
 
-export const FAULT_LOG_LIMIT = 32;
 const CHUNK_OPS = 4096;
 
 /** One fault as the program saw it. */
-export interface FaultRecord {
-  /** Index of the operation in the program. */
-  op: number;
-  vector: number;
-  error: number;
-  cr2: string;
-}
-
-/** What a core reports to the controller after a program. */
 export interface CoreResult {
   core: number;
   /** False when the run failed on this core (a wait past its bound, an abort, a panic). */
@@ -123,114 +113,6 @@ const CLOCK_EVERY = 64;
 const CLOCK_MS = 1;
 const HOT_SPAN = 1024;
 
-/** An access through a translation to a frame its address space no longer owns. */
-export interface StaleAccess {
-  op: number;
-  va: string;
-  pfn: number;
-  space: number;
-  owner: number;
-}
-
-/** Most latency samples kept per operation kind and core. */
-const LATENCY_SAMPLES = 20_000;
-/** One MapFrame (and one Unmap) in this many is timed: the clock reads stay off most operations. */
-export const LATENCY_EVERY = 16;
-
-/**
- * Latency samples of one run, in preallocated Float64Arrays (a sample stored is not a heap
- * number): `timed()` says whether this operation is one to time.
- */
-class Latencies {
-  readonly map = new Float64Array(LATENCY_SAMPLES);
-  readonly unmap = new Float64Array(LATENCY_SAMPLES);
-  maps = 0;
-  unmaps = 0;
-  private mapTick = 0;
-  private unmapTick = 0;
-
-  timeMap(): boolean {
-    return ++this.mapTick % LATENCY_EVERY === 0 && this.maps < LATENCY_SAMPLES;
-  }
-
-  timeUnmap(): boolean {
-    return ++this.unmapTick % LATENCY_EVERY === 0 && this.unmaps < LATENCY_SAMPLES;
-  }
-
-  result(): { map: number[]; unmap: number[] } {
-    return { map: Array.from(this.map.subarray(0, this.maps)), unmap: Array.from(this.unmap.subarray(0, this.unmaps)) };
-  }
-}
-
-
-/** Per-run mutable state shared by the hot loop and the cold path. */
-class RunState {
-  /**
-   * The isolation oracle's memory: space -> page -> (address -> the value this core last wrote
-   * there). A page's entry goes when this core maps or unmaps the page (its content changes).
-   */
-  readonly shadow = new Map<number, Map<number, Map<number, number>>>();
-
-  /** Kernel operation outcomes, counted without building strings on the hot path: "op:code" -> count. */
-  readonly outcomes = new Map<string, Map<number | string, number>>();
-
-  tally(name: string, code: number | string): void {
-    let m = this.outcomes.get(name);
-    if (!m) this.outcomes.set(name, (m = new Map()));
-    m.set(code, (m.get(code) ?? 0) + 1);
-  }
-
-  /** The outcomes as "op:Result" names. */
-  outcomeNames(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [name, m] of this.outcomes) for (const [code, n] of m) out[`${name}:${typeof code === 'string' ? code : RESULT_NAMES[code]}`] = n;
-    return out;
-  }
-
-  /** The isolation oracle forgets what this core wrote on the page at vhi:vlo in space s (its content changed). */
-  forgetPage(s: number, vhi: number, vlo: number): void {
-    const sh = this.shadow.get(s);
-    if (sh !== undefined && sh.size > 0) sh.delete(pageNumber(vaJoin(vhi, vlo)));
-  }
-
-  /** The shadow of space s (created on first use). */
-  shadowOf(s: number): Map<number, Map<number, number>> {
-    let m = this.shadow.get(s);
-    if (!m) this.shadow.set(s, (m = new Map()));
-    return m;
-  }
-  seq = 0;
-  checksum = 0;
-  faults = 0;
-  stop = false;
-  stale = 0;
-  readonly staleExamples: StaleAccess[] = [];
-  readonly faultLog: FaultRecord[] = [];
-  /** Frame-owner table and its base (checked mode), or null. */
-  owner: Int32Array | null = null;
-  ownerBase = 0;
-  /** Latency samples of MapFrame and Unmap, when the program asked for them. */
-  lat: Latencies | null = null;
-  constructor(readonly stopOnFault: boolean) {}
-
-  /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */
-  noteStale(index: number, vhi: number, vlo: number, pfn: number, space: number): void {
-    this.stale++;
-    if (this.staleExamples.length < 8) {
-      this.staleExamples.push({ op: index, va: hex64(vhi, vlo), pfn, space, owner: (this.owner as Int32Array)[this.ownerBase + pfn] });
-    }
-  }
-
-  /** Records a fault of operation `index`; sets stop when the program stops at faults. Cold. */
-  noteFault(cpu: Cpu, index: number, r: number): void {
-    this.faults++;
-    if (this.faultLog.length < FAULT_LOG_LIMIT) {
-      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), cr2: hex64(cpu.mmu.cr2hi, cpu.mmu.cr2lo) });
-    }
-    if (this.stopOnFault) this.stop = true;
-  }
-}
-
 /**
  * The instruction loop for loads, stores, fetches and INVLPG, from operation `from` of the chunk:
  * interrupt check, then the access. Returns the index of the first operation it does not handle
@@ -301,25 +183,6 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   mmu.countAccesses(loads, stores, fetches);
   st.checksum = checksum;
   return i;
-}
-
-/** Bytes allocated on this thread's heap between construction and stop(), garbage collections included. */
-class HeapMeter {
-  private readonly profiler = new GCProfiler();
-  private readonly used0: number;
-
-  constructor() {
-    this.profiler.start();
-    this.used0 = getHeapStatistics().used_heap_size;
-  }
-
-  stop(): number {
-    const used1 = getHeapStatistics().used_heap_size;
-    const r = this.profiler.stop();
-    let reclaimed = 0;
-    for (const g of r?.statistics ?? []) reclaimed += g.beforeGC.heapStatistics.usedHeapSize - g.afterGC.heapStatistics.usedHeapSize;
-    return Math.max(0, used1 - this.used0 + reclaimed);
-  }
 }
 
 /** Runs `src` to its end on `cpu` (already attached). Never throws for program behaviour. */
