@@ -39,7 +39,7 @@ export async function dump(args: string[]): Promise<number> {
   const m = await Machine.boot(opts, { pool: false });
   try {
     const roots = sc.build(m);
-    const w = await writeDump(m, values.out, roots);
+    const w = await writeDump(m, values.out, roots, (done, total) => process.stderr.write(`dump: ${done / 2 ** 30} of ${total / 2 ** 30} GiB\n`));
     const n = w.content.roots.map((r) => `${r.label}: ${r.mappings.length} mappings`).join(', ');
     process.stdout.write(`wrote ${w.phys} (${m.config.memoryBytes} bytes) and ${w.json} (${n})\n`);
   } finally {

@@ -33,7 +33,8 @@ export interface DumpJson {
   }[];
 }
 
-const CHUNK = 64 * 1024 * 1024;
+/** Pieces of the image written, or skipped when all zero (a sparse file). */
+const SPARSE_PIECE = 1024 * 1024;
 
 function mappingJson(x: Mapping): DumpJson['roots'][number]['mappings'][number] {
   return {
@@ -64,19 +65,34 @@ export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
   };
 }
 
+function allZero(w: Int32Array): boolean {
+  for (let i = 0; i < w.length; i++) if (w[i] !== 0) return false;
+  return true;
+}
+
 /** Writes DIR/phys.bin and DIR/machine.json. Returns their paths and the JSON written. */
-export async function writeDump(m: Machine, dir: string, roots: DumpRoot[]): Promise<{ phys: string; json: string; content: DumpJson }> {
+export async function writeDump(
+  m: Machine, dir: string, roots: DumpRoot[],
+  /** Called after every GiB of the image with the bytes done and the total (large machines). */
+  progress?: (done: number, total: number) => void,
+): Promise<{ phys: string; json: string; content: DumpJson }> {
   await mkdir(dir, { recursive: true });
   const phys = join(dir, 'phys.bin');
   const json = join(dir, 'machine.json');
   const content = describe(m, roots);
   const fh = await open(phys, 'w');
   try {
+    // Sparse: a chunk of zeros is not written (most of a large machine's memory never is), and
+    // the file is then sized to the whole memory, so it reads back the same and a 16 GiB image
+    // takes the disk space of what was used.
     const buf = m.shared.phys;
-    for (let off = 0; off < buf.byteLength; off += CHUNK) {
-      const len = Math.min(CHUNK, buf.byteLength - off);
+    for (let off = 0; off < buf.byteLength; off += SPARSE_PIECE) {
+      const len = Math.min(SPARSE_PIECE, buf.byteLength - off);
+      if ((off + len) % 2 ** 30 === 0) progress?.(off + len, buf.byteLength);
+      if (allZero(new Int32Array(buf, off, len >> 2))) continue;
       await fh.write(new Uint8Array(buf, off, len), 0, len, off);
     }
+    await fh.truncate(buf.byteLength);
   } finally {
     await fh.close();
   }
