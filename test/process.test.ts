@@ -22,6 +22,18 @@ async function sim(opts: { memory?: string; cow?: 'default' | 'mh' } = {}): Prom
 
 const read = (s: Simulator, p: Pointer): number | undefined => s.read(p, DataType.UnsignedInt)?.getValue();
 
+/** Registers 200 variables and writes i + 1 to the i-th: more frames than a 512 KiB machine has. */
+function fillPast(s: Simulator): Pointer[] {
+  const ptrs: Pointer[] = [];
+  for (let i = 0; i < 200; i++) {
+    const p = new Pointer();
+    s.register(p);
+    ptrs.push(p);
+  }
+  for (let i = 0; i < 200; i++) s.write(ptrs[i], ValueType.UnsignedInt(i + 1));
+  return ptrs;
+}
+
 const P = suite('processes');
 
 P('reading a registered, never-written page returns 0, allocates nothing, faults nothing (9)', async () => {
@@ -282,13 +294,7 @@ P('an unregistered pointer, a fractional address, a killed child reaped by wait,
 
 P('a write that needs a frame when none is left says Out of memory', async () => {
   const { s, lines } = await sim({ memory: '512KiB' });
-  const ptrs: Pointer[] = [];
-  for (let i = 0; i < 200; i++) {
-    const p = new Pointer();
-    s.register(p);
-    ptrs.push(p);
-  }
-  for (let i = 0; i < 200; i++) s.write(ptrs[i], ValueType.UnsignedInt(i + 1));
+  fillPast(s);
   assert.ok(lines.some((l) => l.startsWith('Out of memory writing 0x')), lines.slice(-3).join(' | '));
   assert.not.ok(lines.some((l) => l.startsWith('Invalid address')), 'no write to a registered variable is called an invalid address');
   await s.end();
@@ -296,13 +302,7 @@ P('a write that needs a frame when none is left says Out of memory', async () =>
 
 P('out of frames is a clean message, never corruption (18)', async () => {
   const { s, lines } = await sim({ memory: '512KiB' });
-  const ptrs: Pointer[] = [];
-  for (let i = 0; i < 200; i++) {
-    const p = new Pointer();
-    s.register(p);
-    ptrs.push(p);
-  }
-  for (let i = 0; i < 200; i++) s.write(ptrs[i], ValueType.UnsignedInt(i + 1));
+  const ptrs = fillPast(s);
   assert.ok(lines.some((l) => l.startsWith('Invalid address') || l.startsWith('Out of memory')), 'some writes were refused');
   const ok = ptrs.filter((p, i) => read(s, p) === i + 1).length;
   assert.ok(ok > 0 && ok < 200, `${ok} writes kept`);

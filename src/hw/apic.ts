@@ -12,7 +12,7 @@
 import { C_ACK, C_DOORBELL, C_PENDING, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF, CORE_RUNNING, CTR, G_ABORT, Q_ARGS, Q_SENDER, Q_SEQ, Q_SLOT_WORDS, Q_TYPE, type Layout } from './layout.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND } from './trace.js';
-import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, oversubscribed } from './wait.js';
+import { BoundedWait, STEP_EXPIRED, STEP_SLEEP } from './wait.js';
 import type { Cpu } from './cpu.js';
 
 // ---- IPI message types. 1..15 are the hardware layer's; higher types belong to the kernel. ----
@@ -35,6 +35,13 @@ export const IPI_OK = 0;
 export const IPI_TARGET_OFFLINE = 3;
 export const IPI_QUEUE_FULL = 4;
 
+/** Bumps core c's doorbell and wakes it if it sleeps there. Any thread, the controller too. */
+export function ringDoorbell(layout: Layout, ctl: Int32Array, c: number): void {
+  const db = layout.coreBase(c) + C_DOORBELL;
+  Atomics.add(ctl, db, 1);
+  Atomics.notify(ctl, db);
+}
+
 /** What a wait outcome (WAIT_*, IPI_*) of core `cpu` means, for a message: never blank. */
 export function describeWait(cpu: Cpu, r: number): string {
   switch (r) {
@@ -54,13 +61,12 @@ export function describeWait(cpu: Cpu, r: number): string {
 /** Handler for an IPI type. It must call cpu.apic.ack(sender) exactly once. */
 export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: number, a3: number, a4: number) => void;
 
-/** A core's waits spin this many steps before they sleep on the doorbell, in slices of SLICE_MS (notified: long slices cost nothing). */
-export const SPINS = 200;
 /**
- * The spins when the machine has more simulated cores than the host has CPUs: the core it waits
- * for can only run when this thread yields, so spinning mostly takes the CPU from it.
+ * A core's waits spin this many steps before they sleep on the doorbell, in slices of SLICE_MS
+ * (notified: long slices cost nothing); fewer when simulated cores outnumber the host's CPUs
+ * (wait.ts).
  */
-export const SPINS_OVERSUBSCRIBED = 4;
+const SPINS = 200;
 const SLICE_MS = 2;
 /** HLT sleeps in slices this long (woken by the doorbell). */
 const HALT_SLICE_MS = 50;
@@ -71,8 +77,6 @@ export class Apic {
   readonly pendingWord: number;
   /** The core's bounded wait (acks, a full queue, HLT; the run's barriers use it too). */
   readonly bw: BoundedWait;
-  /** Steps a wait spins before it sleeps (SPINS, or SPINS_OVERSUBSCRIBED). */
-  readonly spins: number;
   /** Type and sender of the message being serviced. */
   msgType = 0;
   msgSender = 0;
@@ -90,8 +94,7 @@ export class Apic {
   ) {
     this.id = cpu.id;
     this.pendingWord = base + C_PENDING;
-    this.bw = new BoundedWait(layout.config.waitLimitMs, 1, layout.config.cores);
-    this.spins = oversubscribed(layout.config.cores) ? SPINS_OVERSUBSCRIBED : SPINS;
+    this.bw = new BoundedWait(layout.config.waitLimitMs, 1, layout.config.cores, SPINS);
     this.handlers[IPI_PING] = (core, sender) => core.apic.ack(sender);
     this.handlers[IPI_SYNC] = (core, sender) => core.apic.ack(sender);
     this.handlers[IPI_STOP] = (core, sender) => {
@@ -164,9 +167,7 @@ export class Apic {
 
   /** Bumps core c's doorbell and wakes it if it sleeps there. */
   wake(c: number): void {
-    const db = this.layout.coreBase(c) + C_DOORBELL;
-    Atomics.add(this.ctl, db, 1);
-    Atomics.notify(this.ctl, db);
+    ringDoorbell(this.layout, this.ctl, c);
   }
 
   /** Tries to put a message in target's queue. False when the queue is full. Any thread. */
@@ -208,7 +209,7 @@ export class Apic {
     if (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
       if (noWait) return IPI_QUEUE_FULL;
       const w = this.bw;
-      w.begin(this.spins);
+      w.begin();
       while (!this.enqueue(target, type, a0, a1, a2, a3, a4)) {
         this.poll();
         if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
@@ -236,7 +237,7 @@ export class Apic {
     const c = this.ctl;
     const ackWord = this.base + C_ACK;
     const w = this.bw;
-    w.begin(this.spins);
+    w.begin();
     while (((Atomics.load(c, ackWord) - this.ackTarget) | 0) < 0) {
       this.poll();
       if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;

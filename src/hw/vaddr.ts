@@ -38,12 +38,6 @@ export function addLo(vlo: number, bytes: number): number {
   return (vlo + bytes) | 0;
 }
 
-/** Writes va into words[at] (high half) and words[at + 1] (low half). */
-export function putVa(words: Int32Array, at: number, va: number): void {
-  words[at] = vaHi(va);
-  words[at + 1] = vaLo(va);
-}
-
 /** Writes the address of 4 KiB page number `page` into words[at] (high half) and words[at + 1] (low half). */
 export function putPage(words: Int32Array, at: number, page: number): void {
   words[at] = Math.floor(page / 1048576) | 0;

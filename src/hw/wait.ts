@@ -55,11 +55,11 @@ export class BoundedWait {
 
   /**
    * `threads`: the simulated cores that share the host (more than its CPUs: spin little, sleep
-   * longer).
+   * longer). `spins`: the steps a wait spins before it sleeps when they do not.
    */
-  constructor(readonly limitMs: number, private readonly clockSlices = CLOCK_SLICES, threads = 1) {
+  constructor(readonly limitMs: number, private readonly clockSlices = CLOCK_SLICES, threads = 1, spins = WAIT_SPINS) {
     const over = oversubscribed(threads);
-    this.spinSteps = over ? OVERSUBSCRIBED_SPINS : WAIT_SPINS;
+    this.spinSteps = over ? OVERSUBSCRIBED_SPINS : spins;
     this.sliceMs = over ? OVERSUBSCRIBED_SLICE_MS : WAIT_SLICE_MS;
   }
 

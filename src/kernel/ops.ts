@@ -11,7 +11,7 @@ export const VS_ADJUST = 3;
 export const VS_REMAP = 4;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
-/** Every operation: the mapping's base address (vaddr.ts putVa/getVa: high half, then low half). */
+/** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
 export const A_VA = 0;
 /** VS_MAP, VS_REMAP: the (first) frame. */
 export const A_PFN = 2;

@@ -9,7 +9,7 @@ import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions, type MachineShared } from './config.js';
 import {
-  C_DOORBELL, C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, Q_SEQ, Q_SLOT_WORDS,
 } from '../hw/layout.js';
 import { Frames, NO_FRAME } from '../hw/frames.js';
@@ -24,6 +24,7 @@ import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, faultError, faultVector } from '../hw/fault.js';
 import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
 import { failedResult, type CoreResult } from './executor.js';
+import { abortAll } from './runctl.js';
 import { parkedWord, resumeCore, setBreakpoint } from '../hw/debug.js';
 
 /**
@@ -266,12 +267,7 @@ export class Machine {
    * released, and its result is a failure naming the cause. Piscina starts a new worker.
    */
   private workerDied(c: number, e: unknown): CoreResult {
-    Atomics.store(this.ctl, G_ABORT, 1);
-    for (let i = 0; i < this.config.cores; i++) {
-      const db = this.layout.coreBase(i) + C_DOORBELL;
-      Atomics.add(this.ctl, db, 1);
-      Atomics.notify(this.ctl, db);
-    }
+    abortAll(this.layout, this.ctl);
     Atomics.store(this.ctl, this.layout.coreBase(c) + C_STATE, CORE_OFF);
     return failedResult(c, `core ${c}: its worker died (${e instanceof Error ? e.message : String(e)})`);
   }

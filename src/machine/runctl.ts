@@ -3,8 +3,8 @@
 // sleeps on its doorbell); the words are the control block's globals (hw/layout.ts).
 
 import type { Cpu } from '../hw/cpu.js';
-import { G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED } from '../hw/layout.js';
-import { WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
+import { G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, type Layout } from '../hw/layout.js';
+import { WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, ringDoorbell } from '../hw/apic.js';
 import { STEP_EXPIRED, STEP_SLEEP } from '../hw/wait.js';
 
 /**
@@ -33,14 +33,14 @@ function barrierOn(cpu: Cpu, word: number, what: string): number {
     for (let i = 0; i < cpu.layout.config.cores; i++) if (i !== cpu.id && apic.isHalted(i)) apic.wake(i);
   }
   const w = apic.bw;
-  w.begin(apic.spins);
+  w.begin();
   let arrived = 0;
   for (let now = Atomics.load(c, word); now < n; now = Atomics.load(c, word)) {
     // The bound is on no core arriving: a hundred workers starting on two CPUs take longer than
     // the wait limit to all arrive, and that is progress, not a stuck core.
     if (now !== arrived) {
       arrived = now;
-      w.begin(apic.spins);
+      w.begin();
     }
     apic.poll();
     if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
@@ -57,6 +57,11 @@ function barrierOn(cpu: Cpu, word: number, what: string): number {
 
 /** Sets the run's abort flag and wakes every core, after a failure on this core. */
 export function abortRun(cpu: Cpu): void {
-  Atomics.store(cpu.ctl, G_ABORT, 1);
-  for (let i = 0; i < cpu.layout.config.cores; i++) cpu.apic.wake(i);
+  abortAll(cpu.layout, cpu.ctl);
+}
+
+/** Sets the run's abort flag and wakes every core; from any thread (the controller, when a worker died). */
+export function abortAll(layout: Layout, ctl: Int32Array): void {
+  Atomics.store(ctl, G_ABORT, 1);
+  for (let i = 0; i < layout.config.cores; i++) ringDoorbell(layout, ctl, i);
 }
