@@ -22,7 +22,8 @@ import * as refs from '../kernel/refs.js';
 import * as spaces from '../kernel/space.js';
 
 export interface KernelViolation {
-  kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure';
+  kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure' |
+    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device';
   detail: string;
 }
 

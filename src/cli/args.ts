@@ -19,6 +19,10 @@ export const MACHINE_HELP = `Machine options:
   --max-batch N       most operations one combiner appends at once (default ${DEFAULT_KERNEL.maxBatch})
   --cow POLICY        copy-on-write policy: default (the last sharer's write reuses the frame) or
                       mh (MH: it becomes private read-only, the retried write faults once more)
+  --kernel NAME       kernel personality: default (NRK's operations, Linux copy-on-write) or mh
+                      (MH's mapping states: EINVAL/EPERM/EBUSY, export to a device for DMA,
+                      copy-on-write handled by the process at user level; implies --cow mh)
+  --device-pages N    register pages of the device above RAM (default 4 with --kernel mh, else 0)
 `;
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
@@ -33,6 +37,8 @@ export const machineOptions = {
   'log-entries': { type: 'string' },
   'max-batch': { type: 'string' },
   cow: { type: 'string' },
+  kernel: { type: 'string' },
+  'device-pages': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -82,6 +88,13 @@ export function machineFrom(values: Record<string, unknown>): MachineOptions {
     if (values.cow !== 'default' && values.cow !== 'mh') throw new UsageError(`--cow must be default or mh, got '${String(values.cow)}'`);
     o.kernel = { ...(o.kernel ?? {}), cow: values.cow };
   }
+  if (values.kernel !== undefined) {
+    if (values.kernel !== 'default' && values.kernel !== 'mh') throw new UsageError(`--kernel must be default or mh, got '${String(values.kernel)}'`);
+    if (values.kernel === 'mh' && values.cow === 'default') throw new UsageError('--cow default does not apply with --kernel mh (MH has its own copy-on-write)');
+    o.kernel = { ...(o.kernel ?? {}), personality: values.kernel };
+  }
+  const dev = int(values['device-pages'] as string | undefined, 'device-pages', 0, 64);
+  if (dev !== undefined) o.devicePages = dev;
   return o;
 }
 

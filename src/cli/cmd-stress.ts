@@ -4,9 +4,9 @@ import { randomInt } from 'node:crypto';
 import { HW_INJECTIONS } from '../hw/config.js';
 import { ALL_INJECTIONS, MACHINE_INJECTIONS } from '../machine/config.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, type StressMix } from '../workloads/hwstress.js';
-import { VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
+import { MH_MIX_KINDS, VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatReport, runStress } from './stress.js';
-import { DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
+import { DEFAULT_MH_MIX, DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
 import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, outputFailures, parse, parseMix, replayCommand } from './args.js';
 
 export const STRESS_HELP = `Usage: nrvm stress [options]
@@ -16,6 +16,13 @@ MapFrame, Unmap (with TLB shootdown), Adjust and Resolve on its own slots, conte
 8-byte loads and stores anywhere in the spaces' shared region (so other cores' TLBs hold
 translations that shootdowns must remove). Page faults go through the kernel: Resolve syncs the
 local replica; a mapping found then means a spurious fault (retried), none an invalid access.
+
+With --kernel mh the kernel is MH's (its mapping states, EINVAL/EPERM/EBUSY, export to the device
+for DMA by an engine thread, copy-on-write faults handled by the process at user level) and the
+run adds: mh-transition (a change of a page returned another outcome, or left another state,
+than MH's table says), mh-state (after a round: wiring counts, exports, I/O leaves, private
+frames shared), dma-frame-owner (the DMA engine touched a frame its exporter no longer owned),
+device (a device register read that did not reach the device).
 
 Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
 replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
@@ -31,7 +38,9 @@ Run options:
   --seed N            seed of every program (default: random; printed for replay)
   --ops N             operations per core per round (default 20000; --hw: 200000)
   --mix K=W,...       weights of ${VM_MIX_KINDS.join(', ')} (kinds not named get 0;
-                      default ${Object.entries(DEFAULT_VM_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+                      default ${Object.entries(DEFAULT_VM_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')};
+                      ${MH_MIX_KINDS.join(', ')} need --kernel mh, whose default is
+                      ${Object.entries(DEFAULT_MH_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
   --inject NAME       inject a fault to see an oracle catch it: ${ALL_INJECTIONS.join(', ')}
   --json              print the report as one JSON object instead of text
   --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
@@ -44,6 +53,8 @@ Run options:
 Examples:
   nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
   nrvm stress --seconds 5 --inject skip-replica-sync
+  nrvm stress --kernel mh --seconds 10
+  nrvm stress --kernel mh --seconds 5 --inject unwired-dma
   nrvm stress --hw --cores 8 --seconds 10
 `;
 
@@ -98,6 +109,7 @@ export async function stress(args: string[]): Promise<number> {
   if (values.hw) {
     if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
     if (values.cow !== undefined) throw new UsageError('--cow does not apply to --hw (the hardware-level stress has no kernel)');
+    if (values.kernel !== undefined) throw new UsageError('--kernel does not apply to --hw (the hardware-level stress has no kernel)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
     const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
@@ -108,7 +120,12 @@ export async function stress(args: string[]): Promise<number> {
   } else {
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
     const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
-    const mix: VmMix = values.mix === undefined ? DEFAULT_VM_MIX : parseMix(values.mix, VM_MIX_KINDS);
+    const mhKernel = machine.kernel?.personality === 'mh';
+    const mix: VmMix = values.mix === undefined ? (mhKernel ? DEFAULT_MH_MIX : DEFAULT_VM_MIX) : parseMix(values.mix, VM_MIX_KINDS);
+    const mhOnly = MH_MIX_KINDS.filter((k) => mix[k] > 0);
+    if (!mhKernel && mhOnly.length > 0) throw new UsageError(`--mix ${mhOnly.join(', ')}: MH's operations need --kernel mh`);
+    const mhInject = inject.filter((i) => i === 'skip-wire-check' || i === 'unwired-dma');
+    if (!mhKernel && mhInject.length > 0) throw new UsageError(`--inject ${mhInject.join(', ')} applies to --kernel mh only (no other kernel wires pages)`);
     const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');

@@ -18,8 +18,22 @@ import { fmt, formatViolations, keep, ticking, violationInstants } from './stres
 import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
+import { checkDma, checkMhEvents, checkMhState, mhTransitions } from '../check/mh.js';
+import { REG_ACCESSES, REG_DMA_DONE, REG_DMA_ERRORS } from '../hw/device.js';
 
-export const DEFAULT_VM_MIX: VmMix = { map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5 };
+/** Device register reads that did not reach the device (a wrong ID, or an unclaimed offset that read as something). */
+function checkDevice(res: CoreResult[]): KernelViolation[] {
+  const n = res.reduce((t, r) => t + (r.outcomes['devreg:WrongDevice'] ?? 0), 0);
+  return n === 0 ? [] : [{ kind: 'device', detail: `${n} device register read(s) through an I/O mapping did not reach the device` }];
+}
+
+export const DEFAULT_VM_MIX: VmMix = {
+  map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
+};
+/** The default mix under --kernel mh: MH's operations too, and forks often enough that pages go RO-Shared and back. */
+export const DEFAULT_MH_MIX: VmMix = {
+  map: 10, unmap: 7, adjust: 5, access: 55, resolve: 3, switch: 2, fork: 0.05, exit: 0.03, check: 5, export: 4, unexport: 3, dma: 1, devreg: 2, move: 2,
+};
 
 export interface VmStressOptions {
   machine: MachineOptions;
@@ -61,6 +75,11 @@ export interface VmStressReport {
   trace?: string;
   /** Outputs (--dump, --trace) that could not be written; the report itself is whole. */
   outputErrors: string[];
+  /** Under --kernel mh: MH's figures and the state transitions the run took ("from|to|operation" -> count). */
+  mh?: {
+    userFaults: number; userCopies: number; exports: number; unexports: number; moves: number;
+    dma: { done: number; errors: number }; deviceAccesses: number; transitions: Record<string, number>;
+  };
 }
 
 const REGION_BASE = 0x10_0000_0000;
@@ -82,12 +101,15 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
     const add = (into: Record<string, number>, from: Record<string, number>): void => {
       for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
     };
+    const mhRun = m.kernel.mh;
+    const transitions = new Map<string, number>();
     const t0 = performance.now();
     const deadline = t0 + o.seconds * 1000;
     let round = 0;
     let faults = 0;
     let reaped = 0;
     let stopped = false;
+    let dmaReported = false;
     /** The progress line: totals of the rounds done so far (a core publishes its counters when its round ends). */
     const line = (r: number, running: boolean): string => {
       const el = (performance.now() - t0) / 1000;
@@ -103,13 +125,21 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
           kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
-          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt, allRights: mhRun,
         };
         return { core: c, program };
       });
       const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
       const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
-      if (!found.some((v) => v.kind === 'core-failure')) reaped += procs.reapZombies(m.kernel);
+      const failed = found.some((v) => v.kind === 'core-failure');
+      if (!failed) reaped += procs.reapZombies(m.kernel);
+      if (mhRun && !failed) {
+        await m.drainDma();
+        found.push(...checkMhEvents(res), ...checkMhState(m), ...checkDevice(res));
+        mhTransitions(res, transitions);
+      }
+      if (mhRun) found.push(...checkDma(m).filter(() => !dmaReported));
+      if (found.some((v) => v.kind === 'dma-frame-owner')) dmaReported = true;
       for (const v of found) violations.push({ ...v, round });
       for (const r of res) {
         add(sum, r.kernel);
@@ -167,6 +197,11 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       dump,
       trace,
       outputErrors,
+      mh: mhRun ? {
+        userFaults: sum.userFaults ?? 0, userCopies: sum.userCopies ?? 0, exports: sum.exports ?? 0, unexports: sum.unexports ?? 0, moves: sum.moves ?? 0,
+        dma: { done: m.device?.peek(REG_DMA_DONE) ?? 0, errors: m.device?.peek(REG_DMA_ERRORS) ?? 0 }, deviceAccesses: m.device?.peek(REG_ACCESSES) ?? 0,
+        transitions: Object.fromEntries([...transitions].sort((a, b) => b[1] - a[1])),
+      } : undefined,
     };
   } finally {
     await m.shutdown();
@@ -192,6 +227,14 @@ export function formatVmReport(r: VmStressReport): string {
     `  NR log      ${fmt(r.log.appends)} appends in ${fmt(r.log.batches)} batches (mean ${r.log.meanBatch.toFixed(2)}), ${fmt(r.log.readSyncs)} read syncs, ${fmt(r.log.laggardAdvances)} laggard advances`,
     `  frames      ${r.frames.total} total at the end of the run: ${r.frames.free} free, ${r.frames.data} data, ${r.frames.tables} page tables, ${r.frames.pools} reserved`,
   ];
+  if (r.mh) {
+    const top = Object.entries(r.mh.transitions).slice(0, 6).map(([k, n]) => `${k.replace(/\|/, ' -> ').replace(/\|/, ' by ')} ${fmt(n)}`);
+    lines.push(
+      `  MH          ${fmt(r.mh.userFaults)} faults to the user-level handler (${fmt(r.mh.userCopies)} copies and moves), ${fmt(r.mh.exports)} exports, ` +
+        `${fmt(r.mh.unexports)} unexports, ${fmt(r.mh.moves)} moves, DMA ${fmt(r.mh.dma.done)} done / ${fmt(r.mh.dma.errors)} refused, ${fmt(r.mh.deviceAccesses)} device register accesses`,
+      `  states      ${Object.keys(r.mh.transitions).length} kinds of transition; the most taken: ${top.join('; ')}`,
+    );
+  }
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
   if (r.trace) lines.push(`  trace       ${r.trace} (Chrome trace events: open in Perfetto or chrome://tracing)`);
   lines.push(...formatViolations(r.violations), `  replay      ${r.replay}`);

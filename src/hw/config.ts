@@ -31,6 +31,8 @@ export interface HwConfig {
   inject: string[];
   /** Record per-core trace events (exported as Chrome trace JSON). */
   trace: boolean;
+  /** Register pages of the one device placed just above RAM (device.ts); 0: no device. */
+  devicePages: number;
 }
 
 export const DEFAULT_TLB: TlbConfig = {
@@ -49,7 +51,12 @@ export const DEFAULTS = {
   maxPhysAddr: 46,
   ipiQueueSlots: 4,
   waitLimitMs: 20_000,
+  /** Under the MH personality (other personalities: no device unless asked). */
+  devicePages: 4,
 } as const;
+
+/** Most register pages a device may have. */
+export const MAX_DEVICE_PAGES = 64;
 
 /** Largest simulated memory: an Int32Array view holds at most 2^32 elements (16 GiB). */
 export const MAX_MEMORY_BYTES = 2 ** 32 * 4;

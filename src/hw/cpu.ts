@@ -16,6 +16,7 @@ import { TraceRing } from './trace.js';
 import { Mmu } from './mmu.js';
 import { Apic } from './apic.js';
 import { DebugUnit } from './debug.js';
+import { Device } from './device.js';
 
 /** The shared views of one machine, as every executor of its cores holds them. */
 export interface MachineViews {
@@ -61,6 +62,7 @@ export class Cpu {
     this.waitLimitMs = l.config.waitLimitMs;
     this.tracer = views.trace ? new TraceRing(views.trace, id) : null;
     this.mmu = new Mmu(l, this.ctl, this.mem, this.base, this.regs, this);
+    if (l.devicePages > 0) this.mmu.bus = new Device(l, this.ctl, this.mem);
     this.apic = new Apic(l, this.ctl, this.base, this);
     this.debug = new DebugUnit(this.ctl, this.base, this);
     this.loadRegisters();

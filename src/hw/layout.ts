@@ -76,6 +76,46 @@ export const Q_TYPE = 1;
 export const Q_SENDER = 2;
 export const Q_ARGS = 3;
 
+// ---- device block (offsets relative to devBase; see device.ts) ------------------------------
+// One device above RAM: its register file, the table of memory exported to it for DMA, the ring
+// of DMA requests its engine takes, and the engine's breakpoint.
+/** Registers, two words each (low, high): DEV_REG_COUNT of them. Written/read: cores (MMIO), the engine. */
+export const DEV_REGS = 0;
+export const DEV_REG_COUNT = 8;
+/** DMA requests posted (logical ring tail). Written: cores (CAS). Read: the engine. Own line. */
+export const DEV_DMA_TAIL = LINE_WORDS;
+/** DMA requests the engine has taken, and finished. Written: the engine. Read: cores, controller. */
+export const DEV_DMA_HEAD = 2 * LINE_WORDS;
+export const DEV_DMA_DONE = 2 * LINE_WORDS + 1;
+/** Engine state: 0 not running, 1 running, 2 asked to stop. Written: engine and controller. */
+export const DEV_ENGINE = 3 * LINE_WORDS;
+/** Engine breakpoint: armed (1), parked mid-transfer (1), resume counter. Written: controller / engine. */
+export const DEV_BP_ARMED = 4 * LINE_WORDS;
+export const DEV_BP_PARKED = 4 * LINE_WORDS + 1;
+export const DEV_BP_RESUME = 4 * LINE_WORDS + 2;
+/** The frame-owner oracle's findings of the engine: count, then the first (frame, exporting space). */
+export const DEV_VIOLATIONS = 5 * LINE_WORDS;
+export const DEV_VIOLATION_PFN = 5 * LINE_WORDS + 1;
+export const DEV_VIOLATION_SPACE = 5 * LINE_WORDS + 2;
+/** The DMA ring: DMA_RING_SLOTS requests of DMA_REQ_WORDS: [seq, export slot, command, value]. */
+export const DEV_RING = 6 * LINE_WORDS;
+export const DMA_RING_SLOTS = 64;
+export const DMA_REQ_WORDS = 4;
+export const DQ_SEQ = 0;
+export const DQ_SLOT = 1;
+export const DQ_CMD = 2;
+export const DQ_VALUE = 3;
+/** The export table: EXPORT_SLOTS entries of EXPORT_WORDS: [state, space, first frame, pages, va hi, va lo]. */
+export const DEV_EXPORTS = DEV_RING + DMA_RING_SLOTS * DMA_REQ_WORDS;
+export const EXPORT_SLOTS = 64;
+export const EXPORT_WORDS = 8;
+export const EX_STATE = 0;
+export const EX_SPACE = 1;
+export const EX_PFN = 2;
+export const EX_PAGES = 3;
+export const EX_VA = 4;
+const DEV_WORDS = DEV_EXPORTS + EXPORT_SLOTS * EXPORT_WORDS;
+
 /** TLB entry: [tagLo, tagHi, match, flags, pfn, spare x3]. See tlb.ts. */
 export const TLB_ENTRY_WORDS = 8;
 
@@ -123,6 +163,10 @@ export class Layout {
   readonly tlb2m: TlbArrayLayout;
   readonly tlb1g: TlbArrayLayout;
   readonly controlWords: number;
+  /** First frame of the device (one past RAM), its pages (0: no device), and its block's word offset. */
+  readonly deviceFrame: number;
+  readonly devicePages: number;
+  readonly devBase: number;
 
   constructor(readonly config: HwConfig) {
     this.totalFrames = config.memoryBytes / FRAME_BYTES;
@@ -158,7 +202,10 @@ export class Layout {
     this.tlb1g = arr(t.entries1g, t.ways1g, 30);
     this.coreBlockWords = c;
     this.firstCoreWord = w;
-    this.controlWords = w + config.cores * c;
+    this.devBase = roundLine(w + config.cores * c);
+    this.deviceFrame = this.totalFrames;
+    this.devicePages = config.devicePages;
+    this.controlWords = this.devBase + (config.devicePages > 0 ? DEV_WORDS : 0);
   }
 
   /** Word offset of core c's block in the control buffer. */

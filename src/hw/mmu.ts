@@ -15,6 +15,7 @@ import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM
 import { FRAME_WORDS } from './pte.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
+import type { Device } from './device.js';
 
 /** What the MMU uses of its core: counters and the trace ring (the core's, shared with its APIC). */
 export interface MmuCore {
@@ -51,6 +52,10 @@ export class Mmu {
   cr2lo = 0;
   /** Word the last load64/store64/fetch64 reached in physical memory (-1: none, or memory not installed). */
   lastWord = -1;
+  /** The device above RAM (null: none): accesses past RAM inside its register pages reach it. */
+  bus: Device | null = null;
+  /** Physical word of the last access past RAM (set with FAULT_NOMEM). */
+  private busWord = -1;
 
   constructor(
     layout: Layout,
@@ -172,7 +177,9 @@ export class Mmu {
   /** Word index of vlo's offset in a page that is not wholly installed, or FAULT_NOMEM past the end. */
   private boundedWord(pfn: number, shift: number, vlo: number): number {
     const w = pfn * FRAME_WORDS + ((vlo & ((1 << shift) - 1)) >>> 2);
-    return w + 1 < this.memWords ? w : FAULT_NOMEM;
+    if (w + 1 < this.memWords) return w;
+    this.busWord = w;
+    return FAULT_NOMEM;
   }
 
   /** TLB miss: walk (setting A/D), fill the TLB, or raise the walk's fault. */
@@ -230,7 +237,7 @@ export class Mmu {
     this.cpu.ctr[CTR.stores]++;
     const w = this.translate(vhi, vlo, ACC_WRITE);
     this.lastWord = w;
-    if (w < 0) return this.busOrFault(w, true);
+    if (w < 0) return this.busOrFault(w, true, hi, lo);
     this.mem[w] = lo;
     this.mem[w + 1] = hi;
     return 0;
@@ -247,9 +254,22 @@ export class Mmu {
     return 0;
   }
 
-  /** Memory that is not installed reads as all ones and ignores writes; other codes are faults. */
-  private busOrFault(code: number, write: boolean): number {
+  /**
+   * Past RAM: the device's register pages reach the device (device.ts); memory that is not
+   * installed reads as all ones and ignores writes. Other codes are faults.
+   */
+  private busOrFault(code: number, write: boolean, hi = 0, lo = 0): number {
     if (code !== FAULT_NOMEM) return code;
+    const bus = this.bus;
+    if (bus !== null && bus.contains(this.busWord)) {
+      if (write) bus.write(this.busWord, hi, lo);
+      else {
+        bus.read(this.busWord);
+        this.valLo = bus.valLo;
+        this.valHi = bus.valHi;
+      }
+      return 0;
+    }
     if (!write) {
       this.valLo = -1;
       this.valHi = -1;

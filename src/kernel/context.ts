@@ -14,6 +14,7 @@ import { Nr, NR_BP_AFTER_APPEND, NR_BP_BEFORE_APPLY, type NrThread } from '../nr
 import { NrLayout } from '../nr/layout.js';
 import { readLock, readUnlock, writeLock, writeUnlock, type LockWaiter } from '../nr/rwlock.js';
 import type { Frames } from '../hw/frames.js';
+import type { Device } from '../hw/device.js';
 import type { Cpu } from '../hw/cpu.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
@@ -62,6 +63,10 @@ export interface KernelViews {
   cow?: 'default' | 'mh';
   /** Node replication, or the lock baseline (config kernel.mode). */
   mode?: 'nr' | 'lock';
+  /** The kernel personality (config kernel.personality). */
+  personality?: 'default' | 'mh';
+  /** The device above RAM, when the machine has one (exports, I/O mappings). */
+  device?: Device;
 }
 
 /** Per-thread statistics, merged by the controller. */
@@ -89,6 +94,12 @@ export class KernelStats {
   zeroFills = 0;
   cowCopies = 0;
   cowReuses = 0;
+  /** MH: faults delivered to the process's user-level handler; its copies (copy and move); exports, unexports, moves. */
+  userFaults = 0;
+  userCopies = 0;
+  exports = 0;
+  unexports = 0;
+  moves = 0;
 }
 
 /** One thread's kernel context. See the module comment. */
@@ -109,6 +120,11 @@ export class Kernel implements LockWaiter {
   readonly skipShootdown: boolean;
   readonly skipReplicaSync: boolean;
   readonly skipCowCopy: boolean;
+  /** Injected MH bugs: unmap of a wired page succeeds; export does not wire. */
+  readonly skipWireCheck: boolean;
+  readonly unwiredDma: boolean;
+  /** The MH personality (kernel/mh.ts): its state machine's rules, user-level copy-on-write. */
+  readonly mh: boolean;
   /** Kernel mode 'lock': the single-copy baseline instead of node replication. */
   readonly lockMode: boolean;
   /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame) or 'mh' (it becomes private read-only first). */
@@ -128,6 +144,9 @@ export class Kernel implements LockWaiter {
     this.skipShootdown = v.inject.includes('skip-shootdown');
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
+    this.skipWireCheck = v.inject.includes('skip-wire-check');
+    this.unwiredDma = v.inject.includes('unwired-dma');
+    this.mh = v.personality === 'mh';
     this.cowPolicy = v.cow ?? 'default';
     this.lockMode = v.mode === 'lock';
     this.bw = new BoundedWait(v.waitLimitMs, undefined, v.replicaOf.length);
@@ -141,7 +160,7 @@ export class Kernel implements LockWaiter {
   vspace(s: number): VSpace {
     let x = this.vspaces[s];
     if (!x) {
-      x = new VSpace(this.v.klayout, this.v.k, this.v.mem, s, this.v.frames, this.v.waitLimitMs);
+      x = new VSpace(this.v.klayout, this.v.k, this.v.mem, s, this.v.frames, this.v.waitLimitMs, { mh: this.mh, skipWireCheck: this.skipWireCheck });
       this.vspaces[s] = x;
     }
     return x;

@@ -13,7 +13,8 @@ import { FRAME_WORDS } from '../hw/pte.js';
 import { PH_BEGIN, PH_END, TR_FAULT } from '../hw/trace.js';
 import { vaJoin } from '../hw/vaddr.js';
 import { BP_BEFORE_COW_COPY, BP_BEFORE_RESOLVE, type Kernel } from './context.js';
-import { OK, PAGE, R_COW, R_NX, R_USER, R_WAS_COW, R_WRITE, R_ZERO, leafWritable } from './ops.js';
+import { OK, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED, R_WRITE, R_ZERO, leafWritable } from './ops.js';
+import { userFault } from './mrg.js';
 import { holdNew, refcount, release } from './refs.js';
 import { lockShared, unlockShared } from './space.js';
 import { adjustLocked, lookup, remapLocked } from './vm.js';
@@ -31,13 +32,21 @@ export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc:
   if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
   cpu.trace(PH_BEGIN, TR_FAULT, vlo);
   try {
-    return handleFault(kx, cpu, s, vhi, vlo, acc);
+    const r = handleFault(kx, cpu, s, vhi, vlo, acc);
+    // MH: the fault goes to the process's user-level handler, with the space lock let go (the
+    // handler's own operations take it).
+    return r === USER ? userFault(kx, cpu, s, vhi, vlo) : r === RETRY;
   } finally {
     cpu.trace(PH_END, TR_FAULT, vlo);
   }
 }
 
-function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, acc: number): boolean {
+/** What the kernel's handler decided: deliver the fault to the program, retry the access, or (MH) run the user-level handler. */
+const DELIVER = 0;
+const RETRY = 1;
+const USER = 2;
+
+function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, acc: number): number {
   cpu.debug.breakpoint(BP_BEFORE_RESOLVE);
   // A write may have to change the mapping: look it up under the space lock, so that what it
   // finds (a fork, another core's fault may have changed it) is what it changes.
@@ -46,17 +55,21 @@ function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, 
   try {
     const e = kx.found;
     const found = lookup(kx, cpu.id, s, vhi, vlo, e, cpu);
+    if (found && write && kx.mh) {
+      const u = mhWriteFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights);
+      if (u !== DELIVER) return u;
+    }
     if (found && write && (e.rights & R_WRITE) !== 0 && (e.rights & (R_COW | R_ZERO)) !== 0) {
-      if (writeFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights)) return true;
+      if (writeFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights)) return RETRY;
       kx.stats.invalidAccesses++;
-      return false;
+      return DELIVER;
     }
     if (found && write && (e.rights & R_WAS_COW) !== 0) {
       // MH: a page made private read-only by a copy-on-write fault faults again on the retried
       // write; the user-level handler (MH's MRG library) makes it writable.
       adjustLocked(kx, cpu, s, vhi, vlo & ~(PAGE - 1), (e.rights & ~R_WAS_COW) | R_WRITE);
       kx.stats.spuriousFaults++;
-      return true;
+      return RETRY;
     }
     let ok = found;
     if (found) {
@@ -66,10 +79,28 @@ function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, 
     }
     if (ok) kx.stats.spuriousFaults++;
     else kx.stats.invalidAccesses++;
-    return ok;
+    return ok ? RETRY : DELIVER;
   } finally {
     if (write) unlockShared(kx, s);
   }
+}
+
+/**
+ * MH's write fault on the page at hi:lo (frame pfn, these rights), the space lock held: the last
+ * sharer of an RO-Shared page gets it back Private RO with no copy (the retried write faults once
+ * more, as a plain read-only fault); an RO-Shared page with other sharers, or a Private RO page,
+ * goes to the process's user-level handler. DELIVER: not MH's case (the default path decides).
+ */
+function mhWriteFault(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pfn: number, rights: number): number {
+  if ((rights & (R_IO | R_WIRED)) !== 0) return DELIVER;
+  if ((rights & R_COW) !== 0) {
+    if (refcount(kx, pfn) > 1) return USER;
+    adjustLocked(kx, cpu, s, hi, lo, rights & ~(R_COW | R_WRITE));
+    kx.stats.cowReuses++;
+    kx.onEvent?.('reuse', vaJoin(hi, lo));
+    return RETRY;
+  }
+  return (rights & R_WRITE) === 0 ? USER : DELIVER;
 }
 
 /**

@@ -9,8 +9,8 @@ import type { Cpu } from '../hw/cpu.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
-import { S_LOCK_PROGRESS } from './layout.js';
-import { OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_WIRED, R_ZERO } from './ops.js';
+import { S_FORKS, S_LOCK_PROGRESS } from './layout.js';
+import { OK, OUT_OF_MEMORY, PAGE, R_COW, R_IO, R_WIRED, R_WRITE, R_ZERO } from './ops.js';
 import { addRef, ownerAdd, release, releaseMapping } from './refs.js';
 import { SHOOTDOWN_FULL_FLUSH_PAGES, shootdown } from './shootdown.js';
 import { createSpace, destroySpace, lockExclusive, unlockExclusive } from './space.js';
@@ -23,13 +23,19 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
   if (child < 0) return child;
   lockExclusive(kx, parent, cpu);
   let madeCow = false;
+  let forking = false;
   try {
     kx.sync(parent, cpu.id, cpu);
     const progress = kx.v.klayout.spaceBase(parent) + S_LOCK_PROGRESS;
+    // A seqlock for MH's state oracle: odd while the fork changes the parent's pages, bumped again when done.
+    Atomics.add(kx.v.k, kx.v.klayout.spaceBase(parent) + S_FORKS, 1);
+    forking = true;
     for (const e of entries(kx, cpu.id, parent, cpu)) {
       Atomics.add(kx.v.k, progress, 1); // the lock's waiters see the fork moving
       if ((e.rights & (R_WIRED | R_IO)) !== 0) continue;
-      const rights = (e.rights & R_ZERO) === 0 ? e.rights | R_COW : e.rights;
+      // MH's copy-on-write loses the read/write bit (the seed: "returns into being private, but
+      // read-only, no matter the original state").
+      const rights = (e.rights & R_ZERO) !== 0 ? e.rights : kx.mh ? (e.rights & ~R_WRITE) | R_COW : e.rights | R_COW;
       // shareInto makes the parent's page copy-on-write before the child maps it: from then on the
       // parent's writable translations are stale, whether or not the child's map succeeds.
       if (rights !== e.rights) madeCow = true;
@@ -44,6 +50,7 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
     // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after
     // copying it): the whole PCID on every core running the parent.
     if (madeCow) shootdown(kx, cpu, parent, 0, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
+    if (forking) Atomics.add(kx.v.k, kx.v.klayout.spaceBase(parent) + S_FORKS, 1);
     unlockExclusive(kx, parent);
   }
 }

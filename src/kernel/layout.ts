@@ -52,6 +52,11 @@ export const S_FORKING = K_LINE + 1;
  */
 export const S_LOCK_PROGRESS = K_LINE + 2;
 /**
+ * A seqlock over the space's forks, bumped by a fork holding the lock alone as it begins and as it
+ * ends (odd while one runs): MH's state oracle knows when a page's state may have changed under it.
+ */
+export const S_FORKS = K_LINE + 3;
+/**
  * TLB generation of the space (Linux's tlb_gen): bumped by every shootdown and every create,
  * never reset. A core that switches back in with an older generation flushes the space's PCID.
  * Written: initiators (add). Read: cores switching in. Own line.

@@ -9,6 +9,10 @@ export const VS_UNMAP = 2;
 export const VS_ADJUST = 3;
 /** Replace the frame (and rights) of a one-page mapping: copy-on-write and zero-page faults. */
 export const VS_REMAP = 4;
+/** MH: change the wiring count of a mapping by A_WIRE_DELTA (+1 export, -1 unexport). */
+export const VS_WIRE = 5;
+/** MH: move the one-page mapping at A_MOVE_FROM over the one-page mapping at A_VA (user-level copy-on-write). */
+export const VS_MOVE = 6;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
@@ -26,6 +30,13 @@ export const A_REMAP_RIGHTS = 3;
 /** VS_ADJUST: requested rights, and the mask of the bits that change. */
 export const A_ADJ_RIGHTS = 2;
 export const A_ADJ_MASK = 3;
+/** VS_ADJUST: 1 when the program asked (MH's table applies), 0 when the kernel did. */
+export const A_ADJ_USER = 4;
+/** VS_WIRE: the mapping's pages as the caller named them, and +1 or -1. */
+export const A_WIRE_PAGES = 2;
+export const A_WIRE_DELTA = 3;
+/** VS_MOVE: the source mapping (high half, then low half). */
+export const A_MOVE_FROM = 2;
 
 // Response words.
 /** Every operation: the outcome (OK or an error below). */
@@ -43,6 +54,11 @@ export const RS_ADJ_NEW = 3;
 /** VS_REMAP: the old frame and rights. */
 export const RS_REMAP_PFN = 1;
 export const RS_REMAP_RIGHTS = 2;
+/** VS_WIRE: the wiring count after the change. */
+export const RS_WIRE_COUNT = 1;
+/** VS_MOVE: the frame and rights the destination had (the caller drops its reference). */
+export const RS_MOVE_OLD_PFN = 1;
+export const RS_MOVE_OLD_RIGHTS = 2;
 
 /** Rights of a mapping. */
 export const R_WRITE = 1;
@@ -61,7 +77,12 @@ export const R_IO = 64;
 export const R_WAS_COW = 128;
 /** The access rights a program may change with Adjust; the kinds (COW, ZERO, WIRED, IO...) stay. */
 export const R_ACCESS = R_WRITE | R_USER | R_NX;
-export const R_ALL = 0xff;
+/** MH: how many exports wire the mapping (bits 16-23; R_WIRED is set while it is above 0). */
+export const R_WIRE_SHIFT = 16;
+export const R_WIRE_MASK = 0xff << R_WIRE_SHIFT;
+export const R_WIRE_MAX = 0xff;
+/** Every bit of the rights word (kinds, and MH's wiring count). */
+export const R_ALL = 0xff | R_WIRE_MASK;
 
 /** Whether the hardware leaf of a mapping with these rights is writable (COW and ZERO leaves are read-only). */
 export function leafWritable(rights: number): boolean {
@@ -75,7 +96,11 @@ export const INVALID_FRAME = 2;
 export const INVALID_BASE = 3;
 export const NOT_MAPPED = 4;
 export const OUT_OF_MEMORY = 5;
-export const RESULT_NAMES = ['Ok', 'AlreadyMapped', 'InvalidFrame', 'InvalidBase', 'NotMapped', 'OutOfMemory'];
+/** MH's errors, as its kernel returns them (kernel/mh.ts has the table). */
+export const EINVAL = 6;
+export const EPERM = 7;
+export const EBUSY = 8;
+export const RESULT_NAMES = ['Ok', 'AlreadyMapped', 'InvalidFrame', 'InvalidBase', 'NotMapped', 'OutOfMemory', 'EINVAL', 'EPERM', 'EBUSY'];
 
 export const PAGE = 4096;
 /** The top of the user half of a 4-level address space. */

@@ -3,7 +3,7 @@
 // lock baseline), and the kernel faults a run can inject to prove that an oracle catches them.
 
 /** Named kernel faults a run can inject (hardware ones: hw/config.ts HW_INJECTIONS). */
-export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy'] as const;
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy', 'skip-wire-check', 'unwired-dma'] as const;
 
 /** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
 export interface KernelOptions {
@@ -24,7 +24,13 @@ export interface KernelOptions {
    * copy of each space's mapping database and page tables behind one reader/writer lock.
    */
   mode: 'nr' | 'lock';
+  /**
+   * 'default': NRK's operations with Linux/os5 copy-on-write. 'mh': MH's mapping states as a
+   * checked state machine (kernel/mh.ts): EINVAL/EPERM/EBUSY, wiring by device export, DMA,
+   * copy-on-write faults delivered to the process's user-level handler (kernel/mrg.ts).
+   */
+  personality: 'default' | 'mh';
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr' };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr', personality: 'default' };
 

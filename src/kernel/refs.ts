@@ -7,7 +7,7 @@
 import { NO_FRAME } from '../hw/frames.js';
 import { panic } from '../hw/panic.js';
 import type { Kernel } from './context.js';
-import { R_ZERO } from './ops.js';
+import { R_IO, R_ZERO } from './ops.js';
 
 /** Spaces the shadow-owner bit mask covers (0-31); frames of spaces above are not tracked. */
 export const OWNER_SPACES = 32;
@@ -20,6 +20,11 @@ export function ownerAdd(kx: Kernel, pfn: number, s: number): void {
 /** Records that space s no longer maps frame pfn (after its shootdown returned). */
 export function ownerRemove(kx: Kernel, pfn: number, s: number): void {
   if (s < OWNER_SPACES) Atomics.and(kx.v.k, kx.v.klayout.ownerBase + pfn, ~(1 << s));
+}
+
+/** The shadow owners of frame pfn (bit s: space s maps it). */
+export function ownerMask(kx: Kernel, pfn: number): number {
+  return Atomics.load(kx.v.k, kx.v.klayout.ownerBase + pfn);
 }
 
 /** References to data frame pfn from mappings. */
@@ -57,9 +62,9 @@ export function release(kx: Kernel, pfn: number, s: number): void {
   dropRef(kx, pfn);
 }
 
-/** The frames a dying space s held, as destroySpace reports them: all but the zero page lose a reference. */
+/** The frames a dying space s held, as destroySpace reports them: all but the zero page and device pages lose a reference. */
 export function releaseMapping(kx: Kernel, s: number, pfn: number, pages: number, rights: number): void {
-  if ((rights & R_ZERO) !== 0) return;
+  if ((rights & (R_ZERO | R_IO)) !== 0) return;
   for (let p = 0; p < pages; p++) release(kx, pfn + p, s);
 }
 

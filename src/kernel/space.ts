@@ -61,6 +61,10 @@ export function destroySpace(kx: Kernel, s: number, freeData: (pfn: number, page
   const holders = activeCores(kx, s);
   if (holders.length > 0) panic(`destroySpace: space ${s} is destroyed while cores ${holders.join(',')} may hold its translations`);
   syncAll(kx, s);
+  // The device lets go of the space's exports first (waiting for a transfer in progress on one):
+  // no DMA lands in a frame freed below.
+  const dev = kx.v.device;
+  if (dev) for (const slot of dev.slotsOf(s)) dev.release(slot, s);
   for (const e of kx.vspace(s).db(0).entries()) freeData(e.pfn, e.pages, e.rights);
   for (let r = 0; r < klayout.config.nodes; r++) {
     const rb = klayout.replicaBase(s, r);

@@ -16,12 +16,12 @@ import { getVa, vaJoin } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import {
-  A_ADJ_MASK, A_ADJ_RIGHTS, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, ALREADY_MAPPED, INVALID_BASE,
-  INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_ACCESS, R_ALL, R_NX, R_USER, R_ZERO, RS_ADJ_NEW, RS_ADJ_OLD,
+  A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, ALREADY_MAPPED, INVALID_BASE,
+  EINVAL, INVALID_FRAME, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_ACCESS, R_ALL, R_IO, R_NX, R_USER, R_ZERO, RS_ADJ_NEW, RS_ADJ_OLD,
   RS_ADJ_PAGES, RS_CODE, RS_CONFLICT, RS_UNMAP_PAGES, RS_UNMAP_PFN, USER_TOP, VS_ADJUST,
   VS_MAP, VS_REMAP, VS_UNMAP, leafWritable,
 } from './ops.js';
-import { holdNew, release, zeroPage } from './refs.js';
+import { holdNew, refcount, release, zeroPage } from './refs.js';
 import { shootdown } from './shootdown.js';
 import { lockShared, unlockShared } from './space.js';
 
@@ -61,7 +61,7 @@ export function mapLocked(kx: Kernel, c: number, s: number, vhi: number, vlo: nu
   kx.stats.maps++;
   if (!Number.isInteger(vhi) || !Number.isInteger(vlo) || (vlo & (PAGE - 1)) !== 0 || vhi < 0 || vaJoin(vhi, vlo) + Math.max(size, 0) > USER_TOP) return kx.err({ code: INVALID_BASE });
   if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
-      pa / PAGE + size / PAGE > kx.v.klayout.config.totalFrames) return kx.err({ code: INVALID_FRAME });
+      !framesOk(kx, pa / PAGE, size / PAGE, rights)) return kx.err({ code: INVALID_FRAME });
   const pages = size / PAGE;
   const vs = kx.vspace(s);
   // Tables are never freed while the space lives, so the state the operation meets in the log has
@@ -80,6 +80,28 @@ export function mapLocked(kx: Kernel, c: number, s: number, vhi: number, vlo: nu
   if (code === ALREADY_MAPPED) return kx.err({ code, conflict: getVa(kx.resp, RS_CONFLICT) });
   if (code !== OK) return kx.err({ code });
   return MAP_OK;
+}
+
+/** Whether frames [pfn, + pages) may be mapped with these rights: RAM, or (R_IO) the device's register pages. */
+function framesOk(kx: Kernel, pfn: number, pages: number, rights: number): boolean {
+  const ram = kx.v.klayout.config.totalFrames;
+  if ((rights & R_IO) === 0) return pfn + pages <= ram;
+  const dev = kx.v.device;
+  return dev !== undefined && pfn >= ram && pfn + pages <= ram + dev.pages;
+}
+
+/**
+ * MapFrame as a program issues it: map() with access rights only. Under MH, copy-on-write is
+ * the only sharing: a frame some mapping already holds is refused (INVALID_FRAME).
+ */
+export function mapFrame(kx: Kernel, c: number, s: number, vhi: number, vlo: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
+  if (kx.mh && Number.isSafeInteger(pa) && Number.isSafeInteger(size) && pa >= 0 && size > 0) {
+    const ram = kx.v.klayout.config.totalFrames;
+    for (let f = Math.floor(pa / PAGE); f < Math.min(ram, Math.ceil((pa + size) / PAGE)); f++) {
+      if (refcount(kx, f) > 0) return kx.err({ code: INVALID_FRAME });
+    }
+  }
+  return map(kx, c, s, vhi, vlo, pa, size, rights & R_ACCESS, cpu);
 }
 
 /**
@@ -105,6 +127,8 @@ export function mapAnon(kx: Kernel, c: number, s: number, vhi: number, vlo: numb
 
 /** Maps one demand-zero page at vhi:vlo: the zero page, read-only, writable on demand when `rights` has R_WRITE. */
 export function mapZero(kx: Kernel, c: number, s: number, vhi: number, vlo: number, rights: number, cpu?: Cpu): MapResult {
+  // MH has no demand-zero pages: its memory is private or copy-on-write shared, nothing else.
+  if (kx.mh) return kx.err({ code: EINVAL });
   const z = zeroPage(kx);
   if (z === NO_FRAME) return kx.err({ code: OUT_OF_MEMORY });
   return map(kx, c, s, vhi, vlo, z * PAGE, PAGE, rights | R_ZERO, cpu);
@@ -139,7 +163,7 @@ export function adjust(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number
   kx.checkSpace(s);
   lockShared(kx, s, cpu);
   try {
-    return adjustLocked(kx, cpu, s, vhi, vlo, rights, R_ACCESS, true);
+    return adjustLocked(kx, cpu, s, vhi, vlo, rights, R_ACCESS, true, true);
   } finally {
     unlockShared(kx, s);
   }
@@ -147,15 +171,17 @@ export function adjust(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number
 
 /**
  * Adjust as the kernel uses it, with the space lock held: `mask` says which bits of the rights
- * word change (R_ALL: kinds too); `shoot` false leaves the shootdown to the caller (fork).
+ * word change (R_ALL: kinds too); `shoot` false leaves the shootdown to the caller (fork); `user`
+ * says a program asked (MH's rules apply to it, not to the kernel's own changes).
  */
-export function adjustLocked(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, rights: number, mask = R_ALL, shoot = true): { code: number; pages: number } {
+export function adjustLocked(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, rights: number, mask = R_ALL, shoot = true, user = false): { code: number; pages: number } {
   kx.stats.adjusts++;
   const a = kx.args;
   a[A_VA] = vhi;
   a[A_VA + 1] = vlo;
   a[A_ADJ_RIGHTS] = rights;
   a[A_ADJ_MASK] = mask;
+  a[A_ADJ_USER] = user ? 1 : 0;
   kx.exec(s, cpu.id, cpu, VS_ADJUST);
   if (kx.resp[RS_CODE] !== OK) return kx.err({ code: kx.resp[RS_CODE], pages: 0 });
   const pages = kx.resp[RS_ADJ_PAGES];

@@ -12,16 +12,31 @@ import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
 import { leafLo, walkTo } from '../hw/pagetable.js';
-import { FRAME_WORDS, HI_XD, PTE_P, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
+import { FRAME_WORDS, HI_XD, PTE_P, PTE_PCD, PTE_PWT, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
 import {
-  A_ADJ_MASK, A_ADJ_RIGHTS, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, ALREADY_MAPPED, NOT_MAPPED, OK,
-  OUT_OF_MEMORY, PAGE, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE, RS_CONFLICT,
-  RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS, VS_ADJUST, VS_MAP, VS_REMAP, VS_UNMAP, leafWritable,
+  A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
+  ALREADY_MAPPED, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
+  RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
+  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
+import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
+
+/** The personality's rules an apply follows (the same on every replica). */
+export interface ApplyRules {
+  /** MH's state machine (kernel/mh.ts): EBUSY, EINVAL, EPERM. */
+  mh: boolean;
+  /** Injected: unmap of a wired page succeeds. */
+  skipWireCheck: boolean;
+}
+
+/** Leaf flags of a mapping with these rights: R/W, U/S, and PCD|PWT for I/O (uncached device registers). */
+function leafFlags(rights: number): number {
+  return (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0) | ((rights & R_IO) !== 0 ? PTE_PCD | PTE_PWT : 0);
+}
 
 /**
  * The page size of the next piece of a mapping at an address whose low half is vlo (frame pfn,
@@ -44,6 +59,8 @@ export class VSpace implements Replicated {
   private readonly takers: (() => number)[] = [];
   /** The mapping an operation found (reused). */
   private readonly found: MapEntry = { va: 0, pfn: 0, pages: 0, rights: 0 };
+  /** A second mapping an operation found (VS_MOVE's source). */
+  private readonly other: MapEntry = { va: 0, pfn: 0, pages: 0, rights: 0 };
   private readonly poolWait: BoundedWait;
 
   constructor(
@@ -55,6 +72,7 @@ export class VSpace implements Replicated {
     readonly frames: Frames,
     /** Bound on waiting for a pool lock (the machine's waitLimitMs). */
     waitLimitMs: number,
+    readonly rules: ApplyRules = { mh: false, skipWireCheck: false },
   ) {
     for (let r = 0; r < klayout.config.nodes; r++) {
       this.dbs.push(new MapDb(k, klayout.arenaBase(space, r), klayout.arenaWordsEach));
@@ -168,7 +186,13 @@ export class VSpace implements Replicated {
         this.applyUnmap(r, hi, lo, resp, ro);
         return;
       case VS_ADJUST:
-        this.applyAdjust(r, hi, lo, w[a + A_ADJ_RIGHTS], w[a + A_ADJ_MASK], resp, ro);
+        this.applyAdjust(r, hi, lo, w[a + A_ADJ_RIGHTS], w[a + A_ADJ_MASK], w[a + A_ADJ_USER] === 1, resp, ro);
+        return;
+      case VS_WIRE:
+        this.applyWire(r, hi, lo, w[a + A_WIRE_PAGES], w[a + A_WIRE_DELTA], resp, ro);
+        return;
+      case VS_MOVE:
+        this.applyMove(r, hi, lo, w[a + A_MOVE_FROM], w[a + A_MOVE_FROM + 1], resp, ro);
         return;
       case VS_REMAP:
         this.applyRemap(r, hi, lo, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
@@ -202,8 +226,7 @@ export class VSpace implements Replicated {
       return;
     }
     const root = this.root(r);
-    const write = leafWritable(rights);
-    const user = (rights & R_USER) !== 0;
+    const flags = leafFlags(rights);
     const nx = (rights & R_NX) !== 0;
     for (let off = 0; off < pages;) {
       const vhi = addHi(hi, lo, off * PAGE);
@@ -213,7 +236,7 @@ export class VSpace implements Replicated {
       const word = walkTo(this.mem, root, false, vhi, vlo, shift, this.takers[r], PTE_RW | PTE_US);
       if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${vaJoin(vhi, vlo).toString(16)} (${-1 - word})`);
       this.mem[word + 1] = makeHi(p, 0, nx);
-      Atomics.store(this.mem, word, leafLo(p, shift, (write ? PTE_RW : 0) | (user ? PTE_US : 0)));
+      Atomics.store(this.mem, word, leafLo(p, shift, flags));
       off += 2 ** (shift - 12);
     }
     resp[ro + RS_CODE] = OK;
@@ -228,6 +251,13 @@ export class VSpace implements Replicated {
 
   private applyUnmap(r: number, hi: number, lo: number, resp: Int32Array, ro: number): void {
     const e = this.found;
+    if (this.rules.mh && this.dbs[r].find(hi, lo, e) && e.va === vaJoin(hi, lo)) {
+      const code = unmapRule(e.rights, this.rules.skipWireCheck);
+      if (code !== OK) {
+        resp[ro + RS_CODE] = code;
+        return;
+      }
+    }
     if (!this.dbs[r].remove(hi, lo, e)) {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
@@ -249,12 +279,19 @@ export class VSpace implements Replicated {
    * first to the intersection of old and new rights, then to the new rights: a walk that reads
    * the entry between any two stores sees rights no wider than the old or the new ones.
    */
-  private applyAdjust(r: number, hi: number, lo: number, requested: number, mask: number, resp: Int32Array, ro: number): void {
+  private applyAdjust(r: number, hi: number, lo: number, requested: number, mask: number, user: boolean, resp: Int32Array, ro: number): void {
     const db = this.dbs[r];
     const old = this.found;
     if (!db.find(hi, lo, old) || old.va !== vaJoin(hi, lo)) {
-      resp[ro + RS_CODE] = NOT_MAPPED;
+      resp[ro + RS_CODE] = user && this.rules.mh ? EPERM : NOT_MAPPED;
       return;
+    }
+    if (user && this.rules.mh) {
+      const code = adjustRule(old.rights, requested);
+      if (code !== OK) {
+        resp[ro + RS_CODE] = code;
+        return;
+      }
     }
     // Only the bits in `mask` change: a program's Adjust keeps a copy-on-write page copy-on-write.
     const rights = (old.rights & ~mask) | (requested & mask);
@@ -295,9 +332,67 @@ export class VSpace implements Replicated {
     const word = this.leafWord(r, hi, lo, 12);
     Atomics.store(this.mem, word, 0);
     Atomics.store(this.mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
-    Atomics.store(this.mem, word, leafLo(pfn, 12, (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0)));
+    Atomics.store(this.mem, word, leafLo(pfn, 12, leafFlags(rights)));
     resp[ro + RS_CODE] = OK;
     resp[ro + RS_REMAP_PFN] = oldPfn;
     resp[ro + RS_REMAP_RIGHTS] = oldRights;
+  }
+
+  /**
+   * MH: changes the wiring count of the mapping based at va by delta. The mapping must be exactly
+   * `pages` long (a range crossing a state boundary is EINVAL); the leaves do not change.
+   */
+  private applyWire(r: number, hi: number, lo: number, pages: number, delta: number, resp: Int32Array, ro: number): void {
+    const db = this.dbs[r];
+    const e = this.found;
+    if (!db.find(hi, lo, e)) {
+      resp[ro + RS_CODE] = EPERM;
+      return;
+    }
+    const code = e.va !== vaJoin(hi, lo) || e.pages !== pages ? EINVAL : wireRule(e.rights, delta);
+    if (code !== OK) {
+      resp[ro + RS_CODE] = code;
+      return;
+    }
+    const n = wireCount(e.rights) + delta;
+    db.setRights(hi, lo, withWireCount(e.rights, n));
+    resp[ro + RS_CODE] = OK;
+    resp[ro + RS_WIRE_COUNT] = n;
+  }
+
+  /**
+   * MH: the one-page mapping at (shi, slo) replaces the one-page mapping at (hi, lo): the
+   * destination's leaf is cleared and rewritten with the source's frame and rights, high half
+   * first; the source's leaf is cleared. The caller shoots both pages down and drops the old frame.
+   */
+  private applyMove(r: number, hi: number, lo: number, shi: number, slo: number, resp: Int32Array, ro: number): void {
+    const db = this.dbs[r];
+    const d = this.found;
+    const src = this.other;
+    if (!db.find(hi, lo, d) || !db.find(shi, slo, src)) {
+      resp[ro + RS_CODE] = EPERM;
+      return;
+    }
+    let code = d.va !== vaJoin(hi, lo) || src.va !== vaJoin(shi, slo) || d.pages !== 1 || src.pages !== 1 || d.va === src.va ? EINVAL : OK;
+    if (code === OK) code = moveRule(d.rights, src.rights);
+    if (code !== OK) {
+      resp[ro + RS_CODE] = code;
+      return;
+    }
+    const oldPfn = d.pfn;
+    const oldRights = d.rights;
+    const pfn = src.pfn;
+    const rights = src.rights;
+    db.remove(shi, slo, src);
+    db.update(hi, lo, pfn, rights);
+    const mem = this.mem;
+    Atomics.store(mem, this.leafWord(r, shi, slo, 12), 0);
+    const word = this.leafWord(r, hi, lo, 12);
+    Atomics.store(mem, word, 0);
+    Atomics.store(mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
+    Atomics.store(mem, word, leafLo(pfn, 12, leafFlags(rights)));
+    resp[ro + RS_CODE] = OK;
+    resp[ro + RS_MOVE_OLD_PFN] = oldPfn;
+    resp[ro + RS_MOVE_OLD_RIGHTS] = oldRights;
   }
 }

@@ -2,7 +2,7 @@
 // its validation. Validation returns a message naming the problem; nothing here throws from deep
 // inside.
 
-import { DEFAULT_TLB, DEFAULTS, HW_INJECTIONS, MAX_CORES, MAX_MEMORY_BYTES, MIN_FRAMES_PER_NODE, parseSize, type HwConfig, type TlbConfig } from '../hw/config.js';
+import { DEFAULT_TLB, DEFAULTS, HW_INJECTIONS, MAX_CORES, MAX_DEVICE_PAGES, MAX_MEMORY_BYTES, MIN_FRAMES_PER_NODE, parseSize, type HwConfig, type TlbConfig } from '../hw/config.js';
 import { FRAME_BYTES } from '../hw/pte.js';
 import { DEFAULT_KERNEL, KERNEL_INJECTIONS, type KernelOptions } from '../kernel/options.js';
 
@@ -28,10 +28,12 @@ export interface MachineOptions {
   inject?: string[];
   kernel?: Partial<KernelOptions>;
   trace?: boolean;
+  /** Register pages of the device above RAM (default: 4 under kernel.personality 'mh', else 0: none). */
+  devicePages?: number;
 }
 
 /** The options Machine.boot knows. */
-const OPTION_KEYS = ['cores', 'nodes', 'memory', 'tlb', 'maxPhysAddr', 'ipiQueueSlots', 'waitLimitMs', 'inject', 'kernel', 'trace'];
+const OPTION_KEYS = ['cores', 'nodes', 'memory', 'tlb', 'maxPhysAddr', 'ipiQueueSlots', 'waitLimitMs', 'inject', 'kernel', 'trace', 'devicePages'];
 
 /** A message naming the keys of `o` not in `known` (with their prefix), or null. */
 function unknownKeys(o: unknown, known: readonly string[], prefix: string): string | null {
@@ -124,10 +126,20 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
   if (!isPow2(kernel.logEntries)) return { error: `kernel.logEntries must be a power of two, got ${kernel.logEntries}` };
   if (kernel.cow !== 'default' && kernel.cow !== 'mh') return { error: `kernel.cow must be 'default' or 'mh', got '${String(kernel.cow)}'` };
   if (kernel.mode !== 'nr' && kernel.mode !== 'lock') return { error: `kernel.mode must be 'nr' or 'lock', got '${String(kernel.mode)}'` };
+  if (kernel.personality !== 'default' && kernel.personality !== 'mh') return { error: `kernel.personality must be 'default' or 'mh', got '${String(kernel.personality)}'` };
+  if (kernel.personality === 'mh') {
+    // MH's copy-on-write is its own (the last sharer's page becomes private read-only).
+    if (opts.kernel?.cow === 'default') return { error: "kernel.cow 'default' does not apply under kernel.personality 'mh' (its copy-on-write policy is MH's)" };
+    kernel.cow = 'mh';
+  }
+  const devicePages = opts.devicePages ?? (kernel.personality === 'mh' ? DEFAULTS.devicePages : 0);
+  err = checkInt('devicePages', devicePages, 0, MAX_DEVICE_PAGES);
+  if (err) return { error: err };
+  if (memoryBytes + devicePages * FRAME_BYTES > 2 ** maxPhysAddr) return { error: `memory and the device's ${devicePages} pages do not fit below MAXPHYADDR (${maxPhysAddr} bits)` };
   if (kernel.logEntries < kernel.maxBatch) {
     return { error: `kernel.logEntries (${kernel.logEntries}) must hold one whole batch (maxBatch ${kernel.maxBatch})` };
   }
-  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject], kernel, trace: opts.trace === true } };
+  return { config: { cores, nodes, memoryBytes, tlb, maxPhysAddr, ipiQueueSlots, waitLimitMs, inject: [...inject], kernel, trace: opts.trace === true, devicePages } };
 }
 
 /** The shared buffers of one machine plus its configuration: what a worker needs to attach. */

@@ -12,13 +12,14 @@ import { Kernel } from '../kernel/context.js';
 import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
-  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
+  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
 } from './program.js';
 import * as faults from '../kernel/fault.js';
 import * as runctl from './runctl.js';
+import { EV_ADJUST, EV_MAP, EV_STORE, EV_UNMAP, MhRun, STORE_FAULT, mhOp } from './mhops.js';
 import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } from './runstate.js';
 import { updateEntry } from './ptwrite.js';
 import * as forks from '../kernel/fork.js';
@@ -67,6 +68,8 @@ export interface CoreResult {
    * GCProfiler), so allocations that died young are counted too.
    */
   heapBytes?: number;
+  /** MH personality: the state oracle's record of this core's page changes (mhops.ts EVENT_WORDS per event). */
+  mhEvents?: number[];
   /** Latencies in ns of MapFrame and Unmap (with its shootdown): one in LATENCY_EVERY of each, when the program asks (latency: true). */
   latencies?: { map: number[]; unmap: number[] };
 
@@ -168,6 +171,13 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
       break;
     }
     if (r === FAULT_NOMEM) {
+      if (mmu.bus !== null) {
+        // Past RAM with a device: the cold path's load64/store64 reaches it (and counts the access).
+        if (op === OP_LOAD) loads--;
+        else if (op === OP_STORE) stores--;
+        else fetches--;
+        break;
+      }
       if (op !== OP_STORE) checksum = (checksum - 2) | 0; // all ones, twice
       continue;
     }
@@ -207,6 +217,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   };
   const st = new RunState(opts.stopOnFault);
   if (opts.latency) st.lat = new Latencies();
+  if (kernel?.mh) st.mh = new MhRun(cpu);
   if (kernel && opts.checkOwner) {
     st.owner = kernel.v.k;
     st.ownerBase = kernel.v.klayout.ownerBase;
@@ -283,6 +294,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     for (const [k, v] of Object.entries(kstart)) res.kernel[k] = now[k] - (v as number);
   }
   res.faultLog = st.faultLog;
+  if (st.mh) res.mhEvents = st.mh.events;
   res.xlates = Object.fromEntries(xl);
   res.elapsedMs = performance.now() - t0;
   cpu.publishCounters();
@@ -411,8 +423,14 @@ function coldOp(
     case OP_K_RESOLVE:
     case OP_K_FORK:
     case OP_K_EXIT:
-    case OP_K_OWN: {
+    case OP_K_OWN:
+    case OP_K_EXPORT:
+    case OP_K_UNEXPORT:
+    case OP_K_DMA:
+    case OP_K_DEVREG:
+    case OP_K_MOVE: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
+      if (op >= OP_K_EXPORT) return mhOp(cpu, kernel, buf, w, index, st);
       const kind = op === OP_K_MAP ? TR_MAP : op === OP_K_UNMAP ? TR_UNMAP : op === OP_K_ADJUST ? TR_ADJUST : op === OP_K_RESOLVE ? TR_RESOLVE : op === OP_K_FORK ? TR_FORK : -1;
       if (kind < 0) return kernelOp(cpu, kernel, buf, w, index, res, st);
       cpu.trace(PH_BEGIN, kind);
@@ -476,7 +494,11 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
     if (buf[w + 3] === 1) {
       const va = getVa(buf, w + 1);
       const value = ((cur & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
-      if (kernelAccess(cpu, kernel, va, true, value) === 0) {
+      const mhr = st.mh;
+      const before = mhr !== null ? mhr.begin(kernel, cpu, cur, vaHi(va), vaLo(va) & ~4095) : 0;
+      const wr = kernelAccess(cpu, kernel, va, true, value);
+      if (mhr !== null) mhr.end(kernel, cpu, cur, EV_STORE, vaHi(va), vaLo(va) & ~4095, before, wr === 0 ? OK : STORE_FAULT, 0);
+      if (wr === 0) {
         const sh = st.shadowOf(cur);
         const key = pageNumber(va);
         let page = sh.get(key);
@@ -524,8 +546,10 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       const pages = buf[w + 4] & 0xffffff;
       const lat = st.lat !== null && st.lat.timeMap() ? st.lat : null;
       const t0 = lat ? performance.now() : 0;
+      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
       const code = vm.mapAnon(kernel, cpu.id, space, vhi, vlo, pages, buf[w + 4] >>> 24, cpu);
       if (lat && code === OK) lat.map[lat.maps++] = (performance.now() - t0) * 1e6;
+      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_MAP, vhi, vlo, before, code, buf[w + 4] >>> 24);
       st.tally('map', code);
       if (code === OK) st.forgetPage(space, vhi, vlo);
       return '';
@@ -533,8 +557,10 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
     case OP_K_UNMAP: {
       const lat = st.lat !== null && st.lat.timeUnmap() ? st.lat : null;
       const t0 = lat ? performance.now() : 0;
+      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
       const r = vm.unmap(kernel, cpu, space, vhi, vlo);
       if (lat && r.code === OK) lat.unmap[lat.unmaps++] = (performance.now() - t0) * 1e6;
+      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_UNMAP, vhi, vlo, before, r.code, 0);
       st.tally('unmap', r.code);
       // The shootdown has returned: no core can use the old translation; the frames lose this
       // space's reference (freed unless another space still shares them copy-on-write).
@@ -544,9 +570,13 @@ function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: n
       }
       return '';
     }
-    case OP_K_ADJUST:
-      st.tally('adjust', vm.adjust(kernel, cpu, space, vhi, vlo, buf[w + 4]).code);
+    case OP_K_ADJUST: {
+      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
+      const code = vm.adjust(kernel, cpu, space, vhi, vlo, buf[w + 4]).code;
+      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_ADJUST, vhi, vlo, before, code, buf[w + 4]);
+      st.tally('adjust', code);
       return '';
+    }
     case OP_K_RESOLVE:
       st.tally('resolve', vm.resolveCode(kernel, cpu.id, space, vhi, vlo, cpu));
       return '';

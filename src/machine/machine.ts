@@ -15,6 +15,9 @@ import {
 import { Frames, NO_FRAME } from '../hw/frames.js';
 import * as refs from '../kernel/refs.js';
 import { traceBytes } from '../hw/trace.js';
+import { Device } from '../hw/device.js';
+import { DEV_DMA_DONE, DEV_DMA_TAIL, DEV_ENGINE } from '../hw/layout.js';
+import { ENGINE_STOP, ownerCheck } from './dma.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
 import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
@@ -86,6 +89,9 @@ export class Machine {
   readonly kernel: Kernel;
   private pool: Piscina | null;
   private busy = false;
+  /** The device above RAM (null: none), and its DMA engine's thread (a machine without a pool has none: serviceDma runs requests). */
+  readonly device: Device | null;
+  private dmaThread: Worker | null = null;
 
   private constructor(config: MachineConfig, pool: boolean) {
     this.config = config;
@@ -103,7 +109,8 @@ export class Machine {
     this.kernel = new Kernel({
       klayout, k: new Int32Array(kernel), nrLayout, nrw: new Int32Array(nr), mem: this.mem, frames: this.frames,
       replicaOf: Array.from({ length: config.cores }, (_, c) => this.layout.nodeOfCore(c)), waitLimitMs: config.waitLimitMs,
-      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode,
+      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality,
+      device: this.layout.devicePages > 0 ? new Device(this.layout, this.ctl, this.mem) : undefined,
     });
     for (let c = 0; c < config.cores; c++) this.initCore(c);
     // The zero page is made now, not on first use: made lazily (say, by a core leaving its space
@@ -111,6 +118,11 @@ export class Machine {
     // stale translation of it — and as the zero page every space may read it, so the stale-tlb
     // oracle would no longer see that access.
     if (refs.zeroPage(this.kernel) === NO_FRAME) throw new RangeError('no frame for the zero page');
+    this.device = this.kernel.v.device ?? null;
+    if (pool && this.device) {
+      this.dmaThread = new Worker(new URL('../../workers/dma.js', import.meta.url), { workerData: this.shared, execArgv: WORKER_EXEC_ARGV });
+      this.dmaThread.unref();
+    }
     this.pool = pool
       ? new Piscina({
           filename: new URL('../../workers/core.js', import.meta.url).href,
@@ -366,7 +378,49 @@ export class Machine {
   async shutdown(): Promise<void> {
     const p = this.pool;
     this.pool = null;
+    const d = this.dmaThread;
+    this.dmaThread = null;
+    if (d && this.device) {
+      Atomics.store(this.ctl, this.layout.devBase + DEV_ENGINE, ENGINE_STOP);
+      Atomics.notify(this.ctl, this.layout.devBase + DEV_DMA_TAIL);
+      const exited = new Promise<void>((res) => d.once('exit', () => res()));
+      const timer = setTimeout(() => void d.terminate(), 2000);
+      await exited;
+      clearTimeout(timer);
+    }
     if (p) await p.destroy();
+  }
+
+  /**
+   * Waits until every DMA request posted so far has finished (the engine thread does them; a
+   * machine without one does them here, on the caller's thread). Rejects naming the requests
+   * left when the bound (waitLimitMs) passes.
+   */
+  async drainDma(): Promise<void> {
+    const dev = this.device;
+    if (!dev) return;
+    if (!this.dmaThread) {
+      this.serviceDma();
+      return;
+    }
+    const limit = Date.now() + this.config.waitLimitMs;
+    const doneWord = this.layout.devBase + DEV_DMA_DONE;
+    while (dev.inFlight() > 0) {
+      if (Date.now() > limit) throw new Error(`DMA engine: ${dev.inFlight()} request(s) not finished within ${this.config.waitLimitMs} ms`);
+      const seen = Atomics.load(this.ctl, doneWord);
+      if (dev.inFlight() === 0) break;
+      await Atomics.waitAsync(this.ctl, doneWord, seen, 50).value;
+    }
+  }
+
+  /** Runs the posted DMA requests on this thread (a machine without an engine thread: tests, scripts). Returns how many. */
+  serviceDma(): number {
+    const dev = this.device;
+    if (!dev || this.dmaThread) return 0;
+    const owns = ownerCheck(this.shared);
+    let n = 0;
+    while (dev.serviceOne(owns) !== null) n++;
+    return n;
   }
 
   /** Number of live pool threads (0 after shutdown). */

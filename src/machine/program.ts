@@ -58,6 +58,16 @@ export const OP_K_EXIT = 26;
 export const OP_K_OWN = 27;
 /** [OP_AWAIT_PINGS, n] halt until this core has received n IPI_PINGs in this program (a handshake). */
 export const OP_AWAIT_PINGS = 28;
+/** [OP_K_EXPORT, space, vaHi, vaLo] MH: export the one-page mapping to the device (wire it). */
+export const OP_K_EXPORT = 29;
+/** [OP_K_UNEXPORT, -, pick] MH: end one of this core's exports in the running space. */
+export const OP_K_UNEXPORT = 30;
+/** [OP_K_DMA, -, pick, value, write] MH: a DMA on one of this core's exports, through the device's register, waiting for it to finish. */
+export const OP_K_DMA = 31;
+/** [OP_K_DEVREG, -, register, value, write] MH: an access to a device register through the space's I/O mapping (mapped first if absent). */
+export const OP_K_DEVREG = 32;
+/** [OP_K_MOVE, space, vaHi, vaLo, from page] MH: move the one-page mapping at page `from` over the one at vaHi:vaLo. */
+export const OP_K_MOVE = 33;
 /** Kernel operations name the space -1 to mean the running one; OP_K_SWITCH to -1 picks a live process (word 2 seeds the pick). */
 export const CURRENT_SPACE = -1;
 

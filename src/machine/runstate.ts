@@ -8,6 +8,7 @@ import type { Cpu } from '../hw/cpu.js';
 import { faultError, faultVector } from '../hw/fault.js';
 import { hex64, pageNumber, vaJoin } from '../hw/vaddr.js';
 import { RESULT_NAMES } from '../kernel/ops.js';
+import type { MhRun } from './mhops.js';
 
 export const FAULT_LOG_LIMIT = 32;
 export interface FaultRecord {
@@ -112,6 +113,8 @@ export class RunState {
   ownerBase = 0;
   /** Latency samples of MapFrame and Unmap, when the program asked for them. */
   lat: Latencies | null = null;
+  /** The MH state oracle's record (kernel personality 'mh'), or null. */
+  mh: MhRun | null = null;
   constructor(readonly stopOnFault: boolean) {}
 
   /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */

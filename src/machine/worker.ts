@@ -9,6 +9,7 @@ import { Layout } from '../hw/layout.js';
 import { execute, failedResult, type CoreResult } from './executor.js';
 import type { ProgramSource } from './program.js';
 import type { CoreTask } from './machine.js';
+import { Device } from '../hw/device.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Frames } from '../hw/frames.js';
 import * as shootdowns from '../kernel/shootdown.js';
@@ -40,7 +41,8 @@ function attach(task: CoreTask): Attached {
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
         replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
-        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode,
+        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality,
+      device: layout.devicePages > 0 ? new Device(layout, ctl, mem) : undefined,
       }),
     };
     attached.set(task.shared.id, a);

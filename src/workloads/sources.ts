@@ -14,7 +14,8 @@
 
 import { parseAddress, putPage, split64 } from '../hw/vaddr.js';
 import {
-  BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE,
+  BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXIT, OP_K_EXPORT, OP_K_FORK, OP_K_MAP,
+  OP_K_MOVE, OP_K_OWN, OP_K_RESOLVE, OP_K_UNEXPORT,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
   type ProgramSource, type ProgramSpec,
@@ -223,7 +224,9 @@ class HwMixSource implements ProgramSource {
   }
 }
 
-export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check'] as const;
+export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check', 'export', 'unexport', 'dma', 'devreg', 'move'] as const;
+/** The kinds only the MH personality runs. */
+export const MH_MIX_KINDS = ['export', 'unexport', 'dma', 'devreg', 'move'] as const;
 export type VmMix = Record<(typeof VM_MIX_KINDS)[number], number>;
 
 export interface VmMixProgram extends ProgramSpec {
@@ -238,11 +241,14 @@ export interface VmMixProgram extends ProgramSpec {
   mix: VmMix;
   /** Maps go to this core's slots in order, each at a fresh address (NRK's maponly), not to random ones; they wrap after the last. */
   freshMaps?: boolean;
+  /** Protection changes of every kind (read-only or read-write, executable or not) and read-only maps too (the MH run). */
+  allRights?: boolean;
 }
 
 /** Rights the stress uses: user read-write or user read-only. */
 const VM_RW = 3;
 const VM_RO = 2;
+const VM_NX = 4;
 
 /** Seeded address-space operations; outcomes (AlreadyMapped, NotMapped...) are decided when they run. */
 class VmMixSource implements ProgramSource {
@@ -290,7 +296,7 @@ class VmMixSource implements ProgramSource {
           buf[w] = OP_K_MAP;
           buf[w + 1] = CURRENT_SPACE;
           putPage(buf, w + 2, p.freshMaps === true ? regionPage + this.core * p.slots + (this.nextSlot++ % p.slots) : own());
-          buf[w + 4] = (VM_RW << 24) | 1; // rights << 24 | pages
+          buf[w + 4] = ((p.allRights === true && rng.below(4) === 0 ? VM_RO : VM_RW) << 24) | 1; // rights << 24 | pages
           break;
         case 'unmap':
         case 'adjust':
@@ -298,7 +304,34 @@ class VmMixSource implements ProgramSource {
           buf[w] = kind === 'unmap' ? OP_K_UNMAP : kind === 'adjust' ? OP_K_ADJUST : OP_K_RESOLVE;
           buf[w + 1] = CURRENT_SPACE;
           putPage(buf, w + 2, kind === 'resolve' ? any() : own());
-          buf[w + 4] = rng.below(2) === 0 ? VM_RW : VM_RO;
+          buf[w + 4] = (rng.below(2) === 0 ? VM_RW : VM_RO) | (p.allRights === true && rng.below(4) === 0 ? VM_NX : 0);
+          break;
+        case 'export':
+          buf[w] = OP_K_EXPORT;
+          buf[w + 1] = CURRENT_SPACE;
+          putPage(buf, w + 2, own());
+          break;
+        case 'unexport':
+          buf[w] = OP_K_UNEXPORT;
+          buf[w + 2] = rng.next();
+          break;
+        case 'dma':
+          buf[w] = OP_K_DMA;
+          buf[w + 2] = rng.next();
+          buf[w + 3] = rng.next();
+          buf[w + 4] = rng.below(2);
+          break;
+        case 'devreg':
+          buf[w] = OP_K_DEVREG;
+          buf[w + 2] = rng.next();
+          buf[w + 3] = rng.next();
+          buf[w + 4] = rng.below(4) === 0 ? 1 : 0;
+          break;
+        case 'move':
+          buf[w] = OP_K_MOVE;
+          buf[w + 1] = CURRENT_SPACE;
+          putPage(buf, w + 2, own());
+          buf[w + 4] = own();
           break;
         case 'access': {
           // Loads anywhere in the region (other cores' pages too); stores only to this core's own
