@@ -16,7 +16,7 @@
 
 import type { Cpu } from '../hw/cpu.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
-import type { Kernel } from './context.js';
+import { BP_BEFORE_USER_MOVE, type Kernel } from './context.js';
 import { move } from './mh.js';
 import { stateOf, ST_PRIVATE_RW } from './mhstate.js';
 import { OK, PAGE, R_ACCESS, R_COW, R_IO, R_USER, R_WIRED, R_WRITE, USER_TOP } from './ops.js';
@@ -53,6 +53,7 @@ export function userFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: num
       if (mmu.load64(hi, lo + off) !== 0) return true;
       if (mmu.store64(shi, slo + off, mmu.valHi, mmu.valLo) !== 0) return true;
     }
+    cpu.debug.breakpoint(BP_BEFORE_USER_MOVE);
     if (move(kx, cpu, s, hi, lo, shi, slo) === OK) {
       kx.stats.userCopies++;
       kx.onEvent?.('copy', va);

@@ -127,9 +127,15 @@ export class MhRun {
   awaitDma(kx: Kernel, cpu: Cpu, posted: number): string {
     const dev = kx.v.device;
     if (!dev) return 'no device';
+    const s = kx.current[cpu.id];
     this.bw.begin();
     for (;;) {
-      if (this.readReg(kx, cpu, REG_DMA_DONE) !== 0) return 'REG_DMA_DONE faulted';
+      if (this.readReg(kx, cpu, REG_DMA_DONE) !== 0) {
+        // The process exited while it waited (an exit's IPI took the core out of it): the transfer
+        // finishes without it.
+        if (kx.current[cpu.id] !== s) return '';
+        return 'REG_DMA_DONE faulted';
+      }
       if (cpu.mmu.valLo - posted >= 0) return '';
       cpu.apic.poll();
       const st = this.bw.step();
@@ -195,6 +201,10 @@ export function mhOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index: nu
       }
       const err = run.awaitDma(kx, cpu, cpu.mmu.valLo);
       if (err) return `core ${cpu.id}: op ${index}: DMA on export slot ${x.slot}: ${err}`;
+      if (kx.current[cpu.id] !== cur) {
+        st.tally('dma', 'Exited');
+        return '';
+      }
       // The device wrote the page: what this core wrote there is gone.
       if (cmd === DMA_WRITE) st.forgetPage(cur, vaHi(x.page * PAGE), vaLo(x.page * PAGE));
       st.tally('dma', cmd === DMA_WRITE ? 'Write' : 'Read');

@@ -3,6 +3,7 @@
 // This module defines the encoding and the explicit form ({ kind: 'ops' }) that the controller
 // can send; generated kinds (random mixes, IPI storms...) live in src/workloads.
 
+import { DEV_REG_COUNT } from '../hw/layout.js';
 import { parseAddress, split64 } from '../hw/vaddr.js';
 
 export const OP_WORDS = 5;
@@ -102,7 +103,17 @@ export type Op =
   | { op: 'awaitPings'; count: number }
   | { op: 'fork' }
   /** The running process exits (unless it is the last); the core switches to another live one, picked by `next` modulo their number. */
-  | { op: 'exit'; next?: number };
+  | { op: 'exit'; next?: number }
+  /** MH: export the one-page mapping at va of the space to the device (wires it). */
+  | { op: 'export'; space: number; va: bigint | number | string }
+  /** MH: end one of this core's exports in the running space (picked by `pick` modulo their number). */
+  | { op: 'unexport'; pick?: number }
+  /** MH: a DMA on one of this core's exports (write fills it with `value`, else a read), waiting until it has finished. */
+  | { op: 'dma'; write?: boolean; value?: number; pick?: number }
+  /** MH: read (or, with write, write `value` to the scratch register) device register `reg` through the I/O mapping. */
+  | { op: 'devreg'; reg: number; write?: boolean; value?: number }
+  /** MH: move the one-page mapping at `from` over the one at va. */
+  | { op: 'move'; space: number; va: bigint | number | string; from: bigint | number | string };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -192,6 +203,19 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'awaitPings': put(OP_AWAIT_PINGS, o.count); break;
       case 'fork': put(OP_K_FORK); break;
       case 'exit': put(OP_K_EXIT, 0, o.next ?? 0); break;
+      case 'export': put(OP_K_EXPORT, o.space, ...va2(o.va, at)); break;
+      case 'unexport': put(OP_K_UNEXPORT, 0, o.pick ?? 0); break;
+      case 'dma': put(OP_K_DMA, 0, o.pick ?? 0, o.value ?? 0, o.write ? 1 : 0); break;
+      case 'devreg':
+        if (!Number.isInteger(o.reg) || o.reg < 0 || o.reg >= DEV_REG_COUNT) throw new ProgramError(`${at}: device register ${String(o.reg)} is out of range (0-${DEV_REG_COUNT - 1})`);
+        put(OP_K_DEVREG, 0, o.reg, o.value ?? 0, o.write ? 1 : 0);
+        break;
+      case 'move': {
+        const [fh, fl] = va2(o.from, at);
+        if ((fl & 0xfff) !== 0 || fh >= 2 ** 11) throw new ProgramError(`${at}: from must be a page-aligned address below 2^43`);
+        put(OP_K_MOVE, o.space, ...va2(o.va, at), (fh * 2 ** 20) + (fl >>> 12));
+        break;
+      }
       default: throw new ProgramError(`${at}: unknown operation`);
     }
   });

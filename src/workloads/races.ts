@@ -11,7 +11,7 @@ import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { MachineOptions } from '../machine/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_USER_MOVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
 import { OK } from '../kernel/ops.js';
 import { tsImport } from 'tsx/esm/api';
@@ -20,6 +20,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { findEntry } from '../hw/pagetable.js';
+import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import { PTE_P } from '../hw/pte.js';
 import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
@@ -390,7 +391,122 @@ const exitWhileRunning: Scenario = {
   },
 };
 
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning];
+/**
+ * dma-vs-unmap — MH: a process exports a page to the device and starts a DMA write; while the
+ * transfer is in flight (the engine parked after its first page) the process unmaps the page.
+ * The page is wired: the unmap returns EBUSY and the DMA completes into the frame the process
+ * still owns. (With --inject unwired-dma the same steps free the frame under the transfer.)
+ */
+const dmaVsUnmap: Scenario = {
+  name: 'dma-vs-unmap',
+  models: 'MH: an unmap of a page exported to a device while a DMA to it is in flight (wiring makes it EBUSY)',
+  async run() {
+    return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB', kernel: { personality: 'mh' } }, async (r) => {
+      const s = r.space();
+      const k = r.m.kernel;
+      const dev = r.m.device;
+      if (!dev) throw new Error('race: the MH machine has no device');
+      const frame = r.mapPage(0, s, X);
+      const driver = r.m.attachHere(2); // the script's own core: it tells core 1 when to unmap and hears back
+      let heard = 0;
+      driver.apic.handlers[IPI_PING] = (c, sender) => {
+        heard++;
+        c.apic.ack(sender);
+      };
+      try {
+        dev.armBreakpoint();
+        const done = r.run({
+          0: [{ op: 'switch', space: s }, { op: 'export', space: s, va: X }, { op: 'dma', write: true, value: 0x5a5a }],
+          1: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: s, va: X }, { op: 'ping', target: 2 }],
+        });
+        r.step('core 0 exports 0x400000 to the device and starts a DMA write of 0x5a5a into it');
+        await r.until(() => dev.parked(), 'the DMA engine to park mid-transfer');
+        r.step('the engine wrote the first page and is parked: the transfer is in flight');
+        r.expect(dev.inFlight() === 1, 'one request in flight');
+        while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
+        driver.apic.waitAcks();
+        await r.until(() => {
+          driver.apic.poll();
+          return heard > 0;
+        }, 'core 1 to unmap the page and report back');
+        r.step('core 1 tried to unmap the page meanwhile');
+        r.expect(r.replicaMaps(s, 0, X), 'the page is still mapped');
+        r.expect((refs.ownerMask(k, frame) & (1 << s)) !== 0, 'and its frame still belongs to the process');
+        dev.resume();
+        const res = await done;
+        r.expect(res.every((x) => x.ok), 'both cores finished');
+        const c1 = res.find((x) => x.core === 1) as CoreResult;
+        r.expect(c1.outcomes['unmap:EBUSY'] === 1, `the unmap returned EBUSY (${JSON.stringify(c1.outcomes)})`);
+        const words = r.m.mem.subarray(frame * 1024, frame * 1024 + 1024);
+        r.expect(words.every((w) => w === 0x5a5a), 'the DMA completed into the still-owned frame (every word 0x5a5a)');
+        r.expect(dev.violations().count === 0, 'the frame-owner oracle saw no DMA into a frame the process did not own');
+      } finally {
+        driver.detach();
+      }
+    });
+  },
+};
+
+/**
+ * user-cow-race — MH: after a fork, parent and child write the same RO-Shared page at once. The
+ * kernel forwards each fault to the process's user-level handler; both copy the page into their
+ * scratch pages and are stopped before the move; then one moves, then the other. Each write
+ * lands in its own private copy, and the shared frame, left with no sharer, is freed.
+ */
+const userCowRace: Scenario = {
+  name: 'user-cow-race',
+  models: 'MH: fork, then parent and child write the same page at once; each user-level handler copies and moves',
+  async run() {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', kernel: { personality: 'mh', maxSpaces: 4 } }, async (r) => {
+      const p = r.space();
+      const k = r.m.kernel;
+      const f = r.mapPage(0, p, X);
+      r.m.mem[f * 1024] = 7;
+      const forked = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'fork' }] });
+      r.expect(forked[0].ok && forked[0].outcomes['fork:Ok'] === 1, 'core 0 forked the process');
+      const c = procs.liveSpaces(k).find((x) => x !== p) as number;
+      r.expect(c !== undefined && refs.refcount(k, f) === 2, `space ${c} shares frame ${f} RO-Shared (2 references)`);
+      const data0 = dataFrames(r);
+      r.m.arm(0, BP_BEFORE_USER_MOVE);
+      r.m.arm(1, BP_BEFORE_USER_MOVE);
+      const done = r.run({
+        0: [{ op: 'switch', space: p }, { op: 'store', va: X + 8, value: 100n }, { op: 'load', va: X }, { op: 'load', va: X + 8 }],
+        1: [{ op: 'switch', space: c }, { op: 'store', va: X + 8, value: 200n }, { op: 'load', va: X }, { op: 'load', va: X + 8 }],
+      }, { record: true });
+      await r.m.waitParked(0, BP_BEFORE_USER_MOVE);
+      await r.m.waitParked(1, BP_BEFORE_USER_MOVE);
+      r.step('parent (core 0) and child (core 1) faulted on the shared page; both handlers copied it and are parked before the move');
+      r.expect(refs.refcount(k, f) === 2, 'the shared frame still has both references');
+      r.m.disarm(1, BP_BEFORE_USER_MOVE);
+      r.m.resume(1);
+      await r.until(() => refs.refcount(k, f) === 1, "the child's move to drop its reference");
+      r.step("the child moved its copy over the shared mapping first");
+      r.m.disarm(0, BP_BEFORE_USER_MOVE);
+      r.m.resume(0);
+      const res = await done;
+      r.expect(res.every((x) => x.ok), 'both cores finished');
+      const copies = res.reduce((a, x) => a + (x.kernel.userCopies ?? 0), 0);
+      r.expect(copies === 2, `each handler copied and moved (${copies} copies)`);
+      const v0 = res.find((x) => x.core === 0)?.values;
+      const v1 = res.find((x) => x.core === 1)?.values;
+      r.expect(v0?.join() === '0x7,0x64' && v1?.join() === '0x7,0xc8', `no lost write: the parent reads 0x7, 0x64; the child 0x7, 0xc8 (got ${v0}, ${v1})`);
+      r.expect(refs.refcount(k, f) === 0, 'the shared frame has no sharer left and is freed');
+      r.expect(!r.m.frames.isAllocated(f), 'the allocator has it back');
+      r.expect(dataFrames(r) === data0 + 1, `no frame leaked: one more data frame than before the writes (two private copies for one shared; ${dataFrames(r)} vs ${data0})`);
+      const data = (sp: number): number[] => vm.entries(k, 0, sp).filter((e) => e.va === X).map((e) => refs.refcount(k, e.pfn));
+      r.expect(data(p).join() === '1' && data(c).join() === '1', 'parent and child each hold a private copy (one reference each)');
+    });
+  },
+};
+
+/** Frames some mapping references (data frames). */
+function dataFrames(r: RaceApi): number {
+  let n = 0;
+  for (let f = 0; f < r.m.layout.totalFrames; f++) if (refs.refcount(r.m.kernel, f) > 0) n++;
+  return n;
+}
+
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, dmaVsUnmap, userCowRace];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
