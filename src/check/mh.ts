@@ -18,7 +18,7 @@
 import type { CoreResult } from '../machine/executor.js';
 import type { Machine } from '../machine/machine.js';
 import {
-  E_AFTER, E_ARG, E_BEFORE, E_CODE, E_KIND, E_PAGE, E_SPACE, E_STABLE, EV_ADJUST, EV_EXPORT, EV_MAP, EV_MOVE_DST, EV_MOVE_SRC, EV_STORE,
+  E_AFTER, E_ARG, E_BEFORE, E_CODE, E_KIND, E_PAGE, E_SPACE, E_STABLE, EV_ADJUST, EV_EXPORT, EV_MAP, EV_MAP_IO, EV_MOVE_DST, EV_MOVE_SRC, EV_STORE,
   EV_UNEXPORT, EV_UNMAP, EVENT_NAMES, EVENT_WORDS, STORE_FAULT,
 } from '../machine/mhops.js';
 import {
@@ -74,6 +74,10 @@ function expected(kind: number, b: number, arg: number, samePage: boolean): Expe
     case EV_MAP:
       if (s !== 'Unmapped') return refuse(ALREADY_MAPPED);
       return [{ code: OK, state: arg & R_WRITE ? 'Private RW' : 'Private RO', wires: 0 }, { ...same, code: OUT_OF_MEMORY }];
+    case EV_MAP_IO:
+      if (s !== 'Unmapped') return refuse(ALREADY_MAPPED);
+      // Another core of the process may map it at the same moment: then this one finds it mapped.
+      return [{ code: OK, state: 'I/O', wires: 0 }, { code: ALREADY_MAPPED, state: 'I/O', wires: 0 }, { ...same, code: OUT_OF_MEMORY }];
     case EV_UNMAP:
       if (s === 'Unmapped') return refuse(NOT_MAPPED);
       if (s === 'I/O' || isWired(s)) return refuse(EBUSY);
@@ -165,7 +169,7 @@ export function checkMhEvents(res: CoreResult[]): KernelViolation[] {
   return out;
 }
 
-/** Transitions taken (stable events whose outcome the table allows), "from|to|operation outcome" -> count. */
+/** Transitions taken (stable events), "from|to|operation|outcome" -> count; the outcome is empty for Ok. */
 export function mhTransitions(res: CoreResult[], into: Map<string, number> = new Map()): Map<string, number> {
   for (const r of res) {
     const ev = r.mhEvents;
@@ -173,7 +177,7 @@ export function mhTransitions(res: CoreResult[], into: Map<string, number> = new
     for (let i = 0; i < ev.length; i += EVENT_WORDS) {
       if (ev[i + E_STABLE] !== 1) continue;
       const code = ev[i + E_CODE];
-      const key = `${shadowState(ev[i + E_BEFORE])}|${shadowState(ev[i + E_AFTER])}|${EVENT_NAMES[ev[i + E_KIND]]}${code === OK ? '' : ` ${codeName(code)}`}`;
+      const key = `${shadowState(ev[i + E_BEFORE])}|${shadowState(ev[i + E_AFTER])}|${EVENT_NAMES[ev[i + E_KIND]]}|${code === OK ? '' : codeName(code)}`;
       into.set(key, (into.get(key) ?? 0) + 1);
     }
   }

@@ -16,6 +16,7 @@ import { CAMPAIGN_HELP, campaign } from './cmd-campaign.js';
 import { DUMP_HELP, dump } from './cmd-dump.js';
 import { BENCH_HELP, bench } from './cmd-bench.js';
 import { RACE_HELP, race } from './cmd-race.js';
+import { MH_HELP, mh } from './cmd-mh.js';
 
 export const HELP = `nrvm — a hardware-faithful emulator of a multi-core NUMA x86-64 memory system
 
@@ -34,6 +35,7 @@ Commands:
                       shootdown round trips to 1..N target cores
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
   race NAME|FILE      replay a race deterministically (breakpoints and handshakes); --list
+  mh states           MH's mapping-state diagram as a short --kernel mh run observed it (SVG or DOT)
   help [command]      this text, or one command's options
 
 Run 'nrvm help <command>' for its options. Exit codes: 0 ok, 1 violations found (or a race
@@ -50,7 +52,7 @@ forks, then 1024 round-robin writes over four processes, printing the seed's tra
 Example: nrvm example seed
 `;
 
-const HELPS: Record<string, string> = { stress: STRESS_HELP, campaign: CAMPAIGN_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP, example: EXAMPLE_HELP };
+const HELPS: Record<string, string> = { stress: STRESS_HELP, campaign: CAMPAIGN_HELP, dump: DUMP_HELP, bench: BENCH_HELP, race: RACE_HELP, mh: MH_HELP, example: EXAMPLE_HELP };
 
 /** Runs the command line; returns the exit code. Never throws for bad input. */
 export async function main(argv: string[]): Promise<number> {
@@ -78,6 +80,8 @@ export async function main(argv: string[]): Promise<number> {
         return await bench(args);
       case 'race':
         return await race(args);
+      case 'mh':
+        return await mh(args);
       case 'example': {
         if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
           process.stdout.write(EXAMPLE_HELP);
@@ -89,7 +93,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: stress, campaign, dump, bench, race, example, help)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: stress, campaign, dump, bench, race, mh, example, help)`);
     }
   } catch (e) {
     if (

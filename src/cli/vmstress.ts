@@ -75,7 +75,7 @@ export interface VmStressReport {
   trace?: string;
   /** Outputs (--dump, --trace) that could not be written; the report itself is whole. */
   outputErrors: string[];
-  /** Under --kernel mh: MH's figures and the state transitions the run took ("from|to|operation" -> count). */
+  /** Under --kernel mh: MH's figures and the state transitions the run took ("from|to|operation|outcome" -> count, outcome empty for Ok). */
   mh?: {
     userFaults: number; userCopies: number; exports: number; unexports: number; moves: number;
     dma: { done: number; errors: number }; deviceAccesses: number; transitions: Record<string, number>;
@@ -228,7 +228,10 @@ export function formatVmReport(r: VmStressReport): string {
     `  frames      ${r.frames.total} total at the end of the run: ${r.frames.free} free, ${r.frames.data} data, ${r.frames.tables} page tables, ${r.frames.pools} reserved`,
   ];
   if (r.mh) {
-    const top = Object.entries(r.mh.transitions).slice(0, 6).map(([k, n]) => `${k.replace(/\|/, ' -> ').replace(/\|/, ' by ')} ${fmt(n)}`);
+    const top = Object.entries(r.mh.transitions).slice(0, 6).map(([k, n]) => {
+      const [from, to, op, outcome] = k.split('|');
+      return `${from} -> ${to} by ${op}${outcome ? ` (${outcome})` : ''} ${fmt(n)}`;
+    });
     lines.push(
       `  MH          ${fmt(r.mh.userFaults)} faults to the user-level handler (${fmt(r.mh.userCopies)} copies and moves), ${fmt(r.mh.exports)} exports, ` +
         `${fmt(r.mh.unexports)} unexports, ${fmt(r.mh.moves)} moves, DMA ${fmt(r.mh.dma.done)} done / ${fmt(r.mh.dma.errors)} refused, ${fmt(r.mh.deviceAccesses)} device register accesses`,

@@ -31,7 +31,9 @@ export const EV_UNEXPORT = 5;
 export const EV_STORE = 6;
 export const EV_MOVE_DST = 7;
 export const EV_MOVE_SRC = 8;
-export const EVENT_NAMES = ['', 'map', 'unmap', 'adjust', 'export', 'unexport', 'write', 'move', 'move-from'];
+/** The device's register pages mapped at IO_VA (by this core, or by another core of the process meanwhile: AlreadyMapped). */
+export const EV_MAP_IO = 9;
+export const EVENT_NAMES = ['', 'map', 'unmap', 'adjust', 'export', 'unexport', 'write', 'move', 'move-from', 'map I/O'];
 /** One event: [kind, space, page number, rights before (-1: unmapped), rights after, outcome, stable (1: no fork in between), argument]. */
 export const EVENT_WORDS = 8;
 export const E_KIND = 0;
@@ -111,7 +113,9 @@ export class MhRun {
     if (r >= 0) return (r & R_IO) !== 0;
     const dev = kx.v.device;
     if (!dev) return false;
+    const before = this.begin(kx, cpu, s, IO_HI, IO_LO);
     const code = mh.mapIo(kx, cpu.id, s, IO_HI, IO_LO, 0, dev.pages, R_WRITE | R_USER, cpu);
+    this.end(kx, cpu, s, EV_MAP_IO, IO_HI, IO_LO, before, code, 0);
     return code === OK || code === ALREADY_MAPPED;
   }
 
@@ -213,6 +217,15 @@ export function mhOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index: nu
     case OP_K_DEVREG: {
       if (!run.ensureIo(kx, cpu, cur)) {
         st.tally('devreg', 'NoIoMapping');
+        return '';
+      }
+      // Now and then the process tries to unmap or change its I/O mapping: MH says EBUSY.
+      if (((buf[w + 3] >>> 0) & 15) === 0) {
+        const unmapIt = (buf[w + 3] & 16) !== 0;
+        const before = run.begin(kx, cpu, cur, IO_HI, IO_LO);
+        const code = unmapIt ? vm.unmap(kx, cpu, cur, IO_HI, IO_LO).code : vm.adjust(kx, cpu, cur, IO_HI, IO_LO, R_USER).code;
+        run.end(kx, cpu, cur, unmapIt ? EV_UNMAP : EV_ADJUST, IO_HI, IO_LO, before, code, R_USER);
+        st.tally(unmapIt ? 'unmap' : 'adjust', code);
         return '';
       }
       // Registers, and now and then an offset no register decodes (it reads as all ones).
