@@ -159,7 +159,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const roots: DumpRoot[] = [];
       for (let s = 0; s < m.kernel.maxSpaces; s++) {
         if (!m.kernel.isLive(s)) continue;
-        for (let r = 0; r < m.config.nodes; r++) roots.push({ label: `space ${s} replica ${r} (node ${r})`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false });
+        for (let r = 0; r < m.config.nodes; r++) roots.push({ label: `space ${s} replica ${r} (node ${r})`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false, space: s });
       }
       dump = await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, roots));
     }

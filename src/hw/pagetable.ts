@@ -11,7 +11,7 @@
 
 import type { Frames } from './frames.js';
 import { NO_FRAME } from './frames.js';
-import { FRAME_WORDS, HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD, PTE_A, PTE_D, PTE_G, PTE_P, PTE_PAT_HUGE, PTE_PS, PTE_RW, PTE_US, entryFrame, makeHi, makeLo } from './pte.js';
+import { FRAME_WORDS, HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD, PTE_A, PTE_D, PTE_G, PTE_P, PTE_PAT_HUGE, PTE_PS, PTE_RW, PTE_US, entryFrame, makeHi, makeLo, PTE_PCD, PTE_PWT } from './pte.js';
 import { addHi, addLo, tableIndex, vaJoin } from './vaddr.js';
 
 /** Rights and attributes of a new leaf. */
@@ -143,6 +143,9 @@ export interface Mapping {
   accessed: boolean;
   dirty: boolean;
   pkey: number;
+  /** Cache control of the leaf: page-level cache disable and write-through (set on I/O mappings). */
+  pcd: boolean;
+  pwt: boolean;
 }
 
 /**
@@ -221,6 +224,8 @@ export function enumerateMappings(mem: Int32Array, totalFrames: number, rootPfn:
       accessed: (lo & PTE_A) !== 0,
       dirty: (lo & PTE_D) !== 0,
       pkey: (hi >>> HI_PKEY_SHIFT) & 0xf,
+      pcd: (lo & PTE_PCD) !== 0,
+      pwt: (lo & PTE_PWT) !== 0,
     });
     return false;
   });

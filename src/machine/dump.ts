@@ -6,12 +6,16 @@ import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Machine } from './machine.js';
 import { enumerateMappings, type Mapping } from '../hw/pagetable.js';
+import { STATE_NAMES, stateOf } from '../kernel/mhstate.js';
+import { entries } from '../kernel/vm.js';
 
 /** One page-table hierarchy to describe: CR3 (bits 51:12 = root frame) and its paging mode. */
 export interface DumpRoot {
   label: string;
   cr3: bigint;
   la57: boolean;
+  /** The address space whose replica this is: its mappings then carry their MH state (kernel personality 'mh'). */
+  space?: number;
 }
 
 /** machine.json as written. Addresses are hex strings; size in bytes. */
@@ -28,7 +32,9 @@ export interface DumpJson {
     la57: boolean;
     mappings: {
       va: string; pa: string; size: number; write: boolean; user: boolean; nx: boolean;
-      global: boolean; accessed: boolean; dirty: boolean; pkey: number;
+      global: boolean; accessed: boolean; dirty: boolean; pkey: number; pcd: boolean; pwt: boolean;
+      /** Under the MH personality: the page's state (Unmapped never appears; I/O, Private RO...). */
+      mhState?: string;
     }[];
   }[];
 }
@@ -39,8 +45,18 @@ const SPARSE_PIECE = 1024 * 1024;
 function mappingJson(x: Mapping): DumpJson['roots'][number]['mappings'][number] {
   return {
     va: '0x' + x.va.toString(16), pa: '0x' + x.pa.toString(16), size: x.size, write: x.write, user: x.user,
-    nx: x.nx, global: x.global, accessed: x.accessed, dirty: x.dirty, pkey: x.pkey,
+    nx: x.nx, global: x.global, accessed: x.accessed, dirty: x.dirty, pkey: x.pkey, pcd: x.pcd, pwt: x.pwt,
   };
+}
+
+/** The MH state of each mapped page of space s, by page number (from replica 0's mapping database). */
+function mhStates(m: Machine, s: number): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const e of entries(m.kernel, 0, s)) {
+    const name = STATE_NAMES[stateOf(e.rights)];
+    for (let p = 0; p < e.pages; p++) out.set(e.va / 4096 + p, name);
+  }
+  return out;
 }
 
 /** Builds machine.json's content for the given roots. Main thread; side-effect free. */
@@ -59,10 +75,16 @@ export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
         label: r.label,
         cr3: '0x' + r.cr3.toString(16),
         la57: r.la57,
-        mappings: enumerateMappings(m.mem, l.totalFrames, rootPfn, r.la57).map(mappingJson),
+        mappings: withStates(enumerateMappings(m.mem, l.totalFrames, rootPfn, r.la57).map(mappingJson),
+          m.kernel.mh && r.space !== undefined && m.kernel.isLive(r.space) ? mhStates(m, r.space) : null),
       };
     }),
   };
+}
+
+function withStates(ms: DumpJson['roots'][number]['mappings'], states: Map<number, string> | null): DumpJson['roots'][number]['mappings'] {
+  if (states) for (const x of ms) x.mhState = states.get(Number(BigInt(x.va) >> 12n));
+  return ms;
 }
 
 function allZero(w: Int32Array): boolean {
