@@ -24,7 +24,7 @@ U('--help and help <command> print usage and exit 0', () => {
   const h = nrvm('--help');
   assert.is(h.code, 0);
   assert.match(h.out, /Usage: nrvm <command>/);
-  for (const c of ['stress', 'dump', 'bench']) {
+  for (const c of ['stress', 'dump', 'bench', 'mh']) {
     const r = nrvm('help', c);
     assert.is(r.code, 0, c);
     assert.match(r.out, /Usage: nrvm/);
@@ -34,15 +34,25 @@ U('--help and help <command> print usage and exit 0', () => {
 
 const bad: [string[], RegExp][] = [
   [['frobnicate'], /unknown command 'frobnicate'/],
+  [['stress', '--kernel', 'linux'], /--kernel must be default or mh, got 'linux'/],
+  [['stress', '--kernel', 'mh', '--cow', 'default'], /--cow default does not apply with --kernel mh/],
+  [['stress', '--mix', 'map=1,export=1'], /--mix export: MH's operations need --kernel mh/],
+  [['stress', '--inject', 'unwired-dma'], /--inject unwired-dma applies to --kernel mh only/],
+  [['stress', '--hw', '--kernel', 'mh'], /--kernel does not apply to --hw/],
+  [['stress', '--device-pages', '99'], /--device-pages must be between 0 and 64, got 99/],
+  [['mh', 'frob'], /mh: unknown subcommand 'frob'/],
+  [['mh', 'states', '--kernel', 'default'], /mh states runs the MH kernel/],
+  [['mh', 'states', '--seconds', '0'], /--seconds must be a number of seconds above 0/],
+  [['mh', 'states', '--out', '/nonexistent/dir/x.svg'], /the directory \/nonexistent\/dir does not exist/],
   [['stress', '--cores', 'four'], /--cores must be a whole number, got 'four'/],
   [['stress', '--cores', '0'], /cores must be between 1 and 256, got 0/],
   [['stress', '--nodes', '8', '--cores', '2'], /nodes \(8\) cannot exceed cores \(2\)/],
   [['stress', '--memory', '3000'], /not a whole number of 4 KiB frames/],
   [['stress', '--memory', '64KiB'], /too small for the page tables/],
-  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check\)/],
+  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check, export, unexport, dma, devreg, move\)/],
   [['stress', '--hw', '--mix', 'map=1'], /--mix: unknown kind 'map' \(kinds: load, store/],
   [['stress', '--mix', 'map'], /--mix: 'map' is not KIND=WEIGHT/],
-  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, core-crash\)/],
+  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, core-crash\)/],
   [['stress', '--hw', '--inject', 'skip-shootdown'], /--inject: unknown fault 'skip-shootdown' \(known with --hw: non-atomic-ad, torn-pte-update, core-crash\)/],
   [['stress', '--processes', '0'], /--processes must be between 1 and 4096, got 0/],
   [['stress', '--processes', '99', '--seconds', '0'], /--processes 99 exceeds the kernel's 32 address spaces/],
@@ -220,6 +230,31 @@ for (const [inj, kind] of [['skip-shootdown', 'stale-tlb'], ['skip-replica-sync'
     assert.ok(rep.violations.some((v: { kind: string }) => v.kind === kind), JSON.stringify(rep.violations.slice(0, 2)));
   });
 }
+
+S('stress --kernel mh: a short run is clean, reports MH\'s figures and transitions, exits 0', () => {
+  const r = nrvm('stress', '--kernel', 'mh', '--cores', '2', '--seconds', '2', '--seed', '5', '--json');
+  assert.is(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.equal(rep.violations, []);
+  assert.ok(rep.mh.exports > 0 && rep.mh.userFaults > 0 && rep.mh.dma.done > 0, JSON.stringify(rep.mh));
+  assert.ok(Object.keys(rep.mh.transitions).some((k) => k.startsWith('RO-Shared|Private RW|write|')), 'user-level copy-on-write seen');
+  const text = nrvm('stress', '--kernel', 'mh', '--cores', '2', '--seconds', '1', '--seed', '5');
+  assert.match(text.out, /MH {10}\d.* faults to the user-level handler/);
+});
+
+S('mh states draws the observed diagram: DOT, and SVG through Graphviz', () => {
+  const dot = nrvm('mh', 'states', '--dot', '--cores', '2', '--seconds', '1', '--seed', '2');
+  assert.is(dot.code, 0, dot.err);
+  assert.match(dot.out, /^digraph mh_states \{/);
+  for (const st of ['Unmapped', 'I/O', 'Private RW', 'Wired RW', 'RO-Shared']) assert.match(dot.out, new RegExp(`"${st}"`));
+  assert.match(dot.out, /"Unmapped" -> "Private RW" \[label="map ×\d+/);
+  const out = join(mkdtempSync(join(tmpdir(), 'nrvm-mh-')), 'states.svg');
+  const svg = nrvm('mh', 'states', '--out', out, '--cores', '2', '--seconds', '1', '--seed', '2');
+  assert.is(svg.code, 0, svg.err);
+  const text = readFileSync(out, 'utf8');
+  assert.match(text, /<svg/);
+  assert.match(text, />RO(-|&#45;)Shared</, "a node named RO-Shared (Graphviz writes the hyphen as &#45;)");
+});
 
 S('stress --dump writes one root per replica of every address space', () => {
   const dir = mkdtempSync(join(tmpdir(), 'nrvm-stress-dump-'));

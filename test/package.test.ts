@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -20,7 +20,7 @@ P('the packed package imports as nrvm from another project, with types, and runs
   const packed = JSON.parse(execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], { cwd: ROOT, encoding: 'utf8' })) as { filename: string; files: { path: string }[] }[];
   const files = packed[0].files.map((f) => f.path);
   assert.ok(files.includes('dist/src/index.js') && files.includes('dist/src/index.d.ts'), 'the entry and its types are packed');
-  assert.ok(files.includes('dist/workers/core.js'), 'the core workers are packed');
+  assert.ok(files.includes('dist/workers/core.js') && files.includes('dist/workers/dma.js'), 'the core and DMA engine workers are packed');
   assert.not.ok(files.some((f) => f.startsWith('dist/test/')), 'the tests are not');
 
   const pkgDir = join(scratch, 'node_modules', 'nrvm');
@@ -29,6 +29,7 @@ P('the packed package imports as nrvm from another project, with types, and runs
   const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
   for (const dep of Object.keys(manifest.dependencies)) {
     const target = join(scratch, 'node_modules', dep);
+    mkdirSync(dirname(target), { recursive: true }); // a scoped package (@viz-js/viz) lives one level down
     if (!existsSync(target)) symlinkSync(join(ROOT, 'node_modules', dep), target, 'dir');
   }
   writeFileSync(join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', type: 'module', private: true }));

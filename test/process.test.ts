@@ -14,7 +14,7 @@ import * as refs from '../src/kernel/refs.js';
 import * as vm from '../src/kernel/vm.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
-async function sim(opts: { memory?: string; cow?: 'default' | 'mh' } = {}): Promise<{ s: Simulator; lines: string[] }> {
+async function sim(opts: { memory?: string; cow?: 'default' | 'mh'; devicePages?: number } = {}): Promise<{ s: Simulator; lines: string[] }> {
   const lines: string[] = [];
   const s = await Simulator.begin(true, { ...opts, out: (l) => lines.push(l) });
   return { s, lines };
@@ -310,7 +310,7 @@ P('out of frames is a clean message, never corruption (18)', async () => {
 });
 
 P('fork shares RW and RO pages copy-on-write in both; wired and I/O mappings are absent in the child (20)', async () => {
-  const { s } = await sim();
+  const { s } = await sim({ devicePages: 1 });
   const k = s.machine.kernel;
   const m = s.machine;
   const page = (rights: number, va: number): number => {
@@ -322,7 +322,9 @@ P('fork shares RW and RO pages copy-on-write in both; wired and I/O mappings are
   const rw = page(R_USER | R_WRITE, 0x10_0000);
   const ro = page(R_USER, 0x11_0000);
   page(R_USER | R_WRITE | R_WIRED, 0x12_0000);
-  page(R_USER | R_WRITE | R_IO, 0x13_0000);
+  // An I/O mapping: the device's register page, above RAM.
+  assert.is(vm.map(k, 0, 0, 0, 0x13_0000, m.layout.deviceFrame * 4096, 4096, R_USER | R_WRITE | R_IO).code, 0);
+  assert.is(vm.map(k, 0, 0, 0, 0x14_0000, m.frames.allocZeroed(0) * 4096, 4096, R_USER | R_WRITE | R_IO).code, 2, 'an I/O mapping of RAM is an invalid frame');
   const child = s.fork();
   const cs = 1;
   assert.is(child, 1);

@@ -72,14 +72,15 @@ export class Simulator {
   /**
    * Boots a one-core machine and starts process 0 (running). `out` receives every message line.
    * Options: memory (default 16MiB), the copy-on-write policy ('default' or MH's 'mh'), how many
-   * processes can ever exist (default 64: a killed process stays a zombie, as in the seed).
+   * processes can ever exist (default 64: a killed process stays a zombie, as in the seed), and
+   * the device's register pages (default none).
    */
   static async begin(
     verbose: boolean,
-    opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh'; processes?: number } = {},
+    opts: { out?: (line: string) => void; memory?: string; cow?: 'default' | 'mh'; processes?: number; devicePages?: number } = {},
   ): Promise<Simulator> {
     const m = await Machine.boot(
-      { cores: 1, nodes: 1, memory: opts.memory ?? '16MiB', kernel: { maxSpaces: opts.processes ?? 64, maxMappings: 1024, cow: opts.cow ?? 'default' } },
+      { cores: 1, nodes: 1, memory: opts.memory ?? '16MiB', kernel: { maxSpaces: opts.processes ?? 64, maxMappings: 1024, cow: opts.cow ?? 'default' }, devicePages: opts.devicePages ?? 0 },
       { pool: false },
     );
     m.setRegisters(0, { cpl: 3 });
