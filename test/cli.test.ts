@@ -41,6 +41,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--hw', '--kernel', 'mh'], /--kernel does not apply to --hw/],
   [['stress', '--device-pages', '99'], /--device-pages must be between 0 and 64, got 99/],
   [['mh', 'frob'], /mh: unknown subcommand 'frob'/],
+  [['dump', '--out', '/tmp', '--kernel', 'mh'], /dump: --kernel does not apply/],
   [['mh', 'states', '--kernel', 'default'], /mh states runs the MH kernel/],
   [['mh', 'states', '--seconds', '0'], /--seconds must be a number of seconds above 0/],
   [['mh', 'states', '--out', '/nonexistent/dir/x.svg'], /the directory \/nonexistent\/dir does not exist/],
