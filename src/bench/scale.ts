@@ -9,6 +9,7 @@
 //   access   loads and stores through the TLB (pages mapped beforehand)
 //   mixed    a little of everything
 
+import { VM_MIX_KINDS } from '../workloads/sources.js';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { Machine } from '../machine/machine.js';
@@ -161,7 +162,7 @@ class Point {
     const jobs = [...Array(this.cores).keys()].map((c) => {
       const program: VmMixProgram = {
         kind: 'vm-mix', seed: 1 + this.round, count: Number.MAX_SAFE_INTEGER, durationMs: ROUND_MS, cores: this.cores, slots: this.slots, regionBase: REGION,
-        mix: { map: 0, unmap: 0, adjust: 0, access: 0, resolve: 0, switch: 0, fork: 0, exit: 0, check: 0, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0, ...MIXES[this.workload] },
+        mix: { ...(Object.fromEntries(VM_MIX_KINDS.map((k) => [k, 0])) as VmMix), ...MIXES[this.workload] },
         freshMaps: this.workload === 'maponly',
         latency: measured,
         heap: measured,

@@ -23,7 +23,7 @@ import * as spaces from '../kernel/space.js';
 
 export interface KernelViolation {
   kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure' |
-    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device';
+    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device' | 'kernel-half-divergence';
   detail: string;
 }
 
@@ -76,8 +76,9 @@ export function checkLogs(m: Machine): KernelViolation[] {
   return out;
 }
 
-function leafKey(m: Machine, root: number): string[] {
-  return enumerateMappings(m.mem, m.layout.totalFrames, root, false).map((x) => `${x.va.toString(16)}>${x.pa.toString(16)}/${x.size}/${x.write ? 'w' : 'r'}${x.user ? 'u' : 's'}${x.nx ? 'x' : ''}`);
+/** The leaves of a root's user half (the kernel half is the kernel-half oracle's, check/khalf.ts), or of its kernel half. */
+function leafKey(m: Machine, root: number, kernel = false): string[] {
+  return enumerateMappings(m.mem, m.layout.totalFrames, root, false).filter((x) => (x.va >= 1n << 63n) === kernel).map((x) => `${x.va.toString(16)}>${x.pa.toString(16)}/${x.size}/${x.write ? 'w' : 'r'}${x.user ? 'u' : 's'}${x.nx ? 'x' : ''}`);
 }
 
 /** Syncs every replica of every live space and compares mappings and leaf entries (A/D masked). Controller only. */
@@ -101,7 +102,35 @@ export function checkConvergence(m: Machine): KernelViolation[] {
       }
     }
   }
+  // The kernel's own space: its replicas (the masters of the kernel half) converge too.
+  const ks = m.kernel.kernelSpace;
+  spaces.syncAll(m.kernel, ks);
+  const kv = m.kernel.vspace(ks);
+  const k0 = leafKey(m, kv.root(0), true).join();
+  for (let r = 1; r < m.config.nodes; r++) {
+    if (JSON.stringify(kv.db(r).entries()) !== JSON.stringify(kv.db(0).entries()) || leafKey(m, kv.root(r), true).join() !== k0) {
+      out.push({ kind: 'replica-divergence', detail: `the kernel's space: replica ${r} differs from replica 0` });
+    }
+  }
   return out;
+}
+
+/** Frames the kernel holds for itself: its space's roots, tables and pools, and its data frames (owner -1, not the zero page). */
+export function kernelFrames(m: Machine): { tables: number; pools: number; data: number } {
+  const k = m.kernel.v.k;
+  const ks = m.kernel.kernelSpace;
+  let tables = 0;
+  let pools = 0;
+  for (let r = 0; r < m.config.nodes; r++) {
+    const root = m.kernel.vspace(ks).root(r);
+    if (root !== 0) tables += tableFrames(m.mem, m.layout.totalFrames, root, 256, 512).length;
+    pools += k[m.kernel.v.klayout.replicaBase(ks, r) + SR_COUNT];
+  }
+  const ob = m.kernel.v.klayout.ownerBase;
+  const zero = Atomics.load(k, m.kernel.v.klayout.zeroPageWord) - 1;
+  let data = 0;
+  for (let f = 0; f < m.layout.totalFrames; f++) if (k[ob + f] === -1 && f !== zero) data++;
+  return { tables, pools, data };
 }
 
 /** Frames by use; conservation holds when they add up to the machine's total. Controller only. */
@@ -120,7 +149,8 @@ export function frameAccount(m: Machine): { total: number; free: number; data: n
       pools += k[m.kernel.v.klayout.replicaBase(s, r) + SR_COUNT];
     }
   }
-  return { total: m.layout.totalFrames, free: m.frames.freeCount(), data, tables, pools, zero: zeroWord === 0 ? 0 : 1 };
+  const kf = kernelFrames(m);
+  return { total: m.layout.totalFrames, free: m.frames.freeCount(), data, tables: tables + kf.tables, pools: pools + kf.pools, zero: zeroWord === 0 ? 0 : 1 };
 }
 
 /** free + data + page tables + reserved pool frames + the zero page = total. */
@@ -130,13 +160,17 @@ export function checkConservation(m: Machine): KernelViolation[] {
   return sum === a.total ? [] : [{ kind: 'frame-conservation', detail: `free ${a.free} + data ${a.data} + tables ${a.tables} + pools ${a.pools} + zero page ${a.zero} = ${sum}, not ${a.total}` }];
 }
 
-/** Destroys every live space (freeing data frames) and checks that every frame is free again. */
+/** Destroys every live space (freeing data frames) and checks that every frame is free again but the kernel's own and the zero page. */
 export function destroyAllAndCheck(m: Machine): KernelViolation[] {
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
     spaces.destroySpace(m.kernel, s, (pfn, pages, rights) => refs.releaseMapping(m.kernel, s, pfn, pages, rights));
   }
   const zero = Atomics.load(m.kernel.v.k, m.kernel.v.klayout.zeroPageWord) === 0 ? 0 : 1;
+  const kf = kernelFrames(m);
+  const kernel = kf.tables + kf.pools + kf.data;
   const free = m.frames.freeCount();
-  return free + zero === m.layout.totalFrames ? [] : [{ kind: 'frame-leak', detail: `${m.layout.totalFrames - free - zero} frames still allocated after every address space was destroyed` }];
+  return free + zero + kernel === m.layout.totalFrames ? [] : [{
+    kind: 'frame-leak', detail: `${m.layout.totalFrames - free - zero - kernel} frames still allocated after every address space was destroyed (the kernel's own ${kernel} aside)`,
+  }];
 }

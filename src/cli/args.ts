@@ -23,6 +23,10 @@ export const MACHINE_HELP = `Machine options:
                       (MH's mapping states: EINVAL/EPERM/EBUSY, export to a device for DMA,
                       copy-on-write handled by the process at user level; implies --cow mh)
   --device-pages N    register pages of the device above RAM (default 4 with --kernel mh, else 0)
+  --khalf METHOD      how the kernel half (top-level entries 256-511, shared by every address space)
+                      follows a change of a top-level kernel entry: eager (every space at once,
+                      default), switch (copied when a space is switched in), lazy (copied from the
+                      master on a kernel page fault; cannot remove: kunmap of a last mapping is refused)
 `;
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
@@ -39,6 +43,7 @@ export const machineOptions = {
   cow: { type: 'string' },
   kernel: { type: 'string' },
   'device-pages': { type: 'string' },
+  khalf: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -92,6 +97,10 @@ export function machineFrom(values: Record<string, unknown>): MachineOptions {
     if (values.kernel !== 'default' && values.kernel !== 'mh') throw new UsageError(`--kernel must be default or mh, got '${String(values.kernel)}'`);
     if (values.kernel === 'mh' && values.cow === 'default') throw new UsageError('--cow default does not apply with --kernel mh (MH has its own copy-on-write)');
     o.kernel = { ...(o.kernel ?? {}), personality: values.kernel };
+  }
+  if (values.khalf !== undefined) {
+    if (values.khalf !== 'eager' && values.khalf !== 'switch' && values.khalf !== 'lazy') throw new UsageError(`--khalf must be eager, switch or lazy, got '${String(values.khalf)}'`);
+    o.kernel = { ...(o.kernel ?? {}), khalf: values.khalf };
   }
   const dev = int(values['device-pages'] as string | undefined, 'device-pages', 0, 64);
   if (dev !== undefined) o.devicePages = dev;

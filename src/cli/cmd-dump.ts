@@ -32,7 +32,7 @@ export async function dump(args: string[]): Promise<number> {
   }
   if (values.out === undefined) throw new UsageError("dump: --out DIR is required (see 'nrvm help dump')");
   // The scenarios build page tables directly: no kernel runs, so its options would be ignored.
-  for (const k of ['kernel', 'cow', 'log-entries', 'max-batch'] as const) {
+  for (const k of ['kernel', 'cow', 'log-entries', 'max-batch', 'khalf'] as const) {
     if (values[k] !== undefined) throw new UsageError(`dump: --${k} does not apply (the dump scenarios build page tables directly, with no kernel)`);
   }
   checkOutput('--out', values.out, 'dir');

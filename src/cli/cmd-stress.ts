@@ -110,6 +110,7 @@ export async function stress(args: string[]): Promise<number> {
     if (values.processes !== undefined) throw new UsageError('--processes does not apply to --hw');
     if (values.cow !== undefined) throw new UsageError('--cow does not apply to --hw (the hardware-level stress has no kernel)');
     if (values.kernel !== undefined) throw new UsageError('--kernel does not apply to --hw (the hardware-level stress has no kernel)');
+    if (values.khalf !== undefined) throw new UsageError('--khalf does not apply to --hw (the hardware-level stress has no kernel)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
     const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
@@ -121,7 +122,11 @@ export async function stress(args: string[]): Promise<number> {
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
     const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
     const mhKernel = machine.kernel?.personality === 'mh';
-    const mix: VmMix = values.mix === undefined ? (mhKernel ? DEFAULT_MH_MIX : DEFAULT_VM_MIX) : parseMix(values.mix, VM_MIX_KINDS);
+    const lazy = machine.kernel?.khalf === 'lazy';
+    const mix: VmMix = values.mix === undefined ? { ...(mhKernel ? DEFAULT_MH_MIX : DEFAULT_VM_MIX), ...(lazy ? { kunmap: 0 } : {}) } : parseMix(values.mix, VM_MIX_KINDS);
+    if (lazy && mix.kunmap > 0) {
+      throw new UsageError('--mix kunmap: the lazy method cannot remove a top-level kernel entry from the spaces that copied it (os5); with --khalf lazy kunmap must be 0 (the default mix leaves it out)');
+    }
     const mhOnly = MH_MIX_KINDS.filter((k) => mix[k] > 0);
     if (!mhKernel && mhOnly.length > 0) throw new UsageError(`--mix ${mhOnly.join(', ')}: MH's operations need --kernel mh`);
     const mhInject = inject.filter((i) => i === 'skip-wire-check' || i === 'unwired-dma');

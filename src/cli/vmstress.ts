@@ -19,6 +19,7 @@ import { writeChromeTrace } from '../trace/chrome.js';
 import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
 import { checkDma, checkMhEvents, checkMhState, mhTransitions } from '../check/mh.js';
+import { checkKernelHalf } from '../check/khalf.js';
 import { REG_ACCESSES, REG_DMA_DONE, REG_DMA_ERRORS } from '../hw/device.js';
 
 /** Device register reads that did not reach the device (a wrong ID, or an unclaimed offset that read as something). */
@@ -28,11 +29,13 @@ function checkDevice(res: CoreResult[]): KernelViolation[] {
 }
 
 export const DEFAULT_VM_MIX: VmMix = {
-  map: 10, unmap: 8, adjust: 4, access: 66, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
+  map: 10, unmap: 8, adjust: 4, access: 64, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
+  kmap: 0.5, kunmap: 0.5, kaccess: 2,
 };
 /** The default mix under --kernel mh: MH's operations too, and forks often enough that pages go RO-Shared and back. */
 export const DEFAULT_MH_MIX: VmMix = {
   map: 10, unmap: 7, adjust: 5, access: 55, resolve: 3, switch: 2, fork: 0.05, exit: 0.03, check: 5, export: 4, unexport: 3, dma: 1, devreg: 2, move: 2,
+  kmap: 0.5, kunmap: 0.5, kaccess: 2,
 };
 
 export interface VmStressOptions {
@@ -57,6 +60,8 @@ export interface VmStressReport {
   ops: Record<string, number>;
   /** Copy-on-write: zero-page fills, copies, last-sharer reuses; zombies reaped. */
   cow: { zeroFills: number; copies: number; reuses: number; reaped: number };
+  /** The kernel half: its method, kmaps and kunmaps, top-level entries copied into spaces, kernel faults repaired, kernel shootdowns, supervisor accesses (done / faulted). */
+  khalf: { method: string; kmaps: number; kunmaps: number; entryCopies: number; kernelFaults: number; shootdowns: number; accesses: number; faultsDelivered: number };
   outcomes: Record<string, number>;
   accesses: number;
   accessesPerSec: number;
@@ -133,6 +138,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
       const failed = found.some((v) => v.kind === 'core-failure');
       if (!failed) reaped += procs.reapZombies(m.kernel);
+      if (!failed) found.push(...checkKernelHalf(m));
       if (mhRun) {
         // What the cores recorded holds even when one of them failed; the machine's state is
         // checked only when the round ended cleanly.
@@ -182,6 +188,10 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
         fork: outcomes['fork:Ok'] ?? 0, exit: outcomes['exit:Ok'] ?? 0, load: k.loads, store: k.stores,
       },
       cow: { zeroFills: sum.zeroFills ?? 0, copies: sum.cowCopies ?? 0, reuses: sum.cowReuses ?? 0, reaped },
+      khalf: {
+        method: m.kernel.khalf, kmaps: sum.kmaps ?? 0, kunmaps: sum.kunmaps ?? 0, entryCopies: sum.kernelEntryCopies ?? 0, kernelFaults: sum.kernelFaults ?? 0,
+        shootdowns: sum.kernelShootdowns ?? 0, accesses: outcomes['kaccess:Ok'] ?? 0, faultsDelivered: outcomes['kaccess:Fault'] ?? 0,
+      },
       outcomes,
       accesses,
       accessesPerSec: accesses / seconds,
@@ -226,6 +236,8 @@ export function formatVmReport(r: VmStressReport): string {
     `  processes   ${fmt(r.ops.fork)} forks, ${fmt(r.ops.exit)} exits (${fmt(r.cow.reaped)} reaped); copy-on-write: ${fmt(r.cow.copies)} copies, ` +
       `${fmt(r.cow.reuses)} last-sharer reuses, ${fmt(r.cow.zeroFills)} zero fills`,
     `  accesses    ${fmt(r.accesses)} (${fmt(r.accessesPerSec)}/s over all cores)`,
+    `  kernel half ${r.khalf.method}: ${fmt(r.khalf.kmaps)} kmaps, ${fmt(r.khalf.kunmaps)} kunmaps, ${fmt(r.khalf.entryCopies)} top-level entries copied into spaces, ` +
+      `${fmt(r.khalf.kernelFaults)} kernel faults repaired, ${fmt(r.khalf.shootdowns)} kernel shootdowns; supervisor accesses ${fmt(r.khalf.accesses)} done, ${fmt(r.khalf.faultsDelivered)} faulted (not mapped)`,
     `  faults      ${fmt(r.faults)} page faults: ${fmt(r.spuriousFaults)} spurious (replica behind or stale read-only entry, retried), ${fmt(r.invalidAccesses)} invalid (no mapping or no right, delivered)`,
     `  shootdowns  ${fmt(r.shootdowns)} (${fmt(r.shootdownIpis)} IPIs); IPIs ${fmt(r.ipis.sent)} sent, ${fmt(r.ipis.received)} received`,
     `  TLB         hit rate ${(100 * r.tlb.hitRate).toFixed(2)}%, ${fmt(r.tlb.misses)} misses`,

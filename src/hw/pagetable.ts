@@ -173,10 +173,13 @@ export function visitTables(
   visit(rootPfn, la57 ? 48 : 39, 0n, topFrom, topTo);
 }
 
-/** Every page-table frame under a 4-level root, root included, for the user half (entries 0-255 of the PML4). */
-export function tableFrames(mem: Int32Array, totalFrames: number, rootPfn: number): number[] {
+/**
+ * Every page-table frame under a 4-level root, root included, for the user half (entries 0-255 of
+ * the PML4), or for top-level entries [from, to).
+ */
+export function tableFrames(mem: Int32Array, totalFrames: number, rootPfn: number, from = 0, to = 256): number[] {
   const out = [rootPfn];
-  visitTables(mem, totalFrames, rootPfn, false, 0, 256, (lo, hi, shift) => {
+  visitTables(mem, totalFrames, rootPfn, false, from, to, (lo, hi, shift) => {
     if (shift <= 30 && (lo & PTE_PS) !== 0) return false; // a 1 GiB or 2 MiB leaf
     out.push(entryFrame(lo, hi));
     return shift > 21; // the PT frames are the last level of tables

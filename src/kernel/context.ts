@@ -43,9 +43,10 @@ export const BREAKPOINTS: Record<string, number> = {
 /** The kernel's and NR's layouts for a machine with these cores, nodes, memory and kernel options. */
 export function kernelLayouts(cores: number, nodes: number, memoryBytes: number, o: KernelOptions): { klayout: KernelLayout; nrLayout: NrLayout } {
   const klayout = new KernelLayout({
-    cores, nodes, totalFrames: memoryBytes / PAGE, maxSpaces: o.maxSpaces, maxMappings: o.maxMappings, ptPoolFrames: o.ptPoolFrames,
+    // One more space than the processes may have: the kernel's own (kernel/khalf.ts), the last.
+    cores, nodes, totalFrames: memoryBytes / PAGE, maxSpaces: o.maxSpaces + 1, maxMappings: o.maxMappings, ptPoolFrames: o.ptPoolFrames,
   });
-  const nrLayout = new NrLayout({ logEntries: o.logEntries, replicas: nodes, threads: cores, instances: o.maxSpaces, maxBatch: o.maxBatch });
+  const nrLayout = new NrLayout({ logEntries: o.logEntries, replicas: nodes, threads: cores, instances: o.maxSpaces + 1, maxBatch: o.maxBatch });
   return { klayout, nrLayout };
 }
 
@@ -69,6 +70,8 @@ export interface KernelViews {
   personality?: 'default' | 'mh';
   /** The device above RAM, when the machine has one (exports, I/O mappings). */
   device?: Device;
+  /** How the kernel half is kept in sync (config kernel.khalf). */
+  khalf?: 'eager' | 'switch' | 'lazy';
 }
 
 /** Per-thread statistics, merged by the controller. */
@@ -102,6 +105,12 @@ export class KernelStats {
   exports = 0;
   unexports = 0;
   moves = 0;
+  /** Kernel half: kmaps, kunmaps, top-level entries written into address spaces (eager updates, switch-in copies, lazy faults), kernel faults repaired. */
+  kmaps = 0;
+  kunmaps = 0;
+  kernelEntryCopies = 0;
+  kernelFaults = 0;
+  kernelShootdowns = 0;
 }
 
 /** One thread's kernel context. See the module comment. */
@@ -127,6 +136,8 @@ export class Kernel implements LockWaiter {
   readonly unwiredDma: boolean;
   /** The MH personality (kernel/mh.ts): its state machine's rules, user-level copy-on-write. */
   readonly mh: boolean;
+  /** os5's method for the kernel half (kernel/khalf.ts). */
+  readonly khalf: 'eager' | 'switch' | 'lazy';
   /** Kernel mode 'lock': the single-copy baseline instead of node replication. */
   readonly lockMode: boolean;
   /** Copy-on-write policy: 'default' (the last sharer's write reuses the frame) or 'mh' (it becomes private read-only first). */
@@ -149,13 +160,20 @@ export class Kernel implements LockWaiter {
     this.skipWireCheck = v.inject.includes('skip-wire-check');
     this.unwiredDma = v.inject.includes('unwired-dma');
     this.mh = v.personality === 'mh';
+    this.khalf = v.khalf ?? 'eager';
     this.cowPolicy = v.cow ?? 'default';
     this.lockMode = v.mode === 'lock';
     this.bw = new BoundedWait(v.waitLimitMs, undefined, v.replicaOf.length);
   }
 
+  /** Address spaces processes may have (the kernel's own is the one after them). */
   get maxSpaces(): number {
-    return this.v.klayout.config.maxSpaces;
+    return this.v.klayout.config.maxSpaces - 1;
+  }
+
+  /** The kernel's own address space: its replicas' roots are the master tables of the kernel half. */
+  get kernelSpace(): number {
+    return this.v.klayout.config.maxSpaces - 1;
   }
 
   /** This thread's handle on space s's replicas. */

@@ -15,6 +15,7 @@ import { vaJoin } from '../hw/vaddr.js';
 import { BP_BEFORE_COW_COPY, BP_BEFORE_RESOLVE, type Kernel } from './context.js';
 import { OK, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED, R_WRITE, R_ZERO, leafWritable } from './ops.js';
 import { userFault } from './mrg.js';
+import { kernelFault } from './khalf.js';
 import { holdNew, refcount, release } from './refs.js';
 import { lockShared, unlockShared } from './space.js';
 import { adjustLocked, lookup, remapLocked } from './vm.js';
@@ -29,7 +30,9 @@ export const FAULT_RETRIES = 3;
  */
 export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
   const s = kx.current[cpu.id];
-  if (s < 0 || faultVector(code) !== VEC_PF || vhi < 0) return false;
+  if (s < 0 || faultVector(code) !== VEC_PF) return false;
+  // A kernel address: the kernel half's own repair (khalf.ts), never the user-space paths.
+  if (vhi < 0) return cpu.regs.cpl === 0 && kernelFault(kx, cpu, s, vhi, vlo);
   cpu.trace(PH_BEGIN, TR_FAULT, vlo);
   try {
     const r = handleFault(kx, cpu, s, vhi, vlo, acc);

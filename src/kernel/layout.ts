@@ -65,6 +65,11 @@ export const S_TLBGEN = 3 * K_LINE;
 /** Active-core mask: bit c of word c >> 5 set while core c runs this space. Written: cores (Atomics.or/and). Read: shootdown initiators. */
 export const S_ACTIVE = 2 * K_LINE;
 // Per replica r, at S_REPLICAS + r * replicaWords:
+/**
+ * The kernel half's lock of the space (0 free, 1 held): whoever writes its top-level kernel
+ * entries (the creator copying the master, an eager update, a switch-in copy, a lazy fault) holds it.
+ */
+export const S_KLOCK = K_LINE + 4;
 /** Root (PML4) frame of replica r's page tables. Written: create. Read: cores switching in, dumps. */
 export const SR_ROOT = 0;
 /** Pool lock (0 free, else 1 + holder thread). Written: reservers and appliers (CAS). */
@@ -74,12 +79,20 @@ export const SR_COUNT = 2 * K_LINE;
 export const SR_RESERVED = 2 * K_LINE + 1;
 /** Page-table frames this replica has taken from its pool (for conservation checks). */
 export const SR_TABLES = 2 * K_LINE + 2;
+/** The kernel-half generation this replica's top-level kernel entries were last copied at (the 'switch' method). */
+export const SR_KGEN = 2 * K_LINE + 3;
 /** The pool's frames. */
 export const SR_FRAMES = 3 * K_LINE;
 
 export class KernelLayout {
   /** Kernel header: word 0 = 1 + the zero page's frame (0 until first needed). Written: CAS. */
   readonly zeroPageWord = 0;
+  /** The kernel half's generation: bumped whenever a top-level kernel entry of the master changes. */
+  readonly kgenWord = 1;
+  /** The kernel mapping lock (kmap and kunmap are serialised by it; 0 free, 1 + core holding it). */
+  readonly kmutexWord = 2;
+  /** The kernel's TLB generation: bumped by every kunmap, so a core that missed its shootdown flushes global entries when it next switches. */
+  readonly ktlbGenWord = 3;
   /** Shadow owners of every frame (the stale-tlb oracle): bit s set while space s maps it (spaces 0-31). */
   readonly ownerBase = K_LINE;
   /** References to every data frame from mappings (fork and copy-on-write). Written: Atomics. */

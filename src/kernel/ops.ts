@@ -13,6 +13,8 @@ export const VS_REMAP = 4;
 export const VS_WIRE = 5;
 /** MH: move the one-page mapping at A_MOVE_FROM over the one-page mapping at A_VA (user-level copy-on-write). */
 export const VS_MOVE = 6;
+/** Kernel half: clear the top-level entry covering A_VA and free its tables, if no mapping is left under it. */
+export const VS_PRUNE = 7;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
@@ -75,6 +77,8 @@ export const R_WIRED = 32;
 export const R_IO = 64;
 /** MH policy: made private read-only by a copy-on-write fault; the user-level handler restores write on the next fault. */
 export const R_WAS_COW = 128;
+/** A kernel mapping: global leaves (kept in the TLB across address-space switches). */
+export const R_GLOBAL = 256;
 /** The access rights a program may change with Adjust; the kinds (COW, ZERO, WIRED, IO...) stay. */
 export const R_ACCESS = R_WRITE | R_USER | R_NX;
 /** MH: how many exports wire the mapping (bits 16-23; R_WIRED is set while it is above 0). */
@@ -82,7 +86,7 @@ export const R_WIRE_SHIFT = 16;
 export const R_WIRE_MASK = 0xff << R_WIRE_SHIFT;
 export const R_WIRE_MAX = 0xff;
 /** Every bit of the rights word (kinds, and MH's wiring count). */
-export const R_ALL = 0xff | R_WIRE_MASK;
+export const R_ALL = 0x1ff | R_WIRE_MASK;
 
 /** Whether the hardware leaf of a mapping with these rights is writable (COW and ZERO leaves are read-only). */
 export function leafWritable(rights: number): boolean {
@@ -112,3 +116,5 @@ export const IPI_SHOOTDOWN = 16;
 export const IPI_REPLICA_ADVANCE = 17;
 /** IPI type telling a core that space a0's process exited: it leaves the space (no user space, empty root), then acks. */
 export const IPI_EXIT = 18;
+/** IPI type of a kernel shootdown: a1:a2 = va (hi, lo), a3 = pages; global entries go too. */
+export const IPI_KSHOOTDOWN = 19;

@@ -30,7 +30,14 @@ export interface KernelOptions {
    * copy-on-write faults delivered to the process's user-level handler (kernel/mrg.ts).
    */
   personality: 'default' | 'mh';
+  /**
+   * How the kernel half (top-level entries 256-511, the same in every address space) is kept in
+   * sync when a top-level kernel entry changes (os5's three methods, kernel/khalf.ts): 'eager'
+   * (every space at once), 'switch' (copied when a space is switched in), 'lazy' (copied from
+   * the master on a kernel page fault; can only add).
+   */
+  khalf: 'eager' | 'switch' | 'lazy';
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr', personality: 'default' };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr', personality: 'default', khalf: 'eager' };
 

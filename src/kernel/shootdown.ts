@@ -18,7 +18,8 @@ import { NO_FRAME } from '../hw/frames.js';
 import { zeroPage } from './refs.js';
 import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
 import { S_ACTIVE, S_TLBGEN } from './layout.js';
-import { IPI_EXIT, IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE } from './ops.js';
+import { IPI_EXIT, IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE, IPI_KSHOOTDOWN } from './ops.js';
+import * as khalf from './khalf.js';
 
 export const SHOOTDOWN_FULL_FLUSH_PAGES = 20;
 
@@ -54,6 +55,7 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
     Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
     kx.stats.generationFlushes++;
   }
+  khalf.switchIn(kx, cpu, s, kx.replicaFor(cpu.id));
   const root = kx.vspace(s).root(kx.replicaFor(cpu.id));
   cpu.movCr3(cr3Hi(root, true), cr3Lo(root, pcid(s)));
   if (prev >= 0) leaveMask(kx, cpu, prev);
@@ -178,6 +180,7 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     if (kx.current[c.id] === s) leave(kx, c);
     c.apic.ack(sender);
   };
+  cpu.apic.handlers[IPI_KSHOOTDOWN] = (c, sender, _s, hi, lo, pages) => khalf.onKernelShootdown(kx, c, sender, hi, lo, pages);
   cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
     c.apic.ack(sender);
     kx.stats.shootdownsReceived++;

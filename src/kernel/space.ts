@@ -14,13 +14,32 @@ import {
 } from './layout.js';
 import { ALREADY_MAPPED, OUT_OF_MEMORY } from './ops.js';
 import { activeCores, forget } from './shootdown.js';
+import { syncSpace } from './khalf.js';
 
-/** Creates an address space: an empty replica per node. Returns its number, or -1 - OUT_OF_MEMORY / -1 - ALREADY_MAPPED (no free slot). */
+/**
+ * Creates an address space: an empty replica per node, whose top-level kernel entries are copied
+ * from the master (khalf.ts). Returns its number, or -1 - OUT_OF_MEMORY / -1 - ALREADY_MAPPED (no
+ * free slot).
+ */
 export function createSpace(kx: Kernel): number {
-  const { k, klayout, frames } = kx.v;
   for (let s = 0; s < kx.maxSpaces; s++) {
+    const got = createIn(kx, s);
+    if (got !== -2) return got;
+  }
+  return -1 - ALREADY_MAPPED;
+}
+
+/** Creates the kernel's own address space (kx.kernelSpace): its replicas' roots are the master tables of the kernel half. */
+export function createKernelSpace(kx: Kernel): number {
+  return createIn(kx, kx.kernelSpace);
+}
+
+/** Creates space s if it is free: s, -1 - OUT_OF_MEMORY, or -2 when it is taken. */
+function createIn(kx: Kernel, s: number): number {
+  const { k, klayout, frames } = kx.v;
+  {
     const b = klayout.spaceBase(s);
-    if (Atomics.compareExchange(k, b + S_STATE, SPACE_FREE, SPACE_CREATING) !== SPACE_FREE) continue;
+    if (Atomics.compareExchange(k, b + S_STATE, SPACE_FREE, SPACE_CREATING) !== SPACE_FREE) return -2;
     k.fill(0, b + S_ACTIVE, b + S_ACTIVE + klayout.maskWords);
     // A new generation: cores that still cache translations of an earlier space with this
     // number (and PCID) flush them when they first switch in.
@@ -43,10 +62,12 @@ export function createSpace(kx: Kernel): number {
     }
     kx.nr(s).reset();
     k[b + S_GEN]++;
+    // The roots are set, so an eager update of the kernel half reaches this space from now on;
+    // copying the master after that misses no update (both hold the space's kernel-half lock).
+    if (s !== kx.kernelSpace) syncSpace(kx, s);
     Atomics.store(k, b + S_STATE, SPACE_LIVE);
     return s;
   }
-  return -1 - ALREADY_MAPPED;
 }
 
 /**

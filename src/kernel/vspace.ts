@@ -12,16 +12,16 @@ import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
 import { leafLo, walkTo } from '../hw/pagetable.js';
-import { FRAME_WORDS, HI_XD, PTE_P, PTE_PCD, PTE_PWT, PTE_RW, PTE_US, makeHi } from '../hw/pte.js';
+import { FRAME_WORDS, HI_XD, PTE_G, PTE_P, PTE_PCD, PTE_PS, PTE_PWT, PTE_RW, PTE_US, entryFrame, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { panic } from '../hw/panic.js';
 import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
-  ALREADY_MAPPED, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
+  ALREADY_MAPPED, EBUSY, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
   RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
-  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
+  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_PRUNE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
 import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
 
@@ -35,7 +35,8 @@ export interface ApplyRules {
 
 /** Leaf flags of a mapping with these rights: R/W, U/S, and PCD|PWT for I/O (uncached device registers). */
 function leafFlags(rights: number): number {
-  return (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0) | ((rights & R_IO) !== 0 ? PTE_PCD | PTE_PWT : 0);
+  return (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0) | ((rights & R_IO) !== 0 ? PTE_PCD | PTE_PWT : 0) |
+    ((rights & R_GLOBAL) !== 0 ? PTE_G : 0);
 }
 
 /**
@@ -194,6 +195,9 @@ export class VSpace implements Replicated {
       case VS_MOVE:
         this.applyMove(r, hi, lo, w[a + A_MOVE_FROM], w[a + A_MOVE_FROM + 1], resp, ro);
         return;
+      case VS_PRUNE:
+        this.applyPrune(r, hi, lo, resp, ro);
+        return;
       case VS_REMAP:
         this.applyRemap(r, hi, lo, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
         return;
@@ -336,6 +340,44 @@ export class VSpace implements Replicated {
     resp[ro + RS_CODE] = OK;
     resp[ro + RS_REMAP_PFN] = oldPfn;
     resp[ro + RS_REMAP_RIGHTS] = oldRights;
+  }
+
+  /**
+   * Kernel half: if no mapping is left in the 512 GiB that the top-level entry covering hi:lo
+   * maps, clears that entry in replica r's root and frees the tables under it (EBUSY otherwise).
+   * The caller has made sure no address space still points at them and no walk is inside them.
+   */
+  private applyPrune(r: number, hi: number, lo: number, resp: Int32Array, ro: number): void {
+    const base = vaJoin(hi, lo) - (vaJoin(hi, lo) % 2 ** 39 + 2 ** 39) % 2 ** 39;
+    const f = this.found;
+    if (this.dbs[r].ceil(vaHi(base), vaLo(base), f) && f.va < base + 2 ** 39) {
+      resp[ro + RS_CODE] = EBUSY;
+      return;
+    }
+    const mem = this.mem;
+    const word = walkTo(mem, this.root(r), false, vaHi(base), vaLo(base), 39, null, 0);
+    const lo0 = Atomics.load(mem, word);
+    if ((lo0 & PTE_P) === 0) {
+      resp[ro + RS_CODE] = NOT_MAPPED;
+      return;
+    }
+    const hi0 = mem[word + 1];
+    Atomics.store(mem, word, 0);
+    mem[word + 1] = 0;
+    const tables: number[] = [];
+    const collect = (t: number, level: number): void => {
+      tables.push(t);
+      if (level === 0) return;
+      for (let i = 0; i < 512; i++) {
+        const e = Atomics.load(mem, t * FRAME_WORDS + i * 2);
+        if ((e & PTE_P) !== 0 && (e & PTE_PS) === 0) collect(entryFrame(e, mem[t * FRAME_WORDS + i * 2 + 1]), level - 1);
+      }
+    };
+    collect(entryFrame(lo0, hi0), 2);
+    const b = this.klayout.replicaBase(this.space, r);
+    for (const t of tables) this.frames.free(t);
+    this.k[b + SR_TABLES] -= tables.length;
+    resp[ro + RS_CODE] = OK;
   }
 
   /**

@@ -12,7 +12,7 @@ import { Kernel } from '../kernel/context.js';
 import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
-  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
+  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
   OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
@@ -23,6 +23,7 @@ import { EV_ADJUST, EV_MAP, EV_STORE, EV_UNMAP, MhRun, STORE_FAULT, mhOp } from 
 import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } from './runstate.js';
 import { updateEntry } from './ptwrite.js';
 import * as forks from '../kernel/fork.js';
+import * as khalf from '../kernel/khalf.js';
 import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
@@ -428,8 +429,12 @@ function coldOp(
     case OP_K_UNEXPORT:
     case OP_K_DMA:
     case OP_K_DEVREG:
-    case OP_K_MOVE: {
+    case OP_K_MOVE:
+    case OP_K_KMAP:
+    case OP_K_KUNMAP:
+    case OP_K_KACCESS: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
+      if (op >= OP_K_KMAP) return kernelHalfOp(cpu, kernel, buf, w, index, st);
       if (op >= OP_K_EXPORT) return mhOp(cpu, kernel, buf, w, index, st);
       const kind = op === OP_K_MAP ? TR_MAP : op === OP_K_UNMAP ? TR_UNMAP : op === OP_K_ADJUST ? TR_ADJUST : op === OP_K_RESOLVE ? TR_RESOLVE : op === OP_K_FORK ? TR_FORK : -1;
       if (kind < 0) return kernelOp(cpu, kernel, buf, w, index, res, st);
@@ -444,6 +449,32 @@ function coldOp(
       return `core ${cpu.id}: op ${index}: unknown opcode ${op}`;
   }
   if (r !== 0) st.noteFault(cpu, index, r);
+  return '';
+}
+
+/** A kernel-half operation of a program: kmap, kunmap, or a supervisor access to a kernel address. */
+function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, st: RunState): string {
+  const op = buf[w];
+  if (op === OP_K_KMAP) {
+    st.tally('kmap', khalf.kmap(kernel, cpu.id, buf[w + 2], buf[w + 3], buf[w + 4], cpu));
+    return '';
+  }
+  if (op === OP_K_KUNMAP) {
+    st.tally('kunmap', khalf.kunmap(kernel, cpu, buf[w + 2], buf[w + 3]));
+    return '';
+  }
+  const space = kernel.current[cpu.id];
+  if (space < 0) return '';
+  const write = buf[w + 3] === 1;
+  const user = cpu.regs.cpl;
+  cpu.setMode(0, false);
+  const r = faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, buf[w + 1], buf[w + 2], 0, buf[w + 4]);
+  cpu.setMode(user, false);
+  st.tally('kaccess', r === 0 ? 'Ok' : 'Fault');
+  // The stale-tlb oracle over kernel frames: a kernel frame is every space's while mapped, nobody's once kunmap released it.
+  if (r === 0 && st.owner !== null && cpu.mmu.lastWord >= 0 && space < 32 && (st.owner[st.ownerBase + (cpu.mmu.lastWord >>> 10)] & (1 << space)) === 0) {
+    st.noteStale(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord >>> 10, space);
+  }
   return '';
 }
 

@@ -14,6 +14,8 @@ import {
 } from '../hw/layout.js';
 import { Frames, NO_FRAME } from '../hw/frames.js';
 import * as refs from '../kernel/refs.js';
+import * as khalf from '../kernel/khalf.js';
+import * as spaces from '../kernel/space.js';
 import { traceBytes } from '../hw/trace.js';
 import { Device } from '../hw/device.js';
 import { DEV_DMA_DONE, DEV_DMA_TAIL, DEV_ENGINE } from '../hw/layout.js';
@@ -109,7 +111,7 @@ export class Machine {
     this.kernel = new Kernel({
       klayout, k: new Int32Array(kernel), nrLayout, nrw: new Int32Array(nr), mem: this.mem, frames: this.frames,
       replicaOf: Array.from({ length: config.cores }, (_, c) => this.layout.nodeOfCore(c)), waitLimitMs: config.waitLimitMs,
-      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality,
+      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf,
       device: this.layout.devicePages > 0 ? new Device(this.layout, this.ctl, this.mem) : undefined,
     });
     for (let c = 0; c < config.cores; c++) this.initCore(c);
@@ -118,6 +120,8 @@ export class Machine {
     // stale translation of it — and as the zero page every space may read it, so the stale-tlb
     // oracle would no longer see that access.
     if (refs.zeroPage(this.kernel) === NO_FRAME) throw new RangeError('no frame for the zero page');
+    // The kernel half: the kernel's own space (the masters) and its boot-time mappings.
+    if (spaces.createKernelSpace(this.kernel) < 0 || !khalf.bootMappings(this.kernel)) throw new RangeError('no frames for the kernel half');
     this.device = this.kernel.v.device ?? null;
     if (pool && this.device) {
       this.dmaThread = new Worker(new URL('../../workers/dma.js', import.meta.url), { workerData: this.shared, execArgv: WORKER_EXEC_ARGV });

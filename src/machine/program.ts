@@ -69,6 +69,12 @@ export const OP_K_DMA = 31;
 export const OP_K_DEVREG = 32;
 /** [OP_K_MOVE, space, vaHi, vaLo, from page] MH: move the one-page mapping at page `from` over the one at vaHi:vaLo. */
 export const OP_K_MOVE = 33;
+/** [OP_K_KMAP, -, vaHi, vaLo, pages] map fresh frames in the kernel half (kernel/khalf.ts). */
+export const OP_K_KMAP = 34;
+/** [OP_K_KUNMAP, -, vaHi, vaLo] unmap a kernel mapping (with the kernel's shootdown). */
+export const OP_K_KUNMAP = 35;
+/** [OP_K_KACCESS, vaHi, vaLo, write, value] an 8-byte supervisor access (CPL 0 for the one access) to a kernel address. */
+export const OP_K_KACCESS = 36;
 /** Kernel operations name the space -1 to mean the running one; OP_K_SWITCH to -1 picks a live process (word 2 seeds the pick). */
 export const CURRENT_SPACE = -1;
 
@@ -113,7 +119,14 @@ export type Op =
   /** MH: read (or, with write, write `value` to the scratch register) device register `reg` through the I/O mapping. */
   | { op: 'devreg'; reg: number; write?: boolean; value?: number }
   /** MH: move the one-page mapping at `from` over the one at va. */
-  | { op: 'move'; space: number; va: bigint | number | string; from: bigint | number | string };
+  | { op: 'move'; space: number; va: bigint | number | string; from: bigint | number | string }
+  /** Kernel half: map `pages` fresh frames at a kernel address (0xffff8000_00000000 and up). */
+  | { op: 'kmap'; va: bigint | number | string; pages?: number }
+  /** Kernel half: unmap the kernel mapping at va. */
+  | { op: 'kunmap'; va: bigint | number | string }
+  /** A supervisor load (or store of value) at a kernel address, in the running space. */
+  | { op: 'kload'; va: bigint | number | string }
+  | { op: 'kstore'; va: bigint | number | string; value: number };
 
 /** What a core is asked to run. `kind` selects the source; other fields belong to that kind. */
 export interface ProgramSpec {
@@ -210,6 +223,10 @@ export function encodeOps(ops: Op[]): Int32Array {
         if (!Number.isInteger(o.reg) || o.reg < 0 || o.reg >= DEV_REG_COUNT) throw new ProgramError(`${at}: device register ${String(o.reg)} is out of range (0-${DEV_REG_COUNT - 1})`);
         put(OP_K_DEVREG, 0, o.reg, o.value ?? 0, o.write ? 1 : 0);
         break;
+      case 'kmap': put(OP_K_KMAP, 0, ...va2(o.va, at), o.pages ?? 1); break;
+      case 'kunmap': put(OP_K_KUNMAP, 0, ...va2(o.va, at)); break;
+      case 'kload': put(OP_K_KACCESS, ...aligned(...va2(o.va, at), at), 0, 0); break;
+      case 'kstore': put(OP_K_KACCESS, ...aligned(...va2(o.va, at), at), 1, o.value); break;
       case 'move': {
         const [fh, fl] = va2(o.from, at);
         if ((fl & 0xfff) !== 0 || fh >= 2 ** 11) throw new ProgramError(`${at}: from must be a page-aligned address below 2^43`);

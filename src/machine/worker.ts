@@ -41,7 +41,7 @@ function attach(task: CoreTask): Attached {
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
         replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
-        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality,
+        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf,
       device: layout.devicePages > 0 ? new Device(layout, ctl, mem) : undefined,
       }),
     };

@@ -339,6 +339,33 @@ export class Nr implements LockWaiter {
     log.advanceCtail(upto);
   }
 
+  /**
+   * Brings replica q (any node's, not only t's) up to the ctail seen now, on t's behalf: what a
+   * writer does to a laggard, as a call (the kernel half's eager update reads every node's master
+   * table). Waits, bounded, for q's combiner when another thread holds it.
+   */
+  advance(t: NrThread, q: number): void {
+    if (q === t.replica) {
+      this.sync(t);
+      return;
+    }
+    const target = this.log.ctail();
+    this.startWait();
+    while (((this.ltail(q) - target) | 0) < 0) {
+      if (this.replicas.tryLockCombiner(q, t.id)) {
+        t.combining++;
+        try {
+          this.exec(t, q, this.log.ctail());
+        } finally {
+          this.replicas.unlockCombiner(q);
+          t.combining--;
+        }
+        continue;
+      }
+      this.step(t, W_CTAIL, q, target);
+    }
+  }
+
   // ---- reads --------------------------------------------------------------------------------
 
   /**

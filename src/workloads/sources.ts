@@ -12,10 +12,11 @@
 //               another core rewrites (break-before-make), and flips of entry bits racing the
 //               walkers' A/D updates
 
-import { parseAddress, putPage, split64 } from '../hw/vaddr.js';
+import { parseAddress, putPage, split64, vaHi, vaLo } from '../hw/vaddr.js';
+import { KPERCORE_VA } from '../kernel/khalf.js';
 import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXIT, OP_K_EXPORT, OP_K_FORK, OP_K_MAP,
-  OP_K_MOVE, OP_K_OWN, OP_K_RESOLVE, OP_K_UNEXPORT,
+  OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_OWN, OP_K_RESOLVE, OP_K_UNEXPORT,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
   type ProgramSource, type ProgramSpec,
@@ -224,7 +225,13 @@ class HwMixSource implements ProgramSource {
   }
 }
 
-export const VM_MIX_KINDS = ['map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check', 'export', 'unexport', 'dma', 'devreg', 'move'] as const;
+export const VM_MIX_KINDS = [
+  'map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check', 'export', 'unexport', 'dma', 'devreg', 'move', 'kmap', 'kunmap', 'kaccess',
+] as const;
+/** The stress run's kernel region: 4 top-level entries (the 512 GiB from 0xffff_9000_0000_0000 on), KERNEL_SLOTS pages at the start of each. */
+export const KSTRESS_VA = -0x7000_0000_0000;
+export const KERNEL_TOPS = 4;
+export const KERNEL_SLOTS = 16;
 /** The kinds only the MH personality runs. */
 export const MH_MIX_KINDS = ['export', 'unexport', 'dma', 'devreg', 'move'] as const;
 export type VmMix = Record<(typeof VM_MIX_KINDS)[number], number>;
@@ -327,6 +334,25 @@ class VmMixSource implements ProgramSource {
           buf[w + 3] = rng.next();
           buf[w + 4] = rng.below(4) === 0 ? 1 : 0;
           break;
+        case 'kmap':
+        case 'kunmap': {
+          const va = KSTRESS_VA + rng.below(KERNEL_TOPS) * 2 ** 39 + rng.below(KERNEL_SLOTS) * 4096;
+          buf[w] = kind === 'kmap' ? OP_K_KMAP : OP_K_KUNMAP;
+          buf[w + 2] = vaHi(va);
+          buf[w + 3] = vaLo(va);
+          buf[w + 4] = 1;
+          break;
+        }
+        case 'kaccess': {
+          // Any core's kernel pages, and the boot-time per-core area now and then.
+          const va = rng.below(8) === 0 ? KPERCORE_VA + this.core * 4096 : KSTRESS_VA + rng.below(KERNEL_TOPS) * 2 ** 39 + rng.below(KERNEL_SLOTS) * 4096;
+          buf[w] = OP_K_KACCESS;
+          buf[w + 1] = vaHi(va);
+          buf[w + 2] = vaLo(va) + rng.below(512) * 8;
+          buf[w + 3] = rng.below(4) === 0 ? 1 : 0;
+          buf[w + 4] = rng.next();
+          break;
+        }
         case 'move':
           buf[w] = OP_K_MOVE;
           buf[w + 1] = CURRENT_SPACE;
