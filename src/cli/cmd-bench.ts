@@ -5,13 +5,16 @@ import { formatMicro, runMicro } from '../bench/micro.js';
 import { formatFork, runForkBench } from '../bench/fork.js';
 import { formatShootdown, runShootdownBench } from '../bench/shootdown.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from '../bench/scale.js';
-import { scalePlotSvg } from '../bench/plot.js';
+import { khalfPlotSvg, scalePlotSvg } from '../bench/plot.js';
+import { formatKhalf, runKhalfBench } from '../bench/khalf.js';
+import { MAX_SPACES } from '../machine/config.js';
 import { UsageError, checkOutput, int, parse } from './args.js';
 
 export const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
        nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg] [--trace FILE.json]
        nrvm bench shootdown [--targets 1,2,3] [--samples N] [--json] [--trace FILE.json]
+       nrvm bench khalf [--spaces 8,64,512,4096] [--reps K] [--json] [--plot FILE.svg]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -43,8 +46,15 @@ shootdown: the round trip of one page's shootdown from one initiator to 1..N tar
 run the space (median and p99); --trace writes a Chrome trace per target count
 (FILE-<targets>.json). micro and fork time loops on one thread and take no --trace.
 
+khalf: os5's three ways of keeping the kernel half in sync (eager, switch, lazy) side by side as
+the number of address spaces grows: the cost of adding a top-level kernel entry and of removing
+it (lazy cannot), the cost of a switch into a space after a change, kernel faults per switch,
+and the top-level entries (and bytes) written into address spaces per change. At most 4096
+address spaces (kernel.maxSpaces). --plot draws the costs as SVG.
+
 Examples:
   nrvm bench micro --json
+  nrvm bench khalf --spaces 8,64,512 --plot khalf.svg
   nrvm bench fork --pages 10000
   nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock --plot scale.svg
 `;
@@ -109,7 +119,25 @@ export async function bench(args: string[]): Promise<number> {
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatShootdown(r) + '\n');
     return 0;
   }
-  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale, shootdown)`);
+  if (which === 'khalf') {
+    const { values } = parse(rest, { json: { type: 'boolean' }, spaces: { type: 'string' }, reps: { type: 'string' }, plot: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
+    if (values.help) {
+      process.stdout.write(BENCH_HELP);
+      return 0;
+    }
+    const counts = (values.spaces ?? '8,64,512,4096').split(',').map((x) => int(x.trim(), 'spaces', 1, MAX_SPACES) as number);
+    const reps = int(values.reps, 'reps', 1, 64) ?? 5;
+    if (values.plot !== undefined && !/\.svg$/i.test(values.plot)) throw new UsageError(`--plot writes SVG: give a file name ending in .svg, got '${values.plot}'`);
+    checkOutput('--plot', values.plot, 'file');
+    const r = await runKhalfBench({ counts, reps, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
+    process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatKhalf(r) + '\n');
+    if (values.plot) {
+      await writeFile(values.plot, await khalfPlotSvg(r));
+      if (!values.json) process.stdout.write(`plot: ${values.plot}\n`);
+    }
+    return 0;
+  }
+  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale, shootdown, khalf)`);
   const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
   if (values.help) {
     process.stdout.write(BENCH_HELP);

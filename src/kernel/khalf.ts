@@ -24,8 +24,8 @@ import { panic } from '../hw/panic.js';
 import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK } from '../hw/apic.js';
 import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
-import type { Kernel } from './context.js';
-import { S_KLOCK, S_STATE, SPACE_CREATING, SPACE_LIVE, SR_KGEN, SR_ROOT } from './layout.js';
+import { BP_KHALF_PUBLISH, type Kernel } from './context.js';
+import { S_ACTIVE, S_KLOCK, S_STATE, SPACE_CREATING, SPACE_LIVE, SR_KGEN, SR_ROOT } from './layout.js';
 import type { MapEntry } from './mapdb.js';
 import {
   A_PAGES, A_PFN, A_RESERVED, A_RIGHTS, A_VA, EBUSY, EINVAL, INVALID_BASE, IPI_KSHOOTDOWN, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_WRITE,
@@ -188,6 +188,7 @@ function publish(kx: Kernel, c: number, cpu: Cpu | undefined): void {
   const t = kx.thread(c, cpu);
   for (let r = 0; r < kx.v.klayout.config.nodes; r++) kx.nr(ks).advance(t, r);
   Atomics.add(kx.v.k, kx.v.klayout.kgenWord, 1);
+  cpu?.debug.breakpoint(BP_KHALF_PUBLISH);
   if (kx.khalf !== 'eager') return;
   for (const s of visibleSpaces(kx)) syncSpace(kx, s, -1, c, cpu);
 }
@@ -347,9 +348,10 @@ function clearTop(kx: Kernel, s: number, i: number, cpu: Cpu): void {
   try {
     for (let q = 0; q < klayout.config.nodes; q++) {
       const root = Atomics.load(k, klayout.replicaBase(s, q) + SR_ROOT);
-      if (root === 0) continue;
+      if (root === 0 || (Atomics.load(mem, entryWord(root, i)) & PTE_P) === 0) continue;
       Atomics.store(mem, entryWord(root, i), 0);
       mem[entryWord(root, i) + 1] = 0;
+      kx.stats.kernelEntryCopies++;
     }
   } finally {
     release(kx, lock);
@@ -359,15 +361,25 @@ function clearTop(kx: Kernel, s: number, i: number, cpu: Cpu): void {
 // ---- the kernel's shootdown ------------------------------------------------------------------
 
 /**
- * Every other online core drops the pages' translations (global ones too: INVLPG), and so does
- * cpu; a core that is offline now flushes its global entries when it next switches in (the
- * kernel TLB generation). Returns after every ack; every walk that began before has ended.
+ * Every other core running an address space drops the pages' translations (global ones too:
+ * INVLPG), and so does cpu; a core running none now flushes its global entries when it next
+ * switches in (the kernel TLB generation, bumped first). Returns after every ack; every walk that
+ * began before has ended.
  */
 export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages: number): void {
-  Atomics.add(kx.v.k, kx.v.klayout.ktlbGenWord, 1);
+  const { k, klayout } = kx.v;
+  Atomics.add(k, klayout.ktlbGenWord, 1);
   kx.stats.kernelShootdowns++;
-  for (let c = 0; c < kx.v.replicaOf.length && !kx.skipShootdown; c++) {
-    if (c === cpu.id) continue;
+  const running = new Set<number>();
+  for (let s = 0; s < kx.maxSpaces; s++) {
+    if (Atomics.load(k, klayout.spaceBase(s) + S_STATE) !== SPACE_LIVE) continue;
+    for (let w = 0; w < klayout.maskWords; w++) {
+      const m = Atomics.load(k, klayout.spaceBase(s) + S_ACTIVE + w);
+      for (let b = 0; b < 32; b++) if ((m >>> b) & 1) running.add(w * 32 + b);
+    }
+  }
+  for (const c of running) {
+    if (c === cpu.id || kx.skipShootdown) continue;
     const r = cpu.apic.sendIpi(c, IPI_KSHOOTDOWN, 0, vhi, vlo, pages);
     if (r === IPI_TARGET_OFFLINE) continue;
     if (r !== IPI_OK) panic(`kshootdown: core ${cpu.id} could not send to core ${c} (${r})`);

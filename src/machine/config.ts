@@ -11,6 +11,9 @@ export const MACHINE_INJECTIONS = ['core-crash'] as const;
 /** Every fault a run can inject: the hardware's, the kernel's, the machine's. */
 export const ALL_INJECTIONS = [...HW_INJECTIONS, ...KERNEL_INJECTIONS, ...MACHINE_INJECTIONS] as const;
 
+/** Most address spaces a machine may have (kernel.maxSpaces); the kernel's own comes on top. */
+export const MAX_SPACES = 4096;
+
 /** A validated machine configuration. Every field is set. */
 export interface MachineConfig extends HwConfig {
   kernel: KernelOptions;
@@ -119,7 +122,7 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
     }
   }
   const kernel: KernelOptions = { ...DEFAULT_KERNEL, ...(opts.kernel ?? {}) };
-  err = checkInt('kernel.maxSpaces', kernel.maxSpaces, 1, 4096) ?? checkInt('kernel.maxMappings', kernel.maxMappings, 16, 1 << 22) ??
+  err = checkInt('kernel.maxSpaces', kernel.maxSpaces, 1, MAX_SPACES) ?? checkInt('kernel.maxMappings', kernel.maxMappings, 16, 1 << 22) ??
     checkInt('kernel.logEntries', kernel.logEntries, 16, 1 << 20) ?? checkInt('kernel.maxBatch', kernel.maxBatch, 1, 1024) ??
     checkInt('kernel.ptPoolFrames', kernel.ptPoolFrames, 8, 1 << 20);
   if (err) return { error: err };

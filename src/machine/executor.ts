@@ -434,7 +434,7 @@ function coldOp(
     case OP_K_KUNMAP:
     case OP_K_KACCESS: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
-      if (op >= OP_K_KMAP) return kernelHalfOp(cpu, kernel, buf, w, index, st);
+      if (op >= OP_K_KMAP) return kernelHalfOp(cpu, kernel, buf, w, index, st, res);
       if (op >= OP_K_EXPORT) return mhOp(cpu, kernel, buf, w, index, st);
       const kind = op === OP_K_MAP ? TR_MAP : op === OP_K_UNMAP ? TR_UNMAP : op === OP_K_ADJUST ? TR_ADJUST : op === OP_K_RESOLVE ? TR_RESOLVE : op === OP_K_FORK ? TR_FORK : -1;
       if (kind < 0) return kernelOp(cpu, kernel, buf, w, index, res, st);
@@ -453,7 +453,7 @@ function coldOp(
 }
 
 /** A kernel-half operation of a program: kmap, kunmap, or a supervisor access to a kernel address. */
-function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, st: RunState): string {
+function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, st: RunState, res: CoreResult): string {
   const op = buf[w];
   if (op === OP_K_KMAP) {
     st.tally('kmap', khalf.kmap(kernel, cpu.id, buf[w + 2], buf[w + 3], buf[w + 4], cpu));
@@ -471,6 +471,7 @@ function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, inde
   const r = faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, buf[w + 1], buf[w + 2], 0, buf[w + 4]);
   cpu.setMode(user, false);
   st.tally('kaccess', r === 0 ? 'Ok' : 'Fault');
+  if (!write) res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
   // The stale-tlb oracle over kernel frames: a kernel frame is every space's while mapped, nobody's once kunmap released it.
   if (r === 0 && st.owner !== null && cpu.mmu.lastWord >= 0 && space < 32 && (st.owner[st.ownerBase + (cpu.mmu.lastWord >>> 10)] & (1 << space)) === 0) {
     st.noteStale(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord >>> 10, space);

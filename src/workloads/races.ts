@@ -11,9 +11,11 @@ import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
 import type { MachineOptions } from '../machine/config.js';
 import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_USER_MOVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
-import { OK } from '../kernel/ops.js';
+import { EINVAL, OK } from '../kernel/ops.js';
+import * as khalf from '../kernel/khalf.js';
+import { KERNEL_BASE } from '../kernel/khalf.js';
 import { tsImport } from 'tsx/esm/api';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -499,6 +501,113 @@ const userCowRace: Scenario = {
   },
 };
 
+/**
+ * lazy-kernel-removal — os5's lazy method cannot propagate a removal: a process copies a
+ * top-level kernel entry in on a kernel fault; the kernel then removes the entry from the master
+ * and frees its tables; another process gets one of those frames as an ordinary user page and
+ * writes into it; the first process's next kernel access walks through its stale entry into that
+ * user page as if it were a kernel table, and reaches a frame that is not its own. The stale-tlb
+ * oracle (extended to kernel frames) reports the access.
+ */
+const lazyKernelRemoval: Scenario = {
+  name: 'lazy-kernel-removal',
+  models: "os5's lazy kernel-half method: a removed top-level kernel entry stays in a process that copied it",
+  async run() {
+    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', kernel: { khalf: 'lazy', maxSpaces: 4 } }, async (r) => {
+      const k = r.m.kernel;
+      const p = r.space();
+      const q = r.space();
+      const top = 300;
+      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
+      const first = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kstore', va: kva(x), value: 0x4b }, { op: 'kload', va: kva(x) }] }, { record: true });
+      r.expect(first[0].ok && first[0].values?.at(-1) === '0x4b', 'core 0 kmapped a page under a new top-level entry and read it back in process P');
+      r.expect(first[0].kernel.kernelFaults === 1, "P's first kernel access faulted once and copied the entry from the master (lazy)");
+      const rootP = k.vspace(p).root(0);
+      const entryP = r.m.mem[rootP * 1024 + top * 2];
+      const table = (entryP >>> 12) + r.m.mem[rootP * 1024 + top * 2 + 1] * 2 ** 20;
+      const driver = r.m.attachHere(1);
+      try {
+        r.expect(khalf.kunmap(k, driver, vaHi(x), vaLo(x)) === EINVAL, 'kunmap of the last mapping under the entry is refused under lazy (EINVAL)...');
+        r.expect(khalf.kunmap(k, driver, vaHi(x), vaLo(x), true) === OK, '...unless asked for: the entry is removed from the master and its tables freed');
+      } finally {
+        driver.detach();
+      }
+      r.expect((r.m.mem[khalf.masterRoot(k, 0) * 1024 + top * 2] & 1) === 0, 'the master no longer has the entry');
+      r.expect((r.m.mem[rootP * 1024 + top * 2] & 1) === 1, 'P still has it (lazy never removes)');
+      r.expect(!r.m.frames.isAllocated(table), `the table it points at (frame ${table}) is free`);
+      // Q gets that frame as an ordinary user page and writes a 1 GiB "entry" into it (PS, present,
+      // physical 0): for P's walk it is now the table under its stale entry.
+      const taken: number[] = [];
+      for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
+      for (const g of taken) r.m.frames.free(g);
+      r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
+      refs.holdNew(k, table, q);
+      const QVA = 0x50_0000;
+      r.expect(vm.map(k, 0, q, vaHi(QVA), vaLo(QVA), table * 4096, 4096, R_USER | R_WRITE).code === OK, "and Q maps it as a user page");
+      const victim = r.mapPage(0, q, QVA + 0x10_0000);
+      const done = await r.run({ 0: [
+        { op: 'switch', space: q }, { op: 'store', va: QVA, value: 0x83n }, { op: 'store', va: QVA + 0x10_0000, value: 0x5ec2e7n },
+        { op: 'switch', space: p }, { op: 'kload', va: kva(x + victim * 4096) },
+      ] }, { record: true });
+      r.step("Q wrote into its page; P loads from the kernel address the removed entry covered");
+      const c0 = done[0];
+      r.expect(c0.ok && c0.values?.at(-1) === '0x5ec2e7', `P's kernel load read Q's data (${c0.values?.at(-1)}): it walked through Q's page as a kernel table`);
+      r.expect(c0.staleAccesses >= 1, `the stale-tlb oracle reports the access (frame ${c0.staleExamples[0]?.pfn} is not P's)`);
+      r.expect(!khalf.sameEntry(r.m.mem, rootP * 1024 + top * 2, khalf.masterRoot(k, 0) * 1024 + top * 2), "P's entry differs from the master's: the kernel-half oracle's finding");
+    });
+  },
+};
+
+/**
+ * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
+ * a space created while that update is in flight (parked after the master changed, before the
+ * spaces are written) still gets the entry: a new space copies the master after it became visible
+ * to updates.
+ */
+const eagerVsFork: Scenario = {
+  name: 'eager-vs-fork',
+  models: "os5's eager method: a fork creates an address space in the middle of an update of every map",
+  async run() {
+    return RaceApi.session({ cores: 3, nodes: 2, memory: '16MiB', kernel: { khalf: 'eager', maxSpaces: 4 } }, async (r) => {
+      const k = r.m.kernel;
+      const p = r.space();
+      const top = 301;
+      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
+      const has = (s: number, q: number): boolean => khalf.sameEntry(r.m.mem, k.vspace(s).root(q) * 1024 + top * 2, khalf.masterRoot(k, q) * 1024 + top * 2);
+      r.m.arm(0, BP_KHALF_PUBLISH);
+      const done = r.run({
+        0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kload', va: kva(x) }],
+        1: [{ op: 'switch', space: p }, { op: 'awaitPings', count: 1 }, { op: 'fork' }],
+      });
+      await r.m.waitParked(0, BP_KHALF_PUBLISH);
+      r.step('core 0 kmapped under a new top-level entry: every master has it, and core 0 is parked before writing the spaces');
+      r.expect(!has(p, 0) && !has(p, 1), 'P does not have the entry yet');
+      const driver = r.m.attachHere(2); // the script's core: it tells core 1 to fork now
+      try {
+        while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
+        driver.apic.waitAcks();
+      } finally {
+        driver.detach();
+      }
+      await r.until(() => procs.liveSpaces(k).length === 2, 'core 1 to fork P');
+      const child = procs.liveSpaces(k).find((s) => s !== p) as number;
+      r.step(`core 1 forked P into space ${child} while the update is parked`);
+      r.expect(has(child, 0) && has(child, 1), 'the new space has the entry in every replica: it copied the master after becoming visible');
+      r.m.disarm(0, BP_KHALF_PUBLISH);
+      r.m.resume(0);
+      const res = await done;
+      r.expect(res.every((c) => c.ok), 'every core finished');
+      r.expect(has(p, 0) && has(p, 1), 'and the update reached P');
+      r.expect(res[0].outcomes['kaccess:Ok'] === 1, "core 0's kernel load after the update succeeded");
+    });
+  },
+};
+
+/** A kernel address (a negative number: the sign-extended form) as the unsigned 64-bit value programs take. */
+function kva(x: number): bigint {
+  return BigInt.asUintN(64, BigInt(x));
+}
+
 /** Frames some mapping references (data frames). */
 function dataFrames(r: RaceApi): number {
   let n = 0;
@@ -506,7 +615,7 @@ function dataFrames(r: RaceApi): number {
   return n;
 }
 
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, dmaVsUnmap, userCowRace];
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, dmaVsUnmap, userCowRace, lazyKernelRemoval, eagerVsFork];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
