@@ -41,6 +41,11 @@ const bad: [string[], RegExp][] = [
   [['stress', '--hw', '--kernel', 'mh'], /--kernel does not apply to --hw/],
   [['stress', '--device-pages', '99'], /--device-pages must be between 0 and 64, got 99/],
   [['mh', 'frob'], /mh: unknown subcommand 'frob'/],
+  [['stress', '--khalf', 'sometimes'], /--khalf must be eager, switch or lazy, got 'sometimes'/],
+  [['stress', '--khalf', 'lazy', '--mix', 'map=1,kunmap=1'], /--mix kunmap: the lazy method cannot remove a top-level kernel entry/],
+  [['stress', '--hw', '--khalf', 'eager'], /--khalf does not apply to --hw/],
+  [['bench', 'khalf', '--spaces', '5000'], /--spaces must be between 1 and 4096, got 5000/],
+  [['bench', 'khalf', '--plot', 'x.png'], /--plot writes SVG/],
   [['dump', '--out', '/tmp', '--kernel', 'mh'], /dump: --kernel does not apply/],
   [['mh', 'states', '--kernel', 'default'], /mh states runs the MH kernel/],
   [['mh', 'states', '--seconds', '0'], /--seconds must be a number of seconds above 0/],
@@ -241,6 +246,29 @@ S('stress --kernel mh: a short run is clean, reports MH\'s figures and transitio
   assert.ok(Object.keys(rep.mh.transitions).some((k) => k.startsWith('RO-Shared|Private RW|write|')), 'user-level copy-on-write seen');
   const text = nrvm('stress', '--kernel', 'mh', '--cores', '2', '--seconds', '1', '--seed', '5');
   assert.match(text.out, /MH {10}\d.* faults to the user-level handler/);
+});
+
+S('stress --khalf: each of os5\'s methods runs clean, with kmaps, supervisor accesses and (but lazy) kunmaps', () => {
+  for (const method of ['eager', 'switch', 'lazy']) {
+    const r = nrvm('stress', '--khalf', method, '--cores', '2', '--seconds', '2', '--seed', '9', '--mix', `map=5,unmap=5,access=40,switch=5,fork=0.1,exit=0.1,kmap=5,kaccess=20${method === 'lazy' ? '' : ',kunmap=5'}`, '--json');
+    assert.is(r.code, 0, r.err);
+    const rep = JSON.parse(r.out);
+    assert.equal(rep.violations, [], method);
+    assert.is(rep.khalf.method, method);
+    assert.ok(rep.khalf.kmaps > 0 && rep.khalf.accesses > 0 && (method === 'lazy' || rep.khalf.kunmaps > 0), JSON.stringify(rep.khalf));
+  }
+});
+
+S('bench khalf: the three methods side by side, as JSON', () => {
+  const r = nrvm('bench', 'khalf', '--spaces', '4,16', '--reps', '2', '--json');
+  assert.is(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.is(rep.rows.length, 6);
+  const row = (m: string, n: number) => rep.rows.find((x: { method: string; spaces: number }) => x.method === m && x.spaces === n);
+  assert.is(row('lazy', 16).removeUs, null, 'lazy cannot remove');
+  assert.is(row('lazy', 16).faultsPerSwitch, 1, 'lazy: one kernel fault per space after a change');
+  assert.is(row('eager', 16).faultsPerSwitch, 0);
+  assert.ok(row('eager', 16).entriesPerChange > row('eager', 4).entriesPerChange, 'eager writes every space');
 });
 
 S('mh states draws the observed diagram: DOT, and SVG through Graphviz', () => {

@@ -211,15 +211,21 @@ export class VSpace implements Replicated {
     const va = vaJoin(hi, lo);
     const end = va + pages * PAGE;
     const f = this.found;
-    let conflict = -1;
+    // A kernel address is a negative number: no sentinel value can mean "none".
+    let conflict = 0;
+    let clash = false;
     if (db.floor(hi, lo, f) && f.va + f.pages * PAGE > va) {
       if (f.va === va && f.pfn === pfn && f.pages === pages && f.rights === rights) {
         resp[ro + RS_CODE] = OK; // an identical mapping is accepted
         return;
       }
       conflict = va;
-    } else if (db.ceil(hi, lo, f) && f.va < end) conflict = f.va;
-    if (conflict >= 0) {
+      clash = true;
+    } else if (db.ceil(hi, lo, f) && f.va < end) {
+      conflict = f.va;
+      clash = true;
+    }
+    if (clash) {
       resp[ro + RS_CODE] = ALREADY_MAPPED;
       resp[ro + RS_CONFLICT] = vaHi(conflict);
       resp[ro + RS_CONFLICT + 1] = vaLo(conflict);
