@@ -55,7 +55,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--nodes', '8', '--cores', '2'], /nodes \(8\) cannot exceed cores \(2\)/],
   [['stress', '--memory', '3000'], /not a whole number of 4 KiB frames/],
   [['stress', '--memory', '64KiB'], /too small for the page tables/],
-  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check, export, unexport, dma, devreg, move\)/],
+  [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check, export, unexport, dma, devreg, move, kmap, kunmap, kaccess\)/],
   [['stress', '--hw', '--mix', 'map=1'], /--mix: unknown kind 'map' \(kinds: load, store/],
   [['stress', '--mix', 'map'], /--mix: 'map' is not KIND=WEIGHT/],
   [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, core-crash\)/],
@@ -70,7 +70,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--cow', 'bsd'], /--cow must be default or mh, got 'bsd'/],
   [['dump'], /dump: --out DIR is required/],
   [['dump', '--out', '/tmp/x', '--scenario', 'nope'], /unknown scenario 'nope' \(known: varied\)/],
-  [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale, shootdown\)/],
+  [['bench', 'macro'], /unknown benchmark 'macro' \(known: micro, fork, scale, shootdown, khalf\)/],
   [['bench', 'scale', '--workload', 'sort'], /bench scale: unknown workload 'sort' \(known: maponly, unmap, resolve, access, mixed\)/],
   [['bench', 'scale', '--baseline', 'rcu'], /--baseline: the one baseline is 'lock', got 'rcu'/],
   // Empty values, duplicates, misleading messages and output paths checked before the run (issue 15).

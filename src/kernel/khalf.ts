@@ -406,11 +406,16 @@ export function onKernelShootdown(kx: Kernel, c: Cpu, sender: number, vhi: numbe
 // ---- switch-in and faults --------------------------------------------------------------------
 
 /**
- * Switching space s in on cpu (replica r): a core that missed a kernel shootdown flushes its
- * global entries; under 'switch' the entries that changed since s last copied are copied.
+ * Switching space s in on cpu (replica r): the node's kernel replica is brought up to date, a
+ * core that missed a kernel shootdown flushes its global entries, and under 'switch' the entries
+ * that changed since s last copied are copied.
  */
 export function switchIn(kx: Kernel, cpu: Cpu, s: number, r: number): void {
   const { k, klayout } = kx.v;
+  // Every core walks the kernel's tables of its node whatever space it runs: like a space's own
+  // replica, they are brought up to date before the core can walk them (a kunmap whose shootdown
+  // this core was not running a space for has been applied here, then, before its frame is reused).
+  kx.sync(kx.kernelSpace, cpu.id, cpu);
   const kg = Atomics.load(k, klayout.ktlbGenWord);
   const mine = klayout.coreGen(cpu.id, kx.kernelSpace);
   if (Atomics.load(k, mine) !== kg) {
@@ -419,7 +424,6 @@ export function switchIn(kx: Kernel, cpu: Cpu, s: number, r: number): void {
   }
   if (kx.khalf !== 'switch') return;
   if (Atomics.load(k, klayout.replicaBase(s, r) + SR_KGEN) === Atomics.load(k, klayout.kgenWord)) return;
-  kx.sync(kx.kernelSpace, cpu.id, cpu);
   syncSpace(kx, s, r, cpu.id, cpu);
 }
 
