@@ -19,6 +19,10 @@ import * as spaces from '../src/kernel/space.js';
 import * as forks from '../src/kernel/fork.js';
 import { checkKernelHalf } from '../src/check/khalf.js';
 import { checkConservation, destroyAllAndCheck } from '../src/check/kernel.js';
+import { writeDump } from '../src/machine/dump.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 type Method = 'eager' | 'switch' | 'lazy';
 const NEW = khalf.KERNEL_BASE + 20 * 2 ** 39; // a top-level entry nobody has yet (276)
@@ -170,6 +174,18 @@ K('the kernel-half oracle fires on an entry the method does not allow; the stale
   // The lazy method's removal: a process's stale entry leads a kernel load to another process's frame.
   const r = await (await import('../src/workloads/races.js')).findRace('lazy-kernel-removal')?.run();
   assert.ok(r?.ok, r?.steps.join('\n'));
+});
+
+K('a dump shows the kernel half in every root and replica, the same kernel mappings in each (eager)', async () => {
+  const { m, p, q, c0 } = await boot('eager');
+  assert.is(khalf.kmap(m.kernel, 0, vaHi(NEW), vaLo(NEW), 3, c0), OK);
+  const roots = [p, q].flatMap((s) => [0, 1].map((r) => ({ label: `space ${s} replica ${r}`, cr3: BigInt(m.kernel.vspace(s).root(r)) * 4096n, la57: false })));
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-khalf-'));
+  const { content } = await writeDump(m, dir, roots);
+  const kernel = content.roots.map((r) => JSON.stringify(r.mappings.filter((x) => BigInt(x.va) >= 1n << 63n).map((x) => [x.va, x.pa, x.size, x.global, x.user])));
+  assert.ok(JSON.parse(kernel[0]).length === khalf.KHEAP_PAGES + 2 + 3, 'heap, per-core pages and the new mapping');
+  for (const k of kernel) assert.is(k, kernel[0], 'identical in every root and replica');
+  await m.shutdown();
 });
 
 K.run();
