@@ -28,6 +28,7 @@ const bad: [object, RegExp][] = [
   [{ maxPhysAddr: 60 }, /maxPhysAddr must be between 36 and 52/],
   [{ kernel: { mode: 'rcu' } }, /kernel.mode must be 'nr' or 'lock', got 'rcu'/],
   [{ kernel: { cow: 'bsd' } }, /kernel.cow must be 'default' or 'mh', got 'bsd'/],
+  [{ kernel: { khalf: 'never' as 'lazy' } }, /kernel.khalf must be 'eager', 'switch' or 'lazy', got 'never'/],
   [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, core-crash\)/],
   // As the CLI does (issue 15): the wrong type named, unknown keys named, nothing ignored.
   [{ cores: '4' }, /cores must be a whole number, got the string '4'/],

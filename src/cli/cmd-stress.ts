@@ -24,6 +24,11 @@ than MH's table says), mh-state (after a round: wiring counts, exports, I/O leav
 frames shared), dma-frame-owner (the DMA engine touched a frame its exporter no longer owned),
 device (a device register read that did not reach the device).
 
+Every address space maps the kernel half (top-level entries 256-511), kept in sync by --khalf's
+method; the kinds kmap, kunmap (not under --khalf lazy) and kaccess (a supervisor access) exercise
+it, and kernel-half-divergence (after a round, a top-level kernel entry the method does not allow)
+checks it; stale-tlb covers kernel frames too.
+
 Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
 replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
 ctail <= tail), isolation (a core reads back something other than what it wrote to its own
@@ -53,6 +58,7 @@ Run options:
 Examples:
   nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
   nrvm stress --seconds 5 --inject skip-replica-sync
+  nrvm stress --khalf lazy --seconds 10
   nrvm stress --kernel mh --seconds 10
   nrvm stress --kernel mh --seconds 5 --inject unwired-dma
   nrvm stress --hw --cores 8 --seconds 10

@@ -29,10 +29,11 @@ Commands:
   campaign            many seeded stress runs as child processes, results as JSON lines,
                       resumable and shardable (Slurm, Kubernetes, GNU parallel); failing seeds shrunk
   dump                write a scenario's physical memory (phys.bin) and machine.json
-  bench micro|fork|scale|shootdown
+  bench micro|fork|scale|shootdown|khalf
                       micro-benchmarks of the hot paths; fork against a byte copy;
                       throughput across core counts, NR against a lock baseline;
-                      shootdown round trips to 1..N target cores
+                      shootdown round trips to 1..N target cores; os5's three ways
+                      of keeping the kernel half in sync, over 8..4096 address spaces
   example seed        the seed's Simulator program (3 forks, 1024 writes) on the emulator
   race NAME|FILE      replay a race deterministically (breakpoints and handshakes); --list
   mh states           MH's mapping-state diagram as a short --kernel mh run observed it (SVG or DOT)

@@ -413,7 +413,11 @@ export class Machine {
       if (Date.now() > limit) throw new Error(`DMA engine: ${dev.inFlight()} request(s) not finished within ${this.config.waitLimitMs} ms`);
       const seen = Atomics.load(this.ctl, doneWord);
       if (dev.inFlight() === 0) break;
-      await Atomics.waitAsync(this.ctl, doneWord, seen, 50).value;
+      // A pending Atomics.waitAsync does not keep Node's event loop alive (the engine's thread is
+      // unref'd): a timer does, for as long as the wait lasts.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Atomics.waitAsync(this.ctl, doneWord, seen, 50).value, new Promise((done) => (timer = setTimeout(done, 50)))]);
+      clearTimeout(timer);
     }
   }
 
