@@ -23,7 +23,7 @@ import * as spaces from '../kernel/space.js';
 
 export interface KernelViolation {
   kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure' |
-    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device' | 'kernel-half-divergence';
+    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device' | 'kernel-half-divergence' | 'teardown-failure';
   detail: string;
 }
 

@@ -75,6 +75,9 @@ function expected(kind: number, b: number, arg: number, samePage: boolean): Expe
       if (s !== 'Unmapped') return refuse(ALREADY_MAPPED);
       return [{ code: OK, state: arg & R_WRITE ? 'Private RW' : 'Private RO', wires: 0 }, { ...same, code: OUT_OF_MEMORY }];
     case EV_MAP_IO:
+      // Another core of the process may have mapped the same registers just before: MapFrame
+      // accepts an identical mapping (NRK), so that is Ok too.
+      if (s === 'I/O') return [{ ...same, code: ALREADY_MAPPED }, { ...same, code: OK }];
       if (s !== 'Unmapped') return refuse(ALREADY_MAPPED);
       // Another core of the process may map it at the same moment: then this one finds it mapped.
       return [{ code: OK, state: 'I/O', wires: 0 }, { code: ALREADY_MAPPED, state: 'I/O', wires: 0 }, { ...same, code: OUT_OF_MEMORY }];

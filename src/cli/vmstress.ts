@@ -22,6 +22,18 @@ import { checkDma, checkMhEvents, checkMhState, mhTransitions } from '../check/m
 import { checkKernelHalf } from '../check/khalf.js';
 import { REG_ACCESSES, REG_DMA_DONE, REG_DMA_ERRORS } from '../hw/device.js';
 
+/**
+ * An end-of-run check that may meet state an injected (or real) bug corrupted — a DMA into a frame
+ * that became a page table, say — and panic: that panic is a finding, reported, not a crash.
+ */
+function endCheck(check: () => KernelViolation[]): KernelViolation[] {
+  try {
+    return check();
+  } catch (e) {
+    return [{ kind: 'teardown-failure', detail: `the checks could not finish: ${(e as Error).message}` }];
+  }
+}
+
 /** Device register reads that did not reach the device (a wrong ID, or an unclaimed offset that read as something). */
 function checkDevice(res: CoreResult[]): KernelViolation[] {
   const n = res.reduce((t, r) => t + (r.outcomes['devreg:WrongDevice'] ?? 0), 0);
@@ -136,9 +148,16 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       });
       const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
       const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
-      const failed = found.some((v) => v.kind === 'core-failure');
-      if (!failed) reaped += procs.reapZombies(m.kernel);
-      if (!failed) found.push(...checkKernelHalf(m));
+      let failed = found.some((v) => v.kind === 'core-failure');
+      if (!failed) {
+        // Reaping frees the zombies' tables: a table a bug corrupted can make that panic (a finding).
+        const reap = endCheck(() => {
+          reaped += procs.reapZombies(m.kernel);
+          return checkKernelHalf(m);
+        });
+        found.push(...reap);
+        failed = reap.some((v) => v.kind === 'teardown-failure');
+      }
       if (mhRun) {
         // What the cores recorded holds even when one of them failed; the machine's state is
         // checked only when the round ended cleanly.
@@ -159,10 +178,10 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       }
       round++;
       o.progress?.(line(round, false));
-      if (found.some((v) => v.kind === 'core-failure')) stopped = true;
+      if (found.some((v) => v.kind === 'core-failure' || v.kind === 'teardown-failure')) stopped = true;
     } while (!stopped && performance.now() < deadline);
     const seconds = (performance.now() - t0) / 1000;
-    if (!stopped) for (const v of [...checkConvergence(m), ...checkConservation(m)]) violations.push({ ...v, round: 'end' });
+    if (!stopped) for (const v of endCheck(() => [...checkConvergence(m), ...checkConservation(m)])) violations.push({ ...v, round: 'end' });
     const frames = frameAccount(m);
     const outputErrors: string[] = [];
     let dump: string | undefined;
@@ -175,7 +194,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       dump = await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, roots));
     }
     const trace = o.trace ? await keep(outputErrors, '--trace', o.trace, () => writeChromeTrace(m, o.trace as string, violationInstants(violations))) : undefined;
-    if (!stopped) for (const v of destroyAllAndCheck(m)) violations.push({ ...v, round: 'end' });
+    if (!stopped) for (const v of endCheck(() => destroyAllAndCheck(m))) violations.push({ ...v, round: 'end' });
     const k = m.sumCounters();
     const accesses = k.loads + k.stores;
     return {
