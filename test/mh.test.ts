@@ -21,7 +21,7 @@ import * as forks from '../src/kernel/fork.js';
 import * as mh from '../src/kernel/mh.js';
 import { scratchVa } from '../src/kernel/mrg.js';
 import {
-  EBUSY, EINVAL, EPERM, INVALID_FRAME, NOT_MAPPED, OK, R_COW, R_NX, R_USER, R_WIRED, R_WRITE,
+  ALREADY_MAPPED, EBUSY, EINVAL, EPERM, INVALID_FRAME, NOT_MAPPED, OK, R_COW, R_IO, R_NX, R_USER, R_WIRED, R_WRITE,
 } from '../src/kernel/ops.js';
 import * as refs from '../src/kernel/refs.js';
 import * as shootdowns from '../src/kernel/shootdown.js';
@@ -29,7 +29,7 @@ import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
 import type { MapEntry } from '../src/kernel/mapdb.js';
 import { checkDma, checkMhEvents } from '../src/check/mh.js';
-import { EV_ADJUST, EV_EXPORT, EV_UNMAP, EVENT_WORDS } from '../src/machine/mhops.js';
+import { EV_ADJUST, EV_EXPORT, EV_MAP_IO, EV_UNMAP, EVENT_WORDS } from '../src/machine/mhops.js';
 import { encodeOps, ProgramError } from '../src/machine/program.js';
 import type { CoreResult } from '../src/machine/executor.js';
 import { runVmStress, DEFAULT_MH_MIX } from '../src/cli/vmstress.js';
@@ -390,6 +390,9 @@ T('the state oracle holds each recorded change to the table, and fires on a wron
   // A fork overlapped it: a Private page found RO-Shared is allowed, nonsense is not.
   assert.equal(checkMhEvents([withEvents([EV_ADJUST, 0, 258, RW, cow, EINVAL, 0, RW])]), []);
   assert.is(checkMhEvents([withEvents([EV_ADJUST, 0, 258, RW, RW, EBUSY, 0, RW])]).length, 1);
+  // Two cores of a process map its I/O registers at once: the second finds them mapped, Ok (an identical mapping) or AlreadyMapped.
+  const io = R_IO | RW;
+  assert.equal(checkMhEvents([withEvents([EV_MAP_IO, 0, 259, io, io, OK, 1, 0, EV_MAP_IO, 0, 259, io, io, ALREADY_MAPPED, 1, 0])]), []);
   assert.is(EVENT_WORDS, 8);
 });
 
