@@ -13,8 +13,9 @@
 //           master and retries; it can only add: a changed or removed entry is never propagated
 //           (removals are refused unless asked for, to show the hazard)
 //
-// A removal (the last mapping under a top-level entry unmapped) clears the entry everywhere the
-// method reaches, shoots down every core (kernel leaves are global), then frees the tables.
+// A removal (the last mapping under a top-level entry unmapped) detaches the entry from every
+// master, clears it everywhere the method reaches, shoots down every core running a space (kernel
+// leaves are global), then frees the tables.
 
 import type { Cpu } from '../hw/cpu.js';
 import { NO_FRAME } from '../hw/frames.js';
@@ -28,8 +29,8 @@ import { BP_KHALF_PUBLISH, type Kernel } from './context.js';
 import { S_ACTIVE, S_KLOCK, S_STATE, SPACE_CREATING, SPACE_LIVE, SR_KGEN, SR_ROOT } from './layout.js';
 import type { MapEntry } from './mapdb.js';
 import {
-  A_PAGES, A_PFN, A_RESERVED, A_RIGHTS, A_VA, EBUSY, EINVAL, INVALID_BASE, IPI_KSHOOTDOWN, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_WRITE,
-  RS_CODE, RS_UNMAP_PAGES, RS_UNMAP_PFN, VS_MAP, VS_PRUNE, VS_UNMAP,
+  A_PAGES, A_PFN, A_RESERVED, A_RIGHTS, A_VA, EINVAL, INVALID_BASE, IPI_KSHOOTDOWN, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_WRITE,
+  RS_CODE, RS_UNMAP_PAGES, RS_UNMAP_PFN, VS_MAP, VS_PRUNE, VS_PRUNE_FREE, VS_UNMAP,
 } from './ops.js';
 import { dropRef, setRefcount } from './refs.js';
 
@@ -320,18 +321,21 @@ export function kunmap(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, unsafe = 
     const pfn = kx.resp[RS_UNMAP_PFN];
     const pages = kx.resp[RS_UNMAP_PAGES];
     if (last) {
-      // The entry goes from the masters first (every replica applies the prune), then from the
-      // spaces the method reaches; the tables are freed by the prune itself on each replica, so
-      // the spaces must let go of the entry before: clear them, then prune.
+      // Detach the entry from every master first (its tables wait in limbo), so that no copy made
+      // from here on (a switch-in, a new space, a fault) brings it back; then take it out of the
+      // spaces the method reaches; the shootdown below ends every walk still inside the tables.
+      a[A_VA] = vaHi(base);
+      a[A_VA + 1] = vaLo(base);
+      kx.exec(ks, c, cpu, VS_PRUNE);
+      if (kx.resp[RS_CODE] !== OK) panic(`kunmap: the removal of kernel entry ${top} failed (${kx.resp[RS_CODE]})`);
+      const t = kx.thread(c, cpu);
+      for (let r = 0; r < klayout.config.nodes; r++) kx.nr(ks).advance(t, r);
       if (kx.khalf !== 'lazy') for (const s of visibleSpaces(kx)) clearTop(kx, s, top, cpu);
     }
     kshootdown(kx, cpu, vhi, vlo, pages);
     for (let p = 0; p < pages; p++) releaseKernelFrame(kx, pfn + p);
     if (last) {
-      a[A_VA] = vaHi(base);
-      a[A_VA + 1] = vaLo(base);
-      kx.exec(ks, c, cpu, VS_PRUNE);
-      if (kx.resp[RS_CODE] !== OK && kx.resp[RS_CODE] !== EBUSY) panic(`kunmap: the prune of kernel entry ${top} failed (${kx.resp[RS_CODE]})`);
+      kx.exec(ks, c, cpu, VS_PRUNE_FREE);
       publish(kx, c, cpu);
     }
     return OK;

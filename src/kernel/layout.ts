@@ -81,6 +81,8 @@ export const SR_RESERVED = 2 * K_LINE + 1;
 export const SR_TABLES = 2 * K_LINE + 2;
 /** The kernel-half generation this replica's top-level kernel entries were last copied at (the 'switch' method). */
 export const SR_KGEN = 2 * K_LINE + 3;
+/** The kernel's space only: 1 + the table a removal detached from this replica's master and has not freed yet (0: none). */
+export const SR_LIMBO = 2 * K_LINE + 4;
 /** The pool's frames. */
 export const SR_FRAMES = 3 * K_LINE;
 

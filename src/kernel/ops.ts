@@ -13,8 +13,10 @@ export const VS_REMAP = 4;
 export const VS_WIRE = 5;
 /** MH: move the one-page mapping at A_MOVE_FROM over the one-page mapping at A_VA (user-level copy-on-write). */
 export const VS_MOVE = 6;
-/** Kernel half: clear the top-level entry covering A_VA and free its tables, if no mapping is left under it. */
+/** Kernel half: detach the top-level entry covering A_VA from the master, if no mapping is left under it (its tables wait in limbo). */
 export const VS_PRUNE = 7;
+/** Kernel half: free the tables the last VS_PRUNE detached. */
+export const VS_PRUNE_FREE = 8;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */

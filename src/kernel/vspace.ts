@@ -10,7 +10,7 @@
 
 import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
-import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
+import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LIMBO, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
 import { leafLo, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_G, PTE_P, PTE_PCD, PTE_PS, PTE_PWT, PTE_RW, PTE_US, entryFrame, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
@@ -21,7 +21,7 @@ import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
   ALREADY_MAPPED, EBUSY, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
   RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
-  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_PRUNE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
+  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
 import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
 
@@ -198,6 +198,9 @@ export class VSpace implements Replicated {
       case VS_PRUNE:
         this.applyPrune(r, hi, lo, resp, ro);
         return;
+      case VS_PRUNE_FREE:
+        this.applyPruneFree(r, resp, ro);
+        return;
       case VS_REMAP:
         this.applyRemap(r, hi, lo, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
         return;
@@ -350,8 +353,9 @@ export class VSpace implements Replicated {
 
   /**
    * Kernel half: if no mapping is left in the 512 GiB that the top-level entry covering hi:lo
-   * maps, clears that entry in replica r's root and frees the tables under it (EBUSY otherwise).
-   * The caller has made sure no address space still points at them and no walk is inside them.
+   * maps, clears that entry in replica r's root (the master) and keeps the table it pointed at in
+   * limbo (EBUSY when a mapping is left). The tables are freed by VS_PRUNE_FREE, once no address
+   * space points at them and no walk is inside them.
    */
   private applyPrune(r: number, hi: number, lo: number, resp: Int32Array, ro: number): void {
     const base = vaJoin(hi, lo) - (vaJoin(hi, lo) % 2 ** 39 + 2 ** 39) % 2 ** 39;
@@ -367,9 +371,20 @@ export class VSpace implements Replicated {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
     }
-    const hi0 = mem[word + 1];
+    const table = entryFrame(lo0, mem[word + 1]);
     Atomics.store(mem, word, 0);
     mem[word + 1] = 0;
+    this.k[this.klayout.replicaBase(this.space, r) + SR_LIMBO] = table + 1;
+    resp[ro + RS_CODE] = OK;
+  }
+
+  /** Kernel half: frees the tables in replica r's limbo (the table VS_PRUNE detached and those under it). */
+  private applyPruneFree(r: number, resp: Int32Array, ro: number): void {
+    const b = this.klayout.replicaBase(this.space, r);
+    const limbo = this.k[b + SR_LIMBO];
+    resp[ro + RS_CODE] = OK;
+    if (limbo === 0) return;
+    const mem = this.mem;
     const tables: number[] = [];
     const collect = (t: number, level: number): void => {
       tables.push(t);
@@ -379,11 +394,10 @@ export class VSpace implements Replicated {
         if ((e & PTE_P) !== 0 && (e & PTE_PS) === 0) collect(entryFrame(e, mem[t * FRAME_WORDS + i * 2 + 1]), level - 1);
       }
     };
-    collect(entryFrame(lo0, hi0), 2);
-    const b = this.klayout.replicaBase(this.space, r);
+    collect(limbo - 1, 2);
     for (const t of tables) this.frames.free(t);
     this.k[b + SR_TABLES] -= tables.length;
-    resp[ro + RS_CODE] = OK;
+    this.k[b + SR_LIMBO] = 0;
   }
 
   /**
