@@ -2,132 +2,30 @@
 // handshakes inside the programs and by named breakpoints the script arms, waits on and resumes.
 // No sleeps: a script waits for a core to park (Atomics.waitAsync) or for the run to end.
 //
-// The script API (RaceApi) is small: boot, a space with a process, run programs on cores, arm a
-// breakpoint, wait until a core is parked there, look at the machine, resume, expect. A user's
-// script is a TypeScript module (loaded with tsx) whose default export receives { RaceApi,
-// BREAKPOINTS } and returns api.outcome(); see test/fixtures/race-script.ts.
+// The script API (RaceApi, raceapi.ts) is small: boot, a space with a process, run programs on
+// cores, arm a breakpoint, wait until a core is parked there, look at the machine, resume, expect.
+// This file holds the scenarios of NR, shootdowns, copy-on-write and exits, the list of all of
+// them (the seeds' later mechanisms, MH and the kernel half, are races-seeds.ts) and the loader of
+// a user's script: a TypeScript module (loaded with tsx) whose default export receives
+// { RaceApi, BREAKPOINTS } and returns api.outcome(); see test/fixtures/race-script.ts.
 
-import { Machine } from '../machine/machine.js';
 import type { CoreResult } from '../machine/executor.js';
-import type { MachineOptions } from '../machine/config.js';
-import type { Op, ProgramSpec } from '../machine/program.js';
-import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
+import type { Op } from '../machine/program.js';
+import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_RESOLVE, BP_BEFORE_SHOOTDOWN_IPIS, BREAKPOINTS } from '../kernel/context.js';
 import { PROC_TERMINATED } from '../kernel/layout.js';
-import { EINVAL, OK } from '../kernel/ops.js';
-import * as khalf from '../kernel/khalf.js';
-import { KERNEL_BASE } from '../kernel/khalf.js';
 import { tsImport } from 'tsx/esm/api';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { findEntry } from '../hw/pagetable.js';
-import { IPI_OK, IPI_PING } from '../hw/apic.js';
-import { PTE_P } from '../hw/pte.js';
 import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
-import * as spaces from '../kernel/space.js';
-import * as vm from '../kernel/vm.js';
-import { vaHi, vaLo } from '../hw/vaddr.js';
 
-/** What a scenario reports: whether the documented outcome was reproduced, and the steps. */
-export interface RaceOutcome {
-  ok: boolean;
-  steps: string[];
-}
+import { RaceApi, type RaceOutcome, type Scenario } from './raceapi.js';
+import { SEED_RACES } from './races-seeds.js';
 
-/** The script API. */
-export class RaceApi {
-  readonly steps: string[] = [];
-  private failed = '';
-  constructor(readonly m: Machine) {}
-
-  /** When set (nrvm race --trace), every run records trace events and close() hands the machine to it first. */
-  static onClose: ((m: Machine) => Promise<void>) | undefined;
-
-  static async boot(opts: MachineOptions): Promise<RaceApi> {
-    return new RaceApi(await Machine.boot({ ...opts, trace: RaceApi.onClose !== undefined || opts.trace === true }));
-  }
-
-  /**
-   * Boots a machine, runs `body` against it, and returns the outcome; the machine is closed
-   * whatever happens. The usual shape of a scenario.
-   */
-  static async session(opts: MachineOptions, body: (r: RaceApi) => Promise<void>): Promise<RaceOutcome> {
-    const r = await RaceApi.boot(opts);
-    try {
-      await body(r);
-      return r.outcome();
-    } finally {
-      await r.close();
-    }
-  }
-
-  /** Lets the onClose hook see the machine (the trace), then stops it. */
-  async close(): Promise<void> {
-    if (RaceApi.onClose) await RaceApi.onClose(this.m);
-    await this.m.shutdown();
-  }
-
-  /** A new address space with a process, every core in user mode. Returns the space. */
-  space(): number {
-    const s = spaces.createSpace(this.m.kernel);
-    if (s < 0 || procs.spawn(this.m.kernel, s, -1) < 0) throw new Error('race: no room for a process');
-    for (let c = 0; c < this.m.config.cores; c++) this.m.setRegisters(c, { cpl: 3 });
-    return s;
-  }
-
-  /** Maps one fresh page at va in space s, as core c, recorded as owned by s; returns its frame. */
-  mapPage(c: number, s: number, va: number): number {
-    if (vm.mapAnon(this.m.kernel, c, s, vaHi(va), vaLo(va), 1, R_USER | R_WRITE) !== OK) throw new Error(`race: cannot map 0x${va.toString(16)}`);
-    return this.m.kernel.anonFrame;
-  }
-
-  /** Starts programs on cores (all at once); the promise settles when every one has ended. */
-  run(programs: Record<number, Op[]>, extra: Partial<ProgramSpec> = {}): Promise<CoreResult[]> {
-    return this.m.run(Object.entries(programs).map(([c, ops]) => ({ core: Number(c), program: { kind: 'ops', ops, checkOwner: true, ...extra } })));
-  }
-
-  /** Whether replica r of space s maps va (a present leaf). */
-  replicaMaps(s: number, r: number, va: number): boolean {
-    const w = findEntry(this.m.mem, this.m.kernel.vspace(s).root(r), false, vaHi(va), vaLo(va), 12);
-    return w >= 0 && (Atomics.load(this.m.mem, w) & PTE_P) !== 0;
-  }
-
-  /** Whether core c's TLB holds a translation of the page at va. */
-  tlbHolds(c: number, va: number): boolean {
-    return this.m.tlb(c).some((e) => e.va === BigInt(va - (va % 4096)));
-  }
-
-  /** Waits (bounded, no timer-driven polling of time) until cond holds: a handshake on shared state. */
-  async until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`race: waited ${timeoutMs} ms for ${what}`);
-      await new Promise((done) => setImmediate(done));
-    }
-  }
-
-  step(text: string): void {
-    this.steps.push(text);
-  }
-
-  /** Records a check; the scenario fails if any check fails. */
-  expect(cond: boolean, what: string): void {
-    this.steps.push(`${cond ? 'ok  ' : 'FAIL'} ${what}`);
-    if (!cond && !this.failed) this.failed = what;
-  }
-
-  outcome(): RaceOutcome {
-    return { ok: !this.failed, steps: this.steps };
-  }
-}
-
-export interface Scenario {
-  name: string;
-  models: string;
-  run(): Promise<RaceOutcome>;
-}
+export { RaceApi, type RaceOutcome, type Scenario };
 
 const X = 0x40_0000;
 
@@ -393,229 +291,7 @@ const exitWhileRunning: Scenario = {
   },
 };
 
-/**
- * dma-vs-unmap — MH: a process exports a page to the device and starts a DMA write; while the
- * transfer is in flight (the engine parked after its first page) the process unmaps the page.
- * The page is wired: the unmap returns EBUSY and the DMA completes into the frame the process
- * still owns. (With --inject unwired-dma the same steps free the frame under the transfer.)
- */
-const dmaVsUnmap: Scenario = {
-  name: 'dma-vs-unmap',
-  models: 'MH: an unmap of a page exported to a device while a DMA to it is in flight (wiring makes it EBUSY)',
-  async run() {
-    return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB', kernel: { personality: 'mh' } }, async (r) => {
-      const s = r.space();
-      const k = r.m.kernel;
-      const dev = r.m.device;
-      if (!dev) throw new Error('race: the MH machine has no device');
-      const frame = r.mapPage(0, s, X);
-      const driver = r.m.attachHere(2); // the script's own core: it tells core 1 when to unmap and hears back
-      let heard = 0;
-      driver.apic.handlers[IPI_PING] = (c, sender) => {
-        heard++;
-        c.apic.ack(sender);
-      };
-      try {
-        dev.armBreakpoint();
-        const done = r.run({
-          0: [{ op: 'switch', space: s }, { op: 'export', space: s, va: X }, { op: 'dma', write: true, value: 0x5a5a }],
-          1: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: s, va: X }, { op: 'ping', target: 2 }],
-        });
-        r.step('core 0 exports 0x400000 to the device and starts a DMA write of 0x5a5a into it');
-        await r.until(() => dev.parked(), 'the DMA engine to park mid-transfer');
-        r.step('the engine wrote the first page and is parked: the transfer is in flight');
-        r.expect(dev.inFlight() === 1, 'one request in flight');
-        while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
-        driver.apic.waitAcks();
-        await r.until(() => {
-          driver.apic.poll();
-          return heard > 0;
-        }, 'core 1 to unmap the page and report back');
-        r.step('core 1 tried to unmap the page meanwhile');
-        r.expect(r.replicaMaps(s, 0, X), 'the page is still mapped');
-        r.expect((refs.ownerMask(k, frame) & (1 << s)) !== 0, 'and its frame still belongs to the process');
-        dev.resume();
-        const res = await done;
-        r.expect(res.every((x) => x.ok), 'both cores finished');
-        const c1 = res.find((x) => x.core === 1) as CoreResult;
-        r.expect(c1.outcomes['unmap:EBUSY'] === 1, `the unmap returned EBUSY (${JSON.stringify(c1.outcomes)})`);
-        const words = r.m.mem.subarray(frame * 1024, frame * 1024 + 1024);
-        r.expect(words.every((w) => w === 0x5a5a), 'the DMA completed into the still-owned frame (every word 0x5a5a)');
-        r.expect(dev.violations().count === 0, 'the frame-owner oracle saw no DMA into a frame the process did not own');
-      } finally {
-        driver.detach();
-      }
-    });
-  },
-};
-
-/**
- * user-cow-race — MH: after a fork, parent and child write the same RO-Shared page at once. The
- * kernel forwards each fault to the process's user-level handler; both copy the page into their
- * scratch pages and are stopped before the move; then one moves, then the other. Each write
- * lands in its own private copy, and the shared frame, left with no sharer, is freed.
- */
-const userCowRace: Scenario = {
-  name: 'user-cow-race',
-  models: 'MH: fork, then parent and child write the same page at once; each user-level handler copies and moves',
-  async run() {
-    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', kernel: { personality: 'mh', maxSpaces: 4 } }, async (r) => {
-      const p = r.space();
-      const k = r.m.kernel;
-      const f = r.mapPage(0, p, X);
-      r.m.mem[f * 1024] = 7;
-      const forked = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'fork' }] });
-      r.expect(forked[0].ok && forked[0].outcomes['fork:Ok'] === 1, 'core 0 forked the process');
-      const c = procs.liveSpaces(k).find((x) => x !== p) as number;
-      r.expect(c !== undefined && refs.refcount(k, f) === 2, `space ${c} shares frame ${f} RO-Shared (2 references)`);
-      const data0 = dataFrames(r);
-      r.m.arm(0, BP_BEFORE_USER_MOVE);
-      r.m.arm(1, BP_BEFORE_USER_MOVE);
-      const done = r.run({
-        0: [{ op: 'switch', space: p }, { op: 'store', va: X + 8, value: 100n }, { op: 'load', va: X }, { op: 'load', va: X + 8 }],
-        1: [{ op: 'switch', space: c }, { op: 'store', va: X + 8, value: 200n }, { op: 'load', va: X }, { op: 'load', va: X + 8 }],
-      }, { record: true });
-      await r.m.waitParked(0, BP_BEFORE_USER_MOVE);
-      await r.m.waitParked(1, BP_BEFORE_USER_MOVE);
-      r.step('parent (core 0) and child (core 1) faulted on the shared page; both handlers copied it and are parked before the move');
-      r.expect(refs.refcount(k, f) === 2, 'the shared frame still has both references');
-      r.m.disarm(1, BP_BEFORE_USER_MOVE);
-      r.m.resume(1);
-      await r.until(() => refs.refcount(k, f) === 1, "the child's move to drop its reference");
-      r.step("the child moved its copy over the shared mapping first");
-      r.m.disarm(0, BP_BEFORE_USER_MOVE);
-      r.m.resume(0);
-      const res = await done;
-      r.expect(res.every((x) => x.ok), 'both cores finished');
-      const copies = res.reduce((a, x) => a + (x.kernel.userCopies ?? 0), 0);
-      r.expect(copies === 2, `each handler copied and moved (${copies} copies)`);
-      const v0 = res.find((x) => x.core === 0)?.values;
-      const v1 = res.find((x) => x.core === 1)?.values;
-      r.expect(v0?.join() === '0x7,0x64' && v1?.join() === '0x7,0xc8', `no lost write: the parent reads 0x7, 0x64; the child 0x7, 0xc8 (got ${v0}, ${v1})`);
-      r.expect(refs.refcount(k, f) === 0, 'the shared frame has no sharer left and is freed');
-      r.expect(!r.m.frames.isAllocated(f), 'the allocator has it back');
-      r.expect(dataFrames(r) === data0 + 1, `no frame leaked: one more data frame than before the writes (two private copies for one shared; ${dataFrames(r)} vs ${data0})`);
-      const data = (sp: number): number[] => vm.entries(k, 0, sp).filter((e) => e.va === X).map((e) => refs.refcount(k, e.pfn));
-      r.expect(data(p).join() === '1' && data(c).join() === '1', 'parent and child each hold a private copy (one reference each)');
-    });
-  },
-};
-
-/**
- * lazy-kernel-removal — os5's lazy method cannot propagate a removal: a process copies a
- * top-level kernel entry in on a kernel fault; the kernel then removes the entry from the master
- * and frees its tables; another process gets one of those frames as an ordinary user page and
- * writes into it; the first process's next kernel access walks through its stale entry into that
- * user page as if it were a kernel table, and reaches a frame that is not its own. The stale-tlb
- * oracle (extended to kernel frames) reports the access.
- */
-const lazyKernelRemoval: Scenario = {
-  name: 'lazy-kernel-removal',
-  models: "os5's lazy kernel-half method: a removed top-level kernel entry stays in a process that copied it",
-  async run() {
-    return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', kernel: { khalf: 'lazy', maxSpaces: 4 } }, async (r) => {
-      const k = r.m.kernel;
-      const p = r.space();
-      const q = r.space();
-      const top = 300;
-      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
-      const first = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kstore', va: kva(x), value: 0x4b }, { op: 'kload', va: kva(x) }] }, { record: true });
-      r.expect(first[0].ok && first[0].values?.at(-1) === '0x4b', 'core 0 kmapped a page under a new top-level entry and read it back in process P');
-      r.expect(first[0].kernel.kernelFaults === 1, "P's first kernel access faulted once and copied the entry from the master (lazy)");
-      const rootP = k.vspace(p).root(0);
-      const entryP = r.m.mem[rootP * 1024 + top * 2];
-      const table = (entryP >>> 12) + r.m.mem[rootP * 1024 + top * 2 + 1] * 2 ** 20;
-      const driver = r.m.attachHere(1);
-      try {
-        r.expect(khalf.kunmap(k, driver, vaHi(x), vaLo(x)) === EINVAL, 'kunmap of the last mapping under the entry is refused under lazy (EINVAL)...');
-        r.expect(khalf.kunmap(k, driver, vaHi(x), vaLo(x), true) === OK, '...unless asked for: the entry is removed from the master and its tables freed');
-      } finally {
-        driver.detach();
-      }
-      r.expect((r.m.mem[khalf.masterRoot(k, 0) * 1024 + top * 2] & 1) === 0, 'the master no longer has the entry');
-      r.expect((r.m.mem[rootP * 1024 + top * 2] & 1) === 1, 'P still has it (lazy never removes)');
-      r.expect(!r.m.frames.isAllocated(table), `the table it points at (frame ${table}) is free`);
-      // Q gets that frame as an ordinary user page and writes a 1 GiB "entry" into it (PS, present,
-      // physical 0): for P's walk it is now the table under its stale entry.
-      const taken: number[] = [];
-      for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
-      for (const g of taken) r.m.frames.free(g);
-      r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
-      refs.holdNew(k, table, q);
-      const QVA = 0x50_0000;
-      r.expect(vm.map(k, 0, q, vaHi(QVA), vaLo(QVA), table * 4096, 4096, R_USER | R_WRITE).code === OK, "and Q maps it as a user page");
-      const victim = r.mapPage(0, q, QVA + 0x10_0000);
-      const done = await r.run({ 0: [
-        { op: 'switch', space: q }, { op: 'store', va: QVA, value: 0x83n }, { op: 'store', va: QVA + 0x10_0000, value: 0x5ec2e7n },
-        { op: 'switch', space: p }, { op: 'kload', va: kva(x + victim * 4096) },
-      ] }, { record: true });
-      r.step("Q wrote into its page; P loads from the kernel address the removed entry covered");
-      const c0 = done[0];
-      r.expect(c0.ok && c0.values?.at(-1) === '0x5ec2e7', `P's kernel load read Q's data (${c0.values?.at(-1)}): it walked through Q's page as a kernel table`);
-      r.expect(c0.staleAccesses >= 1, `the stale-tlb oracle reports the access (frame ${c0.staleExamples[0]?.pfn} is not P's)`);
-      r.expect(!khalf.sameEntry(r.m.mem, rootP * 1024 + top * 2, khalf.masterRoot(k, 0) * 1024 + top * 2), "P's entry differs from the master's: the kernel-half oracle's finding");
-    });
-  },
-};
-
-/**
- * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
- * a space created while that update is in flight (parked after the master changed, before the
- * spaces are written) still gets the entry: a new space copies the master after it became visible
- * to updates.
- */
-const eagerVsFork: Scenario = {
-  name: 'eager-vs-fork',
-  models: "os5's eager method: a fork creates an address space in the middle of an update of every map",
-  async run() {
-    return RaceApi.session({ cores: 3, nodes: 2, memory: '16MiB', kernel: { khalf: 'eager', maxSpaces: 4 } }, async (r) => {
-      const k = r.m.kernel;
-      const p = r.space();
-      const top = 301;
-      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
-      const has = (s: number, q: number): boolean => khalf.sameEntry(r.m.mem, k.vspace(s).root(q) * 1024 + top * 2, khalf.masterRoot(k, q) * 1024 + top * 2);
-      r.m.arm(0, BP_KHALF_PUBLISH);
-      const done = r.run({
-        0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kload', va: kva(x) }],
-        1: [{ op: 'switch', space: p }, { op: 'awaitPings', count: 1 }, { op: 'fork' }],
-      });
-      await r.m.waitParked(0, BP_KHALF_PUBLISH);
-      r.step('core 0 kmapped under a new top-level entry: every master has it, and core 0 is parked before writing the spaces');
-      r.expect(!has(p, 0) && !has(p, 1), 'P does not have the entry yet');
-      const driver = r.m.attachHere(2); // the script's core: it tells core 1 to fork now
-      try {
-        while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
-        driver.apic.waitAcks();
-      } finally {
-        driver.detach();
-      }
-      await r.until(() => procs.liveSpaces(k).length === 2, 'core 1 to fork P');
-      const child = procs.liveSpaces(k).find((s) => s !== p) as number;
-      r.step(`core 1 forked P into space ${child} while the update is parked`);
-      r.expect(has(child, 0) && has(child, 1), 'the new space has the entry in every replica: it copied the master after becoming visible');
-      r.m.disarm(0, BP_KHALF_PUBLISH);
-      r.m.resume(0);
-      const res = await done;
-      r.expect(res.every((c) => c.ok), 'every core finished');
-      r.expect(has(p, 0) && has(p, 1), 'and the update reached P');
-      r.expect(res[0].outcomes['kaccess:Ok'] === 1, "core 0's kernel load after the update succeeded");
-    });
-  },
-};
-
-/** A kernel address (a negative number: the sign-extended form) as the unsigned 64-bit value programs take. */
-function kva(x: number): bigint {
-  return BigInt.asUintN(64, BigInt(x));
-}
-
-/** Frames some mapping references (data frames). */
-function dataFrames(r: RaceApi): number {
-  let n = 0;
-  for (let f = 0; f < r.m.layout.totalFrames; f++) if (refs.refcount(r.m.kernel, f) > 0) n++;
-  return n;
-}
-
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, dmaVsUnmap, userCowRace, lazyKernelRemoval, eagerVsFork];
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, ...SEED_RACES];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
