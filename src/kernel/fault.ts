@@ -58,12 +58,14 @@ function handleFault(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, 
   try {
     const e = kx.found;
     const found = lookup(kx, cpu.id, s, vhi, vlo, e, cpu);
+    // The frame of the faulting page (a mapping may span pages).
+    const pfn = found ? e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE) : 0;
     if (found && write && kx.mh) {
-      const u = mhWriteFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights);
+      const u = mhWriteFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), pfn, e.rights);
       if (u !== DELIVER) return u;
     }
     if (found && write && (e.rights & R_WRITE) !== 0 && (e.rights & (R_COW | R_ZERO)) !== 0) {
-      if (writeFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), e.pfn + Math.floor((vaJoin(vhi, vlo) - e.va) / PAGE), e.rights)) return RETRY;
+      if (writeFault(kx, cpu, s, vhi, vlo & ~(PAGE - 1), pfn, e.rights)) return RETRY;
       kx.stats.invalidAccesses++;
       return DELIVER;
     }

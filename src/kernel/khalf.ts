@@ -112,7 +112,7 @@ export function sameEntry(mem: Int32Array, a: number, b: number): boolean {
   return (Atomics.load(mem, a) & ~PTE_A) === (Atomics.load(mem, b) & ~PTE_A) && mem[a + 1] === mem[b + 1];
 }
 
-/** The master root of replica r (kernel space), brought up to date first when `cpu`'s thread may advance it. */
+/** The master top-level table of node r: the root of the kernel space's replica r (as up to date as that replica is). */
 export function masterRoot(kx: Kernel, r: number): number {
   return Atomics.load(kx.v.k, kx.v.klayout.replicaBase(kx.kernelSpace, r) + SR_ROOT);
 }

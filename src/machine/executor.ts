@@ -330,11 +330,7 @@ function coldOp(
         ? faults.access(kernel, cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
         : op === OP_LOAD ? cpu.mmu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.mmu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.mmu.fetch64(buf[w + 1], buf[w + 2]);
       // The stale-tlb oracle, as in the hot loop: the frame the access reached must be its space's.
-      const space = kernel ? kernel.current[cpu.id] : -1;
-      if (r === 0 && st.owner !== null && op !== OP_FETCH && cpu.mmu.lastWord >= 0 && space >= 0 && space < 32 &&
-          (st.owner[st.ownerBase + (cpu.mmu.lastWord >>> 10)] & (1 << space)) === 0) {
-        st.noteStale(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord >>> 10, space);
-      }
+      if (r === 0 && op !== OP_FETCH) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, kernel ? kernel.current[cpu.id] : -1);
       if (op === OP_STORE) break;
       if (r === 0) st.checksum = (st.checksum + cpu.mmu.valLo + cpu.mmu.valHi) | 0;
       res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
@@ -473,9 +469,7 @@ function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, inde
   st.tally('kaccess', r === 0 ? 'Ok' : 'Fault');
   if (!write) res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
   // The stale-tlb oracle over kernel frames: a kernel frame is every space's while mapped, nobody's once kunmap released it.
-  if (r === 0 && st.owner !== null && cpu.mmu.lastWord >= 0 && space < 32 && (st.owner[st.ownerBase + (cpu.mmu.lastWord >>> 10)] & (1 << space)) === 0) {
-    st.noteStale(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord >>> 10, space);
-  }
+  if (r === 0) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, space);
   return '';
 }
 

@@ -117,6 +117,16 @@ export class RunState {
   mh: MhRun | null = null;
   constructor(readonly stopOnFault: boolean) {}
 
+  /**
+   * The stale-tlb oracle on the cold path (checked mode): an access by a core running `space`
+   * reached physical word `word` (< 0: none, or not RAM); its frame must be the space's. Cold.
+   */
+  checkOwner(index: number, vhi: number, vlo: number, word: number, space: number): void {
+    const owner = this.owner;
+    if (owner === null || word < 0 || space < 0 || space >= 32) return;
+    if ((owner[this.ownerBase + (word >>> 10)] & (1 << space)) === 0) this.noteStale(index, vhi, vlo, word >>> 10, space);
+  }
+
   /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */
   noteStale(index: number, vhi: number, vlo: number, pfn: number, space: number): void {
     this.stale++;
