@@ -32,7 +32,8 @@ export function runDmaEngine(shared: MachineShared): void {
   const owns = ownerCheck(shared);
   const stop = layout.devBase + DEV_ENGINE;
   const tail = layout.devBase + DEV_DMA_TAIL;
-  Atomics.store(ctl, stop, ENGINE_RUNNING);
+  // A machine shut down before this thread started has asked it to stop already: then it never runs.
+  if (Atomics.compareExchange(ctl, stop, ENGINE_OFF, ENGINE_RUNNING) !== ENGINE_OFF) return;
   while (Atomics.load(ctl, stop) === ENGINE_RUNNING) {
     let done;
     try {
