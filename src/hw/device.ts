@@ -33,7 +33,6 @@ export const REG_DMA_ERRORS = 4;
 export const REG_DMA_SUM = 5;
 export const REG_SCRATCH = 6;
 export const REG_DMA_POSTED = 7;
-export const REGISTER_NAMES = ['id', 'accesses', 'dma', 'dmaDone', 'dmaErrors', 'dmaSum', 'scratch', 'dmaPosted'];
 /** What REG_ID reads: "MHDV". */
 export const DEVICE_ID = 0x4d484456;
 
@@ -75,11 +74,6 @@ export class Device {
   /** Whether physical word `word` is one of the device's. */
   contains(word: number): boolean {
     return word >= this.firstWord && word < this.endWord;
-  }
-
-  /** Whether a byte offset into the register pages names a register (8-aligned, below DEV_REG_COUNT * 8). */
-  static isRegister(byteOffset: number): boolean {
-    return Number.isInteger(byteOffset) && byteOffset >= 0 && byteOffset % 8 === 0 && byteOffset / 8 < DEV_REG_COUNT;
   }
 
   private reg(i: number): number {
@@ -296,11 +290,6 @@ export class Device {
   /** Whether the engine is parked at its breakpoint. */
   parked(): boolean {
     return Atomics.load(this.ctl, this.base + DEV_BP_PARKED) === 1;
-  }
-
-  /** Word the controller waits on for parked() (Atomics.waitAsync). */
-  get parkedWord(): number {
-    return this.base + DEV_BP_PARKED;
   }
 
   /** Lets a parked engine go on. */

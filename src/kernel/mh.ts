@@ -21,7 +21,7 @@ import { vaJoin } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import {
   A_MOVE_FROM, A_VA, A_WIRE_DELTA, A_WIRE_PAGES, EINVAL, EPERM, INVALID_FRAME, OK, OUT_OF_MEMORY, PAGE, R_ACCESS, R_IO,
-  RS_CODE, RS_MOVE_OLD_PFN, RS_WIRE_COUNT, VS_MOVE, VS_WIRE,
+  RS_CODE, RS_MOVE_OLD_PFN, VS_MOVE, VS_WIRE,
 } from './ops.js';
 import { release } from './refs.js';
 import { shootdown } from './shootdown.js';
@@ -106,11 +106,6 @@ export function unexport(kx: Kernel, cpu: Cpu, s: number, slot: number): number 
   } finally {
     unlockShared(kx, s);
   }
-}
-
-/** The wiring count of the mapping after the last export or unexport on this thread. */
-export function lastWireCount(kx: Kernel): number {
-  return kx.resp[RS_WIRE_COUNT];
 }
 
 /**
