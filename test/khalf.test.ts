@@ -45,7 +45,7 @@ function kread(m: Machine, c: Cpu, va: number): number | 'fault' {
 
 /** Whether space s's replica r has top-level entry i as the master does (A aside). */
 function hasEntry(m: Machine, s: number, r: number, i = TOP): boolean {
-  return khalf.sameEntry(m.mem, m.kernel.vspace(s).root(r) * 1024 + i * 2, khalf.masterRoot(m.kernel, r) * 1024 + i * 2);
+  return khalf.matchesMaster(m.kernel, s, r, i);
 }
 
 function present(m: Machine, s: number, r: number, i = TOP): boolean {

@@ -76,7 +76,7 @@ export async function runKhalfBench(o: { counts: number[]; reps: number; log?: (
         let faultCount = 0;
         let entries = 0;
         for (let rep = 0; rep < o.reps; rep++) {
-          const va = khalf.KERNEL_BASE + (400 - 256 + (rep % 64)) * 2 ** 39;
+          const va = khalf.topBase(400 + (rep % 64));
           const e0 = k.stats.kernelEntryCopies;
           let t = performance.now();
           if (khalf.kmap(k, 0, vaHi(va), vaLo(va), 1, c0) !== 0) throw new Error('bench: kmap failed');

@@ -11,7 +11,7 @@
 // lazy method's hazard after a removal, or a lost update.
 
 import type { Machine } from '../machine/machine.js';
-import { KERNEL_TOP_FIRST, masterRoot, sameEntry } from '../kernel/khalf.js';
+import { KERNEL_TOP_FIRST, masterRoot, matchesMaster } from '../kernel/khalf.js';
 import { SR_KGEN } from '../kernel/layout.js';
 import { FRAME_WORDS, PTE_P } from '../hw/pte.js';
 import type { KernelViolation } from './kernel.js';
@@ -33,9 +33,8 @@ export function checkKernelHalf(m: Machine): KernelViolation[] {
       for (let i = KERNEL_TOP_FIRST; i < 512; i++) {
         const w = root * FRAME_WORDS + i * 2;
         const mw = master * FRAME_WORDS + i * 2;
+        if (matchesMaster(kx, s, r, i)) continue;
         const lo = Atomics.load(mem, w);
-        const same = sameEntry(mem, w, mw);
-        if (same) continue;
         const present = (lo & PTE_P) !== 0;
         const allowed = !present && (method === 'lazy' || (method === 'switch' && !current));
         if (allowed) continue;

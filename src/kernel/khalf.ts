@@ -64,8 +64,8 @@ export function topIndex(va: number): number {
   return Math.floor((va - KERNEL_BASE) / TOP_SPAN) + KERNEL_TOP_FIRST;
 }
 
-/** The base of the 512 GiB a top-level kernel entry covers. */
-function topBase(i: number): number {
+/** The base of the 512 GiB top-level kernel entry i covers. */
+export function topBase(i: number): number {
   return KERNEL_BASE + (i - KERNEL_TOP_FIRST) * TOP_SPAN;
 }
 
@@ -112,6 +112,17 @@ export function sameEntry(mem: Int32Array, a: number, b: number): boolean {
   return (Atomics.load(mem, a) & ~PTE_A) === (Atomics.load(mem, b) & ~PTE_A) && mem[a + 1] === mem[b + 1];
 }
 
+/** Whether top-level entry i of space s's replica r is its node's master's (A aside). */
+export function matchesMaster(kx: Kernel, s: number, r: number, i: number): boolean {
+  return sameEntry(kx.v.mem, entryWord(kx.vspace(s).root(r), i), entryWord(masterRoot(kx, r), i));
+}
+
+/** Brings every node's master up to date, on thread c's behalf (it advances the other nodes' kernel replicas). */
+function advanceMasters(kx: Kernel, c: number, cpu: Cpu | undefined): void {
+  const t = kx.thread(c, cpu);
+  for (let r = 0; r < kx.v.klayout.config.nodes; r++) kx.nr(kx.kernelSpace).advance(t, r);
+}
+
 /** The master top-level table of node r: the root of the kernel space's replica r (as up to date as that replica is). */
 export function masterRoot(kx: Kernel, r: number): number {
   return Atomics.load(kx.v.k, kx.v.klayout.replicaBase(kx.kernelSpace, r) + SR_ROOT);
@@ -128,12 +139,11 @@ function copyEntries(kx: Kernel, m: number, root: number, i: number, onlyMissing
   for (let e = i < 0 ? KERNEL_TOP_FIRST : i; e < (i < 0 ? 512 : i + 1); e++) {
     const from = entryWord(m, e);
     const to = entryWord(root, e);
+    // The walker sets A in a space's own copy of the entry: that is no difference.
+    if (sameEntry(mem, to, from)) continue;
+    if (onlyMissing && (Atomics.load(mem, to) & PTE_P) !== 0) continue;
     const lo = Atomics.load(mem, from);
     const hi = mem[from + 1];
-    const cur = Atomics.load(mem, to);
-    // The walker sets A in a space's own copy of the entry: that is no difference.
-    if ((cur & ~PTE_A) === (lo & ~PTE_A) && mem[to + 1] === hi) continue;
-    if (onlyMissing && (cur & PTE_P) !== 0) continue;
     Atomics.store(mem, to, 0);
     mem[to + 1] = hi;
     Atomics.store(mem, to, lo);
@@ -185,9 +195,7 @@ function visibleSpaces(kx: Kernel): number[] {
  * 'eager' every visible space's every replica written.
  */
 function publish(kx: Kernel, c: number, cpu: Cpu | undefined): void {
-  const ks = kx.kernelSpace;
-  const t = kx.thread(c, cpu);
-  for (let r = 0; r < kx.v.klayout.config.nodes; r++) kx.nr(ks).advance(t, r);
+  advanceMasters(kx, c, cpu);
   Atomics.add(kx.v.k, kx.v.klayout.kgenWord, 1);
   cpu?.debug.breakpoint(BP_KHALF_PUBLISH);
   if (kx.khalf !== 'eager') return;
@@ -328,8 +336,7 @@ export function kunmap(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, unsafe = 
       a[A_VA + 1] = vaLo(base);
       kx.exec(ks, c, cpu, VS_PRUNE);
       if (kx.resp[RS_CODE] !== OK) panic(`kunmap: the removal of kernel entry ${top} failed (${kx.resp[RS_CODE]})`);
-      const t = kx.thread(c, cpu);
-      for (let r = 0; r < klayout.config.nodes; r++) kx.nr(ks).advance(t, r);
+      advanceMasters(kx, c, cpu);
       if (kx.khalf !== 'lazy') for (const s of visibleSpaces(kx)) clearTop(kx, s, top, cpu);
     }
     kshootdown(kx, cpu, vhi, vlo, pages);

@@ -6,7 +6,6 @@ import type { CoreResult } from '../machine/executor.js';
 import { BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH } from '../kernel/context.js';
 import { EINVAL, OK } from '../kernel/ops.js';
 import * as khalf from '../kernel/khalf.js';
-import { KERNEL_BASE } from '../kernel/khalf.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import * as procs from '../kernel/proc.js';
@@ -142,7 +141,7 @@ const lazyKernelRemoval: Scenario = {
       const p = r.space();
       const q = r.space();
       const top = 300;
-      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
+      const x = khalf.topBase(top);
       const first = await r.run({ 0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kstore', va: kva(x), value: 0x4b }, { op: 'kload', va: kva(x) }] }, { record: true });
       r.expect(first[0].ok && first[0].values?.at(-1) === '0x4b', 'core 0 kmapped a page under a new top-level entry and read it back in process P');
       r.expect(first[0].kernel.kernelFaults === 1, "P's first kernel access faulted once and copied the entry from the master (lazy)");
@@ -177,7 +176,7 @@ const lazyKernelRemoval: Scenario = {
       const c0 = done[0];
       r.expect(c0.ok && c0.values?.at(-1) === '0x5ec2e7', `P's kernel load read Q's data (${c0.values?.at(-1)}): it walked through Q's page as a kernel table`);
       r.expect(c0.staleAccesses >= 1, `the stale-tlb oracle reports the access (frame ${c0.staleExamples[0]?.pfn} is not P's)`);
-      r.expect(!khalf.sameEntry(r.m.mem, rootP * 1024 + top * 2, khalf.masterRoot(k, 0) * 1024 + top * 2), "P's entry differs from the master's: the kernel-half oracle's finding");
+      r.expect(!khalf.matchesMaster(k, p, 0, top), "P's entry differs from the master's: the kernel-half oracle's finding");
     });
   },
 };
@@ -196,8 +195,8 @@ const eagerVsFork: Scenario = {
       const k = r.m.kernel;
       const p = r.space();
       const top = 301;
-      const x = KERNEL_BASE + (top - 256) * 2 ** 39;
-      const has = (s: number, q: number): boolean => khalf.sameEntry(r.m.mem, k.vspace(s).root(q) * 1024 + top * 2, khalf.masterRoot(k, q) * 1024 + top * 2);
+      const x = khalf.topBase(top);
+      const has = (s: number, q: number): boolean => khalf.matchesMaster(k, s, q, top);
       r.m.arm(0, BP_KHALF_PUBLISH);
       const done = r.run({
         0: [{ op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kload', va: kva(x) }],
