@@ -81,4 +81,34 @@ R('a script copied out of the repository runs; a script that throws or does not 
   assert.match(b.stderr, /race script .*broken\.ts does not load: .*broken\.ts:\d+:\d+/);
 });
 
+// Each way a script can wait for something that never comes: its own bounded message, never a hang
+// or a raw stack. A wait of the script's own (waitParked, until, a core that is not there) is the
+// script's error, exit 2; a core program that cannot finish (left parked, awaiting pings nobody
+// sends) is a failed step and the outcome not reproduced, exit 1.
+const WAITS: [string, string, number, RegExp][] = [
+  ['waitParked for a breakpoint the core never reaches',
+    "r.m.arm(1, nrvm.BREAKPOINTS['before-resolve']); const d = r.run({ 1: [{ op: 'switch', space: s }, { op: 'store', va: 0x1000, value: 1 }] }); await r.m.waitParked(1, nrvm.BREAKPOINTS['before-cow-copy'], 300); await d;",
+    2, /failed: core 1 did not reach breakpoint \d+ within 300 ms/],
+  ['until a condition that never holds', "await r.until(() => false, 'the moon', 200);", 2, /failed: race: waited 200 ms for the moon/],
+  ['waitParked on a core the machine lacks', 'await r.m.waitParked(9, 1);', 2, /failed: no core 9: this machine has cores 0\.\.1/],
+  ['a core left parked (never resumed)',
+    "r.m.arm(1, nrvm.BREAKPOINTS['before-resolve']); const d = r.run({ 1: [{ op: 'switch', space: s }, { op: 'load', va: 0x500000 }] }); await r.m.waitParked(1, nrvm.BREAKPOINTS['before-resolve']); const res = await d; r.expect(res[0].ok, 'ran');",
+    1, /failed: core 1: stayed parked at breakpoint before-resolve for 500 ms: nothing resumed it/],
+  ['a core awaiting pings nobody sends', "const res = await r.run({ 1: [{ op: 'switch', space: s }, { op: 'awaitPings', count: 1 }] }); r.expect(res[0].ok, 'ran');",
+    1, /failed: core 1: no answer within 500 ms while waiting for an interrupt/],
+];
+
+R('every wait in a race script that never ends is bounded and named (the script\'s own: exit 2; a core\'s: exit 1)', () => {
+  const bin = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'nrvm-race-wait-'));
+  WAITS.forEach(([what, body, code, message], i) => {
+    const file = join(dir, `wait${i}.ts`);
+    writeFileSync(file, `export default function race(nrvm: any) {\n  return nrvm.RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', waitLimitMs: 500 }, async (r: any) => {\n    const s = r.space();\n    ${body}\n  });\n}\n`);
+    const r = spawnSync(process.execPath, [bin, 'race', file], { encoding: 'utf8', timeout: 60_000 });
+    assert.is(r.status, code, `${what}: ${r.stderr}${r.stdout}`);
+    assert.match(r.stderr + r.stdout, message, what);
+    assert.not.match(r.stderr + r.stdout, /internal error|\n\s+at /, what);
+  });
+});
+
 R.run();

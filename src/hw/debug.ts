@@ -34,12 +34,20 @@ export class DebugUnit {
     Atomics.notify(c, this.base + C_BP_PARKED);
     const w = this.wait;
     w.begin(0);
+    let expired = false;
     while (Atomics.load(c, this.base + C_BP_RESUME) === resume) {
-      if (w.step() === STEP_EXPIRED || Atomics.load(c, G_ABORT) !== 0) break;
+      if (Atomics.load(c, G_ABORT) !== 0) break;
+      if (w.step() === STEP_EXPIRED) {
+        expired = true;
+        break;
+      }
       Atomics.wait(c, this.base + C_BP_RESUME, resume, PARK_SLICE_MS);
     }
     Atomics.store(c, this.base + C_BP_PARKED, 0);
     this.cpu.trace(PH_END, TR_PARKED, id);
+    // A core left parked is the controller's mistake (a script that never resumes): the core's
+    // program ends with that message rather than going on as if it had been resumed.
+    if (expired) throw new Error(`stayed parked at breakpoint ${id} for ${w.limitMs} ms: nothing resumed it (m.resume(${this.cpu.id}))`);
   }
 }
 

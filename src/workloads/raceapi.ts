@@ -15,6 +15,7 @@ import * as procs from '../kernel/proc.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
+import { BREAKPOINTS } from '../kernel/context.js';
 
 /** What a scenario reports: whether the documented outcome was reproduced, and the steps. */
 export interface RaceOutcome {
@@ -70,8 +71,12 @@ export class RaceApi {
   }
 
   /** Starts programs on cores (all at once); the promise settles when every one has ended. */
-  run(programs: Record<number, Op[]>, extra: Partial<ProgramSpec> = {}): Promise<CoreResult[]> {
-    return this.m.run(Object.entries(programs).map(([c, ops]) => ({ core: Number(c), program: { kind: 'ops', ops, checkOwner: true, ...extra } })));
+  /** A core whose program fails (a wait past its bound, a breakpoint never resumed) is a step naming why. */
+  async run(programs: Record<number, Op[]>, extra: Partial<ProgramSpec> = {}): Promise<CoreResult[]> {
+    const res = await this.m.run(Object.entries(programs).map(([c, ops]) => ({ core: Number(c), program: { kind: 'ops', ops, checkOwner: true, ...extra } })));
+    const name = (id: string): string => Object.keys(BREAKPOINTS).find((k) => BREAKPOINTS[k] === Number(id)) ?? id;
+    for (const r of res) if (!r.ok) this.steps.push(`failed: ${(r.error ?? `core ${r.core}: no reason given`).replace(/breakpoint (\d+)/, (_, id: string) => `breakpoint ${name(id)}`)}`);
+    return res;
   }
 
   /** Whether replica r of space s maps va (a present leaf). */
