@@ -22,7 +22,7 @@ export const MACHINE_HELP = `Machine options:
   --kernel NAME       kernel personality: default (NRK's operations, Linux copy-on-write) or mh
                       (MH's mapping states: EINVAL/EPERM/EBUSY, export to a device for DMA,
                       copy-on-write handled by the process at user level; implies --cow mh)
-  --device-pages N    register pages of the device above RAM (default 4 with --kernel mh, else 0)
+  --device-pages N    register pages of the device above RAM, 1-64 (default 4; --kernel mh only)
   --khalf METHOD      how the kernel half (top-level entries 256-511, shared by every address space)
                       follows a change of a top-level kernel entry: eager (every space at once,
                       default), switch (copied when a space is switched in), lazy (copied from the
@@ -103,8 +103,24 @@ export function machineFrom(values: Record<string, unknown>): MachineOptions {
     o.kernel = { ...(o.kernel ?? {}), khalf: values.khalf };
   }
   const dev = int(values['device-pages'] as string | undefined, 'device-pages', 0, 64);
+  // The device is driven only by MH's operations (I/O mappings, exports, DMA, register accesses).
+  if (dev !== undefined && values.kernel !== 'mh') throw new UsageError('--device-pages applies to --kernel mh only (only MH maps, exports to and runs DMA on the device)');
+  if (dev === 0) throw new UsageError("--device-pages 0: MH maps the device's registers, exports pages to it and runs DMA; give 1 to 64 (default 4)");
   if (dev !== undefined) o.devicePages = dev;
   return o;
+}
+
+/**
+ * A --seconds value: a plain decimal number (not hex, exponent or Infinity) from 0 (zeroOk) or
+ * above 0, at most max; dflt when absent.
+ */
+export function secondsArg(text: string | undefined, dflt: number, max: number, zeroOk: boolean): number {
+  if (text === undefined) return dflt;
+  const v = Number(text);
+  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || v > max || (!zeroOk && v === 0)) {
+    throw new UsageError(`--seconds must be a number of seconds ${zeroOk ? `from 0 to ${max}` : `above 0 and at most ${max}`}, got '${text}'`);
+  }
+  return v;
 }
 
 /**

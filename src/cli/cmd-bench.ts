@@ -8,7 +8,7 @@ import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from '../b
 import { khalfPlotSvg, scalePlotSvg } from '../bench/plot.js';
 import { formatKhalf, runKhalfBench } from '../bench/khalf.js';
 import { MAX_SPACES } from '../machine/config.js';
-import { UsageError, checkOutput, int, parse } from './args.js';
+import { UsageError, checkOutput, int, parse, secondsArg } from './args.js';
 
 export const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench fork [--json] [--pages N,N] [--iterations K]
@@ -96,8 +96,7 @@ export async function bench(args: string[]): Promise<number> {
     checkOutput('--trace', values.trace, 'file');
     const workload = (values.workload ?? 'mixed') as ScaleWorkload;
     if (!(SCALE_WORKLOADS as readonly string[]).includes(workload)) throw new UsageError(`bench scale: unknown workload '${workload}' (known: ${SCALE_WORKLOADS.join(', ')})`);
-    const seconds = values.seconds === undefined ? 2 : Number(values.seconds);
-    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--seconds must be a number of seconds above 0, got '${values.seconds}'`);
+    const seconds = secondsArg(values.seconds, 2, 3600, false);
     if (values.baseline !== undefined && values.baseline !== 'lock') throw new UsageError(`--baseline: the one baseline is 'lock', got '${values.baseline}'`);
     const r = await runScale({ cores, nodes, workload, seconds, baseline: values.baseline === 'lock', trace: values.trace, log: values.json ? undefined : (x) => process.stderr.write(x + '\n') });
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatScale(r) + '\n');

@@ -1,7 +1,7 @@
 // `nrvm campaign`: its options (its own, and the ones it hands to every stress run) and its report.
 
 import { availableParallelism } from 'node:os';
-import { UsageError, int } from './args.js';
+import { UsageError, int, secondsArg } from './args.js';
 import { formatCampaign, parseMatrix, parseShard, runCampaign } from './campaign.js';
 
 export const CAMPAIGN_HELP = `Usage: nrvm campaign --runs N [--jobs J] [--seconds S] [--out FILE] [--seed N]
@@ -68,8 +68,7 @@ export async function campaign(args: string[]): Promise<number> {
   const str = (k: string): string | undefined => (typeof own[k] === 'string' ? (own[k] as string) : undefined);
   const runs = int(str('runs'), 'runs', 1, 1e7) ?? 10;
   const jobs = int(str('jobs'), 'jobs', 1, 1024) ?? availableParallelism();
-  const seconds = str('seconds') === undefined ? 5 : Number(str('seconds'));
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--seconds must be a number of seconds above 0, got '${str('seconds')}'`);
+  const seconds = secondsArg(str('seconds'), 5, 86_400, false);
   const firstSeed = int(str('seed'), 'seed', -(2 ** 31), 2 ** 31 - 1 - runs) ?? 1;
   const shard = str('shard') === undefined ? { index: 0, count: 1 } : parseShard(str('shard') as string, process.env);
   const matrix = str('matrix') === undefined ? [] : parseMatrix(str('matrix') as string);

@@ -3,7 +3,7 @@
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { DEFAULT_MH_MIX, runVmStress } from './vmstress.js';
-import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, parse, replayCommand } from './args.js';
+import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, parse, replayCommand, secondsArg } from './args.js';
 import { renderSvg, statesDot } from './mhdiagram.js';
 
 export const MH_HELP = `Usage: nrvm mh states [options]
@@ -45,10 +45,7 @@ export async function mh(args: string[]): Promise<number> {
   if (values.kernel !== undefined && values.kernel !== 'mh') throw new UsageError(`mh states runs the MH kernel; --kernel ${values.kernel} does not apply`);
   if (values.cow !== undefined) throw new UsageError('--cow does not apply to mh states (MH has its own copy-on-write)');
   const machine = machineFrom({ ...values, kernel: 'mh' });
-  const seconds = values.seconds === undefined ? 3 : Number(values.seconds);
-  if (values.seconds?.trim() === '' || !Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) {
-    throw new UsageError(`--seconds must be a number of seconds above 0 and at most 3600, got '${values.seconds}'`);
-  }
+  const seconds = secondsArg(values.seconds, 3, 3600, false);
   checkOutput('--out', values.out, 'file');
   const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
   const processes = int(values.processes, 'processes', 1, 4096) ?? 2;

@@ -7,7 +7,7 @@ import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, type StressMix } from '../workloa
 import { MH_MIX_KINDS, VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
 import { formatReport, runStress } from './stress.js';
 import { DEFAULT_MH_MIX, DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
-import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, outputFailures, parse, parseMix, replayCommand } from './args.js';
+import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, outputFailures, parse, parseMix, replayCommand, secondsArg } from './args.js';
 
 export const STRESS_HELP = `Usage: nrvm stress [options]
 
@@ -92,10 +92,7 @@ export async function stress(args: string[]): Promise<number> {
     if (!known.includes(i)) throw new UsageError(`--inject: unknown fault '${i}' (known${values.hw ? ' with --hw' : ''}: ${known.join(', ')})`);
   }
   machine.inject = inject;
-  const seconds = values.seconds === undefined ? 10 : Number(values.seconds);
-  if (values.seconds?.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) {
-    throw new UsageError(`--seconds must be a number of seconds from 0 to 86400, got '${values.seconds}'`);
-  }
+  const seconds = secondsArg(values.seconds, 10, 86_400, true);
   checkOutput('--dump', values.dump, 'dir');
   checkOutput('--trace', values.trace, 'file');
   const seed = int(values.seed, 'seed', -(2 ** 31), 2 ** 32 - 1) ?? randomInt(2 ** 31);
