@@ -157,6 +157,13 @@ K('controller calls name the bad core; registers only change on an offline core'
   cpu.detach();
   m.setRegisters(0, { cpl: 3, cr3: 0x5000n });
   assert.is(m.registers(0).cr3, 0x5000n);
+  // Bad values are named and change nothing (cpl 7 was stored as given).
+  const bad: [unknown, RegExp][] = [
+    [{ cpl: 7 }, /cpl must be 0 or 3, got 7/], [{ cr3: 5 }, /cr3 must be a bigint/], [{ cr3: -1n }, /cr3 must be a bigint in \[0, 2\^64\)/],
+    [{ cr4: 1.5 }, /cr4 must be a 32-bit integer, got 1.5/], [{ ac: 1 }, /ac must be true or false/], [{ rip: 0 }, /unknown register 'rip'/], [null, /takes an object/],
+  ];
+  for (const [v, msg] of bad) assert.throws(() => m.setRegisters(0, v as never), msg);
+  assert.equal([m.registers(0).cpl, m.registers(0).cr3], [3, 0x5000n]);
   await assert.not.throws(async () => m.shutdown());
 });
 
@@ -183,9 +190,20 @@ K('a bad program is an error naming the operation, before anything runs', async 
   } catch (e) {
     assert.match((e as Error).message, /op 0 \(load\): address 0x1003 is not 8-byte aligned/);
   }
-  const r = await m.run([{ core: 0, program: { kind: 'warp-drive' } }]);
-  assert.is(r[0].ok, false);
-  assert.match(r[0].error ?? '', /unknown program kind 'warp-drive'/);
+  for (const [jobs, msg] of [
+    [[{ core: 0, program: { kind: 'warp-drive' } }], /core 0: unknown program kind 'warp-drive' \(known: ops, random/],
+    [[{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: 2 ** 47 + 5 }] } }], /address 0x800000000005 is not 8-byte aligned/],
+    [null, /run takes an array of jobs/],
+    [[{ core: 0 }], /a job is \{ core, program \}/],
+  ] as [unknown, RegExp][]) {
+    try {
+      await m.run(jobs as never);
+      assert.unreachable();
+    } catch (e) {
+      assert.match((e as Error).message, msg);
+    }
+  }
+  assert.equal((await m.run([{ core: 0, program: { kind: 'ops', ops: [] } }]))[0].ok, true, 'the machine runs on after refused jobs');
   await m.shutdown();
 });
 

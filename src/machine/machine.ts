@@ -27,7 +27,8 @@ import { TlbArray, type TlbEntryView } from '../hw/tlb.js';
 import { split64, join64 } from '../hw/vaddr.js';
 import { WalkOut, walk } from '../hw/walk.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, faultError, faultVector } from '../hw/fault.js';
-import { encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
+import { ProgramError, encodeOps, type ProgramSpec, type OpsProgram } from './program.js';
+import { PROGRAM_KINDS } from '../workloads/sources.js';
 import { failedResult, type CoreResult } from './executor.js';
 import { abortAll } from './runctl.js';
 import { parkedWord, resumeCore, setBreakpoint } from '../hw/debug.js';
@@ -193,6 +194,7 @@ export class Machine {
     this.checkCore(c);
     const b = this.layout.coreBase(c);
     if (Atomics.load(this.ctl, b + C_STATE) !== CORE_OFF) throw new MachineError(`core ${c} is running: registers can only be set while it is offline`);
+    checkRegisterValues(v);
     const ctl = this.ctl;
     if (v.cr0 !== undefined) ctl[b + R_CR0] = v.cr0 | 0;
     if (v.cr3 !== undefined) {
@@ -249,8 +251,13 @@ export class Machine {
   async run(jobs: Job[]): Promise<CoreResult[]> {
     if (!this.pool) throw new MachineError('this machine was booted without a core pool');
     if (this.busy) throw new MachineError('a run is already in progress on this machine');
+    if (!Array.isArray(jobs)) throw new MachineError('run takes an array of jobs ({ core, program })');
     const seen = new Set<number>();
     for (const j of jobs) {
+      if (typeof j !== 'object' || j === null || typeof j.program !== 'object' || j.program === null) throw new MachineError('a job is { core, program }, with program a ProgramSpec');
+      if (j.program.kind !== 'encoded' && !(PROGRAM_KINDS as readonly string[]).includes(j.program.kind)) {
+        throw new ProgramError(`core ${j.core}: unknown program kind '${String(j.program.kind)}' (known: ${PROGRAM_KINDS.join(', ')})`);
+      }
       this.checkCore(j.core);
       if (seen.has(j.core)) throw new MachineError(`core ${j.core} appears twice in one run`);
       seen.add(j.core);
@@ -440,4 +447,19 @@ export class Machine {
 function encodeProgram(p: OpsProgram): ProgramSpec {
   const { ops, ...rest } = p;
   return { ...rest, kind: 'encoded', encoded: encodeOps(ops) };
+}
+
+const REGISTER_KEYS = ['cr0', 'cr3', 'cr4', 'efer', 'pkru', 'cpl', 'ac'];
+
+/** Register values a caller gives: known names, 32-bit control registers, CR3 in [0, 2^64), CPL 0 or 3, AC a boolean. */
+function checkRegisterValues(v: RegisterValues): void {
+  if (typeof v !== 'object' || v === null) throw new MachineError('setRegisters takes an object of register values ({ cr0, cr3, cr4, efer, pkru, cpl, ac })');
+  for (const k of Object.keys(v)) if (!REGISTER_KEYS.includes(k)) throw new MachineError(`unknown register '${k}' (known: ${REGISTER_KEYS.join(', ')})`);
+  for (const k of ['cr0', 'cr4', 'efer', 'pkru'] as const) {
+    const x = v[k];
+    if (x !== undefined && (!Number.isInteger(x) || x < -(2 ** 31) || x >= 2 ** 32)) throw new MachineError(`${k} must be a 32-bit integer, got ${String(x)}`);
+  }
+  if (v.cr3 !== undefined && (typeof v.cr3 !== 'bigint' || v.cr3 < 0n || v.cr3 >= 1n << 64n)) throw new MachineError(`cr3 must be a bigint in [0, 2^64), got ${String(v.cr3)}`);
+  if (v.cpl !== undefined && v.cpl !== 0 && v.cpl !== 3) throw new MachineError(`cpl must be 0 or 3, got ${String(v.cpl)}`);
+  if (v.ac !== undefined && typeof v.ac !== 'boolean') throw new MachineError(`ac must be true or false, got ${String(v.ac)}`);
 }

@@ -4,7 +4,7 @@
 // can send; generated kinds (random mixes, IPI storms...) live in src/workloads.
 
 import { DEV_REG_COUNT } from '../hw/layout.js';
-import { parseAddress, split64 } from '../hw/vaddr.js';
+import { join64, parseAddress, split64 } from '../hw/vaddr.js';
 
 export const OP_WORDS = 5;
 
@@ -164,7 +164,7 @@ function va2(v: bigint | number | string, where: string): [number, number] {
 }
 
 function aligned(hi: number, lo: number, where: string): [number, number] {
-  if ((lo & 7) !== 0) throw new ProgramError(`${where}: address 0x${(lo >>> 0).toString(16)} is not 8-byte aligned`);
+  if ((lo & 7) !== 0) throw new ProgramError(`${where}: address 0x${join64(hi, lo).toString(16)} is not 8-byte aligned`);
   return [hi, lo];
 }
 

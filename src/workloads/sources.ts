@@ -423,6 +423,9 @@ class RepeatSource implements ProgramSource {
   }
 }
 
+/** The program kinds a job may name (Machine.run checks a job's kind against it before it starts). */
+export const PROGRAM_KINDS = ['ops', 'random', 'ipi-storm', 'hw-mix', 'vm-mix'] as const;
+
 /** Builds the source for a spec on `core`. Throws ProgramError naming the problem. */
 export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
   const one = (): ProgramSource => {
@@ -439,7 +442,7 @@ export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
       case 'vm-mix':
         return new VmMixSource(spec as VmMixProgram, core);
       default:
-        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ops, random, ipi-storm, hw-mix, vm-mix)`);
+        throw new ProgramError(`unknown program kind '${spec.kind}' (known: ${PROGRAM_KINDS.join(', ')})`);
     }
   };
   const times = spec.repeat ?? 1;
