@@ -292,6 +292,29 @@ P('an unregistered pointer, a fractional address, a killed child reaped by wait,
   assert.equal(lines, ['Unregistered pointer: register it first', 'Invalid address 1.5', 'The simulation has ended']);
 });
 
+P('what is not a Pointer, a DataType or a ValueType is named, and nothing is read or written; kill of no process says so', async () => {
+  const { s, lines } = await sim();
+  const x = new Pointer();
+  s.register(x);
+  s.write(x, ValueType.UnsignedInt(9));
+  s.register(null as never);
+  assert.is(s.read(undefined as never, DataType.UnsignedInt), undefined);
+  assert.is(s.read(x, 'Int' as never), undefined);
+  s.write(x, 5 as never);
+  s.write(x, { kind: 'Float', value: 1 } as never);
+  s.kill(42);
+  assert.is(read(s, x), 9, 'the variable kept its value');
+  assert.equal(lines, [
+    'Invalid pointer null: a Pointer is needed (new Pointer())',
+    'Invalid pointer undefined: a Pointer is needed (new Pointer())',
+    'Invalid type Int (DataType.UnsignedInt or DataType.SignedInt)',
+    'Invalid value 5: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero',
+    'Invalid value {"kind":"Float","value":1}: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero',
+    'No process 42',
+  ]);
+  await s.end();
+});
+
 P('a write that needs a frame when none is left says Out of memory', async () => {
   const { s, lines } = await sim({ memory: '512KiB' });
   fillPast(s);

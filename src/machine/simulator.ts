@@ -115,7 +115,7 @@ export class Simulator {
 
   /** Registers a variable: a demand-zero page at the next free address of the running process. */
   register(ptr: Pointer): void {
-    if (!this.usable()) return;
+    if (!this.usable() || !this.isPointer(ptr)) return;
     if (!this.running()) return;
     ptr.va = this.nextVa;
     this.nextVa += 4096;
@@ -128,7 +128,11 @@ export class Simulator {
    * SignedInt -2^31..2^31-1); undefined (with a message) when refused.
    */
   read(ptr: Pointer, type: DataType): Value | undefined {
-    if (!this.usable() || !this.running()) return undefined;
+    if (!this.usable() || !this.isPointer(ptr) || !this.running()) return undefined;
+    if (type !== DataType.UnsignedInt && type !== DataType.SignedInt) {
+      this.out(`Invalid type ${String(type)} (DataType.UnsignedInt or DataType.SignedInt)`);
+      return undefined;
+    }
     const va = ptr.va;
     if (!this.registered(ptr)) return undefined;
     if (faults.access(this.machine.kernel, this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
@@ -142,7 +146,11 @@ export class Simulator {
    * with a message, not cut. A write refused for want of a frame says "Out of memory".
    */
   write(ptr: Pointer, v: ValueTypeValue): void {
-    if (!this.usable() || !this.running()) return;
+    if (!this.usable() || !this.isPointer(ptr) || !this.running()) return;
+    if (typeof v !== 'object' || v === null || !['Zero', 'UnsignedInt', 'SignedInt'].includes(v.kind)) {
+      this.out(`Invalid value ${typeof v === 'object' ? JSON.stringify(v) : String(v)}: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero`);
+      return;
+    }
     const va = ptr.va;
     if (!this.registered(ptr)) return;
     const value = v.kind === 'Zero' ? 0 : v.value;
@@ -208,6 +216,7 @@ export class Simulator {
     if (!this.usable()) return;
     const k = this.machine.kernel;
     const p = procs.processOf(k, n);
+    if (p.state === PROC_FREE) this.out(`No process ${n}`);
     if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
     spaces.destroySpace(k, p.space, (pfn, pages, rights) => refs.releaseMapping(k, p.space, pfn, pages, rights), this.cpu);
     procs.setProcessState(k, n, PROC_TERMINATED);
@@ -239,6 +248,13 @@ export class Simulator {
       return false;
     }
     return true;
+  }
+
+  /** Whether ptr is a Pointer (prints what it is instead if not). */
+  private isPointer(ptr: Pointer): boolean {
+    if (ptr instanceof Pointer) return true;
+    this.out(`Invalid pointer ${String(ptr)}: a Pointer is needed (new Pointer())`);
+    return false;
   }
 
   private running(): boolean {
