@@ -6,7 +6,7 @@
 export { Machine, ConfigError, MachineError, type Job, type CoreTask } from './machine/machine.js';
 export type { MachineOptions, MachineConfig } from './machine/config.js';
 export type { CoreResult } from './machine/executor.js';
-export type { Op, ProgramSpec, OpsProgram } from './machine/program.js';
+export { ProgramError, type Op, type ProgramSpec, type OpsProgram } from './machine/program.js';
 export { Simulator, Pointer, DataType, ValueType, Value, seedExample, type ProcessState } from './machine/simulator.js';
 export { writeDump, type DumpRoot } from './machine/dump.js';
 export { runVmStress, DEFAULT_VM_MIX, type VmStressOptions, type VmStressReport } from './cli/vmstress.js';

@@ -64,6 +64,7 @@ export function parseShard(text: string, env: NodeJS.ProcessEnv): { index: numbe
     if (fromEnv === undefined) throw new CampaignError('--shard auto/N: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set');
     idx = fromEnv;
   }
+  if (count < 1) throw new CampaignError(`--shard I/N: N is the number of shards, 1 or more, got ${count}`);
   const index = Number(idx);
   if (!Number.isInteger(index) || count < 1 || index < 0 || index >= count) throw new CampaignError(`--shard: index ${idx} is not in 0..${count - 1}`);
   return { index, count };

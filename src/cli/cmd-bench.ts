@@ -125,6 +125,7 @@ export async function bench(args: string[]): Promise<number> {
       return 0;
     }
     const counts = (values.spaces ?? '8,64,512,4096').split(',').map((x) => int(x.trim(), 'spaces', 1, MAX_SPACES) as number);
+    if (new Set(counts).size !== counts.length) throw new UsageError(`--spaces: each count once, got '${values.spaces}'`);
     const reps = int(values.reps, 'reps', 1, 64) ?? 5;
     if (values.plot !== undefined && !/\.svg$/i.test(values.plot)) throw new UsageError(`--plot writes SVG: give a file name ending in .svg, got '${values.plot}'`);
     checkOutput('--plot', values.plot, 'file');

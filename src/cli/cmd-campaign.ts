@@ -1,7 +1,7 @@
 // `nrvm campaign`: its options (its own, and the ones it hands to every stress run) and its report.
 
 import { availableParallelism } from 'node:os';
-import { UsageError, int, secondsArg } from './args.js';
+import { UsageError, checkOutput, int, secondsArg } from './args.js';
 import { formatCampaign, parseMatrix, parseShard, runCampaign } from './campaign.js';
 
 export const CAMPAIGN_HELP = `Usage: nrvm campaign --runs N [--jobs J] [--seconds S] [--out FILE] [--seed N]
@@ -73,6 +73,7 @@ export async function campaign(args: string[]): Promise<number> {
   const shard = str('shard') === undefined ? { index: 0, count: 1 } : parseShard(str('shard') as string, process.env);
   const matrix = str('matrix') === undefined ? [] : parseMatrix(str('matrix') as string);
   const out = str('out') ?? 'campaign.jsonl';
+  checkOutput('--out', out, 'file');
   const tty = process.stderr.isTTY === true;
   const summary = await runCampaign({
     runs, jobs, seconds, out, firstSeed, stressArgs, matrix, shard, shrink: own['no-shrink'] !== true,

@@ -66,8 +66,9 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(HELP);
         return cmd === undefined ? 2 : 0;
       case 'help':
-        process.stdout.write(args[0] && HELPS[args[0]] ? HELPS[args[0]] : HELP);
-        return args[0] && !HELPS[args[0]] ? 2 : 0;
+        if (args[0] && !HELPS[args[0]]) throw new UsageError(`help: no command '${args[0]}' (commands: ${Object.keys(HELPS).join(', ')})`);
+        process.stdout.write(args[0] ? HELPS[args[0]] : HELP);
+        return 0;
       case '--version':
         process.stdout.write('nrvm 0.1.0\n');
         return 0;
