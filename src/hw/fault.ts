@@ -6,25 +6,40 @@
 import type { Regs } from './regs.js';
 
 // ---- access kinds ----
-export const ACC_READ = 0;
-export const ACC_WRITE = 1;
-export const ACC_FETCH = 2;
+/** The access kinds and flags below as const enums, for the hot paths (see pte.ts's Pte). */
+export const enum Acc {
+  READ = 0,
+  WRITE = 1,
+  FETCH = 2,
+}
+export const enum Fl {
+  NW = 1 << 0,
+  SUPER = 1 << 1,
+  USER = 1 << 2,
+  XD = 1 << 3,
+  CLEAN = 1 << 4,
+  NOMEM = 1 << 5,
+  PK_SHIFT = 16,
+}
+export const ACC_READ = Acc.READ;
+export const ACC_WRITE = Acc.WRITE;
+export const ACC_FETCH = Acc.FETCH;
 
 // ---- translation flags, negative sense (v86 style): an access is allowed iff (flags & mask) == 0
 /** Combined R/W = 0. */
-export const F_NW = 1 << 0;
+export const F_NW = Fl.NW;
 /** Supervisor-mode address (some level has U/S = 0). */
-export const F_SUPER = 1 << 1;
+export const F_SUPER = Fl.SUPER;
 /** User-mode address (U/S = 1 at every level): SMAP, SMEP and protection keys apply. */
-export const F_USER = 1 << 2;
+export const F_USER = Fl.USER;
 /** Execute-disable (XD at some level, EFER.NXE = 1). */
-export const F_XD = 1 << 3;
+export const F_XD = Fl.XD;
 /** Leaf D = 0: a write must walk again to set D. */
-export const F_CLEAN = 1 << 4;
+export const F_CLEAN = Fl.CLEAN;
 /** The page lies (partly) outside installed memory: every access takes the slow path, which bounds it. */
-export const F_NOMEM = 1 << 5;
+export const F_NOMEM = Fl.NOMEM;
 /** Bits 16..31: one-hot protection key of a user-mode page (bit 16 + key). */
-export const F_PK_SHIFT = 16;
+export const F_PK_SHIFT = Fl.PK_SHIFT;
 export const F_PK_ALL = 0xffff << 16;
 
 // ---- #PF error code (SDM 4.7) ----

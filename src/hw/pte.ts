@@ -13,42 +13,61 @@
 // Huge leaves (PDPTE with PS=1: 1 GiB, PDE with PS=1: 2 MiB) have PAT at bit 12 and reserved
 // low address bits 29:13 (1 GiB) or 20:13 (2 MiB). PML5E/PML4E: PS (bit 7) is reserved.
 
-export const PTE_P = 1 << 0;
+/**
+ * The bits the walker and the MMU's hot paths use, as a const enum: TypeScript writes each use as
+ * a literal, where an imported const is loaded from its module cell (with a hole check) on every
+ * use in V8. The exported names below are these same values.
+ */
+export const enum Pte {
+  P = 1 << 0,
+  A = 1 << 5,
+  D = 1 << 6,
+  PS = 1 << 7,
+  G = 1 << 8,
+  PAT_HUGE = 1 << 12,
+  HI_ADDR = 0x000fffff,
+  HI_PKEY_SHIFT = 27,
+  RSVD_2M = 0x001fe000,
+  RSVD_1G = 0x3fffe000,
+  FRAME_WORDS = 1024,
+}
+
+export const PTE_P = Pte.P;
 export const PTE_RW = 1 << 1;
 export const PTE_US = 1 << 2;
 export const PTE_PWT = 1 << 3;
 export const PTE_PCD = 1 << 4;
-export const PTE_A = 1 << 5;
-export const PTE_D = 1 << 6;
+export const PTE_A = Pte.A;
+export const PTE_D = Pte.D;
 /** Bit 7: PS in PDPTE/PDE, PAT in a 4 KiB PTE, reserved in PML4E/PML5E. */
-export const PTE_PS = 1 << 7;
+export const PTE_PS = Pte.PS;
 export const PTE_PAT4K = 1 << 7;
-export const PTE_G = 1 << 8;
+export const PTE_G = Pte.G;
 /** Bits 11:9, ignored by hardware, free for software. */
 export const PTE_AVAIL_SHIFT = 9;
 export const PTE_AVAIL_MASK = 7 << 9;
 /** Bit 12 of a huge leaf: PAT. */
-export const PTE_PAT_HUGE = 1 << 12;
+export const PTE_PAT_HUGE = Pte.PAT_HUGE;
 
 /** lo bits 31:12: frame address bits 31:12. */
 export const LO_ADDR_MASK = 0xfffff000 | 0;
 /** hi bits 19:0: frame address bits 51:32. */
-export const HI_ADDR_MASK = 0x000fffff;
+export const HI_ADDR_MASK = Pte.HI_ADDR;
 /** hi bits 30:27: protection key (entry bits 62:59). */
-export const HI_PKEY_SHIFT = 27;
+export const HI_PKEY_SHIFT = Pte.HI_PKEY_SHIFT;
 export const HI_PKEY_MASK = 0xf << 27;
 /** hi bit 31: XD (entry bit 63). */
 export const HI_XD = 1 << 31;
 
 /** Reserved low address bits of a 2 MiB leaf (20:13) and a 1 GiB leaf (29:13). */
-export const LO_RSVD_2M = 0x001fe000;
-export const LO_RSVD_1G = 0x3fffe000;
+export const LO_RSVD_2M = Pte.RSVD_2M;
+export const LO_RSVD_1G = Pte.RSVD_1G;
 
 export const PAGE_SHIFT_4K = 12;
 export const PAGE_SHIFT_2M = 21;
 export const PAGE_SHIFT_1G = 30;
 export const FRAME_BYTES = 4096;
-export const FRAME_WORDS = 1024;
+export const FRAME_WORDS = Pte.FRAME_WORDS;
 export const ENTRIES_PER_TABLE = 512;
 
 /** Reserved-bit mask of the high half for MAXPHYADDR = m (bits 51:m). Assumes 36 <= m <= 52. */

@@ -14,6 +14,9 @@
 // 3 everything but globals; MOV to CR3 drops the new PCID's non-global entries (PCID 0 when
 // PCIDE = 0) unless bit 63 is set; a #PF drops the faulting page's entries. Non-present
 // translations are never cached. No paging-structure caches are modelled.
+//
+// In front of these arrays the MMU keeps a software fast path (mmu.ts, as QEMU's softmmu TLB): a
+// strict subset of them that changes nothing architectural.
 
 import { TLB_ENTRY_WORDS, type TlbArrayLayout } from './layout.js';
 
@@ -72,8 +75,14 @@ export class TlbArray {
     return this.entries + (tagLo & this.setMask) * this.ways * TLB_ENTRY_WORDS;
   }
 
-  /** Inserts a translation, evicting round-robin within the set when it is full. Owning core only. */
-  fill(tagLo: number, tagHi: number, match: number, flags: number, pfn: number): void {
+  /** The low tag of the entry the last fill() evicted (valid when it returned true). */
+  evictedTagLo = 0;
+
+  /**
+   * Inserts a translation, evicting round-robin within the set when it is full. Returns whether a
+   * valid entry was evicted (its low tag in evictedTagLo). Owning core only.
+   */
+  fill(tagLo: number, tagHi: number, match: number, flags: number, pfn: number): boolean {
     const t = this.ctl;
     const set = tagLo & this.setMask;
     const base = this.entries + set * this.ways * TLB_ENTRY_WORDS;
@@ -84,16 +93,20 @@ export class TlbArray {
         break;
       }
     }
+    let evicted = false;
     if (e < 0) {
       const v = t[this.victims + set];
       e = base + v * TLB_ENTRY_WORDS;
       t[this.victims + set] = v + 1 === this.ways ? 0 : v + 1;
+      this.evictedTagLo = t[e + Tlbe.TAG_LO];
+      evicted = true;
     }
     t[e + Tlbe.TAG_LO] = tagLo;
     t[e + Tlbe.TAG_HI] = tagHi;
     t[e + Tlbe.FLAGS] = flags;
     t[e + Tlbe.PFN] = pfn;
     t[e + Tlbe.MATCH] = match;
+    return evicted;
   }
 
   /** Word offset of the entry that would translate vhi:vlo in `pcid` (or a global one), or -1. */

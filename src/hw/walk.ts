@@ -22,12 +22,9 @@
 // Results are numbers, never objects: 0 for a translation (written into a WalkOut the caller
 // owns) or a fault code, see fault().
 
-import { PTE_A, PTE_D, PTE_G, PTE_P, PTE_PS, PTE_PAT_HUGE, LO_RSVD_1G, LO_RSVD_2M, FRAME_WORDS, HI_ADDR_MASK, HI_PKEY_SHIFT, HI_XD } from './pte.js';
-import { isCanonical, tableIndex } from './vaddr.js';
+import { Pte } from './pte.js';
 import type { Regs } from './regs.js';
-import {
-  ACC_WRITE, FAULT_GP0, F_CLEAN, F_NOMEM, F_NW, F_PK_ALL, F_PK_SHIFT, F_SUPER, F_USER, F_XD, PF_P, PF_PK, PF_RSVD, VEC_PF, accessErrorBits, fault,
-} from './fault.js';
+import { Acc, FAULT_GP0, F_PK_ALL, Fl, PF_P, PF_PK, PF_RSVD, VEC_PF, accessErrorBits, fault } from './fault.js';
 
 /** Where a successful walk writes its translation. Owned by one thread; reused, never reallocated. */
 export class WalkOut {
@@ -71,62 +68,61 @@ export function walk(
   setAD: boolean,
   checkRights: boolean,
 ): number {
-  if (!isCanonical(vhi, regs.la57)) return FAULT_GP0;
+  // Canonical (SDM 3.3.7.1): bits 63:47 (63:56 with LA57) all equal, else #GP(0).
+  const top = regs.la57 ? vhi >> 24 : vhi >> 15;
+  if (top !== 0 && top !== -1) return FAULT_GP0;
   // Bit 63 (XD) of every entry is reserved when EFER.NXE = 0: one mask tests both.
-  const rsvdHi = regs.nxe ? regs.rsvdHi : regs.rsvdHi | HI_XD;
+  const rsvdHi = regs.nxe ? regs.rsvdHi : regs.rsvdHi | (1 << 31);
   let table = regs.rootPfn;
-  /** R/W (bit 0) and U/S (bit 1) of every level so far, ANDed. */
-  let rights = 3;
+  /** R/W (bit 1) and U/S (bit 2) of every level so far, ANDed (in the entry's own bit places). */
+  let rights = 6;
   /** Bit 31 set when some level's XD (bit 63) is set. */
   let xd = 0;
   let shift = regs.la57 ? 48 : 39;
+  // Constants are literals or const enums (Pte, Fl, Acc): an imported const is a module-cell load.
   for (;;) {
-    const idx = tableIndex(vhi, vlo, shift);
+    const idx = (shift >= 32 ? vhi >>> (shift - 32) : shift <= 23 ? vlo >>> shift : (vlo >>> shift) | (vhi << (32 - shift))) & 511;
     // A table outside installed memory reads as all ones (present, every bit set).
     let word = -1;
     let lo = -1;
     let hi = -1;
     if (table < totalFrames) {
-      word = table * FRAME_WORDS + idx * 2;
+      word = table * Pte.FRAME_WORDS + idx * 2;
       lo = mem[word];
-      if ((lo & PTE_P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
+      if ((lo & Pte.P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
       hi = mem[word + 1];
     }
-    let leaf = shift === 12;
     if ((hi & rsvdHi) !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
-    if ((lo & PTE_PS) !== 0 && !leaf) {
-      // PS is reserved in a PML5E/PML4E; in a PDPTE/PDE it maps a 1 GiB/2 MiB page.
-      if (shift >= 39 || (lo & (shift === 30 ? LO_RSVD_1G : LO_RSVD_2M)) !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
-      leaf = true;
-    }
-    rights &= lo >>> 1;
+    rights &= lo;
     xd |= hi;
-    if (!leaf) {
-      if (setAD && (lo & PTE_A) === 0 && word >= 0) setEntryBits(mem, word, PTE_A, regs.atomicAD);
-      table = (lo >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
+    if (shift !== 12 && (lo & Pte.PS) === 0) {
+      if (setAD && (lo & Pte.A) === 0 && word >= 0) setEntryBits(mem, word, Pte.A, regs.atomicAD);
+      table = (lo >>> 12) + (hi & Pte.HI_ADDR) * 0x100000;
       shift -= 9;
       continue;
     }
+    // PS is reserved in a PML5E/PML4E; in a PDPTE/PDE it maps a 1 GiB/2 MiB page.
+    if (shift !== 12 && (shift >= 39 || (lo & (shift === 30 ? Pte.RSVD_1G : Pte.RSVD_2M)) !== 0)) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
     // Leaf: build the negative-sense flags and check the access.
-    let flags = (rights & 1) === 0 ? F_NW : 0;
-    flags |= (rights & 2) !== 0 ? F_USER | (1 << (F_PK_SHIFT + ((hi >>> HI_PKEY_SHIFT) & 0xf))) : F_SUPER;
-    if (xd < 0 && regs.nxe) flags |= F_XD;
-    if ((lo & PTE_D) === 0) flags |= F_CLEAN;
-    const pfn = ((shift === 12 ? lo : lo & ~PTE_PAT_HUGE) >>> 12) + (hi & HI_ADDR_MASK) * 0x100000;
-    if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= F_NOMEM;
+    let flags = (rights & 2) === 0 ? Fl.NW : 0;
+    flags |= (rights & 4) !== 0 ? Fl.USER | (1 << (Fl.PK_SHIFT + ((hi >>> Pte.HI_PKEY_SHIFT) & 0xf))) : Fl.SUPER;
+    if (xd < 0 && regs.nxe) flags |= Fl.XD;
+    if ((lo & Pte.D) === 0) flags |= Fl.CLEAN;
+    const pfn = ((shift === 12 ? lo : lo & ~Pte.PAT_HUGE) >>> 12) + (hi & Pte.HI_ADDR) * 0x100000;
+    if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= Fl.NOMEM;
     if (checkRights || setAD) {
-      const violation = flags & regs.accessMask(acc) & ~(F_CLEAN | F_NOMEM);
+      const violation = flags & regs.accessMask(acc) & ~(Fl.CLEAN | Fl.NOMEM);
       if (violation !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
     }
     if (setAD && word >= 0) {
-      const need = acc === ACC_WRITE ? PTE_A | PTE_D : PTE_A;
+      const need = acc === Acc.WRITE ? Pte.A | Pte.D : Pte.A;
       if ((lo & need) !== need) setEntryBits(mem, word, need, regs.atomicAD);
-      if (acc === ACC_WRITE) flags &= ~F_CLEAN;
+      if (acc === Acc.WRITE) flags &= ~Fl.CLEAN;
     }
     out.pfn = pfn;
     out.shift = shift;
     out.flags = flags;
-    out.global = regs.pge && (lo & PTE_G) !== 0;
+    out.global = regs.pge && (lo & Pte.G) !== 0;
     out.leafWord = word;
     out.lo = lo;
     out.hi = hi;
