@@ -32,6 +32,16 @@ export class Log {
     return Atomics.load(this.w, this.base + H_CTAIL);
   }
 
+  /**
+   * ctail with a plain load, for a read's up-to-date test: on x86 (TSO) a plain typed-array load
+   * is what Atomics.load compiles to, minus its checks (10-20x the cost on Node 20; README
+   * "Memory ordering"), and no two loads are reordered. A stale value only sends the reader to
+   * sync(), which reads with Atomics.
+   */
+  ctailPlain(): number {
+    return this.w[this.base + H_CTAIL];
+  }
+
   /** The word the log's waiters sleep on (tail moves whenever anything happens). */
   get tailWord(): number {
     return this.base + H_TAIL;

@@ -396,8 +396,8 @@ export class Nr implements LockWaiter {
   beginRead(t: NrThread): number {
     const r = t.replica;
     // The replica is usually up to date already: two loads, no sync (ctail first, as sync reads it).
-    const target = this.log.ctail();
-    if (((this.replicas.ltail(r) - target) | 0) < 0) this.sync(t);
+    const target = this.log.ctailPlain();
+    if (((this.replicas.ltailPlain(r) - target) | 0) < 0) this.sync(t);
     this.waiting = t;
     this.waitingReplica = r;
     readLock(this.w, this.replicas.writerWord(r), this.replicas.readerWord(r, t.id), this);

@@ -22,6 +22,11 @@ export class Replicas {
     return Atomics.load(this.w, this.at[r] + REP_LTAIL);
   }
 
+  /** ltail(r) with a plain load, for a read's up-to-date test (see Log.ctailPlain). */
+  ltailPlain(r: number): number {
+    return this.w[this.at[r] + REP_LTAIL];
+  }
+
   /** Records that replica r has applied the log up to `upto`. r's combiner only. */
   setLtail(r: number, upto: number): void {
     Atomics.store(this.w, this.at[r] + REP_LTAIL, upto);
