@@ -232,13 +232,20 @@ export class Apic {
   /**
    * Waits until every IPI sent so far is acknowledged, servicing this core's own interrupts
    * meanwhile (so two cores waiting on each other cannot deadlock). Returns a WAIT_* value.
+   * `progress`, if given, is called whenever more acks have come in (a lock holder tells its
+   * waiters that it is slow, not stuck).
    */
-  waitAcks(): number {
+  waitAcks(progress?: () => void): number {
     const c = this.ctl;
     const ackWord = this.base + C_ACK;
     const w = this.bw;
     w.begin();
+    let seen = Atomics.load(c, ackWord);
     while (((Atomics.load(c, ackWord) - this.ackTarget) | 0) < 0) {
+      if (progress !== undefined && Atomics.load(c, ackWord) !== seen) {
+        seen = Atomics.load(c, ackWord);
+        progress();
+      }
       this.poll();
       if (Atomics.load(c, G_ABORT) !== 0) return WAIT_ABORTED;
       const st = w.step();

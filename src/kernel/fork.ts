@@ -22,11 +22,11 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
   const child = createSpace(kx);
   if (child < 0) return child;
   lockExclusive(kx, parent, cpu);
+  const progress = kx.v.klayout.spaceBase(parent) + S_LOCK_PROGRESS;
   let madeCow = false;
   let forking = false;
   try {
     kx.sync(parent, cpu.id, cpu);
-    const progress = kx.v.klayout.spaceBase(parent) + S_LOCK_PROGRESS;
     // A seqlock for MH's state oracle: odd while the fork changes the parent's pages, bumped again when done.
     Atomics.add(kx.v.k, kx.v.klayout.spaceBase(parent) + S_FORKS, 1);
     forking = true;
@@ -49,7 +49,9 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
   } finally {
     // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after
     // copying it): the whole PCID on every core running the parent.
-    if (madeCow) shootdown(kx, cpu, parent, 0, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
+    // The lock's waiters see it move with every request sent and every ack (with hundreds of
+    // cores on a few CPUs this shootdown alone can take longer than their wait limit).
+    if (madeCow) shootdown(kx, cpu, parent, 0, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1, () => void Atomics.add(kx.v.k, progress, 1));
     if (forking) Atomics.add(kx.v.k, kx.v.klayout.spaceBase(parent) + S_FORKS, 1);
     unlockExclusive(kx, parent);
   }

@@ -109,17 +109,18 @@ export function activeCores(kx: Kernel, s: number): number[] {
 /**
  * Shoots down [hi:lo, + pages * 4 KiB) of space s: a request to every other core in the active
  * mask, the local flush, and the wait for every ack. Panics (naming the cores) past the bound.
+ * `progress` (a fork holding its space's lock) is called per request sent and as acks come in.
  */
-export function shootdown(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number): void {
+export function shootdown(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, progress?: () => void): void {
   cpu.trace(PH_BEGIN, TR_SHOOTDOWN, pages);
   try {
-    shootdownTraced(kx, cpu, s, hi, lo, pages);
+    shootdownTraced(kx, cpu, s, hi, lo, pages, progress);
   } finally {
     cpu.trace(PH_END, TR_SHOOTDOWN, pages);
   }
 }
 
-function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number): void {
+function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, progress: (() => void) | undefined): void {
   const { k, klayout } = kx.v;
   kx.stats.shootdowns++;
   // First a new generation: a core that left s and comes back later flushes s's PCID; then the
@@ -136,10 +137,11 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
       if (r === IPI_TARGET_OFFLINE) continue;
       if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
       kx.stats.shootdownIpis++;
+      if (progress !== undefined) progress();
     }
   }
   invalidateRange(cpu, pcid(s), hi, lo, pages, null);
-  const r = cpu.apic.waitAcks();
+  const r = cpu.apic.waitAcks(progress);
   if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${describeWait(cpu, r)}`);
 }
 
