@@ -305,6 +305,7 @@ P('what is not a Pointer, a DataType or a ValueType is named, and nothing is rea
   s.kill(42);
   assert.is(read(s, x), 9, 'the variable kept its value');
   assert.equal(lines, [
+    'PGZERO: 0x0',
     'Invalid pointer null: a Pointer is needed (new Pointer())',
     'Invalid pointer undefined: a Pointer is needed (new Pointer())',
     'Invalid type Int (DataType.UnsignedInt or DataType.SignedInt)',
