@@ -9,9 +9,10 @@
 
 import {
   C_COUNTERS, C_STATE, CORE_OFF, CORE_RUNNING, COUNTER_NAMES, CTR, Layout, R_AC, R_CPL, R_CR0,
-  R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU,
+  R_CR2_HI, R_CR2_LO, R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU,
 } from './layout.js';
-import { CR3_NOFLUSH_HI, CR4_PCIDE, CR4_PGE, CR4_LA57, Regs } from './regs.js';
+import { CR0_PG, CR3_NOFLUSH_HI, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_LA57, CR4_SMEP, EFER_LMA, Regs } from './regs.js';
+import { FAULT_GP0 } from './fault.js';
 import { TraceRing } from './trace.js';
 import { Mmu } from './mmu.js';
 import { Apic } from './apic.js';
@@ -105,6 +106,8 @@ export class Cpu {
     r.pkru = c[b + R_PKRU];
     r.cpl = c[b + R_CPL];
     r.ac = c[b + R_AC] !== 0;
+    this.mmu.cr2lo = c[b + R_CR2_LO];
+    this.mmu.cr2hi = c[b + R_CR2_HI];
     this.decoded();
   }
 
@@ -129,34 +132,70 @@ export class Cpu {
     this.decoded();
   }
 
-  /** MOV to CR3 (SDM 4.10.4.1): hi bit 31 is the no-flush bit when CR4.PCIDE = 1. */
-  movCr3(hi: number, lo: number): void {
+  /**
+   * MOV to CR3 (SDM 4.10.4.1): hi bit 31 is the no-flush bit when CR4.PCIDE = 1. A 1 in a reserved
+   * bit (63:MAXPHYADDR, bit 63 included when PCIDE = 0) is #GP(0) and changes nothing (SDM Vol. 2
+   * MOV CRn, as QEMU's helper_write_crN). Returns 0 or the fault.
+   */
+  movCr3(hi: number, lo: number): number {
     const r = this.regs;
+    const rsvd = ~((1 << (r.maxPhysAddr - 32)) - 1) & (r.pcide ? ~CR3_NOFLUSH_HI : -1);
+    if ((hi & rsvd) !== 0) return this.generalProtection(hi, lo);
     const noFlush = r.pcide && (hi & CR3_NOFLUSH_HI) !== 0;
     r.cr3hi = hi & ~CR3_NOFLUSH_HI;
     r.cr3lo = lo;
     this.storeRegisters();
     if (noFlush) {
       this.ctr[CTR.cr3NoFlush]++;
-      return;
+      return 0;
     }
     this.ctr[CTR.cr3Flushes]++;
     this.mmu.invalidatePcid(r.pcid);
+    return 0;
   }
 
-  /** MOV to CR4: changing PGE or clearing PCIDE (or LA57) flushes everything, globals included. */
-  movCr4(v: number): void {
-    const old = this.regs.cr4;
-    this.regs.cr4 = v;
-    this.storeRegisters();
+  /**
+   * MOV to CR4. #GP(0), changing nothing, for what the SDM forbids in IA-32e mode: clearing PAE,
+   * changing LA57 with paging on, setting PCIDE while CR3[11:0] is not 0. TLB effects (SDM
+   * 4.10.4.1): changing PGE, or clearing PCIDE (or changing LA57), drops everything, globals
+   * included; changing PAE, or setting SMEP, drops the current PCID's entries. Returns 0 or the fault.
+   */
+  movCr4(v: number): number {
+    const r = this.regs;
+    const old = r.cr4;
     const changed = old ^ v;
+    const ia32e = (r.efer & EFER_LMA) !== 0;
+    if (ia32e && (v & CR4_PAE) === 0) return this.generalProtection(0, v);
+    if ((changed & CR4_LA57) !== 0 && (r.cr0 & CR0_PG) !== 0) return this.generalProtection(0, v);
+    if ((v & CR4_PCIDE) !== 0 && (old & CR4_PCIDE) === 0 && (r.cr3lo & 0xfff) !== 0) return this.generalProtection(0, v);
+    r.cr4 = v;
+    this.storeRegisters();
     if ((changed & (CR4_PGE | CR4_LA57)) !== 0 || ((old & CR4_PCIDE) !== 0 && (v & CR4_PCIDE) === 0)) this.mmu.flushAll();
+    else if ((changed & CR4_PAE) !== 0 || ((v & CR4_SMEP) !== 0 && (old & CR4_SMEP) === 0)) this.mmu.invalidatePcid(r.pcid);
+    return 0;
   }
 
-  /** MOV to CR0. No TLB effect for WP. */
-  movCr0(v: number): void {
-    this.regs.cr0 = v;
+  /**
+   * MOV to CR0. No TLB effect for WP. Clearing PG is #GP(0) in 64-bit mode (nrvm's cores run
+   * 64-bit code whenever EFER.LMA = 1); otherwise it drops every entry, globals included (SDM
+   * 4.10.4.1). Returns 0 or the fault.
+   */
+  movCr0(v: number): number {
+    const r = this.regs;
+    const clearsPg = (r.cr0 & CR0_PG) !== 0 && (v & CR0_PG) === 0;
+    if (clearsPg && (r.efer & EFER_LMA) !== 0) return this.generalProtection(0, v);
+    r.cr0 = v;
     this.storeRegisters();
+    if (clearsPg) this.mmu.flushAll();
+    return 0;
+  }
+
+  /** A #GP(0) raised by an instruction (not an access): counted, CR2 untouched; the operand goes to the fault log's address. */
+  private generalProtection(hi: number, lo: number): number {
+    this.ctr[CTR.gpFaults]++;
+    this.mmu.faultHi = hi;
+    this.mmu.faultLo = lo;
+    return FAULT_GP0;
   }
 
   /** WRMSR EFER. */

@@ -41,6 +41,9 @@ export const R_CPL = 6;
 export const R_AC = 7;
 /** NUMA node of this core. Written: boot. Read: everyone. */
 export const R_NODE = 8;
+/** CR2: the linear address of the last #PF (only a #PF loads it, SDM 6.15). Written: the core, or the controller while it is offline. */
+export const R_CR2_LO = 9;
+export const R_CR2_HI = 10;
 /** Run state (CORE_OFF / CORE_RUNNING / CORE_HALTED). Written: the core (and the controller while off). Read: IPI senders. */
 export const C_STATE = 1 * LINE_WORDS;
 /** Pending-interrupt bits. Written: senders (Atomics.or). Read and cleared: the core (Atomics.exchange). */

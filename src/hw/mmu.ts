@@ -21,13 +21,12 @@
 // the table). Off with LA57 (the compared word covers 48-bit addresses). Statistics, tlbHolds and
 // stale translations are the architectural TLB's: a fast hit is a TLB hit.
 
-import { CTR, TLB_ENTRY_WORDS, type Layout } from './layout.js';
+import { CTR, R_CR2_HI, R_CR2_LO, TLB_ENTRY_WORDS, type Layout } from './layout.js';
 import type { Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
+import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
-import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
 import type { Device } from './device.js';
 
@@ -84,8 +83,12 @@ export class Mmu {
   // results of the last access and fault (no allocation on any path)
   valLo = 0;
   valHi = 0;
+  /** CR2: loaded by a #PF only (a #GP leaves it as it was, SDM 6.15); kept in the control block too. */
   cr2hi = 0;
   cr2lo = 0;
+  /** The linear address of the last fault of any vector (the fault log's address). */
+  faultHi = 0;
+  faultLo = 0;
   /** Word the last load64/store64/fetch64 reached in physical memory (-1: none, or memory not installed). */
   lastWord = -1;
   /** The device above RAM (null: none): accesses past RAM inside its register pages reach it. */
@@ -106,7 +109,7 @@ export class Mmu {
     /** The control block (the TLB arrays live in the core's part of it) and physical memory. */
     private readonly ctl: Int32Array,
     readonly mem: Int32Array,
-    base: number,
+    private readonly base: number,
     /** The core's decoded registers (the Cpu writes them, then calls registersChanged()). */
     readonly regs: Regs,
     private readonly cpu: MmuCore,
@@ -259,9 +262,10 @@ export class Mmu {
     if (this.cpu.tracer !== null) this.cpu.tracer.emit(PH_END, TR_WALK, 0);
     if (r !== 0) {
       if (faultVector(r) === VEC_PF) return this.raisePageFault(vhi, vlo, (-1 - r) & 0xffff);
+      // #GP(0) (a non-canonical address): CR2 is not loaded.
       this.cpu.ctr[CTR.gpFaults]++;
-      this.cr2hi = vhi;
-      this.cr2lo = vlo;
+      this.faultHi = vhi;
+      this.faultLo = vlo;
       return r;
     }
     const arr = o.shift === 12 ? this.tlb4k : o.shift === 21 ? this.tlb2m : this.tlb1g;
@@ -366,8 +370,10 @@ export class Mmu {
   /** Delivers a #PF: CR2 = the address, the page's TLB entries are dropped (SDM 4.10.4.1). */
   private raisePageFault(vhi: number, vlo: number, err: number): number {
     this.cpu.ctr[CTR.pageFaults]++;
-    this.cr2hi = vhi;
-    this.cr2lo = vlo;
+    this.cr2hi = this.faultHi = vhi;
+    this.cr2lo = this.faultLo = vlo;
+    this.ctl[this.base + R_CR2_HI] = vhi;
+    this.ctl[this.base + R_CR2_LO] = vlo;
     this.dropPage(vhi, vlo);
     return fault(VEC_PF, err);
   }
@@ -451,29 +457,41 @@ export class Mmu {
     this.dropPage(vhi, vlo);
   }
 
-  /** INVPCID (SDM Vol. 2 INVPCID): type 0 one address in pcid, 1 one pcid, 2 all with globals, 3 all but globals. */
-  invpcid(type: number, pcid: number, vhi: number, vlo: number): void {
+  /**
+   * INVPCID (SDM Vol. 2 INVPCID): type 0 one address in pcid, 1 one pcid, 2 all with globals, 3
+   * all but globals. #GP(0), invalidating nothing, for a type above 3, a PCID above 4095 (the
+   * descriptor's reserved bits 63:12), a PCID other than 0 with CR4.PCIDE = 0 (types 0 and 1), and
+   * a non-canonical type-0 address. Returns 0 or the fault.
+   */
+  invpcid(type: number, pcid: number, vhi: number, vlo: number): number {
+    const bad = type < 0 || type > 3 ||
+      ((type === 0 || type === 1) && (pcid < 0 || pcid > 0xfff || (pcid !== 0 && !this.regs.pcide))) ||
+      (type === 0 && (this.regs.la57 ? vhi >> 24 : vhi >> 15) !== (vhi >> 31));
+    if (bad) {
+      this.cpu.ctr[CTR.gpFaults]++;
+      this.faultHi = vhi;
+      this.faultLo = vlo;
+      return FAULT_GP0;
+    }
     switch (type) {
       case 0:
         this.cpu.ctr[CTR.invpcid0]++;
         this.tlb4k.invalidateAddress(vhi, vlo, pcid, false);
         this.fastDrop((vlo >>> 12) | (vhi << 20));
         if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) > 0) this.fastClear();
-        return;
+        return 0;
       case 1:
         this.cpu.ctr[CTR.invpcid1]++;
         this.invalidatePcid(pcid);
-        return;
+        return 0;
       case 2:
         this.cpu.ctr[CTR.invpcid2]++;
         this.flushAll();
-        return;
-      case 3:
+        return 0;
+      default:
         this.cpu.ctr[CTR.invpcid3]++;
         this.flushNonGlobal();
-        return;
-      default:
-        panic(`Mmu.invpcid: type ${type} is not 0-3`);
+        return 0;
     }
   }
 

@@ -5,3 +5,8 @@
 export function panic(msg: string): never {
   throw new Error(`panic: ${msg}`);
 }
+
+/** The kernel's own control-register and INVPCID instructions never fault: one that does (r != 0) is a kernel bug. */
+export function must(core: number, r: number, what: string): void {
+  if (r !== 0) panic(`core ${core}: ${what} raised #GP(0)`);
+}

@@ -44,6 +44,8 @@ export interface RegisterValues {
   pkru?: number;
   cpl?: 0 | 3;
   ac?: boolean;
+  /** CR2, the address of the last #PF (MOV to CR2 may set it too). */
+  cr2?: bigint;
 }
 
 /** Long-mode defaults: paging on, WP on, PAE, NXE; no PCID, no global pages, no SMEP/SMAP/PKE. */

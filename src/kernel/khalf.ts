@@ -21,8 +21,8 @@ import type { Cpu } from '../hw/cpu.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { missingTables } from '../hw/pagetable.js';
 import { FRAME_WORDS, PTE_A, PTE_P } from '../hw/pte.js';
-import { panic } from '../hw/panic.js';
-import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK } from '../hw/apic.js';
+import { must, panic } from '../hw/panic.js';
+import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, describeWait } from '../hw/apic.js';
 import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP, sleepOn } from '../hw/wait.js';
 import { BP_KHALF_PUBLISH, type Kernel } from './context.js';
@@ -393,12 +393,12 @@ export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages
     if (c === cpu.id || kx.skipShootdown) continue;
     const r = cpu.apic.sendIpi(c, IPI_KSHOOTDOWN, 0, vhi, vlo, pages);
     if (r === IPI_TARGET_OFFLINE) continue;
-    if (r !== IPI_OK) panic(`kshootdown: core ${cpu.id} could not send to core ${c} (${r})`);
+    if (r !== IPI_OK) panic(`kshootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
     kx.stats.shootdownIpis++;
   }
   invalidatePages(cpu, vhi, vlo, pages);
   const r = cpu.apic.waitAcks();
-  if (r !== WAIT_OK) panic(`kshootdown: core ${cpu.id} waited past its bound for the acks of the kernel shootdown (${r})`);
+  if (r !== WAIT_OK) panic(`kshootdown: core ${cpu.id}: ${describeWait(cpu, r)}`);
 }
 
 function invalidatePages(cpu: Cpu, vhi: number, vlo: number, pages: number): void {
@@ -430,7 +430,7 @@ export function switchIn(kx: Kernel, cpu: Cpu, s: number, r: number): void {
   const kg = Atomics.load(k, klayout.ktlbGenWord);
   const mine = klayout.coreGen(cpu.id, kx.kernelSpace);
   if (Atomics.load(k, mine) !== kg) {
-    cpu.mmu.invpcid(2, 0, 0, 0);
+    must(cpu.id, cpu.mmu.invpcid(2, 0, 0, 0), 'INVPCID 2');
     Atomics.store(k, mine, kg);
   }
   if (kx.khalf !== 'switch') return;

@@ -13,7 +13,7 @@ import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, describeWait } from '../hw/apic.js
 import { CR4_PCIDE, cr3Hi, cr3Lo } from '../hw/regs.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
-import { panic } from '../hw/panic.js';
+import { must, panic } from '../hw/panic.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { zeroPage } from './refs.js';
 import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
@@ -46,18 +46,18 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
   const { k, klayout } = kx.v;
   kx.stats.switches++;
   cpu.trace(PH_INSTANT, TR_SWITCH, s);
-  if (!cpu.regs.pcide) cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE);
+  if (!cpu.regs.pcide) must(cpu.id, cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE), 'setting CR4.PCIDE');
   Atomics.or(k, maskWord(kx, s, cpu.id), 1 << (cpu.id & 31));
   kx.sync(s, cpu.id, cpu);
   const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
   if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
-    cpu.mmu.invpcid(1, pcid(s), 0, 0);
+    must(cpu.id, cpu.mmu.invpcid(1, pcid(s), 0, 0), 'INVPCID 1');
     Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
     kx.stats.generationFlushes++;
   }
   khalf.switchIn(kx, cpu, s, kx.replicaFor(cpu.id));
   const root = kx.vspace(s).root(kx.replicaFor(cpu.id));
-  cpu.movCr3(cr3Hi(root, true), cr3Lo(root, pcid(s)));
+  must(cpu.id, cpu.movCr3(cr3Hi(root, true), cr3Lo(root, pcid(s))), `loading space ${s}'s root`);
   if (prev >= 0) leaveMask(kx, cpu, prev);
   kx.current[cpu.id] = s;
 }
@@ -83,7 +83,7 @@ export function leave(kx: Kernel, cpu: Cpu): void {
   cpu.mmu.flushNonGlobal();
   if (prev < 0) return; // a core the kernel never switched keeps the CR3 it was given (hardware-level programs)
   const z = zeroPage(kx);
-  if (z !== NO_FRAME) cpu.movCr3(cr3Hi(z, true), cr3Lo(z, 0));
+  if (z !== NO_FRAME) must(cpu.id, cpu.movCr3(cr3Hi(z, true), cr3Lo(z, 0)), 'loading the kernel-only root');
   leaveMask(kx, cpu, prev);
   kx.current[cpu.id] = -1;
 }
@@ -91,7 +91,7 @@ export function leave(kx: Kernel, cpu: Cpu): void {
 /** Drops cpu's translations of space s and takes it out of s's mask (before s is destroyed). */
 export function forget(kx: Kernel, cpu: Cpu, s: number): void {
   if (kx.current[cpu.id] === s) kx.current[cpu.id] = -1;
-  cpu.mmu.invpcid(1, pcid(s), 0, 0);
+  must(cpu.id, cpu.mmu.invpcid(1, pcid(s), 0, 0), 'INVPCID 1');
   leaveMask(kx, cpu, s);
 }
 
@@ -156,7 +156,7 @@ function otherActive(kx: Kernel, s: number, me: number): string {
  */
 function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
-    cpu.mmu.invpcid(1, id, 0, 0);
+    must(cpu.id, cpu.mmu.invpcid(1, id, 0, 0), 'INVPCID 1');
     if (stats) stats.fullFlushes++;
     return;
   }
@@ -164,7 +164,7 @@ function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: nu
   const va = vaJoin(hi, lo);
   for (let i = 0; i < pages; i++) {
     const v = va + i * PAGE;
-    cpu.mmu.invpcid(0, id, vaHi(v), vaLo(v));
+    must(cpu.id, cpu.mmu.invpcid(0, id, vaHi(v), vaLo(v)), 'INVPCID 0');
   }
 }
 

@@ -4,7 +4,7 @@
 
 import { Tlbe } from '../hw/tlb.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
-import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT } from '../hw/apic.js';
+import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, describeWait } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR, G_ABORT } from '../hw/layout.js';
 import { getVa, hex64, pageNumber, vaHi, vaLo } from '../hw/vaddr.js';
@@ -232,7 +232,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   const waitFailure = (what: string, r: number): string =>
     r === WAIT_ABORTED ? `core ${cpu.id}: stopped because another core of the run failed`
       : r === WAIT_TIMEOUT ? `core ${cpu.id}: no answer within ${cpu.waitLimitMs} ms while waiting for ${cpu.lastWaitWhat} (${what})`
-      : `core ${cpu.id}: ${what} failed (${r})`;
+      : `core ${cpu.id}: ${what}: ${describeWait(cpu, r)}`;
   try {
     if (opts.barrier) {
       const b = runctl.startBarrier(cpu);
@@ -339,18 +339,18 @@ function coldOp(
     case OP_INVLPG:
       cpu.mmu.invlpg(buf[w + 1], buf[w + 2]);
       break;
+    // Faults of these instructions (#GP(0)) are faults of the program, as an access's are.
     case OP_INVPCID:
-      if (buf[w + 1] < 0 || buf[w + 1] > 3) return `core ${cpu.id}: op ${index}: INVPCID type ${buf[w + 1]} is not 0-3`;
-      cpu.mmu.invpcid(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
+      r = cpu.mmu.invpcid(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]);
       break;
     case OP_MOV_CR3:
-      cpu.movCr3(buf[w + 1], buf[w + 2]);
+      r = cpu.movCr3(buf[w + 1], buf[w + 2]);
       break;
     case OP_MOV_CR4:
-      cpu.movCr4(buf[w + 1]);
+      r = cpu.movCr4(buf[w + 1]);
       break;
     case OP_MOV_CR0:
-      cpu.movCr0(buf[w + 1]);
+      r = cpu.movCr0(buf[w + 1]);
       break;
     case OP_WREFER:
       cpu.wrEfer(buf[w + 1]);

@@ -9,7 +9,7 @@ import { Piscina } from 'piscina';
 import { randomUUID } from 'node:crypto';
 import { validateConfig, type MachineConfig, type MachineOptions, type MachineShared } from './config.js';
 import {
-  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0,
+  C_QHEAD, C_QTAIL, C_STATE, CORE_OFF, G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, Layout, R_AC, R_CPL, R_CR0, R_CR2_HI, R_CR2_LO,
   R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU, Q_SEQ, Q_SLOT_WORDS,
 } from '../hw/layout.js';
 import { Frames, NO_FRAME } from '../hw/frames.js';
@@ -207,6 +207,11 @@ export class Machine {
     if (v.pkru !== undefined) ctl[b + R_PKRU] = v.pkru | 0;
     if (v.cpl !== undefined) ctl[b + R_CPL] = v.cpl;
     if (v.ac !== undefined) ctl[b + R_AC] = v.ac ? 1 : 0;
+    if (v.cr2 !== undefined) {
+      const s = split64(v.cr2);
+      ctl[b + R_CR2_HI] = s.hi;
+      ctl[b + R_CR2_LO] = s.lo;
+    }
   }
 
   /** Registers of core c as stored in its control block. */
@@ -217,6 +222,7 @@ export class Machine {
     return {
       cr0: ctl[b + R_CR0], cr3: join64(ctl[b + R_CR3_HI], ctl[b + R_CR3_LO]), cr4: ctl[b + R_CR4],
       efer: ctl[b + R_EFER], pkru: ctl[b + R_PKRU], cpl: ctl[b + R_CPL] as 0 | 3, ac: ctl[b + R_AC] !== 0,
+      cr2: join64(ctl[b + R_CR2_HI], ctl[b + R_CR2_LO]),
     };
   }
 
@@ -449,7 +455,7 @@ function encodeProgram(p: OpsProgram): ProgramSpec {
   return { ...rest, kind: 'encoded', encoded: encodeOps(ops) };
 }
 
-const REGISTER_KEYS = ['cr0', 'cr3', 'cr4', 'efer', 'pkru', 'cpl', 'ac'];
+const REGISTER_KEYS = ['cr0', 'cr2', 'cr3', 'cr4', 'efer', 'pkru', 'cpl', 'ac'];
 
 /** Register values a caller gives: known names, 32-bit control registers, CR3 in [0, 2^64), CPL 0 or 3, AC a boolean. */
 function checkRegisterValues(v: RegisterValues): void {
@@ -459,7 +465,10 @@ function checkRegisterValues(v: RegisterValues): void {
     const x = v[k];
     if (x !== undefined && (!Number.isInteger(x) || x < -(2 ** 31) || x >= 2 ** 32)) throw new MachineError(`${k} must be a 32-bit integer, got ${String(x)}`);
   }
-  if (v.cr3 !== undefined && (typeof v.cr3 !== 'bigint' || v.cr3 < 0n || v.cr3 >= 1n << 64n)) throw new MachineError(`cr3 must be a bigint in [0, 2^64), got ${String(v.cr3)}`);
+  for (const k of ['cr2', 'cr3'] as const) {
+    const x = v[k];
+    if (x !== undefined && (typeof x !== 'bigint' || x < 0n || x >= 1n << 64n)) throw new MachineError(`${k} must be a bigint in [0, 2^64), got ${String(x)}`);
+  }
   if (v.cpl !== undefined && v.cpl !== 0 && v.cpl !== 3) throw new MachineError(`cpl must be 0 or 3, got ${String(v.cpl)}`);
   if (v.ac !== undefined && typeof v.ac !== 'boolean') throw new MachineError(`ac must be true or false, got ${String(v.ac)}`);
 }

@@ -16,6 +16,9 @@ export interface FaultRecord {
   op: number;
   vector: number;
   error: number;
+  /** The faulting linear address (or, for an instruction's #GP, its operand). */
+  address: string;
+  /** CR2 after the fault: the address for a #PF; a #GP leaves CR2 as it was (SDM 6.15). */
   cr2: string;
 }
 
@@ -139,7 +142,7 @@ export class RunState {
   noteFault(cpu: Cpu, index: number, r: number): void {
     this.faults++;
     if (this.faultLog.length < FAULT_LOG_LIMIT) {
-      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), cr2: hex64(cpu.mmu.cr2hi, cpu.mmu.cr2lo) });
+      this.faultLog.push({ op: index, vector: faultVector(r), error: faultError(r), address: hex64(cpu.mmu.faultHi, cpu.mmu.faultLo), cr2: hex64(cpu.mmu.cr2hi, cpu.mmu.cr2lo) });
     }
     if (this.stopOnFault) this.stop = true;
   }

@@ -58,21 +58,25 @@ const varied: Scenario = {
     // Touch some pages from core 0 so that A and D tell a story.
     const cr3 = BigInt(r4) << 12n;
     m.setRegisters(0, { cr3, cr4: CR4_PAE | CR4_PGE | CR4_PKE, cpl: 3 });
-    const cpu = m.attachHere(0);
+    let cpu = m.attachHere(0);
+    const touch = (va: bigint, write: boolean): void => {
+      const { hi, lo } = split64(va);
+      if (write) cpu.mmu.store64(hi, lo, 0x6e72766d, 0x21);
+      else cpu.mmu.load64(hi, lo);
+    };
     try {
-      const touch = (va: bigint, write: boolean): void => {
-        const { hi, lo } = split64(va);
-        if (write) cpu.mmu.store64(hi, lo, 0x6e72766d, 0x21);
-        else cpu.mmu.load64(hi, lo);
-      };
       touch(0x40_0000n, true);
       touch(0x40_1000n, false);
       touch(0x4000_0000n + 0x1234_5670n % 0x20_0000n, true);
       cpu.setMode(0, false);
       touch(kernel, true);
-      cpu.movCr4(CR4_PAE | CR4_PGE | CR4_PKE | CR4_LA57);
-      cpu.movCr3(0, r5 << 12);
-      cpu.setMode(3, false);
+    } finally {
+      cpu.detach();
+    }
+    // LA57 cannot change with paging on (#GP, SDM 4.1.1): the 5-level root is loaded offline.
+    m.setRegisters(0, { cr3: BigInt(r5) << 12n, cr4: CR4_PAE | CR4_PGE | CR4_PKE | CR4_LA57, cpl: 3 });
+    cpu = m.attachHere(0);
+    try {
       touch(0x00ab_cdef_1234_5000n, false);
     } finally {
       cpu.detach();

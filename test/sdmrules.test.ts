@@ -1,0 +1,151 @@
+// The SDM's rules for CR2, the control-register moves and INVPCID (issue 14, part 2): each test
+// names its section. A refused instruction raises #GP(0) and changes nothing: no register, no
+// TLB entry.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { bootLocal, Tables, core, hl } from './helpers.js';
+import { CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
+import { ACC_READ, FAULT_GP0, faultVector, VEC_PF } from '../src/hw/fault.js';
+import { Machine } from '../src/machine/machine.js';
+import type { Cpu } from '../src/hw/cpu.js';
+
+const CR0 = (CR0_PG | CR0_WP | 1) | 0;
+const EFER = EFER_LME | EFER_LMA | EFER_NXE;
+const A = 0x10_0000n;
+const G = 0xffff_8000_0010_0000n;
+
+async function setup(cr4 = CR4_PAE | CR4_PGE | CR4_PCIDE, pcid = 1): Promise<{ m: Machine; t: Tables; cpu: Cpu }> {
+  const m = await bootLocal();
+  const t = new Tables(m);
+  t.map(A, { write: true, user: false });
+  t.map(G, { write: true, user: false, global: true });
+  const cpu = core(m, 0, { cr0: CR0, cr3: t.cr3(pcid), cr4, efer: EFER, cpl: 0 });
+  return { m, t, cpu };
+}
+
+/** Cached pages of core 0 as "pcid:va" / "g:va". */
+function cached(m: Machine): string[] {
+  return m.tlb(0).map((e) => `${e.global ? 'g' : e.pcid}:${e.va.toString(16)}`).sort();
+}
+
+/** Loads A under PCIDs 1 and 2 and the global page G; ends on PCID 1. */
+function fill(c: { t: Tables; cpu: Cpu }): void {
+  c.cpu.mmu.translate(...hl(A), ACC_READ);
+  c.cpu.mmu.translate(...hl(G), ACC_READ);
+  c.cpu.movCr3(0, Number(c.t.cr3(2)));
+  c.cpu.mmu.translate(...hl(A), ACC_READ);
+  c.cpu.movCr3(1 << 31, Number(c.t.cr3(1)));
+}
+
+const S = suite('SDM rules: CR2, control registers, INVPCID');
+
+S('SDM 6.15 (#PF, #GP): only a page fault loads CR2; a #GP leaves it, and the fault log keeps the address', async () => {
+  const { m, cpu } = await setup();
+  const missing = 0x7777_0000n;
+  assert.is(faultVector(cpu.mmu.translate(...hl(missing), ACC_READ)), VEC_PF);
+  assert.equal([cpu.mmu.cr2hi, cpu.mmu.cr2lo], hl(missing));
+  const nonCanonical = 0x0000_8000_0000_0000n;
+  assert.is(cpu.mmu.translate(...hl(nonCanonical), ACC_READ), FAULT_GP0);
+  assert.equal([cpu.mmu.cr2hi, cpu.mmu.cr2lo], hl(missing), 'CR2 still holds the #PF address');
+  assert.equal([cpu.mmu.faultHi, cpu.mmu.faultLo], hl(nonCanonical), 'the last fault address is the #GP one');
+  cpu.detach();
+  assert.is(m.registers(0).cr2, missing, 'the controller reads CR2');
+  await m.shutdown();
+});
+
+S('SDM 6.15 through a program: the fault log shows the #GP address and CR2 unchanged', async () => {
+  const pm = await Machine.boot({ cores: 1, nodes: 1, memory: '8MiB' });
+  const t = new Tables(pm);
+  pm.setRegisters(0, { cr3: t.cr3(0), cpl: 0, cr2: 0x1234_5000n });
+  const [r] = await pm.run([{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: '0x800000000000' }, { op: 'load', va: '0x5000' }] } }]);
+  assert.is(r.faultLog.length, 2);
+  assert.equal([r.faultLog[0].vector, r.faultLog[0].address, r.faultLog[0].cr2], [13, '0x800000000000', '0x12345000']);
+  assert.equal([r.faultLog[1].vector, r.faultLog[1].address, r.faultLog[1].cr2], [14, '0x5000', '0x5000']);
+  assert.is(pm.registers(0).cr2, 0x5000n);
+  await pm.shutdown();
+});
+
+S('SDM 4.10.4.1: MOV to CR4 that sets SMEP drops the current PCID\'s entries (not other PCIDs\', not globals)', async () => {
+  const c = await setup();
+  fill(c);
+  assert.equal(cached(c.m), ['1:100000', '2:100000', 'g:ffff800000100000']);
+  assert.is(c.cpu.movCr4(c.cpu.regs.cr4 | CR4_SMEP), 0);
+  assert.equal(cached(c.m), ['2:100000', 'g:ffff800000100000']);
+  fill(c);
+  assert.is(c.cpu.movCr4(c.cpu.regs.cr4 & ~CR4_SMEP), 0);
+  assert.equal(cached(c.m), ['1:100000', '2:100000', 'g:ffff800000100000'], 'clearing SMEP drops nothing');
+  c.cpu.detach();
+  await c.m.shutdown();
+});
+
+S('SDM 2.5 / Vol. 2 MOV CRn: forbidden mode changes in IA-32e mode are #GP(0) and change nothing', async () => {
+  const c = await setup(CR4_PAE | CR4_PGE);
+  fill(c);
+  const before = cached(c.m);
+  const cr4 = c.cpu.regs.cr4;
+  assert.is(c.cpu.movCr4(cr4 & ~CR4_PAE), FAULT_GP0, 'clearing PAE in IA-32e mode');
+  assert.is(c.cpu.movCr4(cr4 | CR4_LA57), FAULT_GP0, 'changing LA57 with paging on');
+  assert.is(c.cpu.movCr0(c.cpu.regs.cr0 & ~CR0_PG), FAULT_GP0, 'clearing PG in 64-bit mode');
+  c.cpu.movCr3(0, Number(c.t.cr3(0)) | 0x18); // PWT|PCD in CR3[11:0] while PCIDE = 0
+  const after3 = cached(c.m);
+  assert.is(c.cpu.movCr4(cr4 | CR4_PCIDE), FAULT_GP0, 'setting PCIDE while CR3[11:0] != 0');
+  assert.is(c.cpu.regs.cr4, cr4, 'CR4 unchanged');
+  assert.ok(c.cpu.regs.cr0 & CR0_PG, 'CR0.PG unchanged');
+  assert.equal(cached(c.m), after3, 'no TLB entry dropped by the refused moves');
+  assert.ok(before.length > 0);
+  c.cpu.detach();
+  await c.m.shutdown();
+});
+
+S('Vol. 2 MOV CRn: MOV to CR3 with a reserved bit set is #GP(0), not masked; bit 63 is the no-flush bit only with PCIDE', async () => {
+  const c = await setup();
+  fill(c);
+  const cr3 = [c.cpu.regs.cr3hi, c.cpu.regs.cr3lo];
+  const before = cached(c.m);
+  // MAXPHYADDR 40 by default: CR3 bits 62:40 are reserved.
+  assert.is(c.cpu.movCr3(1 << 20, Number(c.t.cr3(1))), FAULT_GP0);
+  assert.is(c.cpu.movCr3(1 << 30, Number(c.t.cr3(1))), FAULT_GP0);
+  assert.equal([c.cpu.regs.cr3hi, c.cpu.regs.cr3lo], cr3);
+  assert.equal(cached(c.m), before);
+  assert.is(c.cpu.movCr3(1 << 31, Number(c.t.cr3(2))), 0, 'bit 63 with PCIDE = 1: no flush');
+  c.cpu.detach();
+  await c.m.shutdown();
+  const d = await setup(CR4_PAE | CR4_PGE, 0);
+  assert.is(d.cpu.movCr3(1 << 31, Number(d.t.cr3(0))), FAULT_GP0, 'bit 63 is reserved with PCIDE = 0');
+  d.cpu.detach();
+  await d.m.shutdown();
+});
+
+S('Vol. 2 INVPCID: #GP(0), invalidating nothing, for type > 3, a PCID above 4095, PCID != 0 with PCIDE = 0, a non-canonical type-0 address', async () => {
+  const c = await setup();
+  fill(c);
+  const before = cached(c.m);
+  assert.is(c.cpu.mmu.invpcid(4, 0, 0, 0), FAULT_GP0);
+  assert.is(c.cpu.mmu.invpcid(1, 0x1000, 0, 0), FAULT_GP0);
+  assert.is(c.cpu.mmu.invpcid(0, 1, ...hl(0x0000_8000_0010_0000n)), FAULT_GP0);
+  assert.equal(cached(c.m), before);
+  assert.is(c.cpu.mmu.invpcid(0, 1, ...hl(A)), 0);
+  c.cpu.detach();
+  await c.m.shutdown();
+  const d = await setup(CR4_PAE | CR4_PGE, 0);
+  d.cpu.mmu.translate(...hl(A), ACC_READ);
+  assert.is(d.cpu.mmu.invpcid(1, 1, 0, 0), FAULT_GP0, 'PCID 1 with PCIDE = 0');
+  assert.is(d.cpu.mmu.invpcid(0, 0, ...hl(A)), 0, 'PCID 0 with PCIDE = 0 is fine');
+  assert.is(d.cpu.mmu.invpcid(2, 7, 0, 0), 0, 'types 2 and 3 ignore the PCID');
+  d.cpu.detach();
+  await d.m.shutdown();
+});
+
+S('an INVPCID or MOV to CR3 that faults in a program is a fault of the program, not an error of the run', async () => {
+  const pm = await Machine.boot({ cores: 1, nodes: 1, memory: '8MiB' });
+  const t = new Tables(pm);
+  pm.setRegisters(0, { cr3: t.cr3(0), cpl: 0 });
+  const [r] = await pm.run([{ core: 0, program: { kind: 'ops', ops: [{ op: 'invpcid', type: 9 }, { op: 'movCr3', value: 1n << 62n }, { op: 'invlpg', va: 0 }] } }]);
+  assert.ok(r.ok, r.error);
+  assert.equal(r.faultLog.map((f) => f.vector), [13, 13]);
+  assert.is(r.ops, 3);
+  await pm.shutdown();
+});
+
+S.run();
