@@ -5,8 +5,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootLocal, Tables, core, hl } from './helpers.js';
-import { CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
-import { ACC_READ, FAULT_GP0, faultVector, VEC_PF } from '../src/hw/fault.js';
+import { CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
+import { ACC_READ, FAULT_GP0, faultError, faultVector, VEC_PF } from '../src/hw/fault.js';
 import { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';
 
@@ -149,3 +149,46 @@ S('an INVPCID or MOV to CR3 that faults in a program is a fault of the program, 
 });
 
 S.run();
+
+const I = suite('SDM 4.6: implicit supervisor-mode accesses');
+
+I('at CPL 3 an implicit access is a supervisor access: supervisor pages pass, user pages fall to SMAP whatever AC says, and the #PF error code has U/S = 0', async () => {
+  const m = await bootLocal();
+  const t = new Tables(m);
+  const sup = 0x20_0000n;
+  const user = 0x30_0000n;
+  const ro = 0x40_0000n;
+  t.map(sup, { write: true, user: false, dirty: false });
+  t.map(user, { write: true, user: true });
+  t.map(ro, { write: false, user: false });
+  const cpu = core(m, 0, { cr0: CR0, cr3: t.cr3(0), cr4: CR4_PAE | CR4_SMAP, efer: EFER, cpl: 3, ac: true });
+  assert.is(cpu.mmu.implicit64(...hl(sup), false), 0, 'an implicit read of a supervisor page at CPL 3');
+  assert.is(faultVector(cpu.mmu.load64(...hl(sup))), VEC_PF, 'an explicit user read of it faults');
+  assert.is(faultError(cpu.mmu.load64(...hl(sup))), 0x5, 'P | U');
+  const r = cpu.mmu.implicit64(...hl(user), false);
+  assert.is(faultVector(r), VEC_PF, 'SMAP blocks the implicit read of a user page though AC = 1');
+  assert.is(faultError(r), 0x1, 'P only: U/S = 0, W = 0');
+  assert.is(faultError(cpu.mmu.implicit64(...hl(ro), true, 0, 7)), 0x3, 'an implicit write to a read-only page with WP: P | W');
+  assert.is(cpu.mmu.implicit64(...hl(sup), true, 0, 9), 0, 'an implicit write to a writable supervisor page');
+  assert.ok((m.mem[t.entryWord(sup)] & 0x40) !== 0, 'and it set D (SDM 4.8)');
+  cpu.movCr0(CR0 & ~CR0_WP);
+  assert.is(cpu.mmu.implicit64(...hl(ro), true, 0, 7), 0, 'WP = 0: supervisor writes to read-only pages pass');
+  cpu.movCr4(CR4_PAE);
+  assert.is(cpu.mmu.implicit64(...hl(user), false), 0, 'SMAP off: the user page passes');
+  cpu.detach();
+  await m.shutdown();
+});
+
+I('a program names an implicit access with implicit: true; it faults as the program\'s fault', async () => {
+  const pm = await Machine.boot({ cores: 1, nodes: 1, memory: '8MiB' });
+  const t = new Tables(pm);
+  const user = 0x30_0000n;
+  t.map(user, { write: true, user: true });
+  pm.setRegisters(0, { cr3: t.cr3(0), cr4: CR4_PAE | CR4_SMAP, cpl: 3, ac: true });
+  const [r] = await pm.run([{ core: 0, program: { kind: 'ops', record: true, ops: [{ op: 'load', va: user }, { op: 'load', va: user, implicit: true }, { op: 'store', va: user, value: 1, implicit: true }] } }]);
+  assert.ok(r.ok, r.error);
+  assert.equal(r.faultLog.map((f) => [f.vector, f.error]), [[14, 0x1], [14, 0x3]]);
+  await pm.shutdown();
+});
+
+I.run();

@@ -11,6 +11,8 @@ export const enum Acc {
   READ = 0,
   WRITE = 1,
   FETCH = 2,
+  IMPLICIT_READ = 3,
+  IMPLICIT_WRITE = 4,
 }
 export const enum Fl {
   NW = 1 << 0,
@@ -24,6 +26,13 @@ export const enum Fl {
 export const ACC_READ = Acc.READ;
 export const ACC_WRITE = Acc.WRITE;
 export const ACC_FETCH = Acc.FETCH;
+/**
+ * Implicit supervisor-mode accesses (SDM 4.6: descriptor tables, the TSS, ... accessed at any CPL):
+ * supervisor rules, SMAP regardless of EFLAGS.AC, U/S = 0 in a #PF's error code. They never take
+ * the MMU's fast path.
+ */
+export const ACC_IMPLICIT_READ = Acc.IMPLICIT_READ;
+export const ACC_IMPLICIT_WRITE = Acc.IMPLICIT_WRITE;
 
 // ---- translation flags, negative sense (v86 style): an access is allowed iff (flags & mask) == 0
 /** Combined R/W = 0. */
@@ -71,8 +80,8 @@ export const FAULT_NOMEM = fault(VEC_NOMEM, 0);
 /** Error-code bits that describe the access rather than the entry: W, U, I/D. */
 export function accessErrorBits(regs: Regs, acc: number): number {
   let e = 0;
-  if (acc === ACC_WRITE) e |= PF_W;
-  if (regs.cpl === 3) e |= PF_U;
+  if (acc === ACC_WRITE || acc === ACC_IMPLICIT_WRITE) e |= PF_W;
+  if (regs.cpl === 3 && acc !== ACC_IMPLICIT_READ && acc !== ACC_IMPLICIT_WRITE) e |= PF_U;
   if (acc === ACC_FETCH && (regs.nxe || regs.smep)) e |= PF_ID;
   return e;
 }

@@ -25,7 +25,7 @@ import { CTR, R_CR2_HI, R_CR2_LO, TLB_ENTRY_WORDS, type Layout } from './layout.
 import type { Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
+import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
 import type { Device } from './device.js';
@@ -74,8 +74,8 @@ export class Mmu {
   private readonly set1g: number;
   /** Words per 4 KiB set (ways x entry words). */
   private readonly setWords4k: number;
-  /** Access masks for ACC_READ, ACC_WRITE, ACC_FETCH (copies of the Regs masks). */
-  private readonly masks = new Int32Array(3);
+  /** Access masks for ACC_READ, ACC_WRITE, ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE (copies of the Regs masks). */
+  private readonly masks = new Int32Array(5);
   private readonly ways2m: number;
   private readonly ways1g: number;
   /** TLB match word of the current PCID's non-global entries. */
@@ -138,6 +138,8 @@ export class Mmu {
     this.masks[ACC_READ] = r.maskRead;
     this.masks[ACC_WRITE] = r.maskWrite;
     this.masks[ACC_FETCH] = r.maskFetch;
+    this.masks[ACC_IMPLICIT_READ] = r.maskImplicitRead;
+    this.masks[ACC_IMPLICIT_WRITE] = r.maskImplicitWrite;
   }
 
   // ---- access path ----------------------------------------------------------------------
@@ -147,7 +149,8 @@ export class Mmu {
    * word in physical memory, or a fault code (< 0; FAULT_NOMEM for memory that is not
    * installed). A hit is plain loads of this core's TLB and stores nothing (a store on this path
    * costs more than the lookup): the caller counts accesses with countAccesses(), and hits are
-   * accesses minus misses. The owning thread only.
+   * accesses minus misses. The owning thread only. acc is ACC_READ, ACC_WRITE or ACC_FETCH (the
+   * fast path's kinds); implicit supervisor accesses go through translateImplicit().
    */
   translate(vhi: number, vlo: number, acc: number): number {
     const f = this.fast;
@@ -157,6 +160,27 @@ export class Mmu {
     const e2 = ((vlo >>> 21) & Fast.MASK_2M) * Fast.WORDS;
     if (g[e2 + acc] === ((vlo >>> 27) | (vhi << 5)) && vhi >> 15 === vhi >> 31) return g[e2 + Fast.PFN] * Fast.FRAME_WORDS + ((vlo & 0x1fffff) >>> 2);
     return this.translateTlb(vhi, vlo, acc);
+  }
+
+  /** translate() for an implicit supervisor-mode access (ACC_IMPLICIT_READ or _WRITE): the architectural TLB and the walk, never the fast path. */
+  translateImplicit(vhi: number, vlo: number, write: boolean): number {
+    return this.translateTlb(vhi, vlo, write ? ACC_IMPLICIT_WRITE : ACC_IMPLICIT_READ);
+  }
+
+  /** An implicit supervisor-mode 8-byte load (SDM 4.6) into valHi:valLo, or a store of hi:lo. Returns 0 or a fault code. */
+  implicit64(vhi: number, vlo: number, write: boolean, hi = 0, lo = 0): number {
+    this.cpu.ctr[CTR.translations]++;
+    const w = this.translateImplicit(vhi, vlo, write);
+    this.lastWord = w;
+    if (w < 0) return this.busOrFault(w, write, hi, lo);
+    if (write) {
+      this.mem[w] = lo;
+      this.mem[w + 1] = hi;
+    } else {
+      this.valLo = this.mem[w];
+      this.valHi = this.mem[w + 1];
+    }
+    return 0;
   }
 
   /** The architectural TLB's 4 KiB array (a hit fills the fast path), then the large arrays. */

@@ -4,7 +4,7 @@
 // decoded copy, refreshed by Cpu whenever it writes a register.
 
 import { hiReservedMask } from './pte.js';
-import { ACC_FETCH, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './fault.js';
+import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_NW, F_PK_SHIFT, F_SUPER, F_USER, F_XD } from './fault.js';
 
 /**
  * CR3's halves for a root table at frame pfn with PCID `pcid` (bits 11:0), and the no-flush bit
@@ -86,6 +86,9 @@ export class Regs {
   maskRead = 0;
   maskWrite = 0;
   maskFetch = 0;
+  /** The same for implicit supervisor-mode reads and writes (at any CPL; SMAP whatever AC says). */
+  maskImplicitRead = 0;
+  maskImplicitWrite = 0;
 
   constructor(readonly maxPhysAddr: number) {
     this.rsvdHi = hiReservedMask(maxPhysAddr);
@@ -132,10 +135,14 @@ export class Regs {
     this.maskRead |= F_NOMEM;
     this.maskWrite |= F_NOMEM;
     this.maskFetch |= F_NOMEM;
+    const smapAlways = this.smap ? F_USER : 0;
+    this.maskImplicitRead = smapAlways | ad | F_NOMEM;
+    this.maskImplicitWrite = (this.wp ? F_NW | wd : 0) | F_CLEAN | smapAlways | ad | F_NOMEM;
   }
 
   /** The mask for access kind acc: an access is allowed by a translation iff (flags & mask) == 0. */
   accessMask(acc: number): number {
-    return acc === ACC_READ ? this.maskRead : acc === ACC_WRITE ? this.maskWrite : acc === ACC_FETCH ? this.maskFetch : 0;
+    return acc === ACC_READ ? this.maskRead : acc === ACC_WRITE ? this.maskWrite : acc === ACC_FETCH ? this.maskFetch
+      : acc === ACC_IMPLICIT_READ ? this.maskImplicitRead : acc === ACC_IMPLICIT_WRITE ? this.maskImplicitWrite : 0;
   }
 }

@@ -115,9 +115,10 @@ export function walk(
       if (violation !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
     }
     if (setAD && word >= 0) {
-      const need = acc === Acc.WRITE ? Pte.A | Pte.D : Pte.A;
+      const write = acc === Acc.WRITE || acc === Acc.IMPLICIT_WRITE;
+      const need = write ? Pte.A | Pte.D : Pte.A;
       if ((lo & need) !== need) setEntryBits(mem, word, need, regs.atomicAD);
-      if (acc === Acc.WRITE) flags &= ~Fl.CLEAN;
+      if (write) flags &= ~Fl.CLEAN;
     }
     out.pfn = pfn;
     out.shift = shift;

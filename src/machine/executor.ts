@@ -13,7 +13,7 @@ import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
-  OP_FETCH, OP_HALT, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
+  OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
 } from './program.js';
@@ -336,6 +336,12 @@ function coldOp(
       res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
       break;
     }
+    case OP_IMPLICIT_LOAD:
+    case OP_IMPLICIT_STORE:
+      // Straight to the MMU: the kernel's fault path repairs user accesses, not these.
+      r = cpu.mmu.implicit64(buf[w + 1], buf[w + 2], op === OP_IMPLICIT_STORE, buf[w + 3], buf[w + 4]);
+      if (op === OP_IMPLICIT_LOAD) res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
+      break;
     case OP_INVLPG:
       cpu.mmu.invlpg(buf[w + 1], buf[w + 2]);
       break;

@@ -14,6 +14,9 @@ export const OP_LOAD = 1;
 export const OP_STORE = 2;
 /** [OP_FETCH, vhi, vlo] 8-byte instruction fetch. */
 export const OP_FETCH = 3;
+/** [OP_IMPLICIT_LOAD, vhi, vlo] and [OP_IMPLICIT_STORE, vhi, vlo, valueHi, valueLo]: implicit supervisor-mode accesses (SDM 4.6). */
+export const OP_IMPLICIT_LOAD = 17;
+export const OP_IMPLICIT_STORE = 18;
 /** [OP_INVLPG, vhi, vlo] */
 export const OP_INVLPG = 4;
 /** [OP_INVPCID, type, pcid, vhi, vlo] */
@@ -85,8 +88,9 @@ export interface ProgramSource {
 
 /** One explicit operation, as the controller writes it. Addresses: bigint, safe number or hex string. */
 export type Op =
-  | { op: 'load'; va: bigint | number | string }
-  | { op: 'store'; va: bigint | number | string; value: bigint | number }
+  /** implicit: an implicit supervisor-mode access (descriptor tables and the like, SDM 4.6) at any CPL. */
+  | { op: 'load'; va: bigint | number | string; implicit?: boolean }
+  | { op: 'store'; va: bigint | number | string; value: bigint | number; implicit?: boolean }
   | { op: 'fetch'; va: bigint | number | string }
   | { op: 'invlpg'; va: bigint | number | string }
   | { op: 'invpcid'; type: 0 | 1 | 2 | 3; pcid?: number; va?: bigint | number | string }
@@ -181,11 +185,11 @@ export function encodeOps(ops: Op[]): Int32Array {
     const w = i * OP_WORDS;
     const put = (...v: number[]): void => v.forEach((x, k) => (buf[w + k] = x | 0));
     switch (o.op) {
-      case 'load': put(OP_LOAD, ...aligned(...va2(o.va, at), at)); break;
+      case 'load': put(o.implicit === true ? OP_IMPLICIT_LOAD : OP_LOAD, ...aligned(...va2(o.va, at), at)); break;
       case 'fetch': put(OP_FETCH, ...aligned(...va2(o.va, at), at)); break;
       case 'store': {
         const v = split64(BigInt(o.value));
-        put(OP_STORE, ...aligned(...va2(o.va, at), at), v.hi, v.lo);
+        put(o.implicit === true ? OP_IMPLICIT_STORE : OP_STORE, ...aligned(...va2(o.va, at), at), v.hi, v.lo);
         break;
       }
       case 'invlpg': put(OP_INVLPG, ...va2(o.va, at)); break;
