@@ -190,26 +190,30 @@ export class Kernel implements LockWaiter {
 
   /** This thread's handle on space s's NR instance. */
   nr(s: number): Nr {
-    let x = this.nrs[s];
-    if (!x) {
-      x = new Nr(this.v.nrLayout, this.v.nrw, s, this.vspace(s), this.v.replicaOf, this.v.waitLimitMs, (q) => this.pokeNode(s, q));
-      this.nrs[s] = x;
-    }
+    return this.nrs[s] ?? this.newNr(s);
+  }
+
+  /** nr(s)'s first call for s (apart, so that nr() stays small enough to inline on every read). */
+  private newNr(s: number): Nr {
+    const x = new Nr(this.v.nrLayout, this.v.nrw, s, this.vspace(s), this.v.replicaOf, this.v.waitLimitMs, (q) => this.pokeNode(s, q));
+    this.nrs[s] = x;
     return x;
   }
 
   /** NR's view of core c, polling `cpu` (if any) while it waits. */
   thread(c: number, cpu?: Cpu): NrThread {
     if (cpu) this.sender = cpu;
-    let t = this.threads[c];
-    if (!t) {
-      t = {
-        id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.apic.poll() : () => {}, combining: 0,
-        bp: cpu ? (id) => cpu.debug.breakpoint(id) : undefined,
-        trace: cpu?.tracer ? (phase, what) => cpu.trace(phase, what) : undefined,
-      };
-      this.threads[c] = t;
-    }
+    return this.threads[c] ?? this.newThread(c, cpu);
+  }
+
+  /** thread(c)'s first call for c. */
+  private newThread(c: number, cpu: Cpu | undefined): NrThread {
+    const t: NrThread = {
+      id: c, replica: this.v.replicaOf[c], poll: cpu ? () => cpu.apic.poll() : () => {}, combining: 0,
+      bp: cpu ? (id) => cpu.debug.breakpoint(id) : undefined,
+      trace: cpu?.tracer ? (phase, what) => cpu.trace(phase, what) : undefined,
+    };
+    this.threads[c] = t;
     return t;
   }
 

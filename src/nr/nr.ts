@@ -127,7 +127,15 @@ export class Nr implements LockWaiter {
     this.replicas = new Replicas(layout, words, instance);
     this.batch = new Int32Array(layout.config.maxBatch);
     this.bw = new BoundedWait(waitLimitMs, undefined, layout.config.threads);
+    // A read's words, per thread (its replica is fixed): computed once, not on every read.
+    const threads = layout.config.threads;
+    this.readerOf = Int32Array.from({ length: threads }, (_, t) => this.replicas.readerWord(replicaOf[t] ?? 0, t));
+    this.writerOf = Int32Array.from({ length: threads }, (_, t) => this.replicas.writerWord(replicaOf[t] ?? 0));
   }
+
+  /** Per thread: the word of its reader flag on its own replica, and that replica's writer word. */
+  private readonly readerOf: Int32Array;
+  private readonly writerOf: Int32Array;
 
   // ---- words ------------------------------------------------------------------------------
 
@@ -400,13 +408,13 @@ export class Nr implements LockWaiter {
     if (((this.replicas.ltailPlain(r) - target) | 0) < 0) this.sync(t);
     this.waiting = t;
     this.waitingReplica = r;
-    readLock(this.w, this.replicas.writerWord(r), this.replicas.readerWord(r, t.id), this);
+    readLock(this.w, this.writerOf[t.id], this.readerOf[t.id], this);
     return r;
   }
 
   /** Ends a read begun by beginRead(t). */
   endRead(t: NrThread): void {
-    readUnlock(this.w, this.replicas.readerWord(t.replica, t.id));
+    readUnlock(this.w, this.readerOf[t.id]);
   }
 
   /** A read as one call: beginRead, `fn(replica)` (which must not write), endRead. Returns fn's result. */
