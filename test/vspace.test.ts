@@ -80,6 +80,20 @@ V('Resolve, Adjust and Unmap (NRK behaviour 2)', async () => {
   assert.equal(vm.resolve(k, 0, s, 0, 0x40_0000), { code: NOT_MAPPED });
 });
 
+V('a core the kernel never switched (CR4.PCIDE = 0) unmaps and adjusts: its shootdown drops nothing under the space\'s PCID, and raises no #GP', async () => {
+  const { m, c1 } = await boot();
+  const k = m.kernel;
+  const s = spaces.createSpace(k); // a space no core runs: its shootdowns send no IPI
+  assert.not.ok(c1.regs.pcide);
+  vm.map(k, 1, s, 0, 0x40_0000, frame(m), PAGE, RW);
+  assert.equal(vm.adjust(k, c1, s, 0, 0x40_0000, R_USER).code, OK);
+  assert.equal(vm.unmap(k, c1, s, 0, 0x40_0000).code, OK);
+  // A CR3 given with PWT/PCD set still lets the kernel turn PCIDE on (setting it with CR3[11:0] != 0 is #GP).
+  c1.movCr3(0, 0x18);
+  shootdowns.switchTo(k, c1, s);
+  assert.ok(c1.regs.pcide);
+});
+
 V('the largest page size that fits: 1 GiB, 2 MiB and 4 KiB leaves', async () => {
   const { m, s } = await boot('16MiB');
   const k = m.kernel;

@@ -46,12 +46,16 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
   const { k, klayout } = kx.v;
   kx.stats.switches++;
   cpu.trace(PH_INSTANT, TR_SWITCH, s);
-  if (!cpu.regs.pcide) must(cpu.id, cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE), 'setting CR4.PCIDE');
+  if (!cpu.regs.pcide) {
+    // Setting PCIDE with CR3[11:0] != 0 is #GP(0): a CR3 given with PWT/PCD bits loses them first.
+    if ((cpu.regs.cr3lo & 0xfff) !== 0) must(cpu.id, cpu.movCr3(cpu.regs.cr3hi, cpu.regs.cr3lo & ~0xfff), 'clearing CR3[11:0]');
+    must(cpu.id, cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE), 'setting CR4.PCIDE');
+  }
   Atomics.or(k, maskWord(kx, s, cpu.id), 1 << (cpu.id & 31));
   kx.sync(s, cpu.id, cpu);
   const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
   if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
-    must(cpu.id, cpu.mmu.invpcid(1, pcid(s), 0, 0), 'INVPCID 1');
+    invpcidOf(cpu, 1, pcid(s), 0, 0);
     Atomics.store(k, klayout.coreGen(cpu.id, s), gen);
     kx.stats.generationFlushes++;
   }
@@ -91,7 +95,7 @@ export function leave(kx: Kernel, cpu: Cpu): void {
 /** Drops cpu's translations of space s and takes it out of s's mask (before s is destroyed). */
 export function forget(kx: Kernel, cpu: Cpu, s: number): void {
   if (kx.current[cpu.id] === s) kx.current[cpu.id] = -1;
-  must(cpu.id, cpu.mmu.invpcid(1, pcid(s), 0, 0), 'INVPCID 1');
+  invpcidOf(cpu, 1, pcid(s), 0, 0);
   leaveMask(kx, cpu, s);
 }
 
@@ -151,12 +155,22 @@ function otherActive(kx: Kernel, s: number, me: number): string {
 }
 
 /**
+ * INVPCID of `type` for a space's PCID `id`. A core with CR4.PCIDE = 0 (one the kernel never
+ * switched to a space) caches nothing under that PCID — its entries are PCID 0's — and INVPCID of
+ * a PCID other than 0 would be #GP(0): there is nothing to do.
+ */
+function invpcidOf(cpu: Cpu, type: number, id: number, hi: number, lo: number): void {
+  if (!cpu.regs.pcide && id !== 0) return;
+  must(cpu.id, cpu.mmu.invpcid(type, id, hi, lo), `INVPCID ${type}`);
+}
+
+/**
  * Invalidates a range of the space with this PCID, whichever space the core runs now: INVPCID
  * type 0 page by page, or type 1 (the whole PCID) above the threshold.
  */
 function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: number, stats: KernelStats | null): void {
   if (pages > SHOOTDOWN_FULL_FLUSH_PAGES) {
-    must(cpu.id, cpu.mmu.invpcid(1, id, 0, 0), 'INVPCID 1');
+    invpcidOf(cpu, 1, id, 0, 0);
     if (stats) stats.fullFlushes++;
     return;
   }
@@ -164,7 +178,7 @@ function invalidateRange(cpu: Cpu, id: number, hi: number, lo: number, pages: nu
   const va = vaJoin(hi, lo);
   for (let i = 0; i < pages; i++) {
     const v = va + i * PAGE;
-    must(cpu.id, cpu.mmu.invpcid(0, id, vaHi(v), vaLo(v)), 'INVPCID 0');
+    invpcidOf(cpu, 0, id, vaHi(v), vaLo(v));
   }
 }
 
