@@ -185,14 +185,16 @@ K('boot starts one worker per core; shutdown leaves none', async () => {
 K('a bad program is an error naming the operation, before anything runs', async () => {
   const m = await Machine.boot({ cores: 1, nodes: 1, memory: '4MiB' });
   try {
-    await m.run([{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: '0x1003' }] } }]);
+    await m.run([{ core: 0, program: { kind: 'ops', ops: [{ op: 'fetch', va: '0x1003' }] } }]);
     assert.unreachable();
   } catch (e) {
-    assert.match((e as Error).message, /op 0 \(load\): address 0x1003 is not 8-byte aligned/);
+    assert.match((e as Error).message, /op 0 \(fetch\): address 0x1003 is not 8-byte aligned/);
   }
   for (const [jobs, msg] of [
     [[{ core: 0, program: { kind: 'warp-drive' } }], /core 0: unknown program kind 'warp-drive' \(known: ops, random/],
-    [[{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: 2 ** 47 + 5 }] } }], /address 0x800000000005 is not 8-byte aligned/],
+    [[{ core: 0, program: { kind: 'ops', ops: [{ op: 'fetch', va: 2 ** 47 + 5 }] } }], /address 0x800000000005 is not 8-byte aligned/],
+    [[{ core: 0, program: { kind: 'ops', ops: [{ op: 'load', va: 0x1000, size: 3 }] } }], /op 0 \(load\): size must be 1, 2, 4 or 8 bytes, got 3/],
+    [[{ core: 0, program: { kind: 'ops', ops: [{ op: 'store', va: 0x1000, value: 256, size: 1 }] } }], /op 0 \(store\): value 256 does not fit 1 byte/],
     [null, /run takes an array of jobs/],
     [[{ core: 0 }], /a job is \{ core, program \}/],
   ] as [unknown, RegExp][]) {

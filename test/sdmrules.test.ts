@@ -6,7 +6,12 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootLocal, Tables, core, hl } from './helpers.js';
 import { CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
-import { ACC_READ, FAULT_GP0, faultError, faultVector, VEC_PF } from '../src/hw/fault.js';
+import { ACC_READ, ACC_WRITE, FAULT_GP0, faultError, faultVector, VEC_PF } from '../src/hw/fault.js';
+import { R_USER, R_WRITE } from '../src/kernel/ops.js';
+import * as faults from '../src/kernel/fault.js';
+import * as shootdowns from '../src/kernel/shootdown.js';
+import * as spaces from '../src/kernel/space.js';
+import * as vm from '../src/kernel/vm.js';
 import { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';
 
@@ -192,3 +197,83 @@ I('a program names an implicit access with implicit: true; it faults as the prog
 });
 
 I.run();
+
+const Z = suite('access sizes: 1, 2, 4 and 8 bytes, aligned or not, across pages');
+
+Z('narrow and unaligned loads and stores are little-endian and keep the neighbouring bytes', async () => {
+  const m = await bootLocal();
+  const t = new Tables(m);
+  const va = 0x50_0000n;
+  const pfn = t.map(va, { write: true, user: true });
+  const cpu = core(m, 0, { cr0: CR0, cr3: t.cr3(0), cr4: CR4_PAE, efer: EFER, cpl: 3 });
+  assert.is(cpu.mmu.store64(...hl(va), 0x88776655, 0x44332211), 0);
+  assert.is(cpu.mmu.access(...hl(va + 1n), 1, false), 0);
+  assert.equal([cpu.mmu.valHi, cpu.mmu.valLo], [0, 0x22]);
+  assert.is(cpu.mmu.access(...hl(va + 3n), 4, false), 0);
+  assert.equal([cpu.mmu.valHi, cpu.mmu.valLo >>> 0], [0, 0x77665544]);
+  assert.is(cpu.mmu.access(...hl(va + 2n), 2, true, 0, 0xbeef), 0);
+  assert.equal([m.mem[pfn * 1024] >>> 0, m.mem[pfn * 1024 + 1] >>> 0], [0xbeef2211, 0x88776655], 'bytes 2-3 written, the rest kept');
+  assert.is(cpu.mmu.access(...hl(va + 5n), 8, false), 0, 'an unaligned 8-byte load inside the page');
+  assert.equal([cpu.mmu.valHi >>> 0, cpu.mmu.valLo >>> 0], [0x00000000, 0x00887766]);
+  cpu.detach();
+  await m.shutdown();
+});
+
+Z('an access that crosses a page boundary translates both pages first: a fault on the second gives CR2 in it and leaves the first unwritten', async () => {
+  const m = await bootLocal();
+  const t = new Tables(m);
+  const p1 = 0x60_0000n;
+  const f1 = t.map(p1, { write: true, user: true });
+  const cpu = core(m, 0, { cr0: CR0, cr3: t.cr3(0), cr4: CR4_PAE, efer: EFER, cpl: 3 });
+  const r = cpu.mmu.access(...hl(p1 + 0xffcn), 8, true, 0x55555555, 0x55555555);
+  assert.is(faultVector(r), VEC_PF);
+  assert.is(faultError(r), 0x6, 'not present, write, user');
+  assert.equal([cpu.mmu.cr2hi, cpu.mmu.cr2lo], hl(p1 + 0x1000n), 'CR2 is the second page');
+  assert.is(m.mem[f1 * 1024 + 1023], 0, 'the first page was not written');
+  // Map the second page (its frame not next to the first) and the access goes through, split.
+  const f2 = t.map(p1 + 0x1000n, { write: true, user: true });
+  assert.is(cpu.mmu.access(...hl(p1 + 0xffen), 4, true, 0, 0xddccbbaa), 0);
+  assert.equal([(m.mem[f1 * 1024 + 1023] >>> 16) & 0xffff, m.mem[f2 * 1024] & 0xffff], [0xbbaa, 0xddcc]);
+  assert.is(cpu.mmu.access(...hl(p1 + 0xffen), 4, false), 0);
+  assert.is(cpu.mmu.valLo >>> 0, 0xddccbbaa);
+  // Crossing out of the canonical range is #GP(0), and writes nothing either.
+  const top = 0x7fff_ffff_f000n;
+  const ft = t.map(top, { write: true, user: true });
+  assert.is(cpu.mmu.access(...hl(top + 0xffcn), 8, true, -1, -1), FAULT_GP0);
+  assert.is(m.mem[ft * 1024 + 1023], 0);
+  cpu.detach();
+  await m.shutdown();
+});
+
+Z('through the kernel: a store across two demand-zero pages fills both (the handler is given CR2) and lands', async () => {
+  const m = await Machine.boot({ cores: 1, nodes: 1, memory: '16MiB' }, { pool: false });
+  const k = m.kernel;
+  const s = spaces.createSpace(k);
+  m.setRegisters(0, { cpl: 3 });
+  const cpu = m.attachHere(0);
+  shootdowns.switchTo(k, cpu, s);
+  for (const va of [0x70_0000, 0x70_1000]) assert.is(vm.mapZero(k, 0, s, 0, va, R_USER | R_WRITE, cpu).code, 0);
+  const zeroFills = k.stats.zeroFills;
+  assert.is(faults.access(k, cpu, ACC_WRITE, 0, 0x70_0ffe, 0x0000_0000, 0x4433_2211, 4), 0);
+  assert.is(k.stats.zeroFills - zeroFills, 2, 'both pages zero-filled');
+  assert.is(faults.access(k, cpu, ACC_READ, 0, 0x70_0ffe, 0, 0, 4), 0);
+  assert.is(cpu.mmu.valLo >>> 0, 0x44332211);
+  cpu.detach();
+  await m.shutdown();
+});
+
+Z('a program takes sizes: store and load 2 bytes across a page boundary, recorded', async () => {
+  const pm = await Machine.boot({ cores: 1, nodes: 1, memory: '8MiB' });
+  const t = new Tables(pm);
+  t.map(0x80_0000n, { write: true, user: true });
+  t.map(0x80_1000n, { write: true, user: true });
+  pm.setRegisters(0, { cr3: t.cr3(0), cpl: 3 });
+  const [r] = await pm.run([{ core: 0, program: { kind: 'ops', record: true, ops: [
+    { op: 'store', va: 0x80_0fff, value: 0xabcd, size: 2 }, { op: 'load', va: 0x80_0fff, size: 2 }, { op: 'load', va: 0x80_0ffe, size: 4 }, { op: 'load', va: 0x80_1000, size: 1 },
+  ] } }]);
+  assert.ok(r.ok, r.error);
+  assert.equal(r.values?.map((v) => Number(BigInt(v))), [0xabcd, 0xabcd00, 0xab]);
+  await pm.shutdown();
+});
+
+Z.run();

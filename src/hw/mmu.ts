@@ -91,6 +91,8 @@ export class Mmu {
   faultLo = 0;
   /** Word the last load64/store64/fetch64 reached in physical memory (-1: none, or memory not installed). */
   lastWord = -1;
+  /** For an access that crossed a page boundary (access()), the word it reached in the second page (-1 otherwise). */
+  lastWord2 = -1;
   /** The device above RAM (null: none): accesses past RAM inside its register pages reach it. */
   bus: Device | null = null;
   /** Physical word of the last access past RAM (set with FAULT_NOMEM). */
@@ -463,6 +465,71 @@ export class Mmu {
       this.valHi = -1;
     }
     return 0;
+  }
+
+  /**
+   * A data access of `size` bytes (1, 2, 4 or 8) at vhi:vlo, aligned or not. One that crosses a
+   * page boundary translates both pages before it touches either (as QEMU's probe of both
+   * pages): a fault on the second page reports that page's address in CR2 and the first page is
+   * not written. A load's value lands in valHi:valLo, zero-extended; a store writes the low `size`
+   * bytes of hi:lo, each byte on its own (a compareExchange per word: bytes of a word that other
+   * cores store meanwhile are kept). Memory that is not installed reads as all ones and drops
+   * writes; the device's registers answer 8-byte aligned accesses (load64/store64) only. Returns 0
+   * or a fault code.
+   */
+  access(vhi: number, vlo: number, size: number, write: boolean, hi = 0, lo = 0): number {
+    this.cpu.ctr[write ? CTR.stores : CTR.loads]++;
+    const acc = write ? ACC_WRITE : ACC_READ;
+    const first = Math.min(size, 4096 - (vlo & 0xfff));
+    const w1 = this.translate(vhi, vlo, acc);
+    this.lastWord = w1;
+    this.lastWord2 = -1;
+    if (w1 < 0 && w1 !== FAULT_NOMEM) return w1;
+    let w2 = -1;
+    if (first < size) {
+      // The next page: its address (a carry into the high half when the low one wraps).
+      const lo2 = ((vlo | 0xfff) + 1) | 0;
+      const hi2 = lo2 === 0 ? (vhi + 1) | 0 : vhi;
+      w2 = this.translate(hi2, lo2, acc);
+      if (w2 < 0 && w2 !== FAULT_NOMEM) return w2;
+      this.lastWord2 = w2;
+    }
+    // Byte addresses of the two parts (-1: not installed).
+    const pa1 = w1 < 0 ? -1 : w1 * 4 + (vlo & 3);
+    const pa2 = w2 < 0 ? -1 : w2 * 4;
+    if (!write) {
+      let vl = 0;
+      let vh = 0;
+      for (let i = 0; i < size; i++) {
+        const b = this.byteAt(i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first);
+        if (i < 4) vl |= b << (8 * i);
+        else vh |= b << (8 * (i - 4));
+      }
+      this.valLo = vl;
+      this.valHi = vh;
+      return 0;
+    }
+    for (let i = 0; i < size; i++) {
+      const pa = i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first;
+      if (pa >= 0) this.storeByte(pa, ((i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff));
+    }
+    return 0;
+  }
+
+  /** The byte at physical byte address pa (all ones for -1: not installed). */
+  private byteAt(pa: number): number {
+    if (pa < 0) return 0xff;
+    return (this.mem[Math.floor(pa / 4)] >>> ((pa % 4) * 8)) & 0xff;
+  }
+
+  /** Stores one byte at physical byte address pa, keeping the other bytes of its word whatever other cores store there. */
+  private storeByte(pa: number, b: number): void {
+    const w = Math.floor(pa / 4);
+    const sh = (pa % 4) * 8;
+    for (;;) {
+      const old = Atomics.load(this.mem, w);
+      if (Atomics.compareExchange(this.mem, w, old, (old & ~(0xff << sh)) | (b << sh)) === old) return;
+    }
   }
 
   // ---- TLB instructions and effects ------------------------------------------------------

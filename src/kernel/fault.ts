@@ -163,12 +163,15 @@ function writeFault(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, old
  * handler finds its fault spurious or repairs it (zero page, copy-on-write), at most
  * FAULT_RETRIES times. Returns 0 (a loaded value in cpu.valHi:valLo) or the fault delivered.
  */
-export function access(kx: Kernel, cpu: Cpu, acc: number, vhi: number, vlo: number, hi = 0, lo = 0): number {
-  let r = accessOnce(cpu, acc, vhi, vlo, hi, lo);
-  for (let k = 0; k < FAULT_RETRIES && r !== 0 && onPageFault(kx, cpu, vhi, vlo, acc, r); k++) r = accessOnce(cpu, acc, vhi, vlo, hi, lo);
+export function access(kx: Kernel, cpu: Cpu, acc: number, vhi: number, vlo: number, hi = 0, lo = 0, size = 8): number {
+  let r = accessOnce(cpu, acc, vhi, vlo, hi, lo, size);
+  // The handler is given the faulting address, CR2: for an access that crosses into the next
+  // page and faults there, that page's (a #GP is never handled, whatever CR2 holds).
+  for (let k = 0; k < FAULT_RETRIES && r !== 0 && onPageFault(kx, cpu, cpu.mmu.cr2hi, cpu.mmu.cr2lo, acc, r); k++) r = accessOnce(cpu, acc, vhi, vlo, hi, lo, size);
   return r;
 }
 
-function accessOnce(cpu: Cpu, acc: number, vhi: number, vlo: number, hi: number, lo: number): number {
+function accessOnce(cpu: Cpu, acc: number, vhi: number, vlo: number, hi: number, lo: number, size: number): number {
+  if (size !== 8 || (vlo & 7) !== 0) return cpu.mmu.access(vhi, vlo, size, acc === ACC_WRITE, hi, lo);
   return acc === ACC_WRITE ? cpu.mmu.store64(vhi, vlo, hi, lo) : acc === ACC_FETCH ? cpu.mmu.fetch64(vhi, vlo) : cpu.mmu.load64(vhi, vlo);
 }

@@ -13,7 +13,7 @@ import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
-  OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
+  OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG, OP_LOAD_SIZED, OP_STORE_SIZED, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
   type ProgramSource,
 } from './program.js';
@@ -332,6 +332,29 @@ function coldOp(
       // The stale-tlb oracle, as in the hot loop: the frame the access reached must be its space's.
       if (r === 0 && op !== OP_FETCH) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, kernel ? kernel.current[cpu.id] : -1);
       if (op === OP_STORE) break;
+      if (r === 0) st.checksum = (st.checksum + cpu.mmu.valLo + cpu.mmu.valHi) | 0;
+      res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
+      break;
+    }
+    case OP_LOAD_SIZED:
+    case OP_STORE_SIZED + 1:
+    case OP_STORE_SIZED + 2:
+    case OP_STORE_SIZED + 4:
+    case OP_STORE_SIZED + 8: {
+      // 1, 2, 4 or 8 bytes at any address: through the kernel's fault path as the others.
+      const store = op !== OP_LOAD_SIZED;
+      const size = store ? op - OP_STORE_SIZED : buf[w + 3];
+      const hi = store ? buf[w + 3] : 0;
+      const lo = store ? buf[w + 4] : 0;
+      r = kernel
+        ? faults.access(kernel, cpu, store ? ACC_WRITE : ACC_READ, buf[w + 1], buf[w + 2], hi, lo, size)
+        : cpu.mmu.access(buf[w + 1], buf[w + 2], size, store, hi, lo);
+      const space = kernel ? kernel.current[cpu.id] : -1;
+      if (r === 0) {
+        st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, space);
+        if (cpu.mmu.lastWord2 >= 0) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord2, space);
+      }
+      if (store) break;
       if (r === 0) st.checksum = (st.checksum + cpu.mmu.valLo + cpu.mmu.valHi) | 0;
       res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
       break;

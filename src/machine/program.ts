@@ -14,6 +14,10 @@ export const OP_LOAD = 1;
 export const OP_STORE = 2;
 /** [OP_FETCH, vhi, vlo] 8-byte instruction fetch. */
 export const OP_FETCH = 3;
+/** [OP_LOAD_SIZED, vhi, vlo, size]: a load of 1, 2, 4 or 8 bytes, aligned or not (an 8-byte aligned load is OP_LOAD). */
+export const OP_LOAD_SIZED = 19;
+/** [OP_STORE_SIZED + size, vhi, vlo, valueHi, valueLo]: a store of 1, 2, 4 or 8 bytes, aligned or not (an 8-byte aligned store is OP_STORE). */
+export const OP_STORE_SIZED = 40;
 /** [OP_IMPLICIT_LOAD, vhi, vlo] and [OP_IMPLICIT_STORE, vhi, vlo, valueHi, valueLo]: implicit supervisor-mode accesses (SDM 4.6). */
 export const OP_IMPLICIT_LOAD = 17;
 export const OP_IMPLICIT_STORE = 18;
@@ -89,8 +93,9 @@ export interface ProgramSource {
 /** One explicit operation, as the controller writes it. Addresses: bigint, safe number or hex string. */
 export type Op =
   /** implicit: an implicit supervisor-mode access (descriptor tables and the like, SDM 4.6) at any CPL. */
-  | { op: 'load'; va: bigint | number | string; implicit?: boolean }
-  | { op: 'store'; va: bigint | number | string; value: bigint | number; implicit?: boolean }
+  /** size: 1, 2, 4 or 8 bytes (default 8), at any address; one that crosses a page boundary translates both pages first. */
+  | { op: 'load'; va: bigint | number | string; implicit?: boolean; size?: number }
+  | { op: 'store'; va: bigint | number | string; value: bigint | number; implicit?: boolean; size?: number }
   | { op: 'fetch'; va: bigint | number | string }
   | { op: 'invlpg'; va: bigint | number | string }
   | { op: 'invpcid'; type: 0 | 1 | 2 | 3; pcid?: number; va?: bigint | number | string }
@@ -167,6 +172,13 @@ function va2(v: bigint | number | string, where: string): [number, number] {
   return [hi, lo];
 }
 
+/** An access size: 1, 2, 4 or 8 bytes (8 when absent). */
+function accessSize(size: unknown, where: string): number {
+  if (size === undefined) return 8;
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new ProgramError(`${where}: size must be 1, 2, 4 or 8 bytes, got ${String(size)}`);
+  return size;
+}
+
 function aligned(hi: number, lo: number, where: string): [number, number] {
   if ((lo & 7) !== 0) throw new ProgramError(`${where}: address 0x${join64(hi, lo).toString(16)} is not 8-byte aligned`);
   return [hi, lo];
@@ -185,11 +197,23 @@ export function encodeOps(ops: Op[]): Int32Array {
     const w = i * OP_WORDS;
     const put = (...v: number[]): void => v.forEach((x, k) => (buf[w + k] = x | 0));
     switch (o.op) {
-      case 'load': put(o.implicit === true ? OP_IMPLICIT_LOAD : OP_LOAD, ...aligned(...va2(o.va, at), at)); break;
+      case 'load': {
+        const [hi, lo] = va2(o.va, at);
+        const size = accessSize(o.size, at);
+        if (o.implicit === true) put(OP_IMPLICIT_LOAD, ...aligned(hi, lo, at));
+        else if (size === 8 && (lo & 7) === 0) put(OP_LOAD, hi, lo);
+        else put(OP_LOAD_SIZED, hi, lo, size);
+        break;
+      }
       case 'fetch': put(OP_FETCH, ...aligned(...va2(o.va, at), at)); break;
       case 'store': {
         const v = split64(BigInt(o.value));
-        put(o.implicit === true ? OP_IMPLICIT_STORE : OP_STORE, ...aligned(...va2(o.va, at), at), v.hi, v.lo);
+        const [hi, lo] = va2(o.va, at);
+        const size = accessSize(o.size, at);
+        if (size < 8 && (BigInt(o.value) < 0n || BigInt(o.value) >= 1n << BigInt(8 * size))) throw new ProgramError(`${at}: value ${String(o.value)} does not fit ${size} byte${size > 1 ? 's' : ''}`);
+        if (o.implicit === true) put(OP_IMPLICIT_STORE, ...aligned(hi, lo, at), v.hi, v.lo);
+        else if (size === 8 && (lo & 7) === 0) put(OP_STORE, hi, lo, v.hi, v.lo);
+        else put(OP_STORE_SIZED + size, hi, lo, v.hi, v.lo);
         break;
       }
       case 'invlpg': put(OP_INVLPG, ...va2(o.va, at)); break;
