@@ -10,6 +10,8 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { formatViolations } from '../src/cli/stress.js';
+import { FOLLOWED_FAILURE } from '../src/machine/executor.js';
 
 const BIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -119,6 +121,13 @@ for (const [args, re] of bad) {
     assert.not.match(r.err, /\n\s+at /, 'no stack trace');
   });
 }
+
+U('a report lists the failures that caused a run to stop before the cores that only followed them', () => {
+  const follow = (c: number) => ({ kind: 'core-failure', round: 0, detail: `core ${c}: ${FOLLOWED_FAILURE}` });
+  const lines = formatViolations([follow(0), follow(1), follow(2), follow(3), follow(4), follow(5), { kind: 'core-failure', round: 0, detail: 'core 6: panic: the cause' }]);
+  assert.match(lines[1], /core 6: panic: the cause/);
+  assert.match(lines[0], /VIOLATIONS {2}7: core-failure x7/);
+});
 
 U('help example and example --help print its usage; a full disk is a message, not a stack trace', () => {
   for (const args of [['help', 'example'], ['example', '--help']]) {

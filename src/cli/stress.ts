@@ -7,7 +7,7 @@ import type { MachineOptions } from '../machine/config.js';
 import { writeDump } from '../machine/dump.js';
 import { hwStressJobs, setupHwStress, type StressMix } from '../workloads/hwstress.js';
 import { checkCores, checkIpis, checkToggles, checkXlates, type Violation } from '../check/hw.js';
-import type { CoreResult } from '../machine/executor.js';
+import { FOLLOWED_FAILURE, type CoreResult } from '../machine/executor.js';
 import { writeChromeTrace } from '../trace/chrome.js';
 
 export interface StressOptions {
@@ -170,13 +170,16 @@ export function violationInstants(violations: { kind: string; detail: string }[]
   return violations.map((v) => ({ core: Number(/core (\d+)/.exec(v.detail)?.[1] ?? 0), name: v.kind, detail: v.detail }));
 }
 
-/** The report's violation lines: none, or the count by kind and the first five. */
+/** The report's violation lines: none, or the count by kind and the first five (causes before the cores that only followed). */
 export function formatViolations(violations: { kind: string; detail: string; round: number | string }[]): string[] {
   if (violations.length === 0) return ['  violations  none'];
   const kinds = new Map<string, number>();
   for (const v of violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
   const lines = [`  VIOLATIONS  ${violations.length}: ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`];
-  for (const v of violations.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
+  // The cores that stopped because another failed come last: the five shown are the causes.
+  const followed = (v: { detail: string }): boolean => v.detail.endsWith(FOLLOWED_FAILURE);
+  const shown = [...violations.filter((v) => !followed(v)), ...violations.filter(followed)];
+  for (const v of shown.slice(0, 5)) lines.push(`    round ${v.round} ${v.kind}: ${v.detail}`);
   if (violations.length > 5) lines.push(`    ... ${violations.length - 5} more (--json lists all)`);
   return lines;
 }

@@ -80,15 +80,22 @@ function kernelRange(vhi: number, vlo: number, pages: number): boolean {
 
 /**
  * Takes a lock word, waiting (bounded) while cpu keeps servicing its interrupts: the holder may be
- * waiting for this core's ack of a kernel shootdown.
+ * waiting for this core's ack of a kernel shootdown. With a progress word, the bound counts time
+ * in which the holder did not move it (with hundreds of cores on a few CPUs an eager update or a
+ * kernel shootdown can outlast the wait limit and be fine).
  */
-function spin(kx: Kernel, word: number, owner: number, what: string, cpu?: Cpu): void {
+function spin(kx: Kernel, word: number, owner: number, what: string, cpu?: Cpu, progressWord = -1): void {
   const k = kx.v.k;
   if (Atomics.compareExchange(k, word, 0, owner) === 0) return;
   const w = new BoundedWait(kx.v.waitLimitMs, undefined, kx.v.replicaOf.length);
   w.begin();
+  let seen = progressWord < 0 ? 0 : Atomics.load(k, progressWord);
   while (Atomics.compareExchange(k, word, 0, owner) !== 0) {
     cpu?.apic.poll();
+    if (progressWord >= 0 && Atomics.load(k, progressWord) !== seen) {
+      seen = Atomics.load(k, progressWord);
+      w.begin();
+    }
     const st = w.step();
     if (st === STEP_EXPIRED) panic(`khalf: waited ${kx.v.waitLimitMs} ms for ${what} (held by ${Atomics.load(k, word) - 1})`);
     if (st === STEP_SLEEP) sleepOn(w, k, word, Atomics.load(k, word));
@@ -199,7 +206,10 @@ function publish(kx: Kernel, c: number, cpu: Cpu | undefined): void {
   Atomics.add(kx.v.k, kx.v.klayout.kgenWord, 1);
   cpu?.debug.breakpoint(BP_KHALF_PUBLISH);
   if (kx.khalf !== 'eager') return;
-  for (const s of visibleSpaces(kx)) syncSpace(kx, s, -1, c, cpu);
+  for (const s of visibleSpaces(kx)) {
+    syncSpace(kx, s, -1, c, cpu);
+    Atomics.add(kx.v.k, kx.v.klayout.kprogressWord, 1);
+  }
 }
 
 /** The top-level entries present in replica r's master, as a bit set over 256-511 (8 words). */
@@ -233,7 +243,7 @@ export function kmap(kx: Kernel, c: number, vhi: number, vlo: number, pages: num
     setRefcount(kx, first + p, 1);
     Atomics.store(k, klayout.ownerBase + first + p, -1); // kernel memory: every space may reach it
   }
-  spin(kx, klayout.kmutexWord, c + 2, 'the kernel mapping lock', cpu);
+  spin(kx, klayout.kmutexWord, c + 2, 'the kernel mapping lock (its holder made no progress)', cpu, klayout.kprogressWord);
   let code: number;
   try {
     kx.stats.kmaps++;
@@ -312,7 +322,7 @@ export function kunmap(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, unsafe = 
   const { klayout } = kx.v;
   const ks = kx.kernelSpace;
   const c = cpu.id;
-  spin(kx, klayout.kmutexWord, c + 2, 'the kernel mapping lock', cpu);
+  spin(kx, klayout.kmutexWord, c + 2, 'the kernel mapping lock (its holder made no progress)', cpu, klayout.kprogressWord);
   try {
     const va = vaJoin(vhi, vlo);
     if (!klookup(kx, c, vhi, vlo, found, cpu) || found.va !== va) return kx.err({ code: NOT_MAPPED }).code;
@@ -395,9 +405,10 @@ export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages
     if (r === IPI_TARGET_OFFLINE) continue;
     if (r !== IPI_OK) panic(`kshootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
     kx.stats.shootdownIpis++;
+    Atomics.add(k, klayout.kprogressWord, 1);
   }
   invalidatePages(cpu, vhi, vlo, pages);
-  const r = cpu.apic.waitAcks();
+  const r = cpu.apic.waitAcks(() => void Atomics.add(k, klayout.kprogressWord, 1));
   if (r !== WAIT_OK) panic(`kshootdown: core ${cpu.id}: ${describeWait(cpu, r)}`);
 }
 

@@ -95,6 +95,11 @@ export class KernelLayout {
   readonly kmutexWord = 2;
   /** The kernel's TLB generation: bumped by every kunmap, so a core that missed its shootdown flushes global entries when it next switches. */
   readonly ktlbGenWord = 3;
+  /**
+   * Bumped by the kernel mapping lock's holder as it moves (a space brought up to date, a kernel
+   * shootdown request sent or acknowledged): its waiters' bound counts time without progress.
+   */
+  readonly kprogressWord = 4;
   /** Shadow owners of every frame (the stale-tlb oracle): bit s set while space s maps it (spaces 0-31). */
   readonly ownerBase = K_LINE;
   /** References to every data frame from mappings (fork and copy-on-write). Written: Atomics. */

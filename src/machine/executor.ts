@@ -33,6 +33,9 @@ import * as vm from '../kernel/vm.js';
 const CHUNK_OPS = 4096;
 
 /** One fault as the program saw it. */
+/** How the failure of a core that stopped because another core of its run failed ends (reports list the causes first). */
+export const FOLLOWED_FAILURE = 'stopped because another core of the run failed';
+
 export interface CoreResult {
   core: number;
   /** False when the run failed on this core (a wait past its bound, an abort, a panic). */
@@ -230,7 +233,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   let base = 0;
   let failed = '';
   const waitFailure = (what: string, r: number): string =>
-    r === WAIT_ABORTED ? `core ${cpu.id}: stopped because another core of the run failed`
+    r === WAIT_ABORTED ? `core ${cpu.id}: ${FOLLOWED_FAILURE}`
       : r === WAIT_TIMEOUT ? `core ${cpu.id}: no answer within ${cpu.waitLimitMs} ms while waiting for ${cpu.lastWaitWhat} (${what})`
       : `core ${cpu.id}: ${what}: ${describeWait(cpu, r)}`;
   try {
