@@ -7,28 +7,22 @@ import { Cpu, readCounters } from '../hw/cpu.js';
 import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, describeWait } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR, G_ABORT } from '../hw/layout.js';
-import { getVa, hex64, pageNumber, vaHi, vaLo } from '../hw/vaddr.js';
+import { hex64 } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
-import { OK } from '../kernel/ops.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
-  CURRENT_SPACE, OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT, OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP,
-  OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG, OP_LOAD_SIZED, OP_STORE_SIZED, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING,
-  OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE, OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE,
-  type ProgramSource,
+  OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT,
+  OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP, OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG,
+  OP_LOAD_SIZED, OP_STORE_SIZED, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING, OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE,
+  OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE, type ProgramSource
 } from './program.js';
 import * as faults from '../kernel/fault.js';
 import * as runctl from './runctl.js';
-import { EV_ADJUST, EV_MAP, EV_STORE, EV_UNMAP, MhRun, STORE_FAULT, mhOp } from './mhops.js';
+import { kernelHalfOp, kernelOp } from './kernelops.js';
+import { MhRun, mhOp } from './mhops.js';
 import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } from './runstate.js';
 import { updateEntry } from './ptwrite.js';
-import * as forks from '../kernel/fork.js';
-import * as khalf from '../kernel/khalf.js';
-import * as procs from '../kernel/proc.js';
-import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
-import * as spaces from '../kernel/space.js';
-import * as vm from '../kernel/vm.js';
 
 const CHUNK_OPS = 4096;
 
@@ -478,168 +472,6 @@ function coldOp(
   }
   if (r !== 0) st.noteFault(cpu, index, r);
   return '';
-}
-
-/** A kernel-half operation of a program: kmap, kunmap, or a supervisor access to a kernel address. */
-function kernelHalfOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, st: RunState, res: CoreResult): string {
-  const op = buf[w];
-  if (op === OP_K_KMAP) {
-    st.tally('kmap', khalf.kmap(kernel, cpu.id, buf[w + 2], buf[w + 3], buf[w + 4], cpu));
-    return '';
-  }
-  if (op === OP_K_KUNMAP) {
-    st.tally('kunmap', khalf.kunmap(kernel, cpu, buf[w + 2], buf[w + 3]));
-    return '';
-  }
-  const space = kernel.current[cpu.id];
-  if (space < 0) return '';
-  const write = buf[w + 3] === 1;
-  const user = cpu.regs.cpl;
-  cpu.setMode(0, false);
-  const r = faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, buf[w + 1], buf[w + 2], 0, buf[w + 4]);
-  cpu.setMode(user, false);
-  st.tally('kaccess', r === 0 ? 'Ok' : 'Fault');
-  if (!write) res.values?.push(r === 0 ? hex64(cpu.mmu.valHi, cpu.mmu.valLo) : 'fault');
-  // The stale-tlb oracle over kernel frames: a kernel frame is every space's while mapped, nobody's once kunmap released it.
-  if (r === 0) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, space);
-  return '';
-}
-
-/** An 8-byte access at a numeric address through the kernel's fault path. */
-function kernelAccess(cpu: Cpu, kernel: Kernel, va: number, write: boolean, value: number): number {
-  return faults.access(kernel, cpu, write ? ACC_WRITE : ACC_READ, vaHi(va), vaLo(va), 0, value);
-}
-
-/**
- * Kernel operations of a program: switch, map (allocating frames), unmap (releasing them),
- * adjust, resolve, fork, exit, and writes and checked reads of the core's own slots (the
- * isolation oracle: each core remembers what it wrote to its own slots in each space).
- */
-function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, index: number, res: CoreResult, st: RunState): string {
-  const op = buf[w];
-  const cur = kernel.current[cpu.id];
-  if (op === OP_K_SWITCH && buf[w + 1] === CURRENT_SPACE) {
-    const live = procs.liveSpaces(kernel);
-    if (live.length > 0) shootdowns.switchTo(kernel, cpu, live[(buf[w + 2] >>> 0) % live.length]);
-    return '';
-  }
-  if (op === OP_K_FORK || op === OP_K_EXIT || op === OP_K_OWN) {
-    if (cur < 0) return '';
-    if (op === OP_K_FORK) {
-      const child = forks.fork(kernel, cpu, cur);
-      const pid = child < 0 ? -1 : procs.spawn(kernel, child, procs.pidOf(kernel, cur));
-      if (child >= 0 && pid < 0) spaces.destroySpace(kernel, child, (pfn, pages, rights) => refs.releaseMapping(kernel, child, pfn, pages, rights));
-      st.tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
-      if (pid >= 0) {
-        const copy = new Map<number, Map<number, number>>();
-        for (const [page, v] of st.shadowOf(cur)) copy.set(page, new Map(v));
-        st.shadow.set(child, copy);
-      }
-      return '';
-    }
-    if (op === OP_K_EXIT) {
-      const others = procs.liveSpaces(kernel);
-      const mine = others.indexOf(cur);
-      if (mine >= 0) others.splice(mine, 1);
-      if (others.length === 0) {
-        st.tally('exit', 'Last');
-        return '';
-      }
-      procs.exitProcess(kernel, cpu, procs.pidOf(kernel, cur), others[(buf[w + 2] >>> 0) % others.length]);
-      st.tally('exit', 'Ok');
-      return '';
-    }
-    if (buf[w + 3] === 1) {
-      const va = getVa(buf, w + 1);
-      const value = ((cur & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
-      const mhr = st.mh;
-      const before = mhr !== null ? mhr.begin(kernel, cpu, cur, vaHi(va), vaLo(va) & ~4095) : 0;
-      const wr = kernelAccess(cpu, kernel, va, true, value);
-      if (mhr !== null) mhr.end(kernel, cpu, cur, EV_STORE, vaHi(va), vaLo(va) & ~4095, before, wr === 0 ? OK : STORE_FAULT, 0);
-      if (wr === 0) {
-        const sh = st.shadowOf(cur);
-        const key = pageNumber(va);
-        let page = sh.get(key);
-        if (!page) sh.set(key, (page = new Map()));
-        page.set(va, value);
-      }
-      return '';
-    }
-    // A check reads back an address this core wrote in this space (chosen by the op's seed word),
-    // so that every check tests something.
-    const sh = st.shadowOf(cur);
-    if (sh.size === 0) return '';
-    let k = (buf[w + 2] >>> 0) % sh.size;
-    let page: Map<number, number> | undefined;
-    for (const p of sh.values()) if (k-- === 0) page = p;
-    if (!page || page.size === 0) return '';
-    k = (buf[w + 1] >>> 0) % page.size;
-    let at = 0;
-    let want = 0;
-    for (const [a, v] of page) {
-      if (k-- === 0) {
-        at = a;
-        want = v;
-      }
-    }
-    const r = kernelAccess(cpu, kernel, at, false, 0);
-    if (r === 0 && cpu.mmu.valLo !== want) {
-      res.isolation++;
-      if (res.isolationExamples.length < 8) {
-        res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${cur} holds 0x${(cpu.mmu.valLo >>> 0).toString(16)}` +
-          ` (written by space ${cpu.mmu.valLo >>> 24}, core ${(cpu.mmu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
-      }
-    }
-    return '';
-  }
-  const space = buf[w + 1] === CURRENT_SPACE ? cur : buf[w + 1];
-  if (!kernel.isLive(space)) return space < 0 ? '' : `core ${cpu.id}: op ${index}: address space ${space} does not exist`;
-  const vhi = buf[w + 2];
-  const vlo = buf[w + 3];
-  switch (op) {
-    case OP_K_SWITCH:
-      shootdowns.switchTo(kernel, cpu, space);
-      return '';
-    case OP_K_MAP: {
-      const pages = buf[w + 4] & 0xffffff;
-      const lat = st.lat !== null && st.lat.timeMap() ? st.lat : null;
-      const t0 = lat ? performance.now() : 0;
-      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
-      const code = vm.mapAnon(kernel, cpu.id, space, vhi, vlo, pages, buf[w + 4] >>> 24, cpu);
-      if (lat && code === OK) lat.map[lat.maps++] = (performance.now() - t0) * 1e6;
-      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_MAP, vhi, vlo, before, code, buf[w + 4] >>> 24);
-      st.tally('map', code);
-      if (code === OK) st.forgetPage(space, vhi, vlo);
-      return '';
-    }
-    case OP_K_UNMAP: {
-      const lat = st.lat !== null && st.lat.timeUnmap() ? st.lat : null;
-      const t0 = lat ? performance.now() : 0;
-      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
-      const r = vm.unmap(kernel, cpu, space, vhi, vlo);
-      if (lat && r.code === OK) lat.unmap[lat.unmaps++] = (performance.now() - t0) * 1e6;
-      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_UNMAP, vhi, vlo, before, r.code, 0);
-      st.tally('unmap', r.code);
-      // The shootdown has returned: no core can use the old translation; the frames lose this
-      // space's reference (freed unless another space still shares them copy-on-write).
-      if (r.code === OK) {
-        for (let p = 0; p < r.pages; p++) refs.release(kernel, r.pfn + p, space);
-        st.forgetPage(space, vhi, vlo);
-      }
-      return '';
-    }
-    case OP_K_ADJUST: {
-      const before = st.mh !== null ? st.mh.begin(kernel, cpu, space, vhi, vlo) : 0;
-      const code = vm.adjust(kernel, cpu, space, vhi, vlo, buf[w + 4]).code;
-      if (st.mh !== null) st.mh.end(kernel, cpu, space, EV_ADJUST, vhi, vlo, before, code, buf[w + 4]);
-      st.tally('adjust', code);
-      return '';
-    }
-    case OP_K_RESOLVE:
-      st.tally('resolve', vm.resolveCode(kernel, cpu.id, space, vhi, vlo, cpu));
-      return '';
-  }
-  return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;
 }
 
 /** "pfn:flags" of the TLB entry that now translates vhi:vlo (filled by the translate just done). */
