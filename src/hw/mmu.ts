@@ -7,50 +7,18 @@
 // The owning thread of the core only. No allocation on any path: results land in fields (valLo,
 // valHi, cr2hi, cr2lo, lastWord).
 //
-// The fast path (as QEMU's softmmu CPUTLBEntry and v86's per-page table): a direct-mapped table
-// private to the thread, indexed by page-number bits 12..21, one compared word per access kind
-// (read, write, fetch) and the 4 KiB frame. The compared word is the page number's bits 22..53
-// when the current mode (CPL, WP, SMAP/AC, PKRU, NX, a clean page's D) allows that kind, and
-// FAST_NEVER otherwise, so a hit is one load and one compare (plus a register test that bits
-// 47..63 are equal: a canonical 4-level address) before the data load. It is a strict subset of
-// the architectural TLB below it: filled only from an entry of it (on a hit there, or the fill
-// after a walk), emptied of a page whenever the arrays lose or narrow that page (INVLPG, INVPCID
-// 0, a #PF's drop, a clean entry dropped, eviction by a fill), and wholly on every register
-// change (CR3, CR4, CR0, EFER, PKRU, CPL/AC: the mode and PCID it was computed for) and every
-// PCID-wide or full flush, or when a 2 MiB or 1 GiB entry goes (its 4 KiB pieces are spread over
-// the table). Off with LA57 (the compared word covers 48-bit addresses). Statistics, tlbHolds and
-// stale translations are the architectural TLB's: a fast hit is a TLB hit.
+// In front of the TLB arrays, the fast path (fastpath.ts): a strict subset of them, one load and
+// one compare per hit.
 
 import { CTR, R_CR2_HI, R_CR2_LO, TLB_ENTRY_WORDS, type Layout } from './layout.js';
 import type { Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
+import { Fast, FastPath, type FastEntryView } from './fastpath.js';
 import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
 import type { Device } from './device.js';
-
-/** The fast path's geometry (const enum: inlined, not loaded from module cells). */
-const enum Fast {
-  /** Page-number bits of the index (12..21). */
-  BITS = 10,
-  ENTRIES = 1 << BITS,
-  MASK = ENTRIES - 1,
-  /** Words per entry: the compared words for ACC_READ, ACC_WRITE, ACC_FETCH, then the 4 KiB frame. */
-  WORDS = 4,
-  PFN = 3,
-  /**
-   * A compared word no canonical address computes: in both tables its top two bits stand for
-   * address bits above 47 (53:52 for 4 KiB, 58:57 for 2 MiB), and they differ.
-   */
-  NEVER = 0x4000_0000,
-  /** The 2 MiB table: page-number bits 21..26 index it; its compared word is bits 27..58. */
-  BITS_2M = 6,
-  ENTRIES_2M = 1 << BITS_2M,
-  MASK_2M = ENTRIES_2M - 1,
-  /** FRAME_WORDS as a literal (an imported constant is loaded from its module cell on every use). */
-  FRAME_WORDS = 1024,
-}
 
 /** What the MMU uses of its core: counters and the trace ring (the core's, shared with its APIC). */
 export interface MmuCore {
@@ -97,14 +65,10 @@ export class Mmu {
   bus: Device | null = null;
   /** Physical word of the last access past RAM (set with FAULT_NOMEM). */
   private busWord = -1;
-  /** The fast path's table (Fast.ENTRIES x Fast.WORDS), private to the owning thread. */
-  private readonly fast = new Int32Array(Fast.ENTRIES * Fast.WORDS).fill(Fast.NEVER);
-  /** Indexes filled since the table was last emptied (so that emptying it costs what was filled). */
-  private readonly fastUsed = new Int32Array(Fast.ENTRIES);
-  private fastCount = 0;
-  /** The same for 2 MiB pieces of 2 MiB and 1 GiB translations (small: emptied whole when used). */
-  private readonly fast2m = new Int32Array(Fast.ENTRIES_2M * Fast.WORDS).fill(Fast.NEVER);
-  private fast2mUsed = false;
+  /** The fast path (fastpath.ts), and its two tables, read by translate() from fields of its own. */
+  private readonly fp: FastPath;
+  private readonly fast: Int32Array;
+  private readonly fast2m: Int32Array;
 
   constructor(
     layout: Layout,
@@ -130,11 +94,14 @@ export class Mmu {
     this.setWords4k = this.tlb4k.ways * TLB_ENTRY_WORDS;
     this.ways2m = this.tlb2m.ways;
     this.ways1g = this.tlb1g.ways;
+    this.fp = new FastPath(this.masks, regs);
+    this.fast = this.fp.t4k;
+    this.fast2m = this.fp.t2m;
   }
 
   /** Refreshes what the hot path copies from the decoded registers (after every register write). */
   registersChanged(): void {
-    this.fastClear();
+    this.fp.clear();
     const r = this.regs;
     this.pcidTag = TLB_VALID | r.pcid;
     this.masks[ACC_READ] = r.maskRead;
@@ -198,7 +165,7 @@ export class Mmu {
           const flags = t[e + Tlbe.FLAGS];
           if ((flags & this.masks[acc]) !== 0) return this.hitDenied(e, vhi, vlo, acc);
           const pfn = t[e + Tlbe.PFN];
-          this.fastFill(vhi, vlo, flags, pfn);
+          this.fp.fill(vhi, vlo, flags, pfn);
           return pfn * FRAME_WORDS + ((vlo & 0xfff) >>> 2);
         }
       }
@@ -221,7 +188,7 @@ export class Mmu {
           const flags = t[e + Tlbe.FLAGS];
           if ((flags & mask) !== 0) return this.hitDenied(e, vhi, vlo, acc);
           const pfn = t[e + Tlbe.PFN];
-          this.fastFill2m(vhi, vlo, flags, pfn);
+          this.fp.fill2m(vhi, vlo, flags, pfn);
           return pfn * FRAME_WORDS + ((vlo & 0x1fffff) >>> 2);
         }
       }
@@ -236,7 +203,7 @@ export class Mmu {
           const flags = t[e + Tlbe.FLAGS];
           if ((flags & mask) !== 0) return this.hitDenied(e, vhi, vlo, acc);
           const pfn = t[e + Tlbe.PFN];
-          this.fastFill2m(vhi, vlo, flags, pfn + (((vlo & 0x3fffffff) >>> 21) << 9));
+          this.fp.fill2m(vhi, vlo, flags, pfn + (((vlo & 0x3fffffff) >>> 21) << 9));
           return pfn * FRAME_WORDS + ((vlo & 0x3fffffff) >>> 2);
         }
       }
@@ -261,8 +228,8 @@ export class Mmu {
       // Cached without write permission: drop it and walk again to set D.
       this.ctl[e + Tlbe.MATCH] = 0;
       this.ctl[e + Tlbe.TAG_HI] = -1;
-      if (e >= this.e4k && e < this.e4k + this.tlb4k.size * TLB_ENTRY_WORDS) this.fastDrop(this.ctl[e + Tlbe.TAG_LO]);
-      else this.fastClear();
+      if (e >= this.e4k && e < this.e4k + this.tlb4k.size * TLB_ENTRY_WORDS) this.fp.drop(this.ctl[e + Tlbe.TAG_LO]);
+      else this.fp.clear();
       return this.miss(vhi, vlo, acc);
     }
     const shift = e >= this.e1g && e < this.e1g + this.tlb1g.size * TLB_ENTRY_WORDS ? 30
@@ -298,99 +265,19 @@ export class Mmu {
     const match = o.global ? TLB_VALID | TLB_GLOBAL | this.regs.pcid : this.pcidTag;
     if (arr.fill(tagLoOf(vhi, vlo, o.shift), tagHiOf(vhi, o.shift), match, o.flags, o.pfn)) {
       // The evicted translation leaves the fast path too.
-      if (o.shift === 12) this.fastDrop(arr.evictedTagLo);
-      else this.fastClear();
+      if (o.shift === 12) this.fp.drop(arr.evictedTagLo);
+      else this.fp.clear();
     }
     if ((o.flags & F_NOMEM) !== 0) return this.boundedWord(o.pfn, o.shift, vlo);
     const offMask = o.shift === 12 ? 0xfff : o.shift === 21 ? 0x1fffff : 0x3fffffff;
-    if (o.shift === 12) this.fastFill(vhi, vlo, o.flags, o.pfn);
-    else this.fastFill2m(vhi, vlo, o.flags, o.shift === 21 ? o.pfn : o.pfn + (((vlo & 0x3fffffff) >>> 21) << 9));
+    if (o.shift === 12) this.fp.fill(vhi, vlo, o.flags, o.pfn);
+    else this.fp.fill2m(vhi, vlo, o.flags, o.shift === 21 ? o.pfn : o.pfn + (((vlo & 0x3fffffff) >>> 21) << 9));
     return o.pfn * FRAME_WORDS + ((vlo & offMask) >>> 2);
   }
 
-  // ---- the fast path's upkeep ------------------------------------------------------------
-
-  /**
-   * Puts the 4 KiB page at vhi:vlo, backed by an architectural entry with `flags`, in the fast
-   * path as frame pfn4k: each access kind the current masks allow compares equal, the others never.
-   */
-  private fastFill(vhi: number, vlo: number, flags: number, pfn4k: number): void {
-    if (this.regs.la57) return;
-    const f = this.fast;
-    const i = (vlo >>> 12) & Fast.MASK;
-    const e = i * Fast.WORDS;
-    if (f[e + ACC_READ] === Fast.NEVER && f[e + ACC_WRITE] === Fast.NEVER && f[e + ACC_FETCH] === Fast.NEVER) {
-      if (this.fastCount === Fast.ENTRIES) this.fastClear();
-      this.fastUsed[this.fastCount++] = i;
-    }
-    const key = (vlo >>> 22) | (vhi << 10);
-    const m = this.masks;
-    f[e + ACC_READ] = (flags & m[ACC_READ]) === 0 ? key : Fast.NEVER;
-    f[e + ACC_WRITE] = (flags & m[ACC_WRITE]) === 0 ? key : Fast.NEVER;
-    f[e + ACC_FETCH] = (flags & m[ACC_FETCH]) === 0 ? key : Fast.NEVER;
-    f[e + Fast.PFN] = pfn4k;
-  }
-
-  /** The same for the 2 MiB piece at vhi:vlo of a 2 MiB or 1 GiB translation, first frame pfn2m. */
-  private fastFill2m(vhi: number, vlo: number, flags: number, pfn2m: number): void {
-    if (this.regs.la57) return;
-    const g = this.fast2m;
-    const e = ((vlo >>> 21) & Fast.MASK_2M) * Fast.WORDS;
-    const key = (vlo >>> 27) | (vhi << 5);
-    const m = this.masks;
-    g[e + ACC_READ] = (flags & m[ACC_READ]) === 0 ? key : Fast.NEVER;
-    g[e + ACC_WRITE] = (flags & m[ACC_WRITE]) === 0 ? key : Fast.NEVER;
-    g[e + ACC_FETCH] = (flags & m[ACC_FETCH]) === 0 ? key : Fast.NEVER;
-    g[e + Fast.PFN] = pfn2m;
-    this.fast2mUsed = true;
-  }
-
-  /** Empties the fast entry of the 4 KiB page whose low tag (page number bits 12..43) is tagLo. */
-  private fastDrop(tagLo: number): void {
-    const e = (tagLo & Fast.MASK) * Fast.WORDS;
-    const f = this.fast;
-    f[e + ACC_READ] = Fast.NEVER;
-    f[e + ACC_WRITE] = Fast.NEVER;
-    f[e + ACC_FETCH] = Fast.NEVER;
-  }
-
-  /** Empties the fast path: the entries filled since it was last emptied, or all of it. */
-  private fastClear(): void {
-    const f = this.fast;
-    if (this.fastCount === Fast.ENTRIES) f.fill(Fast.NEVER);
-    else {
-      for (let k = 0; k < this.fastCount; k++) {
-        const e = this.fastUsed[k] * Fast.WORDS;
-        f[e + ACC_READ] = Fast.NEVER;
-        f[e + ACC_WRITE] = Fast.NEVER;
-        f[e + ACC_FETCH] = Fast.NEVER;
-      }
-    }
-    this.fastCount = 0;
-    if (this.fast2mUsed) {
-      this.fast2m.fill(Fast.NEVER);
-      this.fast2mUsed = false;
-    }
-  }
-
-  /**
-   * The fast path's entries as the architectural TLB must back them (tests): the page's linear
-   * address, its 4 KiB frame, and the kinds it lets through.
-   */
-  fastEntries(): { va: bigint; shift: number; pfn: number; read: boolean; write: boolean; fetch: boolean }[] {
-    const out = [];
-    for (const [f, n, shift] of [[this.fast, Fast.ENTRIES, 12], [this.fast2m, Fast.ENTRIES_2M, 21]] as const) {
-      const keyShift = BigInt(shift + Math.log2(n));
-      for (let i = 0; i < n; i++) {
-        const e = i * Fast.WORDS;
-        const key = f[e + ACC_READ] !== Fast.NEVER ? f[e + ACC_READ] : f[e + ACC_WRITE] !== Fast.NEVER ? f[e + ACC_WRITE] : f[e + ACC_FETCH];
-        if (key === Fast.NEVER) continue;
-        // The key's bits above the index, the index, and above the key copies of its top bit (canonical).
-        const va = ((BigInt(key) << keyShift) | (BigInt(i) << BigInt(shift))) & ((1n << 64n) - 1n);
-        out.push({ va, shift, pfn: f[e + Fast.PFN], read: f[e + ACC_READ] === key, write: f[e + ACC_WRITE] === key, fetch: f[e + ACC_FETCH] === key });
-      }
-    }
-    return out;
+  /** The fast path's entries as the architectural TLB must back them (tests; see FastPath.entries). */
+  fastEntries(): FastEntryView[] {
+    return this.fp.entries();
   }
 
   /** Delivers a #PF: CR2 = the address, the page's TLB entries are dropped (SDM 4.10.4.1). */
@@ -538,8 +425,8 @@ export class Mmu {
   private dropPage(vhi: number, vlo: number): void {
     const p = this.regs.pcid;
     this.tlb4k.invalidateAddress(vhi, vlo, p, true);
-    this.fastDrop((vlo >>> 12) | (vhi << 20));
-    if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) > 0) this.fastClear();
+    this.fp.drop((vlo >>> 12) | (vhi << 20));
+    if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) > 0) this.fp.clear();
   }
 
   /** INVLPG: the page's entries in the current PCID and its global entries. */
@@ -568,8 +455,8 @@ export class Mmu {
       case 0:
         this.cpu.ctr[CTR.invpcid0]++;
         this.tlb4k.invalidateAddress(vhi, vlo, pcid, false);
-        this.fastDrop((vlo >>> 12) | (vhi << 20));
-        if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) > 0) this.fastClear();
+        this.fp.drop((vlo >>> 12) | (vhi << 20));
+        if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) > 0) this.fp.clear();
         return 0;
       case 1:
         this.cpu.ctr[CTR.invpcid1]++;
@@ -588,7 +475,7 @@ export class Mmu {
 
   /** Drops every non-global entry of one PCID (INVPCID type 1, a flushing CR3 load). */
   invalidatePcid(pcid: number): void {
-    this.fastClear();
+    this.fp.clear();
     this.tlb4k.invalidateWhere(pcid, false);
     this.tlb2m.invalidateWhere(pcid, false);
     this.tlb1g.invalidateWhere(pcid, false);
@@ -596,7 +483,7 @@ export class Mmu {
 
   /** Drops every non-global entry of every PCID. */
   flushNonGlobal(): void {
-    this.fastClear();
+    this.fp.clear();
     this.tlb4k.invalidateWhere(-1, false);
     this.tlb2m.invalidateWhere(-1, false);
     this.tlb1g.invalidateWhere(-1, false);
@@ -605,7 +492,7 @@ export class Mmu {
   /** Drops everything, globals included. */
   flushAll(): void {
     this.cpu.ctr[CTR.fullFlushes]++;
-    this.fastClear();
+    this.fp.clear();
     this.tlb4k.clear();
     this.tlb2m.clear();
     this.tlb1g.clear();

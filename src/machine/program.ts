@@ -8,6 +8,9 @@ import { join64, parseAddress, split64 } from '../hw/vaddr.js';
 
 export const OP_WORDS = 5;
 
+/** The program kinds a job may name (Machine.run checks a job's kind against it before it starts; workloads/sources.ts builds them). */
+export const PROGRAM_KINDS = ['ops', 'random', 'ipi-storm', 'hw-mix', 'vm-mix'] as const;
+
 /** [OP_LOAD, vhi, vlo] 8-byte load (recorded when the program records values). */
 export const OP_LOAD = 1;
 /** [OP_STORE, vhi, vlo, valueHi, valueLo] 8-byte store. */

@@ -18,7 +18,7 @@ import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXIT, OP_K_EXPORT, OP_K_FORK, OP_K_MAP,
   OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_OWN, OP_K_RESOLVE, OP_K_UNEXPORT,
   OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
-  OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, ProgramError,
+  OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, PROGRAM_KINDS, ProgramError,
   type ProgramSource, type ProgramSpec,
 } from '../machine/program.js';
 import { Rng } from './rng.js';
@@ -422,9 +422,6 @@ class RepeatSource implements ProgramSource {
     }
   }
 }
-
-/** The program kinds a job may name (Machine.run checks a job's kind against it before it starts). */
-export const PROGRAM_KINDS = ['ops', 'random', 'ipi-storm', 'hw-mix', 'vm-mix'] as const;
 
 /** Builds the source for a spec on `core`. Throws ProgramError naming the problem. */
 export function makeSource(spec: ProgramSpec, core: number): ProgramSource {
