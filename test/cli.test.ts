@@ -189,6 +189,7 @@ D('dump writes the raw image and a machine.json that describes its page tables',
   const [r4, r5] = json.roots;
   assert.is(r4.la57, false);
   assert.is(r5.la57, true);
+  assert.equal([r4.mode, r5.mode], ['4level', '5level'], 'each root names its paging mode');
   const sizes = new Set<number>(r4.mappings.map((x: { size: number }) => x.size));
   assert.equal([...sizes].sort((a, b) => a - b), [4096, 2 ** 21, 2 ** 30]);
   const by = (va: string) => r4.mappings.find((x: { va: string }) => x.va === va);

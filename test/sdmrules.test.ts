@@ -277,3 +277,24 @@ Z('a program takes sizes: store and load 2 bytes across a page boundary, recorde
 });
 
 Z.run();
+
+const N = suite('SDM 4.1.1: CR0.PG = 0');
+
+N('with paging off there is no translation: the linear address is the physical one, no TLB entry is made, and above 4 GiB is #GP(0)', async () => {
+  const m = await bootLocal();
+  m.setRegisters(0, { cr0: 1, cr4: 0, efer: 0, cpl: 0 }); // PE only: protected mode, no paging, no IA-32e
+  const cpu = m.attachHere(0);
+  assert.is(cpu.mmu.store64(0, 0x5008, 0x1234, 0x5678), 0);
+  assert.equal([m.mem[0x5008 / 4], m.mem[0x5008 / 4 + 1]], [0x5678, 0x1234]);
+  assert.is(cpu.mmu.load64(0, 0x5008), 0);
+  assert.equal([cpu.mmu.valHi, cpu.mmu.valLo], [0x1234, 0x5678]);
+  assert.is(cpu.mmu.access(0, 0x5009, 2, false), 0);
+  assert.is(cpu.mmu.valLo, 0x56);
+  assert.equal(m.tlb(0), [], 'nothing cached');
+  assert.equal(cpu.mmu.fastEntries(), []);
+  assert.is(cpu.mmu.load64(1, 0), FAULT_GP0);
+  cpu.detach();
+  await m.shutdown();
+});
+
+N.run();

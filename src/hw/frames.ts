@@ -155,3 +155,19 @@ export class Frames {
     return f;
   }
 }
+
+/** The byte at physical byte address pa of mem (all ones for -1: memory that is not installed). */
+export function physByte(mem: Int32Array, pa: number): number {
+  if (pa < 0) return 0xff;
+  return (mem[Math.floor(pa / 4)] >>> ((pa % 4) * 8)) & 0xff;
+}
+
+/** Stores one byte at physical byte address pa, keeping the other bytes of its word whatever other cores store there meanwhile. */
+export function storePhysByte(mem: Int32Array, pa: number, b: number): void {
+  const w = Math.floor(pa / 4);
+  const sh = (pa % 4) * 8;
+  for (;;) {
+    const old = Atomics.load(mem, w);
+    if (Atomics.compareExchange(mem, w, old, (old & ~(0xff << sh)) | (b << sh)) === old) return;
+  }
+}

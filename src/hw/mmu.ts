@@ -1,20 +1,17 @@
-// A core's memory-management unit: the access path (translate through the three TLB arrays, the
-// walk of a miss, the faults it raises), the 8-byte loads, stores and fetches built on it, and the
-// TLB-invalidation instructions and effects (INVLPG, INVPCID, a CR3 load's PCID flush, a CR4
-// change's full flush). It reads the core's decoded registers (regs.ts) and owns the core's TLB
-// arrays (tlb.ts) in the control block; the architectural walk is walk.ts.
-//
-// The owning thread of the core only. No allocation on any path: results land in fields (valLo,
-// valHi, cr2hi, cr2lo, lastWord).
-//
-// In front of the TLB arrays, the fast path (fastpath.ts): a strict subset of them, one load and
-// one compare per hit.
+// A core's memory-management unit: the access path (translate through the fast path of
+// fastpath.ts, then the three TLB arrays, the walk of a miss, the faults it raises; none with
+// CR0.PG = 0), the loads, stores and fetches built on it (8-byte, sized, implicit supervisor), and
+// the TLB-invalidation instructions and effects. It reads the core's decoded registers (regs.ts)
+// and owns the core's TLB arrays (tlb.ts) in the control block; the walk is walk.ts. The owning
+// thread of the core only. No allocation on any path: results land in fields (valLo, valHi, cr2hi,
+// cr2lo, lastWord).
 
 import { CTR, R_CR2_HI, R_CR2_LO, TLB_ENTRY_WORDS, type Layout } from './layout.js';
 import type { Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
 import { Fast, FastPath, type FastEntryView } from './fastpath.js';
+import { physByte, storePhysByte } from './frames.js';
 import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
@@ -154,6 +151,7 @@ export class Mmu {
 
   /** The architectural TLB's 4 KiB array (a hit fills the fast path), then the large arrays. */
   private translateTlb(vhi: number, vlo: number, acc: number): number {
+    if (!this.regs.pg) return this.unpaged(vhi, vlo);
     const t = this.ctl;
     const tagLo = (vlo >>> 12) | (vhi << 20);
     let e = this.e4k + (tagLo & this.set4k) * this.setWords4k;
@@ -235,6 +233,23 @@ export class Mmu {
     const shift = e >= this.e1g && e < this.e1g + this.tlb1g.size * TLB_ENTRY_WORDS ? 30
       : e >= this.e2m && e < this.e2m + this.tlb2m.size * TLB_ENTRY_WORDS ? 21 : 12;
     return this.boundedWord(this.ctl[e + Tlbe.PFN], shift, vlo);
+  }
+
+  /**
+   * CR0.PG = 0 (SDM 4.1.1): no translation, no TLB; the linear address is the physical one. Such
+   * a core runs outside IA-32e mode, where linear addresses have 32 bits: one above 4 GiB is #GP(0).
+   */
+  private unpaged(vhi: number, vlo: number): number {
+    if (vhi !== 0) {
+      this.cpu.ctr[CTR.gpFaults]++;
+      this.faultHi = vhi;
+      this.faultLo = vlo;
+      return FAULT_GP0;
+    }
+    const w = vlo >>> 2;
+    if (w + 1 < this.memWords) return w;
+    this.busWord = w;
+    return FAULT_NOMEM;
   }
 
   /** Word index of vlo's offset in a page that is not wholly installed, or FAULT_NOMEM past the end. */
@@ -388,7 +403,7 @@ export class Mmu {
       let vl = 0;
       let vh = 0;
       for (let i = 0; i < size; i++) {
-        const b = this.byteAt(i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first);
+        const b = physByte(this.mem, i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first);
         if (i < 4) vl |= b << (8 * i);
         else vh |= b << (8 * (i - 4));
       }
@@ -398,25 +413,9 @@ export class Mmu {
     }
     for (let i = 0; i < size; i++) {
       const pa = i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first;
-      if (pa >= 0) this.storeByte(pa, ((i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff));
+      if (pa >= 0) storePhysByte(this.mem, pa, (i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff);
     }
     return 0;
-  }
-
-  /** The byte at physical byte address pa (all ones for -1: not installed). */
-  private byteAt(pa: number): number {
-    if (pa < 0) return 0xff;
-    return (this.mem[Math.floor(pa / 4)] >>> ((pa % 4) * 8)) & 0xff;
-  }
-
-  /** Stores one byte at physical byte address pa, keeping the other bytes of its word whatever other cores store there. */
-  private storeByte(pa: number, b: number): void {
-    const w = Math.floor(pa / 4);
-    const sh = (pa % 4) * 8;
-    for (;;) {
-      const old = Atomics.load(this.mem, w);
-      if (Atomics.compareExchange(this.mem, w, old, (old & ~(0xff << sh)) | (b << sh)) === old) return;
-    }
   }
 
   // ---- TLB instructions and effects ------------------------------------------------------

@@ -70,6 +70,8 @@ export class Regs {
   ac = false;
   // decoded
   wp = false;
+  /** CR0.PG: paging on. With it off there is no translation at all (linear = physical, SDM 4.1.1). */
+  pg = true;
   pge = false;
   pcide = false;
   la57 = false;
@@ -97,6 +99,7 @@ export class Regs {
   /** Recomputes every decoded field from the raw registers. */
   decode(): void {
     this.wp = (this.cr0 & CR0_WP) !== 0;
+    this.pg = (this.cr0 & CR0_PG) !== 0;
     this.pge = (this.cr4 & CR4_PGE) !== 0;
     this.pcide = (this.cr4 & CR4_PCIDE) !== 0;
     this.la57 = (this.cr4 & CR4_LA57) !== 0;

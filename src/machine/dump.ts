@@ -29,6 +29,8 @@ export interface DumpJson {
   roots: {
     label: string;
     cr3: string;
+    /** The paging mode the root is walked in (SDM 4.1.1): '4level' or '5level' (the modes nrvm builds). */
+    mode: '4level' | '5level';
     la57: boolean;
     mappings: {
       va: string; pa: string; size: number; write: boolean; user: boolean; nx: boolean;
@@ -74,6 +76,7 @@ export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
       return {
         label: r.label,
         cr3: '0x' + r.cr3.toString(16),
+        mode: r.la57 ? '5level' : '4level',
         la57: r.la57,
         mappings: withStates(enumerateMappings(m.mem, l.totalFrames, rootPfn, r.la57).map(mappingJson),
           m.kernel.mh && r.space !== undefined && m.kernel.isLive(r.space) ? mhStates(m, r.space) : null),
