@@ -1,6 +1,7 @@
-// The SDM's rules for CR2, the control-register moves and INVPCID (issue 14, part 2): each test
-// names its section. A refused instruction raises #GP(0) and changes nothing: no register, no
-// TLB entry.
+// The SDM's rules (issue 14), each test naming its section: CR2 (only a #PF loads it), the
+// control-register moves and INVPCID (a refused instruction raises #GP(0) and changes nothing: no
+// register, no TLB entry), implicit supervisor-mode accesses, access sizes and page-crossing
+// accesses, and CR0.PG = 0.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
