@@ -12,7 +12,6 @@ import {
   R_CR2_HI, R_CR2_LO, R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU,
 } from './layout.js';
 import { CR0_PG, CR3_NOFLUSH_HI, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_LA57, CR4_SMEP, EFER_LMA, Regs } from './regs.js';
-import { FAULT_GP0 } from './fault.js';
 import { TraceRing } from './trace.js';
 import { Mmu } from './mmu.js';
 import { Apic } from './apic.js';
@@ -140,7 +139,7 @@ export class Cpu {
   movCr3(hi: number, lo: number): number {
     const r = this.regs;
     const rsvd = ~((1 << (r.maxPhysAddr - 32)) - 1) & (r.pcide ? ~CR3_NOFLUSH_HI : -1);
-    if ((hi & rsvd) !== 0) return this.generalProtection(hi, lo);
+    if ((hi & rsvd) !== 0) return this.mmu.generalProtection(hi, lo);
     const noFlush = r.pcide && (hi & CR3_NOFLUSH_HI) !== 0;
     r.cr3hi = hi & ~CR3_NOFLUSH_HI;
     r.cr3lo = lo;
@@ -165,9 +164,9 @@ export class Cpu {
     const old = r.cr4;
     const changed = old ^ v;
     const ia32e = (r.efer & EFER_LMA) !== 0;
-    if (ia32e && (v & CR4_PAE) === 0) return this.generalProtection(0, v);
-    if ((changed & CR4_LA57) !== 0 && (r.cr0 & CR0_PG) !== 0) return this.generalProtection(0, v);
-    if ((v & CR4_PCIDE) !== 0 && (old & CR4_PCIDE) === 0 && (r.cr3lo & 0xfff) !== 0) return this.generalProtection(0, v);
+    if (ia32e && (v & CR4_PAE) === 0) return this.mmu.generalProtection(0, v);
+    if ((changed & CR4_LA57) !== 0 && (r.cr0 & CR0_PG) !== 0) return this.mmu.generalProtection(0, v);
+    if ((v & CR4_PCIDE) !== 0 && (old & CR4_PCIDE) === 0 && (r.cr3lo & 0xfff) !== 0) return this.mmu.generalProtection(0, v);
     r.cr4 = v;
     this.storeRegisters();
     if ((changed & (CR4_PGE | CR4_LA57)) !== 0 || ((old & CR4_PCIDE) !== 0 && (v & CR4_PCIDE) === 0)) this.mmu.flushAll();
@@ -183,20 +182,13 @@ export class Cpu {
   movCr0(v: number): number {
     const r = this.regs;
     const clearsPg = (r.cr0 & CR0_PG) !== 0 && (v & CR0_PG) === 0;
-    if (clearsPg && (r.efer & EFER_LMA) !== 0) return this.generalProtection(0, v);
+    if (clearsPg && (r.efer & EFER_LMA) !== 0) return this.mmu.generalProtection(0, v);
     r.cr0 = v;
     this.storeRegisters();
     if (clearsPg) this.mmu.flushAll();
     return 0;
   }
 
-  /** A #GP(0) raised by an instruction (not an access): counted, CR2 untouched; the operand goes to the fault log's address. */
-  private generalProtection(hi: number, lo: number): number {
-    this.ctr[CTR.gpFaults]++;
-    this.mmu.faultHi = hi;
-    this.mmu.faultLo = lo;
-    return FAULT_GP0;
-  }
 
   /** WRMSR EFER. */
   wrEfer(v: number): void {

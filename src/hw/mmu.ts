@@ -12,6 +12,7 @@ import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.j
 import { WalkOut, walk } from './walk.js';
 import { Fast, FastPath, type FastEntryView } from './fastpath.js';
 import { physByte, storePhysByte } from './frames.js';
+import { isCanonical } from './vaddr.js';
 import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
 import { PH_BEGIN, PH_END, TR_WALK, type TraceRing } from './trace.js';
@@ -240,12 +241,7 @@ export class Mmu {
    * a core runs outside IA-32e mode, where linear addresses have 32 bits: one above 4 GiB is #GP(0).
    */
   private unpaged(vhi: number, vlo: number): number {
-    if (vhi !== 0) {
-      this.cpu.ctr[CTR.gpFaults]++;
-      this.faultHi = vhi;
-      this.faultLo = vlo;
-      return FAULT_GP0;
-    }
+    if (vhi !== 0) return this.generalProtection(vhi, vlo);
     const w = vlo >>> 2;
     if (w + 1 < this.memWords) return w;
     this.busWord = w;
@@ -270,11 +266,7 @@ export class Mmu {
     if (this.cpu.tracer !== null) this.cpu.tracer.emit(PH_END, TR_WALK, 0);
     if (r !== 0) {
       if (faultVector(r) === VEC_PF) return this.raisePageFault(vhi, vlo, (-1 - r) & 0xffff);
-      // #GP(0) (a non-canonical address): CR2 is not loaded.
-      this.cpu.ctr[CTR.gpFaults]++;
-      this.faultHi = vhi;
-      this.faultLo = vlo;
-      return r;
+      return this.generalProtection(vhi, vlo); // the walk's only other fault: a non-canonical address
     }
     const arr = o.shift === 12 ? this.tlb4k : o.shift === 21 ? this.tlb2m : this.tlb1g;
     const match = o.global ? TLB_VALID | TLB_GLOBAL | this.regs.pcid : this.pcidTag;
@@ -293,6 +285,18 @@ export class Mmu {
   /** The fast path's entries as the architectural TLB must back them (tests; see FastPath.entries). */
   fastEntries(): FastEntryView[] {
     return this.fp.entries();
+  }
+
+  /**
+   * Raises #GP(0), for an access (a non-canonical or, without paging, a too-high address) or an
+   * instruction (the Cpu's control-register moves, INVPCID): counted, CR2 not loaded (SDM 6.15),
+   * hi:lo (the address, or the instruction's operand) kept for the fault log.
+   */
+  generalProtection(hi: number, lo: number): number {
+    this.cpu.ctr[CTR.gpFaults]++;
+    this.faultHi = hi;
+    this.faultLo = lo;
+    return FAULT_GP0;
   }
 
   /** Delivers a #PF: CR2 = the address, the page's TLB entries are dropped (SDM 4.10.4.1). */
@@ -443,13 +447,8 @@ export class Mmu {
   invpcid(type: number, pcid: number, vhi: number, vlo: number): number {
     const bad = type < 0 || type > 3 ||
       ((type === 0 || type === 1) && (pcid < 0 || pcid > 0xfff || (pcid !== 0 && !this.regs.pcide))) ||
-      (type === 0 && (this.regs.la57 ? vhi >> 24 : vhi >> 15) !== (vhi >> 31));
-    if (bad) {
-      this.cpu.ctr[CTR.gpFaults]++;
-      this.faultHi = vhi;
-      this.faultLo = vlo;
-      return FAULT_GP0;
-    }
+      (type === 0 && !isCanonical(vhi, this.regs.la57));
+    if (bad) return this.generalProtection(vhi, vlo);
     switch (type) {
       case 0:
         this.cpu.ctr[CTR.invpcid0]++;
