@@ -67,6 +67,17 @@ export function walkTo(
   }
 }
 
+/**
+ * The page size of the next piece of a mapping at an address whose low half is vlo (frame pfn,
+ * `left` pages to go): the largest of 1 GiB, 2 MiB and 4 KiB that both are aligned to and that
+ * fits. Returns its shift.
+ */
+export function pieceShift(vlo: number, pfn: number, left: number): number {
+  if ((vlo & (2 ** 30 - 1)) === 0 && pfn % 2 ** 18 === 0 && left >= 2 ** 18) return 30;
+  if ((vlo & (2 ** 21 - 1)) === 0 && pfn % 512 === 0 && left >= 512) return 21;
+  return 12;
+}
+
 /** Low half of a leaf for frame pfn, page size 2^shift, with `flags` (PTE_RW, PTE_US, PTE_G, PTE_A, PTE_D): present, PS above 4 KiB. */
 export function leafLo(pfn: number, shift: number, flags: number): number {
   return makeLo(pfn, flags | PTE_P | (shift !== 12 ? PTE_PS : 0));

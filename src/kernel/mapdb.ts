@@ -365,6 +365,70 @@ export class MapDb {
     return true;
   }
 
+  // A cursor over the mappings in address order, for passes over a whole tree (fork): a slot is
+  // the word of one mapping; no allocation, no call per mapping. One pass at a time per handle.
+  private cursorLeaf = -1;
+  private cursorEnd = 0;
+
+  /** The slot of the first mapping, or -1 (starts a pass). */
+  firstSlot(): number {
+    return this.slotFrom(this.firstLeaf());
+  }
+
+  /** The slot of the mapping after the one at slot `at` (the pass's last answer), or -1. */
+  nextSlot(at: number): number {
+    if (at + LEAF_SLOT < this.cursorEnd) return at + LEAF_SLOT;
+    return this.slotFrom(this.w[this.node(this.cursorLeaf) + 2]);
+  }
+
+  /** The first slot of the first non-empty leaf from leaf index `leaf` on, or -1. */
+  private slotFrom(leaf: number): number {
+    while (leaf >= 0) {
+      const n = this.node(leaf);
+      const count = this.w[n + 1];
+      if (count > 0) {
+        this.cursorLeaf = leaf;
+        this.cursorEnd = n + HDR + count * LEAF_SLOT;
+        return n + HDR;
+      }
+      leaf = this.w[n + 2];
+    }
+    return -1;
+  }
+
+  /** The base address's halves, frame, pages and rights of the mapping at slot `at`. */
+  slotHi(at: number): number {
+    return this.w[at];
+  }
+
+  slotLo(at: number): number {
+    return this.w[at + 1];
+  }
+
+  slotPfn(at: number): number {
+    return this.w[at + 2];
+  }
+
+  slotPages(at: number): number {
+    return this.w[at + 3];
+  }
+
+  slotRights(at: number): number {
+    return this.w[at + 4];
+  }
+
+  setSlotRights(at: number, rights: number): void {
+    this.w[at + 4] = rights;
+  }
+
+  /** Makes this tree a copy of `src` (the same arena size): the used part of its arena, word for word. */
+  copyFrom(src: MapDb): void {
+    if (src.words !== this.words) panic(`MapDb.copyFrom: arenas of ${src.words} and ${this.words} words`);
+    const used = ARENA_HDR + src.w[src.base + A_NEXT] * NODE_WORDS;
+    if (src.w === this.w) this.w.copyWithin(this.base, src.base, src.base + used);
+    else this.w.set(src.w.subarray(src.base, src.base + used), this.base);
+  }
+
   /** Every mapping in address order. */
   entries(): MapEntry[] {
     const out: MapEntry[] = [];

@@ -17,6 +17,8 @@ export const VS_MOVE = 6;
 export const VS_PRUNE = 7;
 /** Kernel half: free the tables the last VS_PRUNE detached. */
 export const VS_PRUNE_FREE = 8;
+/** Fork: every shareable mapping becomes copy-on-write, its leaves read-only (forkcopy.ts); the child is built beside the log. */
+export const VS_FORK = 9;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
@@ -60,6 +62,8 @@ export const RS_REMAP_PFN = 1;
 export const RS_REMAP_RIGHTS = 2;
 /** VS_WIRE: the wiring count after the change. */
 export const RS_WIRE_COUNT = 1;
+/** VS_FORK: how many mappings lost a writable leaf (the forker shoots down when any did). */
+export const RS_FORK_NARROWED = 1;
 /** VS_MOVE: the frame and rights the destination had (the caller drops its reference). */
 export const RS_MOVE_OLD_PFN = 1;
 export const RS_MOVE_OLD_RIGHTS = 2;

@@ -11,7 +11,7 @@
 import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LIMBO, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
-import { leafLo, walkTo } from '../hw/pagetable.js';
+import { leafLo, pieceShift, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_G, PTE_P, PTE_PCD, PTE_PS, PTE_PWT, PTE_RW, PTE_US, entryFrame, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
@@ -21,8 +21,9 @@ import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
   ALREADY_MAPPED, EBUSY, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
   RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
-  RS_WIRE_COUNT, VS_ADJUST, VS_MAP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
+  RS_FORK_NARROWED, RS_WIRE_COUNT, VS_ADJUST, VS_FORK, VS_MAP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
+import { forkProtect } from './forkcopy.js';
 import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
 
 /** The personality's rules an apply follows (the same on every replica). */
@@ -37,17 +38,6 @@ export interface ApplyRules {
 function leafFlags(rights: number): number {
   return (leafWritable(rights) ? PTE_RW : 0) | ((rights & R_USER) !== 0 ? PTE_US : 0) | ((rights & R_IO) !== 0 ? PTE_PCD | PTE_PWT : 0) |
     ((rights & R_GLOBAL) !== 0 ? PTE_G : 0);
-}
-
-/**
- * The page size of the next piece of a mapping at an address whose low half is vlo (frame pfn,
- * `left` pages to go): the largest of 1 GiB, 2 MiB and 4 KiB that both are aligned to and that
- * fits. Returns its shift.
- */
-export function pieceShift(vlo: number, pfn: number, left: number): number {
-  if ((vlo & (2 ** 30 - 1)) === 0 && pfn % 2 ** 18 === 0 && left >= 2 ** 18) return 30;
-  if ((vlo & (2 ** 21 - 1)) === 0 && pfn % 512 === 0 && left >= 512) return 21;
-  return 12;
 }
 
 /** Frames a pool keeps beyond its promises; more are given back to the node. */
@@ -200,6 +190,10 @@ export class VSpace implements Replicated {
         return;
       case VS_PRUNE_FREE:
         this.applyPruneFree(r, resp, ro);
+        return;
+      case VS_FORK:
+        resp[ro + RS_CODE] = OK;
+        resp[ro + RS_FORK_NARROWED] = forkProtect(this.mem, this.dbs[r], this.root(r), this.rules.mh);
         return;
       case VS_REMAP:
         this.applyRemap(r, hi, lo, w[a + A_PFN], w[a + A_REMAP_RIGHTS], resp, ro);
