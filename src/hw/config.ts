@@ -11,6 +11,8 @@ export interface TlbConfig {
   ways2m: number;
   entries1g: number;
   ways1g: number;
+  /** Paging-structure caches (SDM 4.10.3; psc.ts): a per-core PDE cache. Off by default. */
+  psc: boolean;
 }
 
 /** Named hardware faults a run can inject to prove that the checks catch them (kernel ones: kernel/options.ts). */
@@ -42,6 +44,7 @@ export const DEFAULT_TLB: TlbConfig = {
   ways2m: 4,
   entries1g: 4,
   ways1g: 4,
+  psc: false,
 };
 
 export const DEFAULTS = {

@@ -11,7 +11,8 @@ import type { Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
 import { Fast, FastPath, type FastEntryView } from './fastpath.js';
-import { physByte, storePhysByte } from './frames.js';
+import { PdeCache } from './psc.js';
+import { sizedAccess } from './sized.js';
 import { isCanonical } from './vaddr.js';
 import { ACC_FETCH, ACC_IMPLICIT_READ, ACC_IMPLICIT_WRITE, ACC_READ, ACC_WRITE, F_CLEAN, F_NOMEM, F_PK_ALL, FAULT_GP0, FAULT_NOMEM, PF_P, PF_PK, VEC_PF, accessErrorBits, fault, faultVector } from './fault.js';
 import { FRAME_WORDS } from './pte.js';
@@ -67,6 +68,8 @@ export class Mmu {
   private readonly fp: FastPath;
   private readonly fast: Int32Array;
   private readonly fast2m: Int32Array;
+  /** The paging-structure cache (psc.ts) when the machine has tlb.psc, else null. */
+  readonly psc: PdeCache | null;
 
   constructor(
     layout: Layout,
@@ -95,6 +98,7 @@ export class Mmu {
     this.fp = new FastPath(this.masks, regs);
     this.fast = this.fp.t4k;
     this.fast2m = this.fp.t2m;
+    this.psc = layout.config.tlb.psc ? new PdeCache() : null;
   }
 
   /** Refreshes what the hot path copies from the decoded registers (after every register write). */
@@ -262,7 +266,7 @@ export class Mmu {
     this.cpu.ctr[CTR.walks]++;
     const o = this.walkOut;
     if (this.cpu.tracer !== null) this.cpu.tracer.emit(PH_BEGIN, TR_WALK, 0);
-    const r = walk(this.mem, this.totalFrames, this.regs, vhi, vlo, acc, o, true, true);
+    const r = walk(this.mem, this.totalFrames, this.regs, vhi, vlo, acc, o, true, true, this.psc);
     if (this.cpu.tracer !== null) this.cpu.tracer.emit(PH_END, TR_WALK, 0);
     if (r !== 0) {
       if (faultVector(r) === VEC_PF) return this.raisePageFault(vhi, vlo, (-1 - r) & 0xffff);
@@ -307,6 +311,7 @@ export class Mmu {
     this.ctl[this.base + R_CR2_HI] = vhi;
     this.ctl[this.base + R_CR2_LO] = vlo;
     this.dropPage(vhi, vlo);
+    this.psc?.dropAddress(vhi, vlo, this.regs.pcid); // the PSC entries that would translate it (SDM 4.10.4.1)
     return fault(VEC_PF, err);
   }
 
@@ -374,52 +379,11 @@ export class Mmu {
   }
 
   /**
-   * A data access of `size` bytes (1, 2, 4 or 8) at vhi:vlo, aligned or not. One that crosses a
-   * page boundary translates both pages before it touches either (as QEMU's probe of both
-   * pages): a fault on the second page reports that page's address in CR2 and the first page is
-   * not written. A load's value lands in valHi:valLo, zero-extended; a store writes the low `size`
-   * bytes of hi:lo, each byte on its own (a compareExchange per word: bytes of a word that other
-   * cores store meanwhile are kept). Memory that is not installed reads as all ones and drops
-   * writes; the device's registers answer 8-byte aligned accesses (load64/store64) only. Returns 0
-   * or a fault code.
+   * A data access of `size` bytes (1, 2, 4 or 8) at vhi:vlo, aligned or not, crossing a page
+   * boundary or not (sized.ts). Returns 0 or a fault code; a load's value lands in valHi:valLo.
    */
   access(vhi: number, vlo: number, size: number, write: boolean, hi = 0, lo = 0): number {
-    this.cpu.ctr[write ? CTR.stores : CTR.loads]++;
-    const acc = write ? ACC_WRITE : ACC_READ;
-    const first = Math.min(size, 4096 - (vlo & 0xfff));
-    const w1 = this.translate(vhi, vlo, acc);
-    this.lastWord = w1;
-    this.lastWord2 = -1;
-    if (w1 < 0 && w1 !== FAULT_NOMEM) return w1;
-    let w2 = -1;
-    if (first < size) {
-      // The next page: its address (a carry into the high half when the low one wraps).
-      const lo2 = ((vlo | 0xfff) + 1) | 0;
-      const hi2 = lo2 === 0 ? (vhi + 1) | 0 : vhi;
-      w2 = this.translate(hi2, lo2, acc);
-      if (w2 < 0 && w2 !== FAULT_NOMEM) return w2;
-      this.lastWord2 = w2;
-    }
-    // Byte addresses of the two parts (-1: not installed).
-    const pa1 = w1 < 0 ? -1 : w1 * 4 + (vlo & 3);
-    const pa2 = w2 < 0 ? -1 : w2 * 4;
-    if (!write) {
-      let vl = 0;
-      let vh = 0;
-      for (let i = 0; i < size; i++) {
-        const b = physByte(this.mem, i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first);
-        if (i < 4) vl |= b << (8 * i);
-        else vh |= b << (8 * (i - 4));
-      }
-      this.valLo = vl;
-      this.valHi = vh;
-      return 0;
-    }
-    for (let i = 0; i < size; i++) {
-      const pa = i < first ? (pa1 < 0 ? -1 : pa1 + i) : pa2 < 0 ? -1 : pa2 + i - first;
-      if (pa >= 0) storePhysByte(this.mem, pa, (i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff);
-    }
-    return 0;
+    return sizedAccess(this, vhi, vlo, size, write, hi, lo);
   }
 
   // ---- TLB instructions and effects ------------------------------------------------------
@@ -432,10 +396,11 @@ export class Mmu {
     if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) > 0) this.fp.clear();
   }
 
-  /** INVLPG: the page's entries in the current PCID and its global entries. */
+  /** INVLPG: the page's entries in the current PCID and its global entries; every PSC entry of the current PCID. */
   invlpg(vhi: number, vlo: number): void {
     this.cpu.ctr[CTR.invlpg]++;
     this.dropPage(vhi, vlo);
+    this.psc?.dropPcid(this.regs.pcid);
   }
 
   /**
@@ -452,6 +417,7 @@ export class Mmu {
     switch (type) {
       case 0:
         this.cpu.ctr[CTR.invpcid0]++;
+        this.psc?.dropAddress(vhi, vlo, pcid);
         this.tlb4k.invalidateAddress(vhi, vlo, pcid, false);
         this.fp.drop((vlo >>> 12) | (vhi << 20));
         if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) > 0) this.fp.clear();
@@ -474,6 +440,7 @@ export class Mmu {
   /** Drops every non-global entry of one PCID (INVPCID type 1, a flushing CR3 load). */
   invalidatePcid(pcid: number): void {
     this.fp.clear();
+    this.psc?.dropPcid(pcid);
     this.tlb4k.invalidateWhere(pcid, false);
     this.tlb2m.invalidateWhere(pcid, false);
     this.tlb1g.invalidateWhere(pcid, false);
@@ -482,6 +449,7 @@ export class Mmu {
   /** Drops every non-global entry of every PCID. */
   flushNonGlobal(): void {
     this.fp.clear();
+    this.psc?.clear();
     this.tlb4k.invalidateWhere(-1, false);
     this.tlb2m.invalidateWhere(-1, false);
     this.tlb1g.invalidateWhere(-1, false);
@@ -491,6 +459,7 @@ export class Mmu {
   flushAll(): void {
     this.cpu.ctr[CTR.fullFlushes]++;
     this.fp.clear();
+    this.psc?.clear();
     this.tlb4k.clear();
     this.tlb2m.clear();
     this.tlb1g.clear();

@@ -23,6 +23,7 @@
 // owns) or a fault code, see fault().
 
 import { Pte } from './pte.js';
+import type { PdeCache } from './psc.js';
 import type { Regs } from './regs.js';
 import { Acc, FAULT_GP0, F_PK_ALL, Fl, PF_P, PF_PK, PF_RSVD, VEC_PF, accessErrorBits, fault } from './fault.js';
 
@@ -55,6 +56,7 @@ function setEntryBits(mem: Int32Array, word: number, bits: number, atomic: boole
  * Returns 0 and fills `out`, or a fault code (#GP(0) for a non-canonical address, #PF with its
  * error code). With setAD false it has no side effects at all (dumps, checkers, debuggers) and
  * does not check the access's rights beyond P and reserved bits unless checkRights is true.
+ * With a PDE cache (the MMU's, when the machine has tlb.psc) it uses and fills it.
  * Any thread; hot on a TLB miss.
  */
 export function walk(
@@ -67,6 +69,7 @@ export function walk(
   out: WalkOut,
   setAD: boolean,
   checkRights: boolean,
+  psc: PdeCache | null = null,
 ): number {
   // Canonical (SDM 3.3.7.1): bits 63:47 (63:56 with LA57) all equal, else #GP(0).
   const top = regs.la57 ? vhi >> 24 : vhi >> 15;
@@ -79,6 +82,13 @@ export function walk(
   /** Bit 31 set when some level's XD (bit 63) is set. */
   let xd = 0;
   let shift = regs.la57 ? 48 : 39;
+  // The PDE cache (psc.ts, SDM 4.10.3.2): a hit starts the walk at the page table it names.
+  if (psc !== null && psc.lookup(vhi, vlo, regs.pcid)) {
+    table = psc.pt;
+    rights = psc.rights;
+    xd = psc.xd;
+    shift = 12;
+  }
   // Constants are literals or const enums (Pte, Fl, Acc): an imported const is a module-cell load.
   for (;;) {
     const idx = (shift >= 32 ? vhi >>> (shift - 32) : shift <= 23 ? vlo >>> shift : (vlo >>> shift) | (vhi << (32 - shift))) & 511;
@@ -98,6 +108,7 @@ export function walk(
     if (shift !== 12 && (lo & Pte.PS) === 0) {
       if (setAD && (lo & Pte.A) === 0 && word >= 0) setEntryBits(mem, word, Pte.A, regs.atomicAD);
       table = (lo >>> 12) + (hi & Pte.HI_ADDR) * 0x100000;
+      if (shift === 21 && psc !== null) psc.fill(vhi, vlo, regs.pcid, table, rights, xd);
       shift -= 9;
       continue;
     }

@@ -104,6 +104,7 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
       return { error: `tlb.entries${size} / tlb.ways${size} must be a power of two (sets), got ${entries}/${ways}` };
     }
   }
+  if (typeof tlb.psc !== 'boolean') return { error: `tlb.psc must be true or false, got ${JSON.stringify(tlb.psc)}` };
 
   const ipiQueueSlots = opts.ipiQueueSlots ?? DEFAULTS.ipiQueueSlots;
   // Vyukov's bounded queue needs at least two slots: with one, a published slot looks free.
