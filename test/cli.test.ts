@@ -72,7 +72,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--mix', 'map=1,frob=2'], /--mix: unknown kind 'frob' \(kinds: map, unmap, adjust, access, resolve, switch, fork, exit, check, export, unexport, dma, devreg, move, kmap, kunmap, kaccess\)/],
   [['stress', '--hw', '--mix', 'map=1'], /--mix: unknown kind 'map' \(kinds: load, store/],
   [['stress', '--mix', 'map'], /--mix: 'map' is not KIND=WEIGHT/],
-  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, core-crash\)/],
+  [['stress', '--inject', 'gremlins'], /--inject: unknown fault 'gremlins' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, free-table-without-flush, core-crash\)/],
   [['stress', '--hw', '--inject', 'skip-shootdown'], /--inject: unknown fault 'skip-shootdown' \(known with --hw: non-atomic-ad, torn-pte-update, core-crash\)/],
   [['stress', '--processes', '0'], /--processes must be between 1 and 4096, got 0/],
   [['stress', '--processes', '99', '--seconds', '0'], /--processes 99 exceeds the kernel's 32 address spaces/],

@@ -3,7 +3,8 @@
 // lists (4.10.4.1) removes it: INVLPG (every entry of the current PCID, whatever the address),
 // INVPCID type 0 (the address's entry in its PCID) and type 1, a CR3 load that flushes (not one
 // with bit 63 set), a #PF (the faulting address's entry). Entries of another PCID survive the
-// current PCID's INVLPG. With the option off nothing is cached: the walk reads the new PDE.
+// current PCID's INVLPG. With the option off nothing is cached: the walk reads the new PDE. The
+// kernel frees page tables with INVPCID type 2; the race free-table-without-flush shows why.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -14,6 +15,7 @@ import { FRAME_WORDS, PTE_P } from '../src/hw/pte.js';
 import type { Cpu } from '../src/hw/cpu.js';
 import type { Machine } from '../src/machine/machine.js';
 import { validateConfig } from '../src/machine/config.js';
+import { freeTableRace } from '../src/workloads/races-seeds.js';
 
 const CR0 = (CR0_PG | CR0_WP | 1) | 0;
 const EFER = EFER_LME | EFER_LMA | EFER_NXE;
@@ -126,6 +128,13 @@ P('entries of another PCID survive the current PCID\'s INVLPG (the reason a kern
   assert.is(c.cpu.mmu.invpcid(3, 0, 0, 0), 0);
   assert.is(frameOf(c.cpu, C), c.frames.C2, 'INVPCID type 3 (every PCID) dropped it');
   c.cpu.detach();
+});
+
+P('a kernel that frees page tables must invalidate every PCID: caught with the injection, clean without it, invisible without a PSC (race free-table-without-flush)', async () => {
+  for (const [inject, psc] of [[true, true], [false, true], [true, false]]) {
+    const r = await freeTableRace(inject, psc);
+    assert.ok(r.ok, `inject ${inject}, psc ${psc}:\n${r.steps.join('\n')}`);
+  }
 });
 
 P('tlb.psc takes true or false', () => {

@@ -27,6 +27,7 @@ export const MACHINE_HELP = `Machine options:
                       follows a change of a top-level kernel entry: eager (every space at once,
                       default), switch (copied when a space is switched in), lazy (copied from the
                       master on a kernel page fault; cannot remove: kunmap of a last mapping is refused)
+  --psc               give each core a paging-structure cache (a PDE cache, SDM 4.10.3; off by default)
 `;
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
@@ -44,6 +45,7 @@ export const machineOptions = {
   kernel: { type: 'string' },
   'device-pages': { type: 'string' },
   khalf: { type: 'string' },
+  psc: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -89,6 +91,7 @@ export function machineFrom(values: Record<string, unknown>): MachineOptions {
   const log = int(values['log-entries'] as string | undefined, 'log-entries', -1e9, 1e9);
   const batch = int(values['max-batch'] as string | undefined, 'max-batch', -1e9, 1e9);
   if (log !== undefined || batch !== undefined) o.kernel = { ...(log !== undefined ? { logEntries: log } : {}), ...(batch !== undefined ? { maxBatch: batch } : {}) };
+  if (values.psc === true) o.tlb = { psc: true };
   if (values.cow !== undefined) {
     if (values.cow !== 'default' && values.cow !== 'mh') throw new UsageError(`--cow must be default or mh, got '${String(values.cow)}'`);
     o.kernel = { ...(o.kernel ?? {}), cow: values.cow };

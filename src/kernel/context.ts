@@ -133,6 +133,8 @@ export class Kernel implements LockWaiter {
   readonly skipShootdown: boolean;
   readonly skipReplicaSync: boolean;
   readonly skipCowCopy: boolean;
+  /** Injected: a kernel shootdown that frees page tables invalidates the pages only (not every PCID's entries and paging-structure caches) and spares the cores their next switch's flush. */
+  readonly skipTableFlush: boolean;
   /** Injected MH bugs: unmap of a wired page succeeds; export does not wire. */
   readonly skipWireCheck: boolean;
   readonly unwiredDma: boolean;
@@ -159,6 +161,7 @@ export class Kernel implements LockWaiter {
     this.skipShootdown = v.inject.includes('skip-shootdown');
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
+    this.skipTableFlush = v.inject.includes('free-table-without-flush');
     this.skipWireCheck = v.inject.includes('skip-wire-check');
     this.unwiredDma = v.inject.includes('unwired-dma');
     this.mh = v.personality === 'mh';

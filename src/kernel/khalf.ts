@@ -349,7 +349,7 @@ export function kunmap(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, unsafe = 
       advanceMasters(kx, c, cpu);
       if (kx.khalf !== 'lazy') for (const s of visibleSpaces(kx)) clearTop(kx, s, top, cpu);
     }
-    kshootdown(kx, cpu, vhi, vlo, pages);
+    kshootdown(kx, cpu, vhi, vlo, pages, last);
     for (let p = 0; p < pages; p++) releaseKernelFrame(kx, pfn + p);
     if (last) {
       kx.exec(ks, c, cpu, VS_PRUNE_FREE);
@@ -384,10 +384,13 @@ function clearTop(kx: Kernel, s: number, i: number, cpu: Cpu): void {
 /**
  * Every other core running an address space drops the pages' translations (global ones too:
  * INVLPG), and so does cpu; a core running none now flushes its global entries when it next
- * switches in (the kernel TLB generation, bumped first). Returns after every ack; every walk that
- * began before has ended.
+ * switches in (the kernel TLB generation, bumped first). When the removal freed page tables
+ * (`tablesFreed`), each core invalidates every PCID's entries instead (INVPCID type 2): INVLPG
+ * drops the paging-structure-cache entries of the current PCID only (SDM 4.10.4.1), and another
+ * PCID's could still name a freed table when the core switches back to it without a flush.
+ * Returns after every ack; every walk that began before has ended.
  */
-export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages: number): void {
+export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages: number, tablesFreed = false): void {
   const { k, klayout } = kx.v;
   Atomics.add(k, klayout.ktlbGenWord, 1);
   kx.stats.kernelShootdowns++;
@@ -401,28 +404,43 @@ export function kshootdown(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages
   }
   for (const c of running) {
     if (c === cpu.id || kx.skipShootdown) continue;
-    const r = cpu.apic.sendIpi(c, IPI_KSHOOTDOWN, 0, vhi, vlo, pages);
+    const r = cpu.apic.sendIpi(c, IPI_KSHOOTDOWN, tablesFreed ? 1 : 0, vhi, vlo, pages);
     if (r === IPI_TARGET_OFFLINE) continue;
     if (r !== IPI_OK) panic(`kshootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
     kx.stats.shootdownIpis++;
     Atomics.add(k, klayout.kprogressWord, 1);
   }
-  invalidatePages(cpu, vhi, vlo, pages);
+  invalidatePages(kx, cpu, vhi, vlo, pages, tablesFreed);
   const r = cpu.apic.waitAcks(() => void Atomics.add(k, klayout.kprogressWord, 1));
   if (r !== WAIT_OK) panic(`kshootdown: core ${cpu.id}: ${describeWait(cpu, r)}`);
 }
 
-function invalidatePages(cpu: Cpu, vhi: number, vlo: number, pages: number): void {
+/** INVLPG of each page, or (tables freed) INVPCID type 2: every PCID's entries and paging-structure caches. */
+function invalidatePages(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, pages: number, tablesFreed: boolean): void {
+  if (tablesFreed && !kx.skipTableFlush) {
+    must(cpu.id, cpu.mmu.invpcid(2, 0, 0, 0), 'INVPCID 2');
+    return;
+  }
   const va = vaJoin(vhi, vlo);
   for (let p = 0; p < pages; p++) cpu.mmu.invlpg(vaHi(va + p * PAGE), vaLo(va + p * PAGE));
 }
 
-/** The receiver of a kernel shootdown: ack, bring the local kernel replica up to date, invalidate. */
-export function onKernelShootdown(kx: Kernel, c: Cpu, sender: number, vhi: number, vlo: number, pages: number): void {
+/**
+ * The receiver of a kernel shootdown: ack, bring the local kernel replica up to date, invalidate.
+ * It still flushes everything at its next switch-in (the kernel TLB generation): INVLPG drops
+ * the page's entries of the current PCID and its global ones, and a kernel entry is global only
+ * under CR4.PGE. The injected free-table-without-flush treats the core as up to date instead
+ * (INVLPG of the pages, the generation recorded): entries and paging-structure caches of the
+ * other PCIDs survive the freeing of the tables they lead to.
+ */
+export function onKernelShootdown(kx: Kernel, c: Cpu, sender: number, vhi: number, vlo: number, pages: number, tablesFreed: boolean): void {
   c.apic.ack(sender);
   kx.stats.shootdownsReceived++;
+  const { k, klayout } = kx.v;
+  const kg = Atomics.load(k, klayout.ktlbGenWord);
   if (!kx.skipReplicaSync) kx.sync(kx.kernelSpace, c.id, c);
-  invalidatePages(c, vhi, vlo, pages);
+  invalidatePages(kx, c, vhi, vlo, pages, tablesFreed);
+  if (tablesFreed && kx.skipTableFlush && kx.current[c.id] >= 0) Atomics.store(k, klayout.coreGen(c.id, kx.kernelSpace), kg);
 }
 
 // ---- switch-in and faults --------------------------------------------------------------------

@@ -196,7 +196,7 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     if (kx.current[c.id] === s) leave(kx, c);
     c.apic.ack(sender);
   };
-  cpu.apic.handlers[IPI_KSHOOTDOWN] = (c, sender, _s, hi, lo, pages) => khalf.onKernelShootdown(kx, c, sender, hi, lo, pages);
+  cpu.apic.handlers[IPI_KSHOOTDOWN] = (c, sender, a0, hi, lo, pages) => khalf.onKernelShootdown(kx, c, sender, hi, lo, pages, a0 === 1);
   cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
     c.apic.ack(sender);
     kx.stats.shootdownsReceived++;

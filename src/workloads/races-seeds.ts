@@ -12,7 +12,8 @@ import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
 import * as vm from '../kernel/vm.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
-import { RaceApi, type Scenario } from './raceapi.js';
+import { RaceApi, type RaceOutcome, type Scenario } from './raceapi.js';
+import { findEntry } from '../hw/pagetable.js';
 
 const X = 0x40_0000;
 
@@ -182,6 +183,88 @@ const lazyKernelRemoval: Scenario = {
 };
 
 /**
+ * free-table-without-flush — paging-structure caches (tlb.psc on; SDM 4.10.3): core 0 reads a
+ * kernel page in process P, so its PDE cache holds, under P's PCID, the page table of that page's
+ * 2 MiB region; it switches to Q. The kernel removes the last mapping under that top-level entry
+ * and frees its tables. Its shootdown reaches core 0 running Q: an INVLPG there drops Q's
+ * paging-structure-cache entries only (4.10.4.1), so the kernel must invalidate every PCID
+ * (INVPCID type 2) when it frees tables — with --inject free-table-without-flush it does not.
+ * The freed page table becomes Q's user page holding an entry that points at Q's data; core 0
+ * switches back to P (no flush: nothing of P changed, and it took part in the kernel shootdown)
+ * and reads an address in the removed range. With the injection the walk starts at the cached,
+ * freed table and reads Q's data (the stale-tlb oracle reports it); without it the read faults.
+ * The scenario runs the injected kernel; test/psc.test.ts runs the right one, and the injected
+ * one on a machine without paging-structure caches (where the bug cannot show).
+ */
+export function freeTableRace(inject: boolean, psc = true): Promise<RaceOutcome> {
+  const opts = { cores: 2, nodes: 1, memory: '16MiB', tlb: { psc }, kernel: { khalf: 'eager' as const, maxSpaces: 4 }, inject: inject ? ['free-table-without-flush'] : [] };
+  return RaceApi.session(opts, async (r) => {
+    const k = r.m.kernel;
+    const p = r.space();
+    const q = r.space();
+    const top = 302;
+    const x = khalf.topBase(top);
+    const victim = 7; // the page of the removed range core 0 reads at the end
+    const driver = r.m.attachHere(1);
+    let heard = 0;
+    driver.apic.handlers[IPI_PING] = (c, sender) => {
+      heard++;
+      c.apic.ack(sender);
+    };
+    try {
+      const done = r.run({ 0: [
+        { op: 'switch', space: p }, { op: 'kmap', va: kva(x) }, { op: 'kstore', va: kva(x), value: 0x4b }, { op: 'kload', va: kva(x) },
+        { op: 'switch', space: q }, { op: 'ping', target: 1 }, { op: 'awaitPings', count: 1 },
+        { op: 'switch', space: p }, { op: 'kload', va: kva(x + victim * 4096) },
+      ] }, { record: true });
+      await r.until(() => {
+        driver.apic.poll();
+        return heard > 0;
+      }, 'core 0 to read the kernel page in P and switch to Q');
+      r.step('core 0 read a page kmapped under a new top-level entry in process P, then switched to Q');
+      const pde = findEntry(r.m.mem, khalf.masterRoot(k, 0), false, vaHi(x), vaLo(x), 21);
+      const table = r.m.mem[pde] >>> 12;
+      r.expect(khalf.kunmap(k, driver, vaHi(x), vaLo(x)) === OK, 'the kernel removes the mapping, the last under its entry: the entry goes and its tables are freed');
+      r.expect(!r.m.frames.isAllocated(table), `the page table of the region (frame ${table}) is free`);
+      // Q gets the freed table as a user page and (the script writing for it) puts a 4 KiB entry
+      // at the victim's index pointing at a page of Q's holding a marker.
+      const taken: number[] = [];
+      for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
+      for (const g of taken) r.m.frames.free(g);
+      r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
+      refs.holdNew(k, table, q);
+      const QVA = 0x50_0000;
+      r.expect(vm.map(k, 1, q, vaHi(QVA), vaLo(QVA), table * 4096, 4096, R_USER | R_WRITE).code === OK, 'Q maps it as a user page');
+      const data = r.mapPage(1, q, QVA + 0x10_0000);
+      r.m.mem[data * 1024] = 0x5ec2e7;
+      r.m.mem[table * 1024 + victim * 2 + 1] = 0;
+      r.m.mem[table * 1024 + victim * 2] = (data << 12) | 0x3; // present, writable, supervisor
+      r.step("Q's page (the freed table) now holds an entry for the victim's index, pointing at Q's data");
+      while (driver.apic.sendIpi(0, IPI_PING) !== IPI_OK) driver.apic.poll();
+      driver.apic.waitAcks();
+      const c0 = (await done)[0];
+      r.step('core 0 switched back to P and read an address in the removed range');
+      const got = c0.values?.at(-1);
+      if (inject && psc) {
+        r.expect(c0.ok && got === '0x5ec2e7', `the read returned Q's data (${got}): the walk began at the freed table P's PCID still cached`);
+        r.expect(c0.staleAccesses >= 1, `the stale-tlb oracle reports it (frame ${c0.staleExamples[0]?.pfn} is not P's)`);
+      } else {
+        r.expect(got === 'fault', `the read faulted (${got}): ${psc ? "INVPCID type 2 had dropped every PCID's cached entries" : 'no paging-structure cache: the walk began at the root'}`);
+        r.expect(c0.staleAccesses === 0, 'the stale-tlb oracle saw nothing');
+      }
+    } finally {
+      driver.detach();
+    }
+  });
+}
+
+const freeTableWithoutFlush: Scenario = {
+  name: 'free-table-without-flush',
+  models: 'paging-structure caches: a kernel that frees page tables invalidating only the current PCID (inject free-table-without-flush)',
+  run: () => freeTableRace(true),
+};
+
+/**
  * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
  * a space created while that update is in flight (parked after the master changed, before the
  * spaces are written) still gets the entry: a new space copies the master after it became visible
@@ -239,4 +322,4 @@ function dataFrames(r: RaceApi): number {
 }
 
 /** The scenarios of this file, in the order `nrvm race --list` shows them. */
-export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, eagerVsFork];
+export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork];
