@@ -308,9 +308,9 @@ P('what is not a Pointer, a DataType or a ValueType is named, and nothing is rea
     'PGZERO: 0x0',
     'Invalid pointer null: a Pointer is needed (new Pointer())',
     'Invalid pointer undefined: a Pointer is needed (new Pointer())',
-    'Invalid type Int (DataType.UnsignedInt or DataType.SignedInt)',
-    'Invalid value 5: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero',
-    'Invalid value {"kind":"Float","value":1}: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero',
+    'Invalid type Int (DataType.UnsignedInt, DataType.SignedInt, DataType.U8, DataType.I8, DataType.U16, DataType.I16, DataType.U64, DataType.I64)',
+    'Invalid value 5: write takes ValueType.Zero or ValueType.UnsignedInt(n), ValueType.SignedInt(n), ValueType.U8(n), ValueType.I8(n), ValueType.U16(n), ValueType.I16(n), ValueType.U64(n), ValueType.I64(n)',
+    'Invalid value {"kind":"Float","value":1}: write takes ValueType.Zero or ValueType.UnsignedInt(n), ValueType.SignedInt(n), ValueType.U8(n), ValueType.I8(n), ValueType.U16(n), ValueType.I16(n), ValueType.U64(n), ValueType.I64(n)',
     'No process 42',
   ]);
   await s.end();

@@ -27,29 +27,61 @@ import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
-import { vaHi, vaLo } from '../hw/vaddr.js';
+import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 
+/** What a read takes a variable's bytes as: the seed's 32-bit words, and 8-, 16- and 64-bit ones. */
 export enum DataType {
   UnsignedInt = 'UnsignedInt',
   SignedInt = 'SignedInt',
+  U8 = 'U8',
+  I8 = 'I8',
+  U16 = 'U16',
+  I16 = 'I16',
+  U64 = 'U64',
+  I64 = 'I64',
 }
 
-/** A value to write: `ValueType.UnsignedInt(5)`, or `ValueType.Zero`. */
+/** Bytes and signedness of each type (UnsignedInt and SignedInt are the seed's 32-bit words). */
+const TYPES: Record<string, { bytes: number; signed: boolean }> = {
+  UnsignedInt: { bytes: 4, signed: false }, SignedInt: { bytes: 4, signed: true },
+  U8: { bytes: 1, signed: false }, I8: { bytes: 1, signed: true },
+  U16: { bytes: 2, signed: false }, I16: { bytes: 2, signed: true },
+  U64: { bytes: 8, signed: false }, I64: { bytes: 8, signed: true },
+};
+
+/** The width of a DataType's name, or undefined for what is not one. */
+function typeOf(name: unknown): { bytes: number; signed: boolean } | undefined {
+  return typeof name === 'string' && Object.prototype.hasOwnProperty.call(TYPES, name) ? TYPES[name] : undefined;
+}
+
+/** A value to write: `ValueType.UnsignedInt(5)`, `ValueType.I16(-2)`, `ValueType.U64(2n ** 64n - 1n)`, or `ValueType.Zero` (32 bits). */
 export interface ValueTypeValue {
-  kind: 'Zero' | 'UnsignedInt' | 'SignedInt';
-  value: number;
+  kind: 'Zero' | `${DataType}`;
+  value: number | bigint;
 }
 
 export const ValueType = {
   Zero: { kind: 'Zero', value: 0 } as ValueTypeValue,
   UnsignedInt: (v: number): ValueTypeValue => ({ kind: 'UnsignedInt', value: v }),
   SignedInt: (v: number): ValueTypeValue => ({ kind: 'SignedInt', value: v }),
+  U8: (v: number): ValueTypeValue => ({ kind: 'U8', value: v }),
+  I8: (v: number): ValueTypeValue => ({ kind: 'I8', value: v }),
+  U16: (v: number): ValueTypeValue => ({ kind: 'U16', value: v }),
+  I16: (v: number): ValueTypeValue => ({ kind: 'I16', value: v }),
+  U64: (v: number | bigint): ValueTypeValue => ({ kind: 'U64', value: v }),
+  I64: (v: number | bigint): ValueTypeValue => ({ kind: 'I64', value: v }),
 };
 
-/** A value read back. */
+/** A value read back: getValue() as a number, getBigInt() exactly (64-bit types). */
 export class Value {
-  constructor(private readonly v: number) {}
+  constructor(private readonly v: bigint) {}
+  /** The value as a number; a RangeError for a 64-bit value a number cannot hold exactly (use getBigInt()). */
   getValue(): number {
+    const n = Number(this.v);
+    if (!Number.isSafeInteger(n)) throw new RangeError(`Value.getValue: ${this.v} is not exactly a number; use getBigInt()`);
+    return n;
+  }
+  getBigInt(): bigint {
     return this.v;
   }
 }
@@ -124,47 +156,66 @@ export class Simulator {
   }
 
   /**
-   * Reads the variable in the running process as `type` (a 32-bit word: UnsignedInt 0..2^32-1,
-   * SignedInt -2^31..2^31-1); undefined (with a message) when refused.
+   * Reads the variable in the running process as `type` (UnsignedInt 0..2^32-1, SignedInt
+   * -2^31..2^31-1, the seed's; U8/I8, U16/I16, U64/I64 likewise), `offset` bytes into it (0-4095,
+   * any alignment: a read that runs past the variable's page reads the next page too, as the
+   * hardware does); undefined (with a message) when refused.
    */
-  read(ptr: Pointer, type: DataType): Value | undefined {
+  read(ptr: Pointer, type: DataType, offset = 0): Value | undefined {
     if (!this.usable() || !this.isPointer(ptr) || !this.running()) return undefined;
-    if (type !== DataType.UnsignedInt && type !== DataType.SignedInt) {
-      this.out(`Invalid type ${String(type)} (DataType.UnsignedInt or DataType.SignedInt)`);
+    const t = typeOf(type);
+    if (t === undefined) {
+      this.out(`Invalid type ${String(type)} (DataType.${Object.keys(TYPES).join(', DataType.')})`);
       return undefined;
     }
-    const va = ptr.va;
-    if (!this.registered(ptr)) return undefined;
-    if (faults.access(this.machine.kernel, this.cpu, ACC_READ, 0, va) !== 0) return this.invalid(va);
-    const w = this.cpu.mmu.valLo;
-    return new Value(type === DataType.SignedInt ? w | 0 : w >>> 0);
+    if (!this.registered(ptr) || !this.offsetOk(offset)) return undefined;
+    const va = ptr.va + offset;
+    if (faults.access(this.machine.kernel, this.cpu, ACC_READ, vaHi(va), vaLo(va), 0, 0, t.bytes) !== 0) return this.invalid(this.faultAddress());
+    const raw = BigInt.asUintN(t.bytes * 8, (BigInt(this.cpu.mmu.valHi >>> 0) << 32n) | BigInt(this.cpu.mmu.valLo >>> 0));
+    return new Value(t.signed ? BigInt.asIntN(t.bytes * 8, raw) : raw);
+  }
+
+  /** Whether a byte offset into a variable is a whole number 0-4095 (prints why not). */
+  private offsetOk(offset: number): boolean {
+    if (Number.isInteger(offset) && offset >= 0 && offset < 4096) return true;
+    this.out(`Invalid offset ${String(offset)} (a whole number of bytes from 0 to 4095)`);
+    return false;
   }
 
   /**
-   * Writes the variable in the running process (a zero-page or copy-on-write fault on the way).
-   * The value must fit its type's 32 bits; one that does not (or is not a whole number) is refused
-   * with a message, not cut. A write refused for want of a frame says "Out of memory".
+   * Writes the variable in the running process, `offset` bytes into it (a zero-page or
+   * copy-on-write fault on the way; a write that runs past the variable's page writes the next
+   * page too, and writes neither when either refuses it). The value must fit its type (Zero is a
+   * 32-bit 0); one that does not (or is not a whole number) is refused with a message, not cut.
+   * A write refused for want of a frame says "Out of memory".
    */
-  write(ptr: Pointer, v: ValueTypeValue): void {
+  write(ptr: Pointer, v: ValueTypeValue, offset = 0): void {
     if (!this.usable() || !this.isPointer(ptr) || !this.running()) return;
-    if (typeof v !== 'object' || v === null || !['Zero', 'UnsignedInt', 'SignedInt'].includes(v.kind)) {
-      this.out(`Invalid value ${typeof v === 'object' ? JSON.stringify(v) : String(v)}: write takes ValueType.UnsignedInt(n), ValueType.SignedInt(n) or ValueType.Zero`);
+    const t = typeof v !== 'object' || v === null ? undefined : v.kind === 'Zero' ? TYPES.UnsignedInt : typeOf(v.kind);
+    if (t === undefined) {
+      this.out(`Invalid value ${typeof v === 'object' ? JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x)) : String(v)}: write takes ValueType.Zero or ValueType.${Object.keys(TYPES).join('(n), ValueType.')}(n)`);
       return;
     }
-    const va = ptr.va;
-    if (!this.registered(ptr)) return;
-    const value = v.kind === 'Zero' ? 0 : v.value;
-    const [lo, hi] = v.kind === 'SignedInt' ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
-    if (!Number.isInteger(value) || value < lo || value > hi) {
-      this.out(`Invalid value ${String(value)} for ${v.kind} (a whole number from ${lo} to ${hi})`);
+    if (!this.registered(ptr) || !this.offsetOk(offset)) return;
+    const va = ptr.va + offset;
+    const value = v.kind === 'Zero' ? 0n : typeof v.value === 'bigint' ? v.value : Number.isSafeInteger(v.value) ? BigInt(v.value) : null;
+    const bits = BigInt(t.bytes * 8);
+    const [lo, hi] = t.signed ? [-(1n << (bits - 1n)), (1n << (bits - 1n)) - 1n] : [0n, (1n << bits) - 1n];
+    if (value === null && typeof v.value === 'number' && Number.isInteger(v.value)) {
+      this.out(`Invalid value ${String(v.value)} for ${v.kind}: a number past 2^53 is not exact; give a bigint`);
       return;
     }
+    if (value === null || value < lo || value > hi) {
+      this.out(`Invalid value ${String(v.value)} for ${v.kind} (a whole number from ${lo} to ${hi})`);
+      return;
+    }
+    const word = BigInt.asUintN(64, value);
     const free = this.machine.frames.freeCount();
-    if (faults.access(this.machine.kernel, this.cpu, ACC_WRITE, 0, va, 0, value | 0) === 0) return;
+    if (faults.access(this.machine.kernel, this.cpu, ACC_WRITE, vaHi(va), vaLo(va), Number(word >> 32n) | 0, Number(word & 0xffffffffn) | 0, t.bytes) === 0) return;
     // Mapped, and the write still refused with no frame left: the zero fill or the copy found none.
     const mapped = vm.resolve(this.machine.kernel, 0, this.space(this.current), vaHi(va), vaLo(va), this.cpu).code === OK;
     if (mapped && free === 0) this.out(`Out of memory writing 0x${va.toString(16)}`);
-    else this.invalid(va);
+    else this.invalid(this.faultAddress());
   }
 
   /**
@@ -263,6 +314,11 @@ export class Simulator {
       return false;
     }
     return true;
+  }
+
+  /** The address the last refused access faulted at (for one that ran into the next page, that page's). */
+  private faultAddress(): number {
+    return vaJoin(this.cpu.mmu.faultHi, this.cpu.mmu.faultLo);
   }
 
   private invalid(va: number): undefined {
