@@ -11,7 +11,7 @@ import {
   C_COUNTERS, C_STATE, CORE_OFF, CORE_RUNNING, COUNTER_NAMES, CTR, Layout, R_AC, R_CPL, R_CR0,
   R_CR2_HI, R_CR2_LO, R_CR3_HI, R_CR3_LO, R_CR4, R_EFER, R_NODE, R_PKRU,
 } from './layout.js';
-import { CR0_PG, CR3_NOFLUSH_HI, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_LA57, CR4_SMEP, EFER_LMA, Regs } from './regs.js';
+import { CR0_PG, CR3_NOFLUSH_HI, CR4_PAE, CR4_PCIDE, CR4_PGE, CR4_PSE, CR4_LA57, CR4_SMEP, EFER_LMA, EFER_LME, Paging, Regs, readPdptes } from './regs.js';
 import { TraceRing } from './trace.js';
 import { Mmu } from './mmu.js';
 import { Apic } from './apic.js';
@@ -108,6 +108,25 @@ export class Cpu {
     this.mmu.cr2lo = c[b + R_CR2_LO];
     this.mmu.cr2hi = c[b + R_CR2_HI];
     this.decoded();
+    // The PDPTE registers are not in the control block: a core attached in PAE paging loads them
+    // as a MOV to CR3 would (Machine.setRegisters refuses PDPTEs such a load would #GP on).
+    if (r.mode === Paging.PAE) readPdptes(this.mem, r.cr3lo, r.maxPhysAddr, r.pdpte);
+  }
+
+  /** PDPTEs read for a move that loads them, kept until the move commits. */
+  private readonly pdptes = new Int32Array(8);
+
+  /**
+   * For a control-register move whose result is PAE paging and that loads the PDPTEs (SDM 4.4.1):
+   * reads them from the table `cr3lo` names. Returns false (#GP) when a present one has a reserved
+   * bit set; the caller commits them with commitPdptes() once nothing else can fault.
+   */
+  private loadPdptes(cr3lo: number): boolean {
+    return readPdptes(this.mem, cr3lo, this.regs.maxPhysAddr, this.pdptes);
+  }
+
+  private commitPdptes(): void {
+    this.regs.pdpte.set(this.pdptes);
   }
 
   /** Decodes the registers and refreshes what the MMU's hot path copies from them. */
@@ -138,11 +157,14 @@ export class Cpu {
    */
   movCr3(hi: number, lo: number): number {
     const r = this.regs;
-    const rsvd = ~((1 << (r.maxPhysAddr - 32)) - 1) & (r.pcide ? ~CR3_NOFLUSH_HI : -1);
+    // Outside IA-32e mode CR3 has 32 bits; in PAE paging the load reads the four PDPTEs too.
+    const rsvd = !r.ia32e ? -1 : ~((1 << (r.maxPhysAddr - 32)) - 1) & (r.pcide ? ~CR3_NOFLUSH_HI : -1);
     if ((hi & rsvd) !== 0) return this.mmu.generalProtection(hi, lo);
+    if (r.mode === Paging.PAE && !this.loadPdptes(lo)) return this.mmu.generalProtection(hi, lo);
     const noFlush = r.pcide && (hi & CR3_NOFLUSH_HI) !== 0;
     r.cr3hi = hi & ~CR3_NOFLUSH_HI;
     r.cr3lo = lo;
+    if (r.mode === Paging.PAE) this.commitPdptes();
     this.storeRegisters();
     if (noFlush) {
       this.ctr[CTR.cr3NoFlush]++;
@@ -167,10 +189,17 @@ export class Cpu {
     if (ia32e && (v & CR4_PAE) === 0) return this.mmu.generalProtection(0, v);
     if ((changed & CR4_LA57) !== 0 && (r.cr0 & CR0_PG) !== 0) return this.mmu.generalProtection(0, v);
     if ((v & CR4_PCIDE) !== 0 && (old & CR4_PCIDE) === 0 && (r.cr3lo & 0xfff) !== 0) return this.mmu.generalProtection(0, v);
+    // PCIDE exists in IA-32e mode only.
+    if ((v & CR4_PCIDE) !== 0 && !ia32e) return this.mmu.generalProtection(0, v);
+    // A move that leaves PAE paging on and changes PAE, PGE, PSE or SMEP loads the PDPTEs (SDM 4.4.1).
+    const paeAfter = (r.cr0 & CR0_PG) !== 0 && (v & CR4_PAE) !== 0 && !ia32e;
+    const loads = paeAfter && (changed & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP)) !== 0;
+    if (loads && !this.loadPdptes(r.cr3lo)) return this.mmu.generalProtection(0, v);
     r.cr4 = v;
+    if (loads) this.commitPdptes();
     this.storeRegisters();
     if ((changed & (CR4_PGE | CR4_LA57)) !== 0 || ((old & CR4_PCIDE) !== 0 && (v & CR4_PCIDE) === 0)) this.mmu.flushAll();
-    else if ((changed & CR4_PAE) !== 0 || ((v & CR4_SMEP) !== 0 && (old & CR4_SMEP) === 0)) this.mmu.invalidatePcid(r.pcid);
+    else if ((changed & (CR4_PAE | CR4_PSE)) !== 0 || ((v & CR4_SMEP) !== 0 && (old & CR4_SMEP) === 0)) this.mmu.invalidatePcid(r.pcid);
     return 0;
   }
 
@@ -182,8 +211,17 @@ export class Cpu {
   movCr0(v: number): number {
     const r = this.regs;
     const clearsPg = (r.cr0 & CR0_PG) !== 0 && (v & CR0_PG) === 0;
+    const setsPg = (r.cr0 & CR0_PG) === 0 && (v & CR0_PG) !== 0;
     if (clearsPg && (r.efer & EFER_LMA) !== 0) return this.mmu.generalProtection(0, v);
+    // Setting PG with EFER.LME enters IA-32e mode (LMA), which needs PAE; without LME it enters
+    // 32-bit or PAE paging, and PAE paging loads the PDPTEs (SDM 4.1.2, 4.4.1).
+    const lme = (r.efer & EFER_LME) !== 0;
+    if (setsPg && lme && (r.cr4 & CR4_PAE) === 0) return this.mmu.generalProtection(0, v);
+    const loads = setsPg && !lme && (r.cr4 & CR4_PAE) !== 0;
+    if (loads && !this.loadPdptes(r.cr3lo)) return this.mmu.generalProtection(0, v);
     r.cr0 = v;
+    if (setsPg && lme) r.efer |= EFER_LMA;
+    if (loads) this.commitPdptes();
     this.storeRegisters();
     if (clearsPg) this.mmu.flushAll();
     return 0;

@@ -82,6 +82,7 @@ export function accessErrorBits(regs: Regs, acc: number): number {
   let e = 0;
   if (acc === ACC_WRITE || acc === ACC_IMPLICIT_WRITE) e |= PF_W;
   if (regs.cpl === 3 && acc !== ACC_IMPLICIT_READ && acc !== ACC_IMPLICIT_WRITE) e |= PF_U;
-  if (acc === ACC_FETCH && (regs.nxe || regs.smep)) e |= PF_ID;
+  // I/D: a fetch, with SMEP on, or with NXE under PAE, 4- or 5-level paging (SDM 4.7).
+  if (acc === ACC_FETCH && (regs.smep || (regs.nxe && regs.pae))) e |= PF_ID;
   return e;
 }

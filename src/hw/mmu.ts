@@ -7,7 +7,7 @@
 // cr2lo, lastWord).
 
 import { CTR, R_CR2_HI, R_CR2_LO, TLB_ENTRY_WORDS, type Layout } from './layout.js';
-import type { Regs } from './regs.js';
+import { Paging, type Regs } from './regs.js';
 import { Tlbe, TLB_GLOBAL, TLB_VALID, TlbArray, tagHiOf, tagLoOf } from './tlb.js';
 import { WalkOut, walk } from './walk.js';
 import { Fast, FastPath, type FastEntryView } from './fastpath.js';
@@ -393,7 +393,12 @@ export class Mmu {
     const p = this.regs.pcid;
     this.tlb4k.invalidateAddress(vhi, vlo, p, true);
     this.fp.drop((vlo >>> 12) | (vhi << 20));
-    if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) > 0) this.fp.clear();
+    if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) + this.otherHalf(vhi, vlo, p, true) > 0) this.fp.clear();
+  }
+
+  /** 32-bit paging caches a 4 MiB page as 2 MiB halves (walk32.ts): dropping one drops the other. */
+  private otherHalf(vhi: number, vlo: number, pcid: number, globals: boolean): number {
+    return this.regs.mode === Paging.B32 ? this.tlb2m.invalidateAddress(vhi, vlo ^ (1 << 21), pcid, globals) : 0;
   }
 
   /** INVLPG: the page's entries in the current PCID and its global entries; every PSC entry of the current PCID. */
@@ -420,7 +425,7 @@ export class Mmu {
         this.psc?.dropAddress(vhi, vlo, pcid);
         this.tlb4k.invalidateAddress(vhi, vlo, pcid, false);
         this.fp.drop((vlo >>> 12) | (vhi << 20));
-        if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) > 0) this.fp.clear();
+        if (this.tlb2m.invalidateAddress(vhi, vlo, pcid, false) + this.tlb1g.invalidateAddress(vhi, vlo, pcid, false) + this.otherHalf(vhi, vlo, pcid, false) > 0) this.fp.clear();
         return 0;
       case 1:
         this.cpu.ctr[CTR.invpcid1]++;

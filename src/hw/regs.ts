@@ -22,6 +22,7 @@ export function cr3Lo(pfn: number, pcid: number): number {
 
 export const CR0_WP = 1 << 16;
 export const CR0_PG = 1 << 31;
+export const CR4_PSE = 1 << 4;
 export const CR4_PAE = 1 << 5;
 export const CR4_PGE = 1 << 7;
 export const CR4_LA57 = 1 << 12;
@@ -34,6 +35,46 @@ export const EFER_LMA = 1 << 10;
 export const EFER_NXE = 1 << 11;
 /** MOV to CR3 with bit 63 set (CR4.PCIDE = 1): no TLB invalidation. */
 export const CR3_NOFLUSH_HI = 1 << 31;
+
+/**
+ * The paging mode (SDM 4.1.1), decoded from CR0.PG, CR4.PAE, EFER.LMA and CR4.LA57: none (linear
+ * = physical), 32-bit (two levels of 4-byte entries), PAE (four PDPTE registers, then two levels
+ * of 8-byte entries), 4-level and 5-level (IA-32e).
+ */
+export const enum Paging {
+  NONE = 0,
+  B32 = 1,
+  PAE = 2,
+  L4 = 3,
+  L5 = 4,
+}
+
+/** The paging modes as dumps and options name them. */
+export const PAGING_NAMES = ['none', '32bit', 'pae', '4level', '5level'] as const;
+
+/** PDPTE bits reserved (SDM 4.4.1, Table 4-8): 2:1 and 8:5 in the low half; 63:MAXPHYADDR in the high half. */
+const PDPTE_RSVD_LO = 0x1e6;
+
+/**
+ * Reads the four PDPTEs of PAE paging from the 32-byte aligned table CR3 names (bits 31:5) into
+ * `out` (low, high per entry), as MOV to CR3 and the CR0/CR4 moves that enter or change PAE paging
+ * load them (SDM 4.4.1). Returns false when a present one has a reserved bit set (the instruction
+ * is then #GP(0)); memory that is not installed reads as all ones.
+ */
+export function readPdptes(mem: Int32Array, cr3lo: number, maxPhysAddr: number, out: Int32Array): boolean {
+  const w = (cr3lo >>> 5) * 8;
+  const hiRsvd = ~((1 << (Math.min(maxPhysAddr, 52) - 32)) - 1);
+  let ok = true;
+  for (let i = 0; i < 4; i++) {
+    const inside = w + 2 * i + 1 < mem.length;
+    const lo = inside ? mem[w + 2 * i] : -1;
+    const hi = inside ? mem[w + 2 * i + 1] : -1;
+    out[2 * i] = lo;
+    out[2 * i + 1] = hi;
+    if ((lo & 1) !== 0 && ((lo & PDPTE_RSVD_LO) !== 0 || (hi & hiRsvd) !== 0)) ok = false;
+  }
+  return ok;
+}
 
 /** Register values as the controller sets them; every field optional. CR3 as a 64-bit value. */
 export interface RegisterValues {
@@ -79,6 +120,14 @@ export class Regs {
   smap = false;
   pke = false;
   nxe = false;
+  pse = false;
+  pae = false;
+  /** EFER.LMA: IA-32e mode (4- or 5-level paging when PG = 1). */
+  ia32e = false;
+  /** The paging mode (Paging). */
+  mode: number = Paging.L4;
+  /** PAE paging's four PDPTE registers (low, high each), loaded by the Cpu (readPdptes). */
+  readonly pdpte = new Int32Array(8);
   rootPfn = 0;
   pcid = 0;
   rsvdHi = 0;
@@ -107,6 +156,12 @@ export class Regs {
     this.smap = (this.cr4 & CR4_SMAP) !== 0;
     this.pke = (this.cr4 & CR4_PKE) !== 0;
     this.nxe = (this.efer & EFER_NXE) !== 0;
+    this.pse = (this.cr4 & CR4_PSE) !== 0;
+    this.pae = (this.cr4 & CR4_PAE) !== 0;
+    this.ia32e = (this.efer & EFER_LMA) !== 0;
+    this.mode = !this.pg ? Paging.NONE : !this.pae ? Paging.B32 : !this.ia32e ? Paging.PAE : this.la57 ? Paging.L5 : Paging.L4;
+    // PAE paging's entries reserve bits 62:52 too (IA-32e paging ignores them, or keeps keys there).
+    this.rsvdHi = hiReservedMask(this.maxPhysAddr) | (this.mode === Paging.PAE ? 0x7ff00000 : 0);
     // CR3 bits 51:12 hold the root table's address; bits 11:0 the PCID when CR4.PCIDE = 1.
     const addrHi = this.cr3hi & ((1 << (this.maxPhysAddr - 32)) - 1);
     this.rootPfn = (this.cr3lo >>> 12) + addrHi * 0x100000;
@@ -118,7 +173,8 @@ export class Regs {
   computeMasks(): void {
     let ad = 0;
     let wd = 0;
-    if (this.pke) {
+    // Protection keys exist in IA-32e paging only (SDM 4.6.2).
+    if (this.pke && this.ia32e) {
       for (let k = 0; k < 16; k++) {
         if ((this.pkru >>> (2 * k)) & 1) ad |= 1 << (F_PK_SHIFT + k);
         if ((this.pkru >>> (2 * k + 1)) & 1) wd |= 1 << (F_PK_SHIFT + k);

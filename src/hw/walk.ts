@@ -24,7 +24,8 @@
 
 import { Pte } from './pte.js';
 import type { PdeCache } from './psc.js';
-import type { Regs } from './regs.js';
+import { Paging, type Regs } from './regs.js';
+import { walk32 } from './walk32.js';
 import { Acc, FAULT_GP0, F_PK_ALL, Fl, PF_P, PF_PK, PF_RSVD, VEC_PF, accessErrorBits, fault } from './fault.js';
 
 /** Where a successful walk writes its translation. Owned by one thread; reused, never reallocated. */
@@ -71,9 +72,6 @@ export function walk(
   checkRights: boolean,
   psc: PdeCache | null = null,
 ): number {
-  // Canonical (SDM 3.3.7.1): bits 63:47 (63:56 with LA57) all equal, else #GP(0).
-  const top = regs.la57 ? vhi >> 24 : vhi >> 15;
-  if (top !== 0 && top !== -1) return FAULT_GP0;
   // Bit 63 (XD) of every entry is reserved when EFER.NXE = 0: one mask tests both.
   const rsvdHi = regs.nxe ? regs.rsvdHi : regs.rsvdHi | (1 << 31);
   let table = regs.rootPfn;
@@ -82,6 +80,21 @@ export function walk(
   /** Bit 31 set when some level's XD (bit 63) is set. */
   let xd = 0;
   let shift = regs.la57 ? 48 : 39;
+  if (regs.mode !== Paging.L4 && regs.mode !== Paging.L5) {
+    // Legacy modes: 32-bit linear addresses. 32-bit paging is its own walk; PAE paging starts at
+    // the PDPTE register bits 31:30 name (SDM 4.4.2: no rights, no A bit, not present is a #PF).
+    if (vhi !== 0) return FAULT_GP0;
+    if (regs.mode === Paging.B32) return walk32(mem, totalFrames, regs, vlo, acc, out, setAD, checkRights);
+    const i = vlo >>> 30;
+    const plo = regs.pdpte[2 * i];
+    if ((plo & Pte.P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
+    table = (plo >>> 12) + (regs.pdpte[2 * i + 1] & Pte.HI_ADDR) * 0x100000;
+    shift = 21;
+  } else {
+    // Canonical (SDM 3.3.7.1): bits 63:47 (63:56 with LA57) all equal, else #GP(0).
+    const top = regs.la57 ? vhi >> 24 : vhi >> 15;
+    if (top !== 0 && top !== -1) return FAULT_GP0;
+  }
   // The PDE cache (psc.ts, SDM 4.10.3.2): a hit starts the walk at the page table it names.
   if (psc !== null && psc.lookup(vhi, vlo, regs.pcid)) {
     table = psc.pt;

@@ -6,14 +6,24 @@ import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Machine } from './machine.js';
 import { enumerateMappings, type Mapping } from '../hw/pagetable.js';
+import { enumerate32, enumeratePae } from '../hw/legacy.js';
 import { STATE_NAMES, stateOf } from '../kernel/mhstate.js';
 import { entries } from '../kernel/vm.js';
 
-/** One page-table hierarchy to describe: CR3 (bits 51:12 = root frame) and its paging mode. */
+/** The paging modes a dumped root can be walked in (SDM 4.1.1). */
+export type DumpPaging = '32bit' | 'pae' | '4level' | '5level';
+
+/**
+ * One page-table hierarchy to describe: CR3 (bits 51:12 = root frame; in PAE paging bits 31:5 =
+ * the PDPT) and its paging mode: `paging`, or 4-/5-level by `la57` when it is not given.
+ */
 export interface DumpRoot {
   label: string;
   cr3: bigint;
   la57: boolean;
+  paging?: DumpPaging;
+  /** 32-bit paging: CR4.PSE (a PDE with PS maps 4 MiB). Default true. */
+  pse?: boolean;
   /** The address space whose replica this is: its mappings then carry their MH state (kernel personality 'mh'). */
   space?: number;
 }
@@ -29,9 +39,15 @@ export interface DumpJson {
   roots: {
     label: string;
     cr3: string;
-    /** The paging mode the root is walked in (SDM 4.1.1): '4level' or '5level' (the modes nrvm builds). */
-    mode: '4level' | '5level';
+    /**
+     * The paging mode the root is walked in (SDM 4.1.1). Entries are as the mode lays them out:
+     * '32bit' 4-byte PDEs and PTEs (4 MiB PDEs when `pse`), 'pae' four 8-byte PDPTEs at CR3 bits
+     * 31:5 then 8-byte PDEs and PTEs, '4level'/'5level' 8-byte entries from the PML4/PML5.
+     */
+    mode: DumpPaging;
     la57: boolean;
+    /** 32-bit paging: CR4.PSE as the root was described with. */
+    pse?: boolean;
     mappings: {
       va: string; pa: string; size: number; write: boolean; user: boolean; nx: boolean;
       global: boolean; accessed: boolean; dirty: boolean; pkey: number; pcd: boolean; pwt: boolean;
@@ -73,13 +89,18 @@ export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
     nodeFrames: l.nodeFrameStart.slice(0, -1).map((f, n) => ({ node: n, firstFrame: f, frames: l.nodeFrameStart[n + 1] - f })),
     roots: roots.map((r) => {
       const rootPfn = Number((r.cr3 >> 12n) & ((1n << BigInt(m.config.maxPhysAddr - 12)) - 1n));
+      const mode: DumpPaging = r.paging ?? (r.la57 ? '5level' : '4level');
+      const pse = r.pse ?? true;
+      const found = mode === '32bit' ? enumerate32(m.mem, l.totalFrames, rootPfn, pse, m.config.maxPhysAddr)
+        : mode === 'pae' ? enumeratePae(m.mem, l.totalFrames, Number(r.cr3 & 0xffffffffn))
+        : enumerateMappings(m.mem, l.totalFrames, rootPfn, mode === '5level');
       return {
         label: r.label,
         cr3: '0x' + r.cr3.toString(16),
-        mode: r.la57 ? '5level' : '4level',
-        la57: r.la57,
-        mappings: withStates(enumerateMappings(m.mem, l.totalFrames, rootPfn, r.la57).map(mappingJson),
-          m.kernel.mh && r.space !== undefined && m.kernel.isLive(r.space) ? mhStates(m, r.space) : null),
+        mode,
+        la57: mode === '5level',
+        ...(mode === '32bit' ? { pse } : {}),
+        mappings: withStates(found.map(mappingJson), m.kernel.mh && r.space !== undefined && m.kernel.isLive(r.space) ? mhStates(m, r.space) : null),
       };
     }),
   };

@@ -22,7 +22,7 @@ import { DEV_DMA_DONE, DEV_DMA_TAIL, DEV_ENGINE } from '../hw/layout.js';
 import { ENGINE_STOP, ownerCheck } from './dma.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
 import { Cpu, readCounters } from '../hw/cpu.js';
-import { DEFAULT_REGS, Regs, type RegisterValues } from '../hw/regs.js';
+import { DEFAULT_REGS, PAGING_NAMES, Paging, Regs, readPdptes, type RegisterValues } from '../hw/regs.js';
 import { TlbArray, type TlbEntryView } from '../hw/tlb.js';
 import { split64, join64 } from '../hw/vaddr.js';
 import { WalkOut, walk } from '../hw/walk.js';
@@ -188,6 +188,27 @@ export class Machine {
     return this.layout.nodeOfCore(c);
   }
 
+  /**
+   * The paging state core c would have with v: refused if it is PAE paging whose CR3 names a
+   * present PDPTE with reserved bits (the core loads the PDPTEs when it starts, where a MOV to CR3
+   * would raise #GP(0)), or a legacy mode with CR3 above 32 bits.
+   */
+  private checkPaging(c: number, v: RegisterValues): void {
+    const cur = this.registers(c);
+    const r = new Regs(this.config.maxPhysAddr);
+    const cr3 = split64(v.cr3 ?? cur.cr3);
+    r.cr0 = v.cr0 ?? cur.cr0;
+    r.cr3hi = cr3.hi;
+    r.cr3lo = cr3.lo;
+    r.cr4 = v.cr4 ?? cur.cr4;
+    r.efer = v.efer ?? cur.efer;
+    r.decode();
+    if ((r.mode === Paging.B32 || r.mode === Paging.PAE) && cr3.hi !== 0) throw new MachineError(`core ${c}: CR3 has 32 bits in ${PAGING_NAMES[r.mode]} paging, got 0x${(v.cr3 ?? cur.cr3).toString(16)}`);
+    if (r.mode === Paging.PAE && !readPdptes(this.mem, r.cr3lo, r.maxPhysAddr, r.pdpte)) {
+      throw new MachineError(`core ${c}: CR3 0x${cr3.lo.toString(16)} names PAE PDPTEs with reserved bits set (bits 2:1, 8:5 or above MAXPHYADDR): a MOV to CR3 would raise #GP(0)`);
+    }
+  }
+
   /** Sets registers of an offline core. Unspecified registers keep their values. */
   setRegisters(c: number, v: RegisterValues): void {
     this.checkCore(c);
@@ -195,6 +216,7 @@ export class Machine {
     if (Atomics.load(this.ctl, b + C_STATE) !== CORE_OFF) throw new MachineError(`core ${c} is running: registers can only be set while it is offline`);
     checkRegisterValues(v);
     const ctl = this.ctl;
+    this.checkPaging(c, v);
     if (v.cr0 !== undefined) ctl[b + R_CR0] = v.cr0 | 0;
     if (v.cr3 !== undefined) {
       const s = split64(v.cr3);
@@ -380,13 +402,15 @@ export class Machine {
     r.cpl = v.cpl;
     r.ac = v.ac;
     r.decode();
+    if (r.mode === Paging.PAE) readPdptes(this.mem, r.cr3lo, r.maxPhysAddr, r.pdpte);
     const a = split64(va);
     const out = new WalkOut();
     const acc = regs.access === 'write' ? ACC_WRITE : regs.access === 'fetch' ? ACC_FETCH : ACC_READ;
     const res = walk(this.mem, this.layout.totalFrames, r, a.hi, a.lo, acc, out, false, true);
     if (res !== 0) return { ok: false, vector: faultVector(res), error: faultError(res) };
-    const size = 2 ** out.shift;
-    const off = va & BigInt(size - 1);
+    const off = va & BigInt(2 ** out.shift - 1);
+    // 32-bit paging's 4 MiB pages come out of the walk as their 2 MiB half (walk32.ts).
+    const size = r.mode === Paging.B32 && out.shift === 21 ? 2 ** 22 : 2 ** out.shift;
     return { ok: true, pa: (BigInt(out.pfn) << 12n) + off, size, flags: out.flags, global: out.global };
   }
 
