@@ -13,6 +13,8 @@ import { FRAME_WORDS, PTE_A, PTE_D } from '../src/hw/pte.js';
 import { enumerate32, enumeratePae, map32, mapPae } from '../src/hw/legacy.js';
 import { describe } from '../src/machine/dump.js';
 import { findScenario } from '../src/workloads/scenarios.js';
+import { runStress } from '../src/cli/stress.js';
+import { DEFAULT_STRESS_MIX } from '../src/workloads/hwstress.js';
 import type { Cpu } from '../src/hw/cpu.js';
 import type { Machine } from '../src/machine/machine.js';
 
@@ -218,6 +220,15 @@ M('dump --scenario varied: a 32-bit and a PAE root, every listed mapping what th
         assert.ok(t.ok && t.pa === BigInt(x.pa) + off && t.size === x.size, `${r.label} ${x.va}+${off}: ${JSON.stringify(t, (_k, v) => (typeof v === 'bigint' ? v.toString(16) : v))}`);
       }
     }
+  }
+});
+
+M('the hardware stress runs clean in PAE and 32-bit paging (its 4 MiB page, its one-word flips)', async () => {
+  for (const paging of ['pae', '32bit'] as const) {
+    const r = await runStress({ machine: { cores: 2, nodes: 1, memory: '32MiB' }, seconds: 0.3, seed: 5, opsPerRound: 5000, mix: DEFAULT_STRESS_MIX, paging }, 'test');
+    assert.equal(r.violations, [], paging);
+    assert.is(r.config.paging, paging);
+    assert.ok(r.accesses > 0 && r.pteUpdates > 0, `${paging}: accesses and flips ran`);
   }
 });
 

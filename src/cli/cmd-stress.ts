@@ -1,6 +1,7 @@
 // `nrvm stress`: the address-space stress (and, with --hw, the hardware-level one) with its oracles.
 
 import { randomInt } from 'node:crypto';
+import type { DumpPaging } from '../machine/dump.js';
 import { HW_INJECTIONS } from '../hw/config.js';
 import { ALL_INJECTIONS, MACHINE_INJECTIONS } from '../machine/config.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, type StressMix } from '../workloads/hwstress.js';
@@ -54,6 +55,8 @@ Run options:
                       by break-before-make and A/D races over shared tables; its --mix kinds are
                       ${STRESS_MIX_KINDS.join(', ')}
                       (default ${Object.entries(DEFAULT_STRESS_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+  --paging MODE       --hw only: the paging mode of the shared tables, 4level (default), 5level,
+                      pae or 32bit (the kernel's address spaces are 4-level)
 
 Examples:
   nrvm stress --cores 4 --nodes 2 --seconds 20 --seed 7
@@ -62,7 +65,10 @@ Examples:
   nrvm stress --kernel mh --seconds 10
   nrvm stress --kernel mh --seconds 5 --inject unwired-dma
   nrvm stress --hw --cores 8 --seconds 10
+  nrvm stress --hw --paging 32bit --seconds 5
 `;
+
+const PAGINGS = ['4level', '5level', 'pae', '32bit'] as const;
 
 export async function stress(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -76,6 +82,7 @@ export async function stress(args: string[]): Promise<number> {
     dump: { type: 'string' },
     processes: { type: 'string' },
     hw: { type: 'boolean' },
+    paging: { type: 'string' },
     trace: { type: 'string' },
   }, 'stress');
   if (values.help) {
@@ -115,13 +122,17 @@ export async function stress(args: string[]): Promise<number> {
     if (values.kernel !== undefined) throw new UsageError('--kernel does not apply to --hw (the hardware-level stress has no kernel)');
     if (values.khalf !== undefined) throw new UsageError('--khalf does not apply to --hw (the hardware-level stress has no kernel)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
+    const paging = values.paging ?? '4level';
+    if (!(PAGINGS as readonly string[]).includes(paging)) throw new UsageError(`--paging must be one of ${PAGINGS.join(', ')}, got '${paging}'`);
+    if (paging === '32bit' && inject.includes('torn-pte-update')) throw new UsageError('--inject torn-pte-update needs 8-byte entries: a 32-bit paging entry is one word, rewritten by one exchange (not --paging 32bit)');
     const mix: StressMix = values.mix === undefined ? DEFAULT_STRESS_MIX : parseMix(values.mix, STRESS_MIX_KINDS);
-    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, dump: values.dump, trace: values.trace, progress }, replay);
+    const report = await runStress({ machine, seconds, seed, opsPerRound, mix, paging: paging as DumpPaging, dump: values.dump, trace: values.trace, progress }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report) + '\n');
     if (outputFailures(report.outputErrors)) return 2;
     violations = report.violations.length;
   } else {
+    if (values.paging !== undefined) throw new UsageError('--paging applies to --hw only (the kernel\'s address spaces are 4-level: their replicas, dumps and oracles are built for it)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 20_000;
     const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
     const mhKernel = machine.kernel?.personality === 'mh';

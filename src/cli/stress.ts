@@ -4,7 +4,7 @@
 
 import { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/config.js';
-import { writeDump } from '../machine/dump.js';
+import { writeDump, type DumpPaging } from '../machine/dump.js';
 import { hwStressJobs, setupHwStress, type StressMix } from '../workloads/hwstress.js';
 import { checkCores, checkIpis, checkToggles, checkXlates, type Violation } from '../check/hw.js';
 import { FOLLOWED_FAILURE, type CoreResult } from '../machine/executor.js';
@@ -16,6 +16,8 @@ export interface StressOptions {
   seed: number;
   opsPerRound: number;
   mix: StressMix;
+  /** The paging mode of the shared tables (default 4-level). */
+  paging?: DumpPaging;
   dump?: string;
   /** Write a Chrome trace of the run here (the machine records trace events). */
   trace?: string;
@@ -25,7 +27,7 @@ export interface StressOptions {
 
 export interface StressReport {
   seed: number;
-  config: { cores: number; nodes: number; memoryBytes: number; inject: string[] };
+  config: { cores: number; nodes: number; memoryBytes: number; inject: string[]; paging: DumpPaging };
   seconds: number;
   rounds: number;
   ops: Record<string, number>;
@@ -73,7 +75,7 @@ export async function ticking<T>(p: Promise<T>, ms: number, tick: () => void): P
 export async function runStress(o: StressOptions, replay: string): Promise<StressReport> {
   const m = await Machine.boot({ ...o.machine, trace: o.trace !== undefined });
   try {
-    const setup = setupHwStress(m);
+    const setup = setupHwStress(m, 64, o.paging ?? '4level');
     await m.warmUp();
     const sum: Record<string, number> = Object.fromEntries(SUM_COUNTERS.map((k) => [k, 0]));
     let toggles = 0;
@@ -111,11 +113,11 @@ export async function runStress(o: StressOptions, replay: string): Promise<Stres
     const seconds = (performance.now() - t0) / 1000;
     const accesses = sum.loads + sum.stores + sum.fetches;
     const outputErrors: string[] = [];
-    const dump = o.dump ? await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, [{ label: 'stress-shared', cr3: setup.cr3, la57: false }])) : undefined;
+    const dump = o.dump ? await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, [{ label: 'stress-shared', cr3: setup.cr3, la57: setup.paging === '5level', paging: setup.paging }])) : undefined;
     const trace = o.trace ? await keep(outputErrors, '--trace', o.trace, () => writeChromeTrace(m, o.trace as string, violationInstants(violations))) : undefined;
     return {
       seed: o.seed,
-      config: { cores: m.config.cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, inject: m.config.inject },
+      config: { cores: m.config.cores, nodes: m.config.nodes, memoryBytes: m.config.memoryBytes, inject: m.config.inject, paging: setup.paging },
       seconds,
       rounds: round,
       ops: {
@@ -150,7 +152,7 @@ export function fmt(n: number): string {
 /** The human summary printed after a run. */
 export function formatReport(r: StressReport): string {
   const lines = [
-    `nrvm stress: ${r.config.cores} cores on ${r.config.nodes} nodes, ${r.config.memoryBytes / 2 ** 20} MiB, seed ${r.seed}` +
+    `nrvm stress: ${r.config.cores} cores on ${r.config.nodes} nodes, ${r.config.memoryBytes / 2 ** 20} MiB, ${r.config.paging} paging, seed ${r.seed}` +
       (r.config.inject.length ? `, injected: ${r.config.inject.join(', ')}` : ''),
     `  ran ${r.seconds.toFixed(1)} s, ${r.rounds} rounds`,
     `  operations  ${Object.entries(r.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`,
