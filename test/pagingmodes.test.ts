@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { bootLocal, core } from './helpers.js';
-import { CR0_PG, CR0_WP, CR4_PAE, CR4_PCIDE, CR4_PSE, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
+import { CR0_PG, CR0_WP, CR4_PAE, CR4_PCIDE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE } from '../src/hw/regs.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_GP0, PF_ID, PF_P, PF_RSVD, PF_U, PF_W, VEC_PF, faultError, faultVector } from '../src/hw/fault.js';
 import { FRAME_WORDS, PTE_A, PTE_D } from '../src/hw/pte.js';
 import { enumerate32, enumeratePae, map32, mapPae } from '../src/hw/legacy.js';
@@ -139,7 +139,28 @@ M('SDM 4.4: PAE paging translates through the PDPTE registers, 8-byte entries, 2
   assert.is(go(cpu, 0x4000_1000), f.x, 'XD pages read');
   assert.is(go(cpu, 0x0000_0000), `PF:${PF_U}`, 'a not-present PDPTE');
   assert.is(go(cpu, 0x4020_0000), `PF:${PF_U}`, 'a not-present PDE');
+  assert.is(go(cpu, 0x4000_2000), `PF:${PF_U}`, 'a not-present PTE');
   cpu.detach();
+});
+
+M('SDM 4.4.2: PAE A and D, reserved bits 62:52 (#PF with RSVD), SMEP and SMAP as in the other modes', async () => {
+  const { m, f, cpu } = await bootPae();
+  assert.is(go(cpu, 0x4000_0008, ACC_WRITE), f.a);
+  const pdpte1 = m.mem[(cpu.regs.cr3lo >>> 12) * FRAME_WORDS + 2] >>> 12;
+  const pt = m.mem[pdpte1 * FRAME_WORDS] >>> 12;
+  assert.is(m.mem[pt * FRAME_WORDS] & (PTE_A | PTE_D), PTE_A | PTE_D, 'a write sets A and D in the PTE');
+  assert.ok((m.mem[pdpte1 * FRAME_WORDS] & PTE_A) !== 0, 'and A in the PDE');
+  m.mem[pt * FRAME_WORDS + 2 + 1] |= 1 << 20; // bit 52 of the PTE for 0x4000_1000
+  cpu.mmu.invlpg(0, 0x4000_1000);
+  assert.is(go(cpu, 0x4000_1000), `PF:${PF_P | PF_RSVD | PF_U}`, 'bit 52 is reserved in PAE paging (ignored in 4-level)');
+  cpu.detach();
+  m.setRegisters(0, { cpl: 0, cr4: CR4_PAE | CR4_SMEP | CR4_SMAP });
+  const c = m.attachHere(0);
+  assert.is(go(c, 0x4000_0000, ACC_FETCH), `PF:${PF_P | PF_ID}`, 'SMEP: a supervisor fetch from a user page');
+  assert.is(go(c, 0x4000_0000, ACC_READ), `PF:${PF_P}`, 'SMAP: a supervisor read of a user page with AC clear');
+  c.setMode(0, true);
+  assert.is(go(c, 0x4000_0000, ACC_READ), f.a, 'SMAP with EFLAGS.AC set');
+  c.detach();
 });
 
 M('SDM 4.4.1: the PDPTEs are registers, loaded by MOV to CR3: a change in memory shows at the next load', async () => {
