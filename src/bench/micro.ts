@@ -142,7 +142,6 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
     cpu.tracer = null;
     const mem = m.mem;
     const ctl = m.ctl;
-    const pending = cpu.apic.pendingWord;
     const a4 = accessSet(cpu, 0x1000_0000n, 64, 12, 1);
     const a2 = accessSet(cpu, 0x4000_0000n, 32, 21, 2);
 
@@ -190,7 +189,7 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
       const vh = set.vhi;
       const vl = set.vlo;
       for (let i = 0; i < LOOP; i++) {
-        if (ctl[pending] !== 0) cpu.apic.service();
+        if (ctl[cpu.apic.headSeq] === cpu.apic.headExpect) cpu.apic.service();
         s += mem[cpu.mmu.translate(vh[i], vl[i], ACC_READ)];
       }
       return s;
@@ -223,7 +222,7 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
         const vh = a4.vhi;
         const vl = a4.vlo;
         for (let i = 0; i < LOOP; i++) {
-          if (ctl[pending] !== 0) cpu.apic.service();
+          if (ctl[cpu.apic.headSeq] === cpu.apic.headExpect) cpu.apic.service();
           const lo = vl[i];
           const tag = (lo >>> 12) | (vh[i] << 20);
           const e = (tag & 1023) << 1;
@@ -237,7 +236,7 @@ export async function runMicro(o: { timeMs: number; log?: (s: string) => void })
         const vh = a2.vhi;
         const vl = a2.vlo;
         for (let i = 0; i < LOOP; i++) {
-          if (ctl[pending] !== 0) cpu.apic.service();
+          if (ctl[cpu.apic.headSeq] === cpu.apic.headExpect) cpu.apic.service();
           const lo = vl[i];
           const tag = (lo >>> 21) | (vh[i] << 11);
           const e = (tag & 63) << 1;

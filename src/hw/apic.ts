@@ -1,15 +1,19 @@
-// A core's interrupt controller (its local APIC, reduced to what the machine needs): the pending
-// word tested at every instruction boundary, the doorbell a halted core sleeps on, a bounded
-// multi-producer queue of IPI messages per core (after Vyukov's bounded queue), the ack counter
-// a sender waits on, and HLT. Handlers are registered per IPI type and run by service() on the
-// receiving core at its next boundary.
+// A core's interrupt controller (its local APIC, reduced to what the machine needs): the doorbell
+// a halted core sleeps on, a bounded multi-producer queue of IPI messages per core (after
+// Vyukov's bounded queue), the ack counter a sender waits on, and HLT. Handlers are registered per
+// IPI type and run by service() on the receiving core at its next boundary.
 //
-// Other threads touch a core only through its pending word, doorbell, queue tail and ack counter.
+// The signal is where the message is: the interrupt check at an instruction boundary is one plain
+// load of the sequence word of the queue slot at the head (a sender's publication of that slot is
+// the interrupt), so a round trip moves the slot's line, the sender's ack and nothing else (no
+// pending word set by the sender and cleared by the receiver).
+//
+// Other threads touch a core only through its doorbell, queue tail and slots, and ack counter.
 // Waits are bounded (wait.ts): spin briefly, then sleep on the doorbell in short slices; past the
 // machine's waitLimitMs, give up with a value and name what was awaited in the core's
 // lastWaitWhat, or stop at once when another core of the run set the abort flag.
 
-import { C_ACK, C_DOORBELL, C_PENDING, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF, CORE_RUNNING, CTR, G_ABORT, Q_ARGS, Q_SENDER, Q_SEQ, Q_SLOT_WORDS, Q_TYPE, type Layout } from './layout.js';
+import { C_ACK, C_DOORBELL, C_QHEAD, C_QTAIL, C_STATE, CORE_HALTED, CORE_OFF, CORE_RUNNING, CTR, G_ABORT, Q_ARGS, Q_SENDER, Q_SEQ, Q_SLOT_WORDS, Q_TYPE, type Layout } from './layout.js';
 import { panic } from './panic.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_IPI, TR_IPI_SEND } from './trace.js';
 import { BoundedWait, STEP_EXPIRED, STEP_SLEEP } from './wait.js';
@@ -24,8 +28,6 @@ export const IPI_SYNC = 2;
 export const IPI_STOP = 5;
 export const IPI_TYPES = 64;
 
-/** Pending-word bits. */
-export const PENDING_IPI = 1;
 
 // ---- wait outcomes ----
 export const WAIT_OK = 0;
@@ -73,8 +75,15 @@ const HALT_SLICE_MS = 50;
 
 export class Apic {
   readonly handlers: (IpiHandler | undefined)[] = new Array(IPI_TYPES).fill(undefined);
-  /** Word index of this core's pending-interrupt word (instruction loops test it inline). */
-  readonly pendingWord: number;
+  /**
+   * The interrupt check, inline in instruction loops: a message is pending when
+   * `ctl[apic.headSeq] === apic.headExpect` (the sequence word of the slot at the queue's head
+   * says it was published). Both move as service() takes messages.
+   */
+  headSeq = 0;
+  headExpect = 1;
+  /** The queue's head (logical position of the next message; mirrored in the control block). */
+  private head = 0;
   /** The core's bounded wait (acks, a full queue, HLT; the run's barriers use it too). */
   readonly bw: BoundedWait;
   /** Type and sender of the message being serviced. */
@@ -93,7 +102,7 @@ export class Apic {
     private readonly cpu: Cpu,
   ) {
     this.id = cpu.id;
-    this.pendingWord = base + C_PENDING;
+    this.setHead(ctl[base + C_QHEAD]);
     this.bw = new BoundedWait(layout.config.waitLimitMs, 1, layout.config.cores, SPINS);
     this.handlers[IPI_PING] = (core, sender) => core.apic.ack(sender);
     this.handlers[IPI_SYNC] = (core, sender) => core.apic.ack(sender);
@@ -103,30 +112,41 @@ export class Apic {
     };
   }
 
-  /** Takes up the acks counted so far (a core attached by a new thread). */
+  /** Takes up the acks counted so far and the queue's head (a core attached by a new thread). */
   resetAcks(): void {
     this.ackTarget = Atomics.load(this.ctl, this.base + C_ACK);
+    this.setHead(Atomics.load(this.ctl, this.base + C_QHEAD));
+  }
+
+  /** Moves the head to logical position pos: the slot whose sequence word signals the next message. */
+  private setHead(pos: number): void {
+    this.head = pos;
+    this.headSeq = this.base + this.layout.queueBase + (pos & (this.layout.queueSlots - 1)) * Q_SLOT_WORDS + Q_SEQ;
+    this.headExpect = (pos + 1) | 0;
   }
 
   /**
-   * The interrupt check at an instruction boundary: one plain load of the pending word (an
-   * Atomics.load costs 10-20x more here; see README "Memory ordering"). Seeing the bit, service()
-   * takes it with Atomics.exchange, which orders every read of the queue after it.
+   * The interrupt check at an instruction boundary: one plain load of the head slot's sequence
+   * word (an Atomics.load costs 10-20x more here; see README "Memory ordering"). Seeing it
+   * published, service() reads it again with Atomics.load, which orders the reads of the message
+   * after it.
    */
   poll(): void {
-    if (this.ctl[this.pendingWord] !== 0) this.service();
+    if (this.ctl[this.headSeq] === this.headExpect) this.service();
+  }
+
+  /** Whether a message is waiting (an ordered read: for the sleep and HLT paths). */
+  private hasMessage(): boolean {
+    return Atomics.load(this.ctl, this.headSeq) === this.headExpect;
   }
 
   /** Takes every queued message and runs its handler. Handlers acknowledge their senders. */
   service(): void {
-    Atomics.exchange(this.ctl, this.pendingWord, 0);
     const c = this.ctl;
-    const qb = this.base;
     const mask = this.layout.queueSlots - 1;
-    const slots = this.base + this.layout.queueBase;
     for (;;) {
-      const pos = c[qb + C_QHEAD];
-      const slot = slots + (pos & mask) * Q_SLOT_WORDS;
+      const pos = this.head;
+      const slot = this.headSeq - Q_SEQ;
       if (((Atomics.load(c, slot + Q_SEQ) - (pos + 1)) | 0) !== 0) return;
       const type = c[slot + Q_TYPE];
       const sender = c[slot + Q_SENDER];
@@ -135,8 +155,12 @@ export class Apic {
       const a2 = c[slot + Q_ARGS + 2];
       const a3 = c[slot + Q_ARGS + 3];
       const a4 = c[slot + Q_ARGS + 4];
-      Atomics.store(c, qb + C_QHEAD, (pos + 1) | 0);
-      Atomics.store(c, slot + Q_SEQ, (pos + mask + 1) | 0);
+      // The head is this core's alone, and the slot's sequence word frees the slot for the senders:
+      // plain stores, a release on x86 (TSO keeps them after the reads above; V8 keeps typed-array
+      // accesses in program order), made visible by the handler's ack (an Atomics.add, a fence).
+      c[this.base + C_QHEAD] = (pos + 1) | 0;
+      this.setHead((pos + 1) | 0);
+      c[slot + Q_SEQ] = (pos + mask + 1) | 0;
       this.cpu.ctr[CTR.ipisReceived]++;
       this.msgType = type;
       this.msgSender = sender;
@@ -224,7 +248,9 @@ export class Apic {
     this.ackTarget = (this.ackTarget + 1) | 0;
     this.cpu.ctr[CTR.ipisSent]++;
     this.cpu.trace(PH_INSTANT, TR_IPI_SEND, target);
-    Atomics.or(c, tb + C_PENDING, PENDING_IPI);
+    // The slot's sequence word, stored (sequentially consistent) by enqueue, is the interrupt. A
+    // halted target marked itself HALTED before it looked at that word again, so one of the two
+    // sees the other.
     if (Atomics.load(c, tb + C_STATE) === CORE_HALTED) this.wake(target);
     return IPI_OK;
   }
@@ -270,7 +296,7 @@ export class Apic {
     const d = Atomics.load(c, db);
     Atomics.store(c, this.base + C_STATE, CORE_HALTED);
     const done = word >= 0 && ((Atomics.load(c, word) - until) | 0) >= 0;
-    if (!done && Atomics.load(c, this.pendingWord) === 0) Atomics.wait(c, db, d, SLICE_MS);
+    if (!done && !this.hasMessage()) Atomics.wait(c, db, d, SLICE_MS);
     Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
   }
 
@@ -287,7 +313,7 @@ export class Apic {
     for (;;) {
       const d = Atomics.load(c, db);
       Atomics.store(c, this.base + C_STATE, CORE_HALTED);
-      if (Atomics.load(c, this.pendingWord) !== 0) break;
+      if (this.hasMessage()) break;
       if (Atomics.load(c, G_ABORT) !== 0) {
         Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
         return WAIT_ABORTED;

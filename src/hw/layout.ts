@@ -46,12 +46,16 @@ export const R_CR2_LO = 9;
 export const R_CR2_HI = 10;
 /** Run state (CORE_OFF / CORE_RUNNING / CORE_HALTED). Written: the core (and the controller while off). Read: IPI senders. */
 export const C_STATE = 1 * LINE_WORDS;
-/** Pending-interrupt bits. Written: senders (Atomics.or). Read and cleared: the core (Atomics.exchange). */
+/** Unused since the head slot's sequence word is the interrupt (apic.ts); the line is kept free. */
 export const C_PENDING = 2 * LINE_WORDS;
 /** Doorbell: bumped by anyone waking the core; a halted or waiting core sleeps on it. */
 export const C_DOORBELL = 3 * LINE_WORDS;
-/** Acks received for IPIs this core sent (wrap-safe counter). Written: receivers (add). Read: this core. */
-export const C_ACK = 4 * LINE_WORDS;
+/**
+ * Acks received for IPIs this core sent (wrap-safe counter), in the line of C_STATE: a receiver's
+ * ack (add, then a look at the state for a sleeping sender) moves one line of the sender's.
+ * Written: receivers (add). Read: this core.
+ */
+export const C_ACK = C_STATE + 1;
 /** IPI queue tail (next slot to fill, logical). Written: senders (CAS). Read: senders, this core. */
 export const C_QTAIL = 5 * LINE_WORDS;
 /** IPI queue head (next slot to take, logical). Written: this core. Read: this core. */

@@ -80,7 +80,7 @@ export function walk(
   /** Bit 31 set when some level's XD (bit 63) is set. */
   let xd = 0;
   let shift = regs.la57 ? 48 : 39;
-  if (regs.mode !== Paging.L4 && regs.mode !== Paging.L5) {
+  if (regs.mode < Paging.L4) {
     // Legacy modes: 32-bit linear addresses. 32-bit paging is its own walk; PAE paging starts at
     // the PDPTE register bits 31:30 name (SDM 4.4.2: no rights, no A bit, not present is a #PF).
     if (vhi !== 0) return FAULT_GP0;

@@ -124,7 +124,6 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   const ctl = cpu.ctl;
   const mmu = cpu.mmu;
   const apic = cpu.apic;
-  const pending = apic.pendingWord;
   const owner = st.owner;
   const ob = st.ownerBase;
   const space = kernel ? kernel.current[cpu.id] : -1;
@@ -135,7 +134,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   let fetches = 0;
   let i = from;
   for (let w = from * OP_WORDS; i < n; i++, w += OP_WORDS) {
-    if (ctl[pending] !== 0) apic.service();
+    if (ctl[apic.headSeq] === apic.headExpect) apic.service();
     const op = buf[w];
     let r: number;
     if (op === OP_LOAD) {
