@@ -121,7 +121,7 @@ export function walk(
     if (shift !== 12 && (lo & Pte.PS) === 0) {
       if (setAD && (lo & Pte.A) === 0 && word >= 0) setEntryBits(mem, word, Pte.A, regs.atomicAD);
       table = (lo >>> 12) + (hi & Pte.HI_ADDR) * 0x100000;
-      if (shift === 21 && psc !== null) psc.fill(vhi, vlo, regs.pcid, table, rights, xd);
+      if (psc !== null && shift === 21) psc.fill(vhi, vlo, regs.pcid, table, rights, xd);
       shift -= 9;
       continue;
     }
