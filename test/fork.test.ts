@@ -154,4 +154,29 @@ F('a fork that finds no frame for a table on node 1 is undone whole: no referenc
   assert.ok(child >= 0, 'with memory back, the fork succeeds');
 });
 
+F('a write to one page of a multi-page copy-on-write mapping copies that page and splits the mapping around it', async () => {
+  const { m, s, c0, c1 } = await boot(2); // mapping 1: two pages at BASE + 4 pages
+  const k = m.kernel;
+  const va = BASE + 4 * PAGE;
+  assert.is(c0.mmu.store64(vaHi(va), vaLo(va + PAGE), 0, 1111), 0);
+  const before = vm.entries(k, 0, s).find((e) => e.va === va);
+  assert.is(before?.pages, 2);
+  const child = forks.fork(k, c0, s);
+  shootdowns.switchTo(k, c1, child);
+  let r = c1.mmu.store64(vaHi(va), vaLo(va + PAGE), 0, 2222);
+  assert.ok(r < 0);
+  assert.ok(faults.onPageFault(k, c1, c1.mmu.cr2hi, c1.mmu.cr2lo, ACC_WRITE, r), 'the copy-on-write fault of the second page is handled');
+  r = c1.mmu.store64(vaHi(va), vaLo(va + PAGE), 0, 2222);
+  assert.is(r, 0);
+  const parts = vm.entries(k, 1, child).filter((e) => e.va >= va && e.va < va + 2 * PAGE);
+  assert.equal(parts.map((e) => [e.va - va, e.pages, e.pfn === before?.pfn]), [[0, 1, true], [PAGE, 1, false]], 'the child\'s mapping split: the first page shared, the second its own copy');
+  assert.ok((parts[0].rights & R_COW) !== 0 && (parts[1].rights & R_COW) === 0);
+  assert.is(refs.refcount(k, (before?.pfn ?? 0) + 1), 1, 'the parent alone holds its second frame now');
+  assert.is(refs.refcount(k, before?.pfn ?? 0), 2, 'both still share the first');
+  assert.is(c0.mmu.load64(vaHi(va), vaLo(va + PAGE)), 0);
+  assert.is(c0.mmu.valLo, 1111, 'the parent reads its own value');
+  spaces.syncAll(k, child);
+  assert.equal(k.vspace(child).db(0).entries(), k.vspace(child).db(1).entries(), 'both replicas of the child agree once synced');
+});
+
 F.run();

@@ -78,6 +78,16 @@ export function pieceShift(vlo: number, pfn: number, left: number): number {
   return 12;
 }
 
+/** The page size (shift) of the piece holding page `idx` of a mapping of `pages` pages at vlo / frame pfn (pieceShift's pieces). */
+export function pieceShiftAt(vlo: number, pfn: number, pages: number, idx: number): number {
+  for (let off = 0; off < pages;) {
+    const shift = pieceShift(addLo(vlo, off * 4096), pfn + off, pages - off);
+    off += 2 ** (shift - 12);
+    if (idx < off) return shift;
+  }
+  return -1;
+}
+
 /** Low half of a leaf for frame pfn, page size 2^shift, with `flags` (PTE_RW, PTE_US, PTE_G, PTE_A, PTE_D): present, PS above 4 KiB. */
 export function leafLo(pfn: number, shift: number, flags: number): number {
   return makeLo(pfn, flags | PTE_P | (shift !== 12 ? PTE_PS : 0));

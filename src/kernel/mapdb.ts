@@ -334,6 +334,12 @@ export class MapDb {
     return n + HDR + s * LEAF_SLOT;
   }
 
+  /** Whether `inserts` more inserts fit in the arena, whatever node splits they cause. */
+  hasRoom(inserts: number): boolean {
+    const height = this.w[this.node(this.w[this.base + A_ROOT]) + 3];
+    return this.w[this.base + A_NEXT] + inserts * (height + 3) <= this.maxNodes;
+  }
+
   /** Removes the mapping based exactly at hi:lo, copying it into out. Returns whether there was one. */
   remove(hi: number, lo: number, out: MapEntry): boolean {
     const at = this.exact(hi, lo);

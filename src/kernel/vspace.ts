@@ -11,7 +11,7 @@
 import type { Replicated } from '../nr/nr.js';
 import { MapDb, type MapEntry } from './mapdb.js';
 import { KernelLayout, SR_COUNT, SR_FRAMES, SR_LIMBO, SR_LOCK, SR_RESERVED, SR_ROOT, SR_TABLES } from './layout.js';
-import { leafLo, pieceShift, walkTo } from '../hw/pagetable.js';
+import { leafLo, pieceShift, pieceShiftAt, walkTo } from '../hw/pagetable.js';
 import { FRAME_WORDS, HI_XD, PTE_G, PTE_P, PTE_PCD, PTE_PS, PTE_PWT, PTE_RW, PTE_US, entryFrame, makeHi } from '../hw/pte.js';
 import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import { NO_FRAME, type Frames } from '../hw/frames.js';
@@ -323,19 +323,37 @@ export class VSpace implements Replicated {
   }
 
   /**
-   * Points the one-page mapping based at va at frame pfn with new rights. The leaf is cleared,
-   * then rewritten high half first; the caller shoots down the old translation before the old
-   * frame can be written by anyone else.
+   * Points the page at va (a 4 KiB leaf) at frame pfn with new rights: copy-on-write and zero
+   * fills. A page of a longer mapping splits it (the pages before and after keep their frames and
+   * rights; their leaves do not change, since a piece never straddles the page); a page inside a
+   * 2 MiB or 1 GiB leaf is NOT_MAPPED. The leaf is cleared, then rewritten high half first; the
+   * caller shoots down the old translation before the old frame can be written by anyone else.
    */
   private applyRemap(r: number, hi: number, lo: number, pfn: number, rights: number, resp: Int32Array, ro: number): void {
+    const db = this.dbs[r];
     const old = this.found;
-    if (!this.dbs[r].find(hi, lo, old) || old.va !== vaJoin(hi, lo) || old.pages !== 1) {
+    if (!db.find(hi, lo, old) || (lo & (PAGE - 1)) !== 0) {
       resp[ro + RS_CODE] = NOT_MAPPED;
       return;
     }
-    const oldPfn = old.pfn;
+    const idx = (vaJoin(hi, lo) - old.va) / PAGE;
+    const oldPfn = old.pfn + idx;
     const oldRights = old.rights;
-    this.dbs[r].update(hi, lo, pfn, rights);
+    if (old.pages === 1) db.update(hi, lo, pfn, rights);
+    else {
+      const code = pieceShiftAt(vaLo(old.va), old.pfn, old.pages, idx) !== 12 ? NOT_MAPPED : db.hasRoom(2) ? OK : OUT_OF_MEMORY;
+      if (code !== OK) {
+        resp[ro + RS_CODE] = code;
+        return;
+      }
+      const { pfn: base, pages } = old;
+      const ohi = vaHi(old.va);
+      const olo = vaLo(old.va);
+      db.remove(ohi, olo, this.other);
+      if (idx > 0) db.insert(ohi, olo, base, idx, oldRights);
+      db.insert(hi, lo, pfn, 1, rights);
+      if (idx + 1 < pages) db.insert(addHi(hi, lo, PAGE), addLo(lo, PAGE), base + idx + 1, pages - idx - 1, oldRights);
+    }
     const word = this.leafWord(r, hi, lo, 12);
     Atomics.store(this.mem, word, 0);
     Atomics.store(this.mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
