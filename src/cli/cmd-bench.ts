@@ -27,7 +27,9 @@ Measures, with tinybench, on this machine:
   --time MS           time per task (default 500)
 
 fork: a copy-on-write fork of an address space of N mapped pages (default 10000 and 100000),
-against a plain byte copy of the same page tables, measured in the same run.
+against a plain byte copy of the same page tables, measured in the same run, with the fork's
+phases (its log entry, each child replica, the references) and the floor of the references
+(two atomic read-modify-writes per page).
 
 scale: address-space operations per second at each core count, node replication and (with
 --baseline lock) one copy of the page tables behind one reader/writer lock, same workloads,
