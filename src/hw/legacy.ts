@@ -1,5 +1,5 @@
 // Page tables of the legacy paging modes, built and read directly in physical memory (the
-// counterpart of pagetable.ts for 4- and 5-level paging; the walks are walk32.ts and walk.ts):
+// counterpart of pagetable.ts for 4- and 5-level paging; the walks are in walk.ts):
 //
 //   32-bit paging (SDM 4.3): CR3 bits 31:12 -> page directory of 1024 4-byte PDEs (VA 31:22) ->
 //     page table of 1024 4-byte PTEs (VA 21:12); a PDE with PS (CR4.PSE) maps 4 MiB, its address

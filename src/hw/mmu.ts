@@ -396,7 +396,7 @@ export class Mmu {
     if (this.tlb2m.invalidateAddress(vhi, vlo, p, true) + this.tlb1g.invalidateAddress(vhi, vlo, p, true) + this.otherHalf(vhi, vlo, p, true) > 0) this.fp.clear();
   }
 
-  /** 32-bit paging caches a 4 MiB page as 2 MiB halves (walk32.ts): dropping one drops the other. */
+  /** 32-bit paging caches a 4 MiB page as 2 MiB halves (walk.ts, walk32): dropping one drops the other. */
   private otherHalf(vhi: number, vlo: number, pcid: number, globals: boolean): number {
     return this.regs.mode === Paging.B32 ? this.tlb2m.invalidateAddress(vhi, vlo ^ (1 << 21), pcid, globals) : 0;
   }

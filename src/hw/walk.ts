@@ -5,7 +5,9 @@
 // the reserved bits of each entry, combines rights (R/W and U/S by AND, XD by OR), sets A in every
 // non-leaf entry it uses, and at the leaf checks the access against CR0.WP, CR4.SMEP/SMAP with
 // EFLAGS.AC, EFER.NXE and CR4.PKE with PKRU. Only an allowed access sets the leaf's A (and D for a
-// write). A/D updates are Atomics.or on the entry's low half: hardware's locked update.
+// write). A/D updates are Atomics.or on the entry's low half: hardware's locked update. PAE paging
+// (4.4) is the same walk begun at a PDPTE register; 32-bit paging (4.3) is walk32() below; the
+// leaf's checks, A/D and result are finishLeaf(), shared by both.
 //
 // Torn entries: an entry's low half is read first and the high half after it, with plain loads
 // (an Atomics.load costs 10-20x a plain one on Node 20: see README "Memory ordering"). V8 keeps
@@ -25,7 +27,6 @@
 import { Pte } from './pte.js';
 import type { PdeCache } from './psc.js';
 import { Paging, type Regs } from './regs.js';
-import { walk32 } from './walk32.js';
 import { Acc, FAULT_GP0, F_PK_ALL, Fl, PF_P, PF_PK, PF_RSVD, VEC_PF, accessErrorBits, fault } from './fault.js';
 
 /** Where a successful walk writes its translation. Owned by one thread; reused, never reallocated. */
@@ -134,23 +135,89 @@ export function walk(
     if ((lo & Pte.D) === 0) flags |= Fl.CLEAN;
     const pfn = ((shift === 12 ? lo : lo & ~Pte.PAT_HUGE) >>> 12) + (hi & Pte.HI_ADDR) * 0x100000;
     if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= Fl.NOMEM;
-    if (checkRights || setAD) {
-      const violation = flags & regs.accessMask(acc) & ~(Fl.CLEAN | Fl.NOMEM);
-      if (violation !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
-    }
-    if (setAD && word >= 0) {
-      const write = acc === Acc.WRITE || acc === Acc.IMPLICIT_WRITE;
-      const need = write ? Pte.A | Pte.D : Pte.A;
-      if ((lo & need) !== need) setEntryBits(mem, word, need, regs.atomicAD);
-      if (write) flags &= ~Fl.CLEAN;
-    }
-    out.pfn = pfn;
-    out.shift = shift;
-    out.flags = flags;
-    out.global = regs.pge && (lo & Pte.G) !== 0;
-    out.leafWord = word;
-    out.lo = lo;
-    out.hi = hi;
-    return 0;
+    return finishLeaf(mem, regs, acc, out, setAD, checkRights, flags, pfn, shift, word, lo, hi);
   }
+}
+
+/**
+ * The end of a walk of any mode at its leaf (the entry at `word`, lo:hi as read; `flags` built
+ * from the rights of the whole path): the access checked (a protection #PF, with PK when a key
+ * denied it), A — and D for a write — set in the leaf when the access is allowed, the translation
+ * written to `out`. Returns 0 or the fault.
+ */
+export function finishLeaf(
+  mem: Int32Array, regs: Regs, acc: number, out: WalkOut, setAD: boolean, checkRights: boolean,
+  flags: number, pfn: number, shift: number, word: number, lo: number, hi: number,
+): number {
+  if (checkRights || setAD) {
+    const violation = flags & regs.accessMask(acc) & ~(Fl.CLEAN | Fl.NOMEM);
+    if (violation !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | ((violation & F_PK_ALL) !== 0 ? PF_PK : 0));
+  }
+  if (setAD && word >= 0) {
+    const write = acc === Acc.WRITE || acc === Acc.IMPLICIT_WRITE;
+    const need = write ? Pte.A | Pte.D : Pte.A;
+    if ((lo & need) !== need) setEntryBits(mem, word, need, regs.atomicAD);
+    if (write) flags &= ~Fl.CLEAN;
+  }
+  out.pfn = pfn;
+  out.shift = shift;
+  out.flags = flags;
+  out.global = regs.pge && (lo & Pte.G) !== 0;
+  out.leafWord = word;
+  out.lo = lo;
+  out.hi = hi;
+  return 0;
+}
+
+// ---- 32-bit paging (Intel SDM Vol. 3A 4.3; CR0.PG = 1, CR4.PAE = 0): a page directory of 1024
+// 4-byte entries at CR3 bits 31:12 indexed by linear-address bits 31:22, then a page table of
+// 1024 4-byte entries indexed by bits 21:12. With CR4.PSE a PDE with PS = 1 maps a 4 MiB page
+// whose address bits 39:32 come from PDE bits 20:13 (PSE-36, up to MAXPHYADDR 40; the PDE bits
+// between them and bit 21 are reserved). No execute-disable, no protection keys; R/W and U/S are
+// ANDed over both levels, A is set in the PDE used, A (and D on a write) in the leaf for an
+// allowed access, as walk() does for the other modes.
+//
+// A 4 MiB page is cached as the 2 MiB half that holds the address (the SDM lets a processor cache
+// a large page as several smaller entries, 4.10.2.3); the MMU then drops both halves wherever it
+// drops the page. Results as walk(): 0 with `out` filled, or a fault code.
+
+/** Walks 32-bit paging for linear address vlo (the caller has refused a non-zero high half). */
+export function walk32(
+  mem: Int32Array, totalFrames: number, regs: Regs, vlo: number, acc: number, out: WalkOut, setAD: boolean, checkRights: boolean,
+): number {
+  const pd = regs.rootPfn;
+  // A table outside installed memory reads as all ones (present, every bit set).
+  const pdWord = pd < totalFrames ? pd * Pte.FRAME_WORDS + (vlo >>> 22) : -1;
+  const pde = pdWord >= 0 ? mem[pdWord] : -1;
+  if ((pde & Pte.P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
+  let rights = pde & 6;
+  let leaf: number;
+  let word: number;
+  let pfn: number;
+  let shift: number;
+  if (regs.pse && (pde & Pte.PS) !== 0) {
+    // 4 MiB page: address bits 31:22 from PDE bits 31:22, bits (M-1):32 from bits (M-19):13.
+    const high = Math.min(regs.maxPhysAddr, 40) - 32;
+    const rsvd = (1 << 22) - (1 << (13 + high));
+    if ((pde & rsvd) !== 0) return fault(VEC_PF, accessErrorBits(regs, acc) | PF_P | PF_RSVD);
+    leaf = pde;
+    word = pdWord;
+    // The 2 MiB half that holds vlo.
+    pfn = (pde >>> 22) * 1024 + ((pde >>> 13) & ((1 << high) - 1)) * 0x100000 + ((vlo >>> 21) & 1) * 512;
+    shift = 21;
+  } else {
+    if (setAD && (pde & Pte.A) === 0 && pdWord >= 0) Atomics.or(mem, pdWord, Pte.A);
+    const pt = pde >>> 12;
+    word = pt < totalFrames ? pt * Pte.FRAME_WORDS + ((vlo >>> 12) & 1023) : -1;
+    leaf = word >= 0 ? mem[word] : -1;
+    if ((leaf & Pte.P) === 0) return fault(VEC_PF, accessErrorBits(regs, acc));
+    rights &= leaf;
+    pfn = leaf >>> 12;
+    shift = 12;
+  }
+  let flags = (rights & 2) === 0 ? Fl.NW : 0;
+  flags |= (rights & 4) !== 0 ? Fl.USER | (1 << Fl.PK_SHIFT) : Fl.SUPER;
+  if ((leaf & Pte.D) === 0) flags |= Fl.CLEAN;
+  if (word < 0 || pfn + (1 << (shift - 12)) > totalFrames) flags |= Fl.NOMEM;
+  return finishLeaf(mem, regs, acc, out, setAD, checkRights, flags, pfn, shift, word, leaf, 0);
 }

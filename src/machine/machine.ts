@@ -409,7 +409,7 @@ export class Machine {
     const res = walk(this.mem, this.layout.totalFrames, r, a.hi, a.lo, acc, out, false, true);
     if (res !== 0) return { ok: false, vector: faultVector(res), error: faultError(res) };
     const off = va & BigInt(2 ** out.shift - 1);
-    // 32-bit paging's 4 MiB pages come out of the walk as their 2 MiB half (walk32.ts).
+    // 32-bit paging's 4 MiB pages come out of the walk as their 2 MiB half (walk.ts, walk32).
     const size = r.mode === Paging.B32 && out.shift === 21 ? 2 ** 22 : 2 ** out.shift;
     return { ok: true, pa: (BigInt(out.pfn) << 12n) + off, size, flags: out.flags, global: out.global };
   }

@@ -161,13 +161,8 @@ const lazyKernelRemoval: Scenario = {
       r.expect(!r.m.frames.isAllocated(table), `the table it points at (frame ${table}) is free`);
       // Q gets that frame as an ordinary user page and writes a 1 GiB "entry" into it (PS, present,
       // physical 0): for P's walk it is now the table under its stale entry.
-      const taken: number[] = [];
-      for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
-      for (const g of taken) r.m.frames.free(g);
-      r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
-      refs.holdNew(k, table, q);
       const QVA = 0x50_0000;
-      r.expect(vm.map(k, 0, q, vaHi(QVA), vaLo(QVA), table * 4096, 4096, R_USER | R_WRITE).code === OK, "and Q maps it as a user page");
+      reuseAsUserPage(r, table, q, QVA, 0);
       const victim = r.mapPage(0, q, QVA + 0x10_0000);
       const done = await r.run({ 0: [
         { op: 'switch', space: q }, { op: 'store', va: QVA, value: 0x83n }, { op: 'store', va: QVA + 0x10_0000, value: 0x5ec2e7n },
@@ -228,13 +223,8 @@ export function freeTableRace(inject: boolean, psc = true): Promise<RaceOutcome>
       r.expect(!r.m.frames.isAllocated(table), `the page table of the region (frame ${table}) is free`);
       // Q gets the freed table as a user page and (the script writing for it) puts a 4 KiB entry
       // at the victim's index pointing at a page of Q's holding a marker.
-      const taken: number[] = [];
-      for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
-      for (const g of taken) r.m.frames.free(g);
-      r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
-      refs.holdNew(k, table, q);
       const QVA = 0x50_0000;
-      r.expect(vm.map(k, 1, q, vaHi(QVA), vaLo(QVA), table * 4096, 4096, R_USER | R_WRITE).code === OK, 'Q maps it as a user page');
+      reuseAsUserPage(r, table, q, QVA, 1);
       const data = r.mapPage(1, q, QVA + 0x10_0000);
       r.m.mem[data * 1024] = 0x5ec2e7;
       r.m.mem[table * 1024 + victim * 2 + 1] = 0;
@@ -308,6 +298,19 @@ const eagerVsFork: Scenario = {
     });
   },
 };
+
+/**
+ * Hands the freed frame `table` out again (the allocator's frames before it are taken and given
+ * back) as an ordinary user page of space q at va, mapped through core c's replica.
+ */
+function reuseAsUserPage(r: RaceApi, table: number, q: number, va: number, c: number): void {
+  const taken: number[] = [];
+  for (let g = r.m.frames.alloc(0); g >= 0 && g !== table; g = r.m.frames.alloc(0)) taken.push(g);
+  for (const g of taken) r.m.frames.free(g);
+  r.expect(r.m.frames.isAllocated(table), 'the freed table frame is handed out again');
+  refs.holdNew(r.m.kernel, table, q);
+  r.expect(vm.map(r.m.kernel, c, q, vaHi(va), vaLo(va), table * 4096, 4096, R_USER | R_WRITE).code === OK, 'and Q maps it as a user page');
+}
 
 /** A kernel address (a negative number: the sign-extended form) as the unsigned 64-bit value programs take. */
 function kva(x: number): bigint {
