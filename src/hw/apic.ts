@@ -28,7 +28,6 @@ export const IPI_SYNC = 2;
 export const IPI_STOP = 5;
 export const IPI_TYPES = 64;
 
-
 // ---- wait outcomes ----
 export const WAIT_OK = 0;
 export const WAIT_TIMEOUT = 1;
