@@ -135,6 +135,10 @@ export class Kernel implements LockWaiter {
   readonly skipCowCopy: boolean;
   /** Injected: a kernel shootdown that frees page tables invalidates the pages only (not every PCID's entries and paging-structure caches) and spares the cores their next switch's flush. */
   readonly skipTableFlush: boolean;
+  /** Injected (RPAL): a shootdown in a shared slot reaches the owner's cores only, not the sharers'. */
+  readonly ownerOnlyShootdown: boolean;
+  /** Injected (RPAL): a fault in a shared slot is handled in the accessing space, not the owner's. */
+  readonly faultInWrongSpace: boolean;
   /** Injected MH bugs: unmap of a wired page succeeds; export does not wire. */
   readonly skipWireCheck: boolean;
   readonly unwiredDma: boolean;
@@ -162,6 +166,8 @@ export class Kernel implements LockWaiter {
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');
     this.skipTableFlush = v.inject.includes('free-table-without-flush');
+    this.ownerOnlyShootdown = v.inject.includes('owner-only-shootdown');
+    this.faultInWrongSpace = v.inject.includes('fault-in-wrong-space');
     this.skipWireCheck = v.inject.includes('skip-wire-check');
     this.unwiredDma = v.inject.includes('unwired-dma');
     this.mh = v.personality === 'mh';

@@ -18,6 +18,7 @@ import { userFault } from './mrg.js';
 import { kernelFault } from './khalf.js';
 import { holdNew, refcount, release } from './refs.js';
 import { lockShared, unlockShared } from './space.js';
+import { ownerIn } from './slots.js';
 import { adjustLocked, lookup, remapLocked } from './vm.js';
 
 /** Retries of one access after the fault handler found the fault spurious, before it is delivered. */
@@ -29,10 +30,14 @@ export const FAULT_RETRIES = 3;
  * the program.
  */
 export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
-  const s = kx.current[cpu.id];
-  if (s < 0 || faultVector(code) !== VEC_PF) return false;
+  const cur = kx.current[cpu.id];
+  if (cur < 0 || faultVector(code) !== VEC_PF) return false;
   // A kernel address: the kernel half's own repair (khalf.ts), never the user-space paths.
-  if (vhi < 0) return cpu.regs.cpl === 0 && kernelFault(kx, cpu, s, vhi, vlo);
+  if (vhi < 0) return cpu.regs.cpl === 0 && kernelFault(kx, cpu, cur, vhi, vlo);
+  // RPAL (behaviour 28): a fault in another process's slot shared into this one is handled in
+  // that process's address space (its log, frames and counters); the access is retried here.
+  const owner = ownerIn(kx, cur, vaJoin(vhi, vlo));
+  const s = owner >= 0 && !kx.faultInWrongSpace ? owner : cur;
   cpu.trace(PH_BEGIN, TR_FAULT, vlo);
   try {
     const r = handleFault(kx, cpu, s, vhi, vlo, acc);

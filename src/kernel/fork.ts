@@ -17,6 +17,7 @@ import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import { copyUserTables, notShared } from './forkcopy.js';
+import { sharedSlots } from './slots.js';
 import { S_FORKS, S_LOCK_PROGRESS, SR_TABLES } from './layout.js';
 import { OUT_OF_MEMORY, PAGE, R_ZERO, RS_FORK_NARROWED, VS_FORK } from './ops.js';
 import { addRef, ownerAdd } from './refs.js';
@@ -82,10 +83,12 @@ function buildChild(kx: Kernel, cpu: Cpu, parent: number, child: number, progres
     const from = kx.vspace(parent);
     const to = kx.vspace(child);
     const replicas = kx.lockMode ? 1 : klayout.config.nodes;
+    // RPAL: the slots of other spaces shared into the parent are theirs, not copied (rpal.ts).
+    const shared = sharedSlots(kx, parent);
     forkPhases.replicas.length = 0;
     for (let r = 0; r < replicas; r++) {
       const t = performance.now();
-      const made = copyUserTables(mem, frames, from.root(r0), to.root(r), r);
+      const made = copyUserTables(mem, frames, from.root(r0), to.root(r), r, shared);
       if (made === null) return false;
       k[klayout.replicaBase(child, r) + SR_TABLES] += made.length;
       to.db(r).copyFrom(from.db(r0));

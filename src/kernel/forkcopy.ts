@@ -84,29 +84,32 @@ export function forkProtect(mem: Int32Array, db: MapDb, root: number, mh: boolea
   return narrowed;
 }
 
+const NONE: readonly number[] = [];
+
 /**
  * Copies the user half (top-level entries 0-255) of the 4-level tables under `srcRoot` into the
  * empty user half of `dstRoot`, every new table a frame of `node`. Table entries keep their flags
  * with A cleared; leaves keep theirs with A and D cleared. Returns the frames made, or null when
- * the node ran out (every frame made is freed again and dstRoot's user half is left empty).
+ * the node ran out (every frame made is freed again and dstRoot's user half is left empty). The
+ * top-level entries in `skip` are left out (RPAL slots shared into the space: not its own).
  * Nobody may change either hierarchy meanwhile (the child is not running; the parent's space lock
  * is held alone).
  */
-export function copyUserTables(mem: Int32Array, frames: Frames, srcRoot: number, dstRoot: number, node: number): number[] | null {
+export function copyUserTables(mem: Int32Array, frames: Frames, srcRoot: number, dstRoot: number, node: number, skip: readonly number[] = NONE): number[] | null {
   const made: number[] = [];
-  if (copyTable(mem, frames, node, made, srcRoot, dstRoot, 39, 256)) return made;
+  if (copyTable(mem, frames, node, made, srcRoot, dstRoot, 39, 256, skip)) return made;
   mem.fill(0, dstRoot * FRAME_WORDS, dstRoot * FRAME_WORDS + 256 * 2);
   for (const t of made) frames.free(t);
   return null;
 }
 
-/** Copies entries [0, to) of table src (entries covering 2^shift bytes) into dst, and the tables under them. */
-function copyTable(mem: Int32Array, frames: Frames, node: number, made: number[], src: number, dst: number, shift: number, to: number): boolean {
+/** Copies entries [0, to) of table src (entries covering 2^shift bytes; not those in `skip`) into dst, and the tables under them. */
+function copyTable(mem: Int32Array, frames: Frames, node: number, made: number[], src: number, dst: number, shift: number, to: number, skip: readonly number[]): boolean {
   const s0 = src * FRAME_WORDS;
   const d0 = dst * FRAME_WORDS;
   for (let i = 0; i < to; i++) {
     const lo = mem[s0 + i * 2];
-    if ((lo & PTE_P) === 0) continue;
+    if ((lo & PTE_P) === 0 || (skip.length > 0 && skip.includes(i))) continue;
     const hi = mem[s0 + i * 2 + 1];
     if (shift <= 30 && (lo & PTE_PS) !== 0) {
       mem[d0 + i * 2 + 1] = hi;
@@ -121,7 +124,7 @@ function copyTable(mem: Int32Array, frames: Frames, node: number, made: number[]
       copyLeaves(mem, from, t);
     } else {
       mem.fill(0, t * FRAME_WORDS, (t + 1) * FRAME_WORDS);
-      if (!copyTable(mem, frames, node, made, from, t, shift - 9, 512)) return false;
+      if (!copyTable(mem, frames, node, made, from, t, shift - 9, 512, NONE)) return false;
     }
     mem[d0 + i * 2 + 1] = (hi & ~HI_ADDR_MASK) | makeHi(t, 0, false);
     mem[d0 + i * 2] = makeLo(t, lo & 0xfff & ~PTE_A);

@@ -39,6 +39,12 @@ export const SPACE_LIVE = 1;
 export const SPACE_CREATING = 2;
 /** Generation, bumped at every create: names the space in messages. */
 export const S_GEN = 1;
+/** RPAL (rpal.ts): the space's 512 GiB slot + 1, or 0 when it is not in RPAL mode. Written: enterSlot. */
+export const S_RPAL_SLOT = 2;
+/** RPAL: bit a set while space a has this space's slot shared in (spaces 0-31). Written: share/unshare. Read: shootdowns. */
+export const S_RPAL_SHARERS = 3;
+/** RPAL: bit b set while space b's slot is shared into this space. Written: share/unshare. */
+export const S_RPAL_SHARED = 4;
 /**
  * Space lock (like Linux's mmap_lock): the number of mapping changes in flight, or -1 while a
  * fork snapshots the space. Written: cores (CAS). S_FORKING: a fork waits for the lock (new

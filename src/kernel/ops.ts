@@ -19,6 +19,8 @@ export const VS_PRUNE = 7;
 export const VS_PRUNE_FREE = 8;
 /** Fork: every shareable mapping becomes copy-on-write, its leaves read-only (forkcopy.ts); the child is built beside the log. */
 export const VS_FORK = 9;
+/** RPAL: make sure the top-level entry covering A_VA has a table (from the pool, A_RESERVED frames reserved). */
+export const VS_TOP = 10;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
@@ -29,7 +31,7 @@ export const A_PFN = 2;
 export const A_PAGES = 3;
 /** VS_MAP: rights; VS_REMAP: the new rights. */
 export const A_RIGHTS = 4;
-/** VS_MAP: page-table frames reserved in each replica's pool for it (released as it is applied). */
+/** VS_MAP, VS_TOP: page-table frames reserved in each replica's pool for it (released as it is applied). */
 export const A_RESERVED = 5;
 /** VS_REMAP: the new rights (the one-page mapping keeps its base). */
 export const A_REMAP_RIGHTS = 3;
@@ -116,7 +118,7 @@ export const PAGE = 4096;
 /** The top of the user half of a 4-level address space. */
 export const USER_TOP = 2 ** 47;
 
-/** IPI type of a shootdown request: a0 = space, a1:a2 = va (hi, lo), a3 = pages. */
+/** IPI type of a shootdown request: a0 = space, a1:a2 = va (hi, lo), a3 = pages, a4 = the owner space + 1 when a0 shares its slot (RPAL), else 0. */
 export const IPI_SHOOTDOWN = 16;
 /** IPI type asking an idle core to bring its node's replica of space a0 up to date. */
 export const IPI_REPLICA_ADVANCE = 17;

@@ -3,7 +3,7 @@
 // lock baseline), and the kernel faults a run can inject to prove that an oracle catches them.
 
 /** Named kernel faults a run can inject (hardware ones: hw/config.ts HW_INJECTIONS). */
-export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy', 'skip-wire-check', 'unwired-dma', 'free-table-without-flush'] as const;
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy', 'skip-wire-check', 'unwired-dma', 'free-table-without-flush', 'owner-only-shootdown', 'fault-in-wrong-space'] as const;
 
 /** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
 export interface KernelOptions {

@@ -17,7 +17,7 @@ import { must, panic } from '../hw/panic.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { zeroPage } from './refs.js';
 import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
-import { S_ACTIVE, S_TLBGEN } from './layout.js';
+import { S_ACTIVE, S_RPAL_SHARERS, S_TLBGEN } from './layout.js';
 import { IPI_EXIT, IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE, IPI_KSHOOTDOWN } from './ops.js';
 import * as khalf from './khalf.js';
 
@@ -118,13 +118,19 @@ export function activeCores(kx: Kernel, s: number): number[] {
 export function shootdown(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, progress?: () => void): void {
   cpu.trace(PH_BEGIN, TR_SHOOTDOWN, pages);
   try {
-    shootdownTraced(kx, cpu, s, hi, lo, pages, progress);
+    shootdownTraced(kx, cpu, s, hi, lo, pages, progress, -1);
+    // RPAL (rpal.ts, behaviour 29): the spaces s's slot is shared into translate its pages too;
+    // their cores refill from s's tables, so they bring s's replica up to date first.
+    const sharers = Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SHARERS);
+    if (sharers !== 0 && !kx.ownerOnlyShootdown) {
+      for (let a = 0; a < 32; a++) if (((sharers >>> a) & 1) !== 0 && kx.isLive(a)) shootdownTraced(kx, cpu, a, hi, lo, pages, progress, s);
+    }
   } finally {
     cpu.trace(PH_END, TR_SHOOTDOWN, pages);
   }
 }
 
-function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, progress: (() => void) | undefined): void {
+function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, progress: (() => void) | undefined, owner: number): void {
   const { k, klayout } = kx.v;
   kx.stats.shootdowns++;
   // First a new generation: a core that left s and comes back later flushes s's PCID; then the
@@ -137,7 +143,7 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
     for (let b = 0; b < 32; b++) {
       const c = w * 32 + b;
       if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
-      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages);
+      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages, owner + 1);
       if (r === IPI_TARGET_OFFLINE) continue;
       if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
       kx.stats.shootdownIpis++;
@@ -197,11 +203,13 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     c.apic.ack(sender);
   };
   cpu.apic.handlers[IPI_KSHOOTDOWN] = (c, sender, a0, hi, lo, pages) => khalf.onKernelShootdown(kx, c, sender, hi, lo, pages, a0 === 1);
-  cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages) => {
+  cpu.apic.handlers[IPI_SHOOTDOWN] = (c, sender, s, hi, lo, pages, owner) => {
     c.apic.ack(sender);
     kx.stats.shootdownsReceived++;
     c.debug.breakpoint(BP_BEFORE_RECEIVER_SYNC);
     if (!kx.skipReplicaSync) kx.sync(s, c.id, c);
+    // A sharer's core (RPAL): the pages are the owner's, in the owner's tables.
+    if (owner > 0 && !kx.skipReplicaSync && kx.isLive(owner - 1)) kx.sync(owner - 1, c.id, c);
     invalidateRange(c, pcid(s), hi, lo, pages, kx.stats);
   };
 }

@@ -10,11 +10,12 @@ import { tableFrames } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
 import type { Kernel } from './context.js';
 import {
-  S_ACTIVE, S_FORKING, S_GEN, S_LOCK_PROGRESS, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
+  S_ACTIVE, S_FORKING, S_GEN, S_LOCK_PROGRESS, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
 } from './layout.js';
 import { ALREADY_MAPPED, OUT_OF_MEMORY } from './ops.js';
 import { activeCores, forget } from './shootdown.js';
 import { syncSpace } from './khalf.js';
+import { detachAll } from './slots.js';
 
 /**
  * Creates an address space: an empty replica per node, whose top-level kernel entries are copied
@@ -62,6 +63,9 @@ function createIn(kx: Kernel, s: number): number {
     }
     kx.nr(s).reset();
     k[b + S_GEN]++;
+    k[b + S_RPAL_SLOT] = 0;
+    k[b + S_RPAL_SHARED] = 0;
+    k[b + S_RPAL_SHARERS] = 0;
     // The roots are set, so an eager update of the kernel half reaches this space from now on;
     // copying the master after that misses no update (both hold the space's kernel-half lock).
     if (s !== kx.kernelSpace) syncSpace(kx, s);
@@ -81,6 +85,9 @@ export function destroySpace(kx: Kernel, s: number, freeData: (pfn: number, page
   if (cpu) forget(kx, cpu, s);
   const holders = activeCores(kx, s);
   if (holders.length > 0) panic(`destroySpace: space ${s} is destroyed while cores ${holders.join(',')} may hold its translations`);
+  // RPAL: the slots linked in leave it, and its slot leaves the spaces it is shared into, before
+  // any table goes (a link is not the space's table to free).
+  detachAll(kx, s, cpu);
   syncAll(kx, s);
   // The device lets go of the space's exports first (waiting for a transfer in progress on one):
   // no DMA lands in a frame freed below.

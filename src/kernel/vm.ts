@@ -24,6 +24,7 @@ import {
 import { holdNew, refcount, release, zeroPage } from './refs.js';
 import { shootdown } from './shootdown.js';
 import { lockShared, unlockShared } from './space.js';
+import { inSlot, slotOf } from './slots.js';
 
 export interface MapResult {
   code: number;
@@ -60,6 +61,9 @@ export function map(kx: Kernel, c: number, s: number, vhi: number, vlo: number, 
 export function mapLocked(kx: Kernel, c: number, s: number, vhi: number, vlo: number, pa: number, size: number, rights: number, cpu?: Cpu): MapResult {
   kx.stats.maps++;
   if (!Number.isInteger(vhi) || !Number.isInteger(vlo) || (vlo & (PAGE - 1)) !== 0 || vhi < 0 || vaJoin(vhi, vlo) + Math.max(size, 0) > USER_TOP) return kx.err({ code: INVALID_BASE });
+  // RPAL: a space in a slot maps inside it only (behaviour 25).
+  const slot = slotOf(kx, s);
+  if (slot >= 0 && !inSlot(slot, vaJoin(vhi, vlo), Math.max(size, PAGE))) return kx.err({ code: INVALID_BASE });
   if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||
       !framesOk(kx, pa / PAGE, size / PAGE, rights)) return kx.err({ code: INVALID_FRAME });
   const pages = size / PAGE;

@@ -21,7 +21,7 @@ import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
   ALREADY_MAPPED, EBUSY, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
   RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
-  RS_FORK_NARROWED, RS_WIRE_COUNT, VS_ADJUST, VS_FORK, VS_MAP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
+  RS_FORK_NARROWED, RS_WIRE_COUNT, VS_ADJUST, VS_FORK, VS_MAP, VS_TOP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
 import { forkProtect } from './forkcopy.js';
 import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
@@ -191,6 +191,13 @@ export class VSpace implements Replicated {
       case VS_PRUNE_FREE:
         this.applyPruneFree(r, resp, ro);
         return;
+      case VS_TOP: {
+        // RPAL: the slot's PDPT exists in every replica before it is shared (rpal.ts).
+        const word = walkTo(this.mem, this.root(r), false, hi, lo, 30, this.takers[r], PTE_RW | PTE_US);
+        resp[ro + RS_CODE] = word < 0 ? OUT_OF_MEMORY : OK;
+        this.releaseReservation(r, w[a + A_RESERVED]);
+        return;
+      }
       case VS_FORK:
         resp[ro + RS_CODE] = OK;
         resp[ro + RS_FORK_NARROWED] = forkProtect(this.mem, this.dbs[r], this.root(r), this.rules.mh);

@@ -9,6 +9,7 @@ import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } 
 import { CTR, G_ABORT } from '../hw/layout.js';
 import { hex64 } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
+import { S_RPAL_SHARED } from '../kernel/layout.js';
 import { PH_BEGIN, PH_END, TR_ADJUST, TR_FORK, TR_MAP, TR_RESOLVE, TR_UNMAP } from '../hw/trace.js';
 import {
   OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT,
@@ -127,7 +128,7 @@ function hotLoop(cpu: Cpu, buf: Int32Array, from: number, n: number, base: numbe
   const owner = st.owner;
   const ob = st.ownerBase;
   const space = kernel ? kernel.current[cpu.id] : -1;
-  const bit = space >= 0 && space < 32 ? 1 << space : -1;
+  const bit = space >= 0 && space < 32 ? st.reachOf(space) : -1;
   let checksum = st.checksum;
   let loads = 0;
   let stores = 0;
@@ -218,6 +219,8 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   if (kernel && opts.checkOwner) {
     st.owner = kernel.v.k;
     st.ownerBase = kernel.v.klayout.ownerBase;
+    const { k, klayout } = kernel.v;
+    st.reachOf = (space) => (1 << space) | Atomics.load(k, klayout.spaceBase(space) + S_RPAL_SHARED);
   }
   const xl = new Map<string, number>();
   const buf = new Int32Array(CHUNK_OPS * OP_WORDS);

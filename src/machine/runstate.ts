@@ -114,6 +114,11 @@ export class RunState {
   /** Frame-owner table and its base (checked mode), or null. */
   owner: Int32Array | null = null;
   ownerBase = 0;
+  /**
+   * The owner bits an access by a core running `space` may find: the space's, and those of the
+   * spaces whose RPAL slots are shared into it (their frames are reachable there). Set with owner.
+   */
+  reachOf: (space: number) => number = (space) => 1 << space;
   /** Latency samples of MapFrame and Unmap, when the program asked for them. */
   lat: Latencies | null = null;
   /** The MH state oracle's record (kernel personality 'mh'), or null. */
@@ -127,7 +132,7 @@ export class RunState {
   checkOwner(index: number, vhi: number, vlo: number, word: number, space: number): void {
     const owner = this.owner;
     if (owner === null || word < 0 || space < 0 || space >= 32) return;
-    if ((owner[this.ownerBase + (word >>> 10)] & (1 << space)) === 0) this.noteStale(index, vhi, vlo, word >>> 10, space);
+    if ((owner[this.ownerBase + (word >>> 10)] & this.reachOf(space)) === 0) this.noteStale(index, vhi, vlo, word >>> 10, space);
   }
 
   /** Records an access to frame pfn while running `space` that the owner table denies. Cold. */

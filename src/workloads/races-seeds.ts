@@ -6,6 +6,7 @@ import type { CoreResult } from '../machine/executor.js';
 import { BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH } from '../kernel/context.js';
 import { EINVAL, OK } from '../kernel/ops.js';
 import * as khalf from '../kernel/khalf.js';
+import * as rpal from '../kernel/rpal.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import * as procs from '../kernel/proc.js';
@@ -255,6 +256,44 @@ const freeTableWithoutFlush: Scenario = {
 };
 
 /**
+ * union-shootdown — RPAL (behaviour 29): process B's slot is shared into A. Core 1, running A,
+ * reads B's page, so its TLB caches it under A's PCID; core 0, running B, unmaps the page. The
+ * shootdown reaches the cores of every space sharing B's slot: core 1's next read of the page
+ * faults. With --inject owner-only-shootdown only B's cores are reached, and core 1 reads the
+ * freed frame through its stale translation: the stale-tlb oracle reports it.
+ */
+export function unionShootdownRace(inject: boolean): Promise<RaceOutcome> {
+  return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB', inject: inject ? ['owner-only-shootdown'] : [] }, async (r) => {
+    const k = r.m.kernel;
+    const a = r.space();
+    const b = r.space();
+    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK, 'A takes slot 1, B slot 2');
+    r.expect(rpal.share(k, a, b) === OK, "B's slot is shared into A");
+    const X = 2 * rpal.SLOT_BYTES + 0x40_0000;
+    r.mapPage(0, b, X);
+    const done = r.run({
+      1: [{ op: 'switch', space: a }, { op: 'load', va: X }, { op: 'ping', target: 0 }, { op: 'awaitPings', count: 1 }, { op: 'load', va: X }],
+      0: [{ op: 'switch', space: b }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: b, va: X }, { op: 'ping', target: 1 }],
+    });
+    r.step("core 1 (running A) reads B's page through the shared slot and tells core 0; core 0 (running B) unmaps it");
+    const res = await done;
+    r.expect(res.every((x) => x.ok), 'both cores finished');
+    const c1 = res.find((x) => x.core === 1) as CoreResult;
+    if (inject) {
+      r.expect(c1.staleAccesses >= 1, `core 1 read the freed frame through its stale translation: the stale-tlb oracle reports it (${c1.staleAccesses})`);
+    } else {
+      r.expect(c1.faults === 1 && c1.staleAccesses === 0, `core 1's second read faulted: the shootdown reached A's cores too (faults ${c1.faults}, stale ${c1.staleAccesses})`);
+    }
+  });
+}
+
+const unionShootdown: Scenario = {
+  name: 'union-shootdown',
+  models: "RPAL: an unmap in a shared slot shoots down the cores of every sharer (inject owner-only-shootdown: the owner's only)",
+  run: () => unionShootdownRace(false),
+};
+
+/**
  * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
  * a space created while that update is in flight (parked after the master changed, before the
  * spaces are written) still gets the entry: a new space copies the master after it became visible
@@ -325,4 +364,4 @@ function dataFrames(r: RaceApi): number {
 }
 
 /** The scenarios of this file, in the order `nrvm race --list` shows them. */
-export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork];
+export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown];
