@@ -10,7 +10,10 @@ import * as assert from 'uvu/assert';
 import { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';
 import { ACC_READ, ACC_WRITE } from '../src/hw/fault.js';
-import { EINVAL, INVALID_BASE, OK, R_USER, R_WRITE } from '../src/kernel/ops.js';
+import { EINVAL, INVALID_BASE, NOT_MAPPED, OK, OUT_OF_MEMORY, R_USER, R_WRITE } from '../src/kernel/ops.js';
+import { CR4_PAE, CR4_PKE } from '../src/hw/regs.js';
+import { PF_PK, faultError } from '../src/hw/fault.js';
+import { enumerateMappings } from '../src/hw/pagetable.js';
 import * as faults from '../src/kernel/fault.js';
 import * as forks from '../src/kernel/fork.js';
 import * as refs from '../src/kernel/refs.js';
@@ -148,6 +151,44 @@ R('bad input is an error value that changes nothing', async () => {
   assert.is(rpal.share(k, a, b), EINVAL, 'twice');
   assert.is(rpal.unshare(k, a, b), OK);
   assert.is(rpal.ownerIn(k, a, 2 * SLOT), -1);
+});
+
+R('behaviour 27: keys are allocated per process (1-15), put on a mapping in every replica, checked against the core\'s PKRU with no flush, and kept by copy-on-write', async () => {
+  const m = await Machine.boot({ cores: 2, nodes: 2, memory: '32MiB', kernel: { maxSpaces: 8 } }, { pool: false });
+  const k = m.kernel;
+  const a = spaces.createSpace(k);
+  const b = spaces.createSpace(k);
+  m.setRegisters(0, { cpl: 3, cr4: CR4_PAE | CR4_PKE });
+  const c0 = m.attachHere(0);
+  assert.is(rpal.enterSlot(k, a, 1), OK);
+  const keys = Array.from({ length: 15 }, () => rpal.pkeyAlloc(k, a));
+  assert.equal(keys, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+  assert.is(rpal.pkeyAlloc(k, a), -1 - OUT_OF_MEMORY, 'a sixteenth key');
+  const bk = rpal.pkeyAlloc(k, b);
+  const X = SLOT + 0x40_0000;
+  assert.is(vm.mapAnon(k, 0, a, vaHi(X), vaLo(X), 1, RW), OK);
+  shootdowns.switchTo(k, c0, a);
+  assert.is(access(m, c0, X, 5), 5, 'key 0 (the default): allowed');
+  assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X), vaLo(X), 7), OK);
+  for (let r = 0; r < 2; r++) {
+    spaces.syncAll(k, a);
+    const leaf = enumerateMappings(m.mem, m.layout.totalFrames, k.vspace(a).root(r), false).find((x) => x.va === BigInt(X));
+    assert.is(leaf?.pkey, 7, `replica ${r}'s leaf carries key 7`);
+  }
+  c0.wrpkru(1 << (2 * 7)); // access-disable key 7
+  const denied = c0.mmu.load64(vaHi(X), vaLo(X));
+  assert.ok(denied < 0 && (faultError(denied) & PF_PK) !== 0, 'PKRU denies key 7: #PF with PK');
+  c0.wrpkru(0);
+  assert.is(c0.mmu.load64(vaHi(X), vaLo(X)), 0, 'WRPKRU grants it again, no flush');
+  const child = forks.fork(k, c0, a);
+  shootdowns.switchTo(k, c0, child);
+  assert.is(access(m, c0, X, 6), 6, "the child's write copies the page");
+  const copy = enumerateMappings(m.mem, m.layout.totalFrames, k.vspace(child).root(0), false).find((x) => x.va === BigInt(X));
+  assert.ok(copy?.pkey === 7 && copy.write, 'the copy keeps key 7');
+  assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X), vaLo(X), 0), EINVAL, 'key 0');
+  assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X), vaLo(X), 16), EINVAL, 'key 16');
+  assert.is(rpal.pkeyMprotect(k, c0, b, vaHi(X), vaLo(X), 3), EINVAL, 'a key B did not allocate (B has only key ' + bk + ')');
+  assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X + 4096), vaLo(X + 4096), 7), NOT_MAPPED, 'no mapping based there');
 });
 
 R.run();

@@ -18,7 +18,7 @@ import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import { copyUserTables, notShared } from './forkcopy.js';
 import { sharedSlots } from './slots.js';
-import { S_FORKS, S_LOCK_PROGRESS, SR_TABLES } from './layout.js';
+import { S_FORKS, S_LOCK_PROGRESS, S_PKEYS, SR_TABLES } from './layout.js';
 import { OUT_OF_MEMORY, PAGE, R_ZERO, RS_FORK_NARROWED, VS_FORK } from './ops.js';
 import { addRef, ownerAdd } from './refs.js';
 import { SHOOTDOWN_FULL_FLUSH_PAGES, shootdown } from './shootdown.js';
@@ -55,6 +55,8 @@ export function fork(kx: Kernel, cpu: Cpu, parent: number): number {
       destroySpace(kx, child, () => {});
       return -1 - OUT_OF_MEMORY;
     }
+    // The child has the parent's protection keys (its leaves carry them).
+    Atomics.store(kx.v.k, kx.v.klayout.spaceBase(child) + S_PKEYS, Atomics.load(kx.v.k, kx.v.klayout.spaceBase(parent) + S_PKEYS));
     return child;
   } finally {
     // One shootdown for all of the parent's now read-only pages (as Linux flushes the mm after

@@ -45,6 +45,8 @@ export const S_RPAL_SLOT = 2;
 export const S_RPAL_SHARERS = 3;
 /** RPAL: bit b set while space b's slot is shared into this space. Written: share/unshare. */
 export const S_RPAL_SHARED = 4;
+/** Protection keys the space has allocated (bit k: key k, 1-15). Written: pkeyAlloc (Atomics.or); a fork copies it. */
+export const S_PKEYS = 5;
 /**
  * Space lock (like Linux's mmap_lock): the number of mapping changes in flight, or -1 while a
  * fork snapshots the space. Written: cores (CAS). S_FORKING: a fork waits for the lock (new

@@ -21,6 +21,8 @@ export const VS_PRUNE_FREE = 8;
 export const VS_FORK = 9;
 /** RPAL: make sure the top-level entry covering A_VA has a table (from the pool, A_RESERVED frames reserved). */
 export const VS_TOP = 10;
+/** pkey_mprotect: the mapping based at A_VA takes protection key A_KEY (keys.ts). */
+export const VS_PKEY = 11;
 
 // Argument words of an operation (args[...] on the issuing side, words[argOff + ...] in apply).
 /** Every operation: the mapping's base address (high half, then low half; vaddr.ts getVa reads them). */
@@ -43,6 +45,8 @@ export const A_ADJ_USER = 4;
 /** VS_WIRE: the mapping's pages as the caller named them, and +1 or -1. */
 export const A_WIRE_PAGES = 2;
 export const A_WIRE_DELTA = 3;
+/** VS_PKEY: the key. */
+export const A_KEY = 2;
 /** VS_MOVE: the source mapping (high half, then low half). */
 export const A_MOVE_FROM = 2;
 
@@ -93,8 +97,16 @@ export const R_ACCESS = R_WRITE | R_USER | R_NX;
 export const R_WIRE_SHIFT = 16;
 export const R_WIRE_MASK = 0xff << R_WIRE_SHIFT;
 export const R_WIRE_MAX = 0xff;
-/** Every bit of the rights word (kinds, and MH's wiring count). */
+/** Every bit of the rights word (kinds, and MH's wiring count). The protection key (below) stays unless VS_PKEY changes it. */
 export const R_ALL = 0x1ff | R_WIRE_MASK;
+/** The mapping's protection key, 0-15 (bits 24-27; its leaves carry it in bits 62:59): set by VS_PKEY. */
+export const R_KEY_SHIFT = 24;
+export const R_KEY_MASK = 0xf << R_KEY_SHIFT;
+
+/** The protection key of a mapping with these rights. */
+export function keyOf(rights: number): number {
+  return (rights >>> R_KEY_SHIFT) & 0xf;
+}
 
 /** Whether the hardware leaf of a mapping with these rights is writable (COW and ZERO leaves are read-only). */
 export function leafWritable(rights: number): boolean {

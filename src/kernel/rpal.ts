@@ -17,8 +17,9 @@ import { missingTables } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
-import { S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT } from './layout.js';
-import { A_RESERVED, A_VA, EINVAL, OK, OUT_OF_MEMORY, RS_CODE, VS_TOP } from './ops.js';
+import { S_PKEYS, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT } from './layout.js';
+import { A_KEY, A_RESERVED, A_VA, EINVAL, OK, OUT_OF_MEMORY, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE, VS_PKEY, VS_TOP, keyOf } from './ops.js';
+import { shootdown } from './shootdown.js';
 import { MAX_SLOT, RPAL_SPACES, SLOT_BYTES, inSlot, slotOf, topWord, unlink } from './slots.js';
 import { lockShared, syncAll, unlockShared } from './space.js';
 
@@ -98,3 +99,43 @@ function isRpal(kx: Kernel, s: number): boolean {
   return Number.isInteger(s) && s >= 0 && s < RPAL_SPACES && kx.isLive(s) && slotOf(kx, s) >= 0;
 }
 
+/**
+ * pkey_alloc: a protection key (1-15) of space s's own, or -1 - OUT_OF_MEMORY when all fifteen
+ * are taken (Linux's ENOSPC). Key 0 is every page's default and never allocated.
+ */
+export function pkeyAlloc(kx: Kernel, s: number): number {
+  kx.checkSpace(s);
+  const word = kx.v.klayout.spaceBase(s) + S_PKEYS;
+  for (;;) {
+    const m = Atomics.load(kx.v.k, word);
+    let key = 1;
+    while (key < 16 && ((m >>> key) & 1) !== 0) key++;
+    if (key === 16) return -1 - kx.err({ code: OUT_OF_MEMORY }).code;
+    if (Atomics.compareExchange(kx.v.k, word, m, m | (1 << key)) === m) return key;
+  }
+}
+
+/**
+ * pkey_mprotect: the mapping of space s based at vhi:vlo takes protection key `key` (1-15, one s
+ * allocated; EINVAL otherwise), in every replica, its leaves' bits 62:59 included; a changed key
+ * is shot down (keys can take rights away), in the sharers of s's slot too. NOT_MAPPED when no
+ * mapping is based there.
+ */
+export function pkeyMprotect(kx: Kernel, cpu: Cpu, s: number, vhi: number, vlo: number, key: number): number {
+  kx.checkSpace(s);
+  if (!Number.isInteger(key) || key < 1 || key > 15 || ((Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_PKEYS) >>> key) & 1) === 0) {
+    return kx.err({ code: EINVAL }).code;
+  }
+  lockShared(kx, s, cpu);
+  try {
+    kx.args[A_VA] = vhi;
+    kx.args[A_VA + 1] = vlo;
+    kx.args[A_KEY] = key;
+    kx.exec(s, cpu.id, cpu, VS_PKEY);
+    if (kx.resp[RS_CODE] !== OK) return kx.err({ code: kx.resp[RS_CODE] }).code;
+    if (keyOf(kx.resp[RS_ADJ_OLD]) !== keyOf(kx.resp[RS_ADJ_NEW])) shootdown(kx, cpu, s, vhi, vlo, kx.resp[RS_ADJ_PAGES]);
+    return OK;
+  } finally {
+    unlockShared(kx, s);
+  }
+}

@@ -21,9 +21,10 @@ import {
   A_ADJ_MASK, A_ADJ_RIGHTS, A_ADJ_USER, A_MOVE_FROM, A_PAGES, A_PFN, A_REMAP_RIGHTS, A_RESERVED, A_RIGHTS, A_VA, A_WIRE_DELTA, A_WIRE_PAGES,
   ALREADY_MAPPED, EBUSY, EINVAL, EPERM, NOT_MAPPED, OK, OUT_OF_MEMORY, PAGE, R_GLOBAL, R_IO, R_NX, R_USER, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE,
   RS_CONFLICT, RS_MOVE_OLD_PFN, RS_MOVE_OLD_RIGHTS, RS_REMAP_PFN, RS_REMAP_RIGHTS, RS_UNMAP_PAGES, RS_UNMAP_PFN, RS_UNMAP_RIGHTS,
-  RS_FORK_NARROWED, RS_WIRE_COUNT, VS_ADJUST, VS_FORK, VS_MAP, VS_TOP, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
+  RS_FORK_NARROWED, RS_WIRE_COUNT, VS_ADJUST, VS_FORK, VS_MAP, VS_PKEY, VS_TOP, A_KEY, keyOf, VS_MOVE, VS_PRUNE, VS_PRUNE_FREE, VS_REMAP, VS_UNMAP, VS_WIRE, leafWritable,
 } from './ops.js';
 import { forkProtect } from './forkcopy.js';
+import { applyPkey } from './keys.js';
 import { adjustRule, moveRule, unmapRule, wireCount, wireRule, withWireCount } from './mhstate.js';
 
 /** The personality's rules an apply follows (the same on every replica). */
@@ -198,6 +199,9 @@ export class VSpace implements Replicated {
         this.releaseReservation(r, w[a + A_RESERVED]);
         return;
       }
+      case VS_PKEY:
+        applyPkey(this.mem, this.dbs[r], this.root(r), hi, lo, w[a + A_KEY], resp, ro);
+        return;
       case VS_FORK:
         resp[ro + RS_CODE] = OK;
         resp[ro + RS_FORK_NARROWED] = forkProtect(this.mem, this.dbs[r], this.root(r), this.rules.mh);
@@ -249,7 +253,7 @@ export class VSpace implements Replicated {
       const shift = pieceShift(vlo, p, pages - off);
       const word = walkTo(this.mem, root, false, vhi, vlo, shift, this.takers[r], PTE_RW | PTE_US);
       if (word < 0) panic(`vspace.applyMap: space ${this.space} replica ${r}: no table for 0x${vaJoin(vhi, vlo).toString(16)} (${-1 - word})`);
-      this.mem[word + 1] = makeHi(p, 0, nx);
+      this.mem[word + 1] = makeHi(p, keyOf(rights), nx);
       Atomics.store(this.mem, word, leafLo(p, shift, flags));
       off += 2 ** (shift - 12);
     }
@@ -363,7 +367,7 @@ export class VSpace implements Replicated {
     }
     const word = this.leafWord(r, hi, lo, 12);
     Atomics.store(this.mem, word, 0);
-    Atomics.store(this.mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
+    Atomics.store(this.mem, word + 1, makeHi(pfn, keyOf(rights), (rights & R_NX) !== 0));
     Atomics.store(this.mem, word, leafLo(pfn, 12, leafFlags(rights)));
     resp[ro + RS_CODE] = OK;
     resp[ro + RS_REMAP_PFN] = oldPfn;
@@ -470,7 +474,7 @@ export class VSpace implements Replicated {
     Atomics.store(mem, this.leafWord(r, shi, slo, 12), 0);
     const word = this.leafWord(r, hi, lo, 12);
     Atomics.store(mem, word, 0);
-    Atomics.store(mem, word + 1, makeHi(pfn, 0, (rights & R_NX) !== 0));
+    Atomics.store(mem, word + 1, makeHi(pfn, keyOf(rights), (rights & R_NX) !== 0));
     Atomics.store(mem, word, leafLo(pfn, 12, leafFlags(rights)));
     resp[ro + RS_CODE] = OK;
     resp[ro + RS_MOVE_OLD_PFN] = oldPfn;
