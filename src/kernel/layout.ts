@@ -26,6 +26,25 @@ export const P_STATE = 0;
 export const P_SPACE = 1;
 /** The parent's pid, or -1. */
 export const P_PARENT = 2;
+// Thread-table line, relative to threadBase + tid * K_LINE (thread.ts).
+/** THREAD_FREE, THREAD_RUNNABLE, THREAD_RUNNING or THREAD_EXITED. */
+export const T_STATE = 0;
+/** The thread's process. */
+export const T_PID = 1;
+/** The core running it (THREAD_RUNNING), else -1. */
+export const T_CORE = 2;
+/** Saved registers: PKRU (XSAVE's PKRU component), CPL and EFLAGS.AC. */
+export const T_PKRU = 3;
+export const T_CPL = 4;
+export const T_AC = 5;
+/** The thread's stack page (high half, then low half of its address). */
+export const T_STACK = 6;
+export const THREAD_FREE = 0;
+export const THREAD_RUNNABLE = 1;
+export const THREAD_RUNNING = 2;
+export const THREAD_EXITED = 3;
+/** Threads a process can have at once. */
+export const THREADS_PER_PROCESS = 8;
 export const PROC_FREE = 0;
 export const PROC_RUNNING = 1;
 export const PROC_SLEEPING = 2;
@@ -128,6 +147,9 @@ export class KernelLayout {
   readonly spaceWords: number;
   readonly arenaWordsEach: number;
   readonly arenasBase: number;
+  /** The thread table: THREADS_PER_PROCESS lines per process slot. */
+  readonly threadBase: number;
+  readonly maxThreads: number;
   readonly totalWords: number;
 
   constructor(readonly config: KernelConfig) {
@@ -144,7 +166,9 @@ export class KernelLayout {
     this.spaceWords = this.spaceReplicasOff + c.nodes * this.replicaWords;
     this.arenaWordsEach = round(arenaWords(c.maxMappings));
     this.arenasBase = this.spacesBase + c.maxSpaces * this.spaceWords;
-    this.totalWords = this.arenasBase + c.maxSpaces * c.nodes * this.arenaWordsEach;
+    this.threadBase = this.arenasBase + c.maxSpaces * c.nodes * this.arenaWordsEach;
+    this.maxThreads = c.maxSpaces * THREADS_PER_PROCESS;
+    this.totalWords = this.threadBase + this.maxThreads * K_LINE;
   }
 
   /** Word of space s's baseline writer flag; reader flag of core c at + (1 + c) * K_LINE. */

@@ -4,7 +4,7 @@
 // reaping are Atomics on the line.
 
 import type { Kernel } from './context.js';
-import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from './layout.js';
+import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, T_STATE, THREAD_FREE, THREADS_PER_PROCESS } from './layout.js';
 import { releaseMapping } from './refs.js';
 import { destroySpace } from './space.js';
 import { activeCores, leave, switchTo } from './shootdown.js';
@@ -97,6 +97,8 @@ export function reapZombies(kx: Kernel): number {
     if (p.state !== PROC_TERMINATED) continue;
     if (kx.isLive(p.space) && activeCores(kx, p.space).length > 0) continue;
     if (kx.isLive(p.space)) destroySpace(kx, p.space, (pfn, pages, rights) => releaseMapping(kx, p.space, pfn, pages, rights));
+    // Its threads go with it (their stacks went with the space).
+    for (let t = 0; t < THREADS_PER_PROCESS; t++) Atomics.store(kx.v.k, kx.v.klayout.threadBase + (pid * THREADS_PER_PROCESS + t) * K_LINE + T_STATE, THREAD_FREE);
     setProcessState(kx, pid, PROC_FREE);
     n++;
   }

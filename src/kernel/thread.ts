@@ -1,0 +1,146 @@
+// Threads (issue 12; RPAL runs threads of several processes in one address space): a process has
+// up to THREADS_PER_PROCESS threads, each its saved registers (PKRU — XSAVE's PKRU component —,
+// CPL and EFLAGS.AC), its own stack page and a state, in the shared thread table. A core runs one
+// thread at a time: switching to a thread of the process it runs loads no CR3; to another
+// process's thread it switches the address space (CR3 loaded, PCID kept: no flush). The saved
+// PKRU comes back with the thread, so a thread's keys follow it from core to core.
+
+import type { Cpu } from '../hw/cpu.js';
+import { NO_FRAME } from '../hw/frames.js';
+import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
+import type { Kernel } from './context.js';
+import {
+  K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_EXITED, THREAD_FREE, THREAD_RUNNABLE,
+  THREAD_RUNNING, THREADS_PER_PROCESS,
+} from './layout.js';
+import { EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
+import { processOf } from './proc.js';
+import { release, zeroPage } from './refs.js';
+import { switchTo } from './shootdown.js';
+import { SLOT_BYTES, slotOf } from './slots.js';
+import { mapZero, unmap } from './vm.js';
+
+/** Room between two threads' stack pages. */
+export const STACK_SPAN = 0x10_0000;
+
+/** A thread's saved state. */
+export interface ThreadInfo {
+  state: number;
+  pid: number;
+  core: number;
+  pkru: number;
+  cpl: number;
+  ac: boolean;
+  stack: number;
+}
+
+function line(kx: Kernel, tid: number): number {
+  return kx.v.klayout.threadBase + tid * K_LINE;
+}
+
+/** Thread tid's state, process, core and saved registers (state THREAD_FREE for an unused tid). */
+export function threadOf(kx: Kernel, tid: number): ThreadInfo {
+  const k = kx.v.k;
+  if (!Number.isInteger(tid) || tid < 0 || tid >= kx.v.klayout.maxThreads) return { state: THREAD_FREE, pid: -1, core: -1, pkru: 0, cpl: 0, ac: false, stack: -1 };
+  const b = line(kx, tid);
+  return {
+    state: Atomics.load(k, b + T_STATE), pid: Atomics.load(k, b + T_PID), core: Atomics.load(k, b + T_CORE), pkru: Atomics.load(k, b + T_PKRU),
+    cpl: Atomics.load(k, b + T_CPL), ac: Atomics.load(k, b + T_AC) !== 0, stack: vaJoin(Atomics.load(k, b + T_STACK), Atomics.load(k, b + T_STACK + 1)),
+  };
+}
+
+/** The threads of process pid that are not free (runnable, running or exited), in tid order. */
+export function threadsOf(kx: Kernel, pid: number): number[] {
+  const out: number[] = [];
+  for (let tid = pid * THREADS_PER_PROCESS; tid < (pid + 1) * THREADS_PER_PROCESS && tid < kx.v.klayout.maxThreads; tid++) {
+    if (Atomics.load(kx.v.k, line(kx, tid) + T_STATE) !== THREAD_FREE) out.push(tid);
+  }
+  return out;
+}
+
+/**
+ * A new thread of live process pid (runnable, user mode, PKRU 0): its stack is one demand-zero
+ * page of the process's space, at the top of the user half or of the process's RPAL slot, one
+ * STACK_SPAN below the next thread's. Returns its tid, or -1 - EINVAL (no such process, or
+ * THREADS_PER_PROCESS threads already) or -1 - OUT_OF_MEMORY (no room to map the stack).
+ */
+export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu): number {
+  const p = processOf(kx, pid);
+  if (p.state !== PROC_RUNNING && p.state !== PROC_SLEEPING) return -1 - kx.err({ code: EINVAL }).code;
+  const k = kx.v.k;
+  for (let i = 0; i < THREADS_PER_PROCESS; i++) {
+    const tid = pid * THREADS_PER_PROCESS + i;
+    const b = line(kx, tid);
+    if (Atomics.compareExchange(k, b + T_STATE, THREAD_FREE, THREAD_RUNNABLE) !== THREAD_FREE) continue;
+    const slot = slotOf(kx, p.space);
+    const top = slot >= 0 ? (slot + 1) * SLOT_BYTES : USER_TOP;
+    const stack = top - (i + 1) * STACK_SPAN;
+    const c = cpu?.id ?? kx.v.replicaOf.indexOf(0);
+    if (mapZero(kx, c, p.space, vaHi(stack), vaLo(stack), R_USER | R_WRITE, cpu).code !== OK) {
+      Atomics.store(k, b + T_STATE, THREAD_FREE);
+      return -1 - OUT_OF_MEMORY;
+    }
+    Atomics.store(k, b + T_PID, pid);
+    Atomics.store(k, b + T_CORE, -1);
+    Atomics.store(k, b + T_PKRU, 0);
+    Atomics.store(k, b + T_CPL, 3);
+    Atomics.store(k, b + T_AC, 0);
+    Atomics.store(k, b + T_STACK, vaHi(stack));
+    Atomics.store(k, b + T_STACK + 1, vaLo(stack));
+    return tid;
+  }
+  return -1 - kx.err({ code: EINVAL }).code;
+}
+
+/**
+ * Runs thread tid on cpu: the thread it ran is saved (PKRU, CPL, AC) and becomes runnable; tid's
+ * registers are loaded; CR3 is loaded only when tid's process runs another address space (its
+ * PCID kept). EINVAL when tid is not runnable (running on another core, exited, free) or its
+ * process is not alive.
+ */
+export function switchThread(kx: Kernel, cpu: Cpu, tid: number): number {
+  const k = kx.v.k;
+  const cur = kx.runs[cpu.id];
+  if (cur === tid) return OK;
+  const t = threadOf(kx, tid);
+  const p = processOf(kx, t.pid);
+  if (t.state !== THREAD_RUNNABLE || (p.state !== PROC_RUNNING && p.state !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
+  if (Atomics.compareExchange(k, line(kx, tid) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
+  if (cur >= 0) save(kx, cpu, cur);
+  if (kx.current[cpu.id] !== p.space) switchTo(kx, cpu, p.space);
+  cpu.wrpkru(t.pkru);
+  cpu.setMode(t.cpl, t.ac);
+  Atomics.store(k, line(kx, tid) + T_CORE, cpu.id);
+  kx.runs[cpu.id] = tid;
+  return OK;
+}
+
+/** Saves cpu's registers into thread tid, which stops running (runnable again); nothing if tid is no longer this core's (its process was reaped). */
+function save(kx: Kernel, cpu: Cpu, tid: number): void {
+  const k = kx.v.k;
+  const b = line(kx, tid);
+  if (Atomics.load(k, b + T_CORE) !== cpu.id || Atomics.load(k, b + T_STATE) !== THREAD_RUNNING) return;
+  Atomics.store(k, b + T_PKRU, cpu.regs.pkru);
+  Atomics.store(k, b + T_CPL, cpu.regs.cpl);
+  Atomics.store(k, b + T_AC, cpu.regs.ac ? 1 : 0);
+  Atomics.store(k, b + T_CORE, -1);
+  Atomics.compareExchange(k, b + T_STATE, THREAD_RUNNING, THREAD_RUNNABLE);
+}
+
+/**
+ * The thread cpu runs exits: its stack page is unmapped (shot down) and its frame released, its
+ * tid freed; the core runs no thread until the next switchThread (it keeps its address space).
+ * EINVAL when the core runs none.
+ */
+export function exitThread(kx: Kernel, cpu: Cpu): number {
+  const tid = kx.runs[cpu.id];
+  if (tid < 0) return kx.err({ code: EINVAL }).code;
+  const t = threadOf(kx, tid);
+  const s = processOf(kx, t.pid).space;
+  Atomics.store(kx.v.k, line(kx, tid) + T_STATE, THREAD_EXITED);
+  kx.runs[cpu.id] = -1;
+  const r = unmap(kx, cpu, s, vaHi(t.stack), vaLo(t.stack));
+  if (r.code === OK && r.pfn !== zeroPage(kx) && r.pfn !== NO_FRAME) for (let p = 0; p < r.pages; p++) release(kx, r.pfn + p, s);
+  Atomics.store(kx.v.k, line(kx, tid) + T_STATE, THREAD_FREE);
+  return OK;
+}

@@ -1,0 +1,105 @@
+// Threads (issue 12; kernel/thread.ts): a thread's registers (PKRU, CPL, AC) are saved and restored
+// with it; switching between threads of one process loads no CR3, to another process's thread it
+// loads that space's CR3 with its PCID (no flush); each thread has its own demand-zero stack page
+// (in the RPAL slot for a process in one); exit gives the stack back; bad input is EINVAL.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Machine } from '../src/machine/machine.js';
+import { ACC_READ, ACC_WRITE } from '../src/hw/fault.js';
+import { CR4_PAE, CR4_PKE } from '../src/hw/regs.js';
+import { CTR } from '../src/hw/layout.js';
+import { PROC_RUNNING } from '../src/kernel/layout.js';
+import { EINVAL, OK } from '../src/kernel/ops.js';
+import * as faults from '../src/kernel/fault.js';
+import * as procs from '../src/kernel/proc.js';
+import * as rpal from '../src/kernel/rpal.js';
+import * as spaces from '../src/kernel/space.js';
+import * as threads from '../src/kernel/thread.js';
+import { vaHi, vaLo } from '../src/hw/vaddr.js';
+
+async function boot(): Promise<{ m: Machine; p: number; q: number }> {
+  const m = await Machine.boot({ cores: 2, nodes: 1, memory: '16MiB', kernel: { maxSpaces: 4 } }, { pool: false });
+  const k = m.kernel;
+  const p = procs.spawn(k, spaces.createSpace(k), -1);
+  const q = procs.spawn(k, spaces.createSpace(k), -1);
+  procs.setProcessState(k, p, PROC_RUNNING);
+  procs.setProcessState(k, q, PROC_RUNNING);
+  m.setRegisters(0, { cpl: 3, cr4: CR4_PAE | CR4_PKE });
+  return { m, p, q };
+}
+
+const T = suite('threads');
+
+T('switching threads of one process loads no CR3; another process\'s thread loads its CR3 with its PCID, no flush; PKRU goes with the thread', async () => {
+  const { m, p, q } = await boot();
+  const k = m.kernel;
+  const [p1, p2, q1] = [threads.spawnThread(k, p), threads.spawnThread(k, p), threads.spawnThread(k, q)];
+  assert.ok(p1 >= 0 && p2 >= 0 && q1 >= 0);
+  const cpu = m.attachHere(0);
+  assert.is(threads.switchThread(k, cpu, p1), OK);
+  cpu.wrpkru(0b1100); // thread p1 denies key 1
+  const cr3 = cpu.regs.cr3lo;
+  const switches = k.stats.switches;
+  const loads = (): number[] => [cpu.ctr[CTR.cr3Flushes], cpu.ctr[CTR.cr3NoFlush]];
+  const before = loads();
+  assert.is(threads.switchThread(k, cpu, p2), OK);
+  assert.equal(loads(), before, 'same process: no MOV to CR3 at all');
+  assert.is(cpu.regs.cr3lo, cr3);
+  assert.is(k.stats.switches, switches, 'no address-space switch');
+  assert.is(cpu.regs.pkru, 0, "p2's own PKRU");
+  assert.is(threads.switchThread(k, cpu, q1), OK);
+  assert.is.not(cpu.regs.cr3lo, cr3, "another process: its space's CR3");
+  assert.is(cpu.regs.cr3lo & 0xfff, procs.processOf(k, q).space + 1, "with q's PCID");
+  assert.is(k.stats.switches, switches + 1);
+  assert.equal(loads(), [before[0], before[1] + 1], 'one CR3 load, without a flush (bit 63: the PCID is kept)');
+  assert.is(threads.switchThread(k, cpu, p1), OK);
+  assert.is(cpu.regs.pkru, 0b1100, "p1's PKRU restored");
+  assert.is(threads.threadOf(k, p2).state, 1, 'p2 runnable');
+  assert.is(threads.threadOf(k, p1).core, 0);
+  cpu.detach();
+});
+
+T('each thread has its own stack page, demand-zero, in the RPAL slot for a process in one; exit gives it back', async () => {
+  const { m, p, q } = await boot();
+  const k = m.kernel;
+  assert.is(rpal.enterSlot(k, procs.processOf(k, q).space, 3), OK);
+  const a = threads.spawnThread(k, p);
+  const b = threads.spawnThread(k, p);
+  const c = threads.spawnThread(k, q);
+  const [sa, sb, sc] = [a, b, c].map((t) => threads.threadOf(k, t).stack);
+  assert.is.not(sa, sb);
+  assert.ok(sc >= 3 * rpal.SLOT_BYTES && sc < 4 * rpal.SLOT_BYTES, 'in slot 3');
+  const cpu = m.attachHere(0);
+  assert.is(threads.switchThread(k, cpu, a), OK);
+  const free = m.frames.freeCount();
+  assert.is(faults.access(k, cpu, ACC_WRITE, vaHi(sa), vaLo(sa), 0, 42), 0);
+  assert.is(faults.access(k, cpu, ACC_READ, vaHi(sb), vaLo(sb)), 0);
+  assert.is(cpu.mmu.valLo, 0, "b's stack is its own (still the zero page)");
+  assert.is(m.frames.freeCount(), free - 1, "a's stack took a frame");
+  assert.is(threads.exitThread(k, cpu), OK);
+  assert.is(m.frames.freeCount(), free, 'and gave it back');
+  assert.is(threads.threadOf(k, a).state, 0, 'the tid is free');
+  assert.ok(faults.access(k, cpu, ACC_READ, vaHi(sa), vaLo(sa)) !== 0, 'the stack is unmapped: a read faults');
+  cpu.detach();
+});
+
+T('bad input is EINVAL and changes nothing', async () => {
+  const { m, p } = await boot();
+  const k = m.kernel;
+  const ts = Array.from({ length: 8 }, () => threads.spawnThread(k, p));
+  assert.ok(ts.every((t) => t >= 0));
+  assert.is(threads.spawnThread(k, p), -1 - EINVAL, 'a ninth thread');
+  assert.is(threads.spawnThread(k, 3), -1 - EINVAL, 'no such process');
+  const c0 = m.attachHere(0);
+  m.setRegisters(1, { cpl: 3 });
+  const c1 = m.attachHere(1);
+  assert.is(threads.switchThread(k, c0, ts[0]), OK);
+  assert.is(threads.switchThread(k, c1, ts[0]), EINVAL, 'running on another core');
+  assert.is(threads.switchThread(k, c1, 999), EINVAL, 'no such thread');
+  assert.is(threads.exitThread(k, c1), EINVAL, 'core 1 runs no thread');
+  c0.detach();
+  c1.detach();
+});
+
+T.run();
