@@ -9,12 +9,14 @@ import { Machine } from '../src/machine/machine.js';
 import { ACC_READ, ACC_WRITE } from '../src/hw/fault.js';
 import { CR4_PAE, CR4_PKE } from '../src/hw/regs.js';
 import { CTR } from '../src/hw/layout.js';
-import { PROC_RUNNING } from '../src/kernel/layout.js';
-import { EINVAL, OK } from '../src/kernel/ops.js';
+import { PROC_RUNNING, PROC_TERMINATED } from '../src/kernel/layout.js';
+import { EINVAL, OK, R_USER, R_WRITE } from '../src/kernel/ops.js';
+import * as vm from '../src/kernel/vm.js';
 import * as faults from '../src/kernel/fault.js';
 import * as procs from '../src/kernel/proc.js';
 import * as rpal from '../src/kernel/rpal.js';
 import * as spaces from '../src/kernel/space.js';
+import * as shootdowns from '../src/kernel/shootdown.js';
 import * as threads from '../src/kernel/thread.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
 
@@ -100,6 +102,56 @@ T('bad input is EINVAL and changes nothing', async () => {
   assert.is(threads.exitThread(k, c1), EINVAL, 'core 1 runs no thread');
   c0.detach();
   c1.detach();
+});
+
+T('behaviour 30: an RPAL call switches the user context only; the callee\'s first kernel entry makes its process current once; the return restores the caller; an exited callee is an error to the caller', async () => {
+  const { m, p, q } = await boot();
+  const k = m.kernel;
+  const [sp, sq] = [procs.processOf(k, p).space, procs.processOf(k, q).space];
+  assert.is(rpal.enterSlot(k, sp, 1), OK);
+  assert.is(rpal.enterSlot(k, sq, 2), OK);
+  const X = 2 * rpal.SLOT_BYTES + 0x40_0000;
+  const Y = X + 0x10_0000;
+  const Y2 = X + 0x20_0000;
+  assert.is(vm.mapAnon(k, 0, sq, vaHi(X), vaLo(X), 1, R_USER | R_WRITE), OK);
+  m.mem[k.anonFrame * 1024] = 0x7e57;
+  assert.is(vm.mapZero(k, 0, sq, vaHi(Y), vaLo(Y), R_USER | R_WRITE).code, OK);
+  assert.is(vm.mapZero(k, 0, sq, vaHi(Y2), vaLo(Y2), R_USER | R_WRITE).code, OK);
+  const p1 = threads.spawnThread(k, p);
+  const q1 = threads.spawnThread(k, q);
+  const cpu = m.attachHere(0);
+  assert.is(threads.switchThread(k, cpu, q1), OK);
+  cpu.wrpkru(0b110000); // q1's own PKRU (denies key 2)
+  assert.is(threads.switchThread(k, cpu, p1), OK);
+  assert.is(threads.rpalCall(k, cpu, q1), EINVAL, "Q's slot is not shared into P yet");
+  assert.is(rpal.share(k, sp, sq), OK);
+  const cr3 = cpu.regs.cr3lo;
+  const loads = (): number => cpu.ctr[CTR.cr3Flushes] + cpu.ctr[CTR.cr3NoFlush];
+  const [l0, s0] = [loads(), k.stats.switches];
+  assert.is(threads.rpalCall(k, cpu, q1), OK);
+  assert.is(cpu.regs.pkru, 0b110000, "the callee's PKRU");
+  assert.equal([loads(), cpu.regs.cr3lo, k.current[0]], [l0, cr3, sp], 'no CR3 load: the callee runs in P\'s tables');
+  assert.is(faults.access(k, cpu, ACC_READ, vaHi(X), vaLo(X)), 0);
+  assert.is(cpu.mmu.valLo, 0x7e57, "the callee reads Q's page through P's tables, no kernel entry");
+  assert.is(k.stats.switches, s0);
+  assert.is(faults.access(k, cpu, ACC_WRITE, vaHi(Y), vaLo(Y), 0, 1), 0, 'its first page fault (a zero fill) is its first kernel entry...');
+  assert.is(k.current[0], sq, '...which made Q current (the lazy kernel switch)');
+  assert.is(k.stats.switches, s0 + 1);
+  assert.is(faults.access(k, cpu, ACC_WRITE, vaHi(Y2), vaLo(Y2), 0, 2), 0);
+  assert.is(k.stats.switches, s0 + 1, 'one lazy switch, not one per entry');
+  assert.is(threads.rpalReturn(k, cpu), OK);
+  assert.equal([k.current[0], cpu.regs.pkru, k.runs[0]], [sp, 0, p1], 'back in P, with p1\'s PKRU');
+  assert.is(threads.rpalReturn(k, cpu), EINVAL, 'p1 was not called');
+  // Q exits; it is reaped once no core runs a space its slot is shared into: a call into it is then
+  // an error, and its slot is gone from P.
+  procs.setProcessState(k, q, PROC_TERMINATED);
+  assert.is(procs.reapZombies(k), 0, 'not while core 0 runs P, which shares its slot');
+  shootdowns.leave(k, cpu);
+  assert.is(procs.reapZombies(k), 1);
+  shootdowns.switchTo(k, cpu, sp);
+  assert.is(threads.rpalCall(k, cpu, q1), EINVAL, 'the callee\'s process exited');
+  assert.ok(faults.access(k, cpu, ACC_READ, vaHi(X), vaLo(X)) !== 0, "touching the exited process's slot is a fault returned to the caller, not a fault forever");
+  cpu.detach();
 });
 
 T.run();

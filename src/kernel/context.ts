@@ -125,6 +125,8 @@ export class Kernel implements LockWaiter {
   readonly current: Int32Array;
   /** Per core: the thread it runs (thread.ts), or -1. */
   readonly runs: Int32Array;
+  /** Per core: the space an RPAL callee's first kernel entry switches to (the lazy kernel switch), or -1. */
+  readonly lazy: Int32Array;
   /** An operation's argument words (ops.ts names them) and its response words. */
   readonly args = new Int32Array(13);
   readonly resp = new Int32Array(8);
@@ -165,6 +167,7 @@ export class Kernel implements LockWaiter {
   constructor(readonly v: KernelViews) {
     this.current = new Int32Array(v.replicaOf.length).fill(-1);
     this.runs = new Int32Array(v.replicaOf.length).fill(-1);
+    this.lazy = new Int32Array(v.replicaOf.length).fill(-1);
     this.skipShootdown = v.inject.includes('skip-shootdown');
     this.skipReplicaSync = v.inject.includes('skip-replica-sync');
     this.skipCowCopy = v.inject.includes('skip-cow-copy');

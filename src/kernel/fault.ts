@@ -19,6 +19,7 @@ import { kernelFault } from './khalf.js';
 import { holdNew, refcount, release } from './refs.js';
 import { lockShared, unlockShared } from './space.js';
 import { ownerIn } from './slots.js';
+import { switchTo } from './shootdown.js';
 import { adjustLocked, lookup, remapLocked } from './vm.js';
 
 /** Retries of one access after the fault handler found the fault spurious, before it is delivered. */
@@ -30,6 +31,13 @@ export const FAULT_RETRIES = 3;
  * the program.
  */
 export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
+  // RPAL: the first kernel entry of a callee (thread.ts rpalCall) makes its process current — the
+  // one lazy kernel switch — and the fault is then its own.
+  if (kx.lazy[cpu.id] >= 0) {
+    const s = kx.lazy[cpu.id];
+    kx.lazy[cpu.id] = -1;
+    if (kx.isLive(s)) switchTo(kx, cpu, s);
+  }
   const cur = kx.current[cpu.id];
   if (cur < 0 || faultVector(code) !== VEC_PF) return false;
   // A kernel address: the kernel half's own repair (khalf.ts), never the user-space paths.

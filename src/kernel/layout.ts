@@ -27,7 +27,7 @@ export const P_SPACE = 1;
 /** The parent's pid, or -1. */
 export const P_PARENT = 2;
 // Thread-table line, relative to threadBase + tid * K_LINE (thread.ts).
-/** THREAD_FREE, THREAD_RUNNABLE, THREAD_RUNNING or THREAD_EXITED. */
+/** THREAD_FREE, THREAD_RUNNABLE, THREAD_RUNNING, THREAD_BLOCKED or THREAD_EXITED. */
 export const T_STATE = 0;
 /** The thread's process. */
 export const T_PID = 1;
@@ -39,10 +39,14 @@ export const T_CPL = 4;
 export const T_AC = 5;
 /** The thread's stack page (high half, then low half of its address). */
 export const T_STACK = 6;
+/** RPAL: the thread that called this one (rpalCall), + 1; 0 when none. */
+export const T_CALLER = 8;
 export const THREAD_FREE = 0;
 export const THREAD_RUNNABLE = 1;
 export const THREAD_RUNNING = 2;
 export const THREAD_EXITED = 3;
+/** A caller waiting in an RPAL call for its callee to return. */
+export const THREAD_BLOCKED = 4;
 /** Threads a process can have at once. */
 export const THREADS_PER_PROCESS = 8;
 export const PROC_FREE = 0;

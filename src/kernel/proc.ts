@@ -4,7 +4,7 @@
 // reaping are Atomics on the line.
 
 import type { Kernel } from './context.js';
-import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, T_STATE, THREAD_FREE, THREADS_PER_PROCESS } from './layout.js';
+import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, S_RPAL_SHARERS, T_STATE, THREAD_FREE, THREADS_PER_PROCESS } from './layout.js';
 import { releaseMapping } from './refs.js';
 import { destroySpace } from './space.js';
 import { activeCores, leave, switchTo } from './shootdown.js';
@@ -85,10 +85,17 @@ export function exitProcess(kx: Kernel, cpu: Cpu, pid: number, next: number): vo
   }
 }
 
+/** Whether a core runs one of the spaces space s's RPAL slot is shared into. */
+function sharersRunning(kx: Kernel, s: number): boolean {
+  const m = Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SHARERS);
+  for (let a = 0; a < 32; a++) if (((m >>> a) & 1) !== 0 && activeCores(kx, a).length > 0) return true;
+  return false;
+}
+
 /**
  * Reaps every terminated process (a zombie) whose space no core runs any more: destroys the
  * space, releasing its frames, and frees its pid. A zombie that a core still runs (its exit has
- * not reached that core yet) waits for a later call. Controller only. Returns how many.
+ * not reached that core yet), or whose RPAL slot a running space shares, waits for a later call. Controller only. Returns how many.
  */
 export function reapZombies(kx: Kernel): number {
   let n = 0;
@@ -96,6 +103,8 @@ export function reapZombies(kx: Kernel): number {
     const p = processOf(kx, pid);
     if (p.state !== PROC_TERMINATED) continue;
     if (kx.isLive(p.space) && activeCores(kx, p.space).length > 0) continue;
+    // RPAL: nor while a core runs a space its slot is shared into (the controller cannot shoot it down).
+    if (kx.isLive(p.space) && sharersRunning(kx, p.space)) continue;
     if (kx.isLive(p.space)) destroySpace(kx, p.space, (pfn, pages, rights) => releaseMapping(kx, p.space, pfn, pages, rights));
     // Its threads go with it (their stacks went with the space).
     for (let t = 0; t < THREADS_PER_PROCESS; t++) Atomics.store(kx.v.k, kx.v.klayout.threadBase + (pid * THREADS_PER_PROCESS + t) * K_LINE + T_STATE, THREAD_FREE);

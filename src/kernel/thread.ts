@@ -10,14 +10,14 @@ import { NO_FRAME } from '../hw/frames.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import {
-  K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_EXITED, THREAD_FREE, THREAD_RUNNABLE,
-  THREAD_RUNNING, THREADS_PER_PROCESS,
+  K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
+  THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
 } from './layout.js';
 import { EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
 import { processOf } from './proc.js';
 import { release, zeroPage } from './refs.js';
 import { switchTo } from './shootdown.js';
-import { SLOT_BYTES, slotOf } from './slots.js';
+import { SLOT_BYTES, sharedSlots, slotOf } from './slots.js';
 import { mapZero, unmap } from './vm.js';
 
 /** Room between two threads' stack pages. */
@@ -85,6 +85,7 @@ export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu): number {
     Atomics.store(k, b + T_PKRU, 0);
     Atomics.store(k, b + T_CPL, 3);
     Atomics.store(k, b + T_AC, 0);
+    Atomics.store(k, b + T_CALLER, 0);
     Atomics.store(k, b + T_STACK, vaHi(stack));
     Atomics.store(k, b + T_STACK + 1, vaLo(stack));
     return tid;
@@ -142,5 +143,60 @@ export function exitThread(kx: Kernel, cpu: Cpu): number {
   const r = unmap(kx, cpu, s, vaHi(t.stack), vaLo(t.stack));
   if (r.code === OK && r.pfn !== zeroPage(kx) && r.pfn !== NO_FRAME) for (let p = 0; p < r.pages; p++) release(kx, r.pfn + p, s);
   Atomics.store(kx.v.k, line(kx, tid) + T_STATE, THREAD_FREE);
+  return OK;
+}
+
+// ---- RPAL calls (behaviour 30) -----------------------------------------------------------------
+
+/**
+ * An RPAL call from the thread cpu runs (of process A) into thread `callee` of process B, whose
+ * slot is shared into A: a user-context switch only — the caller's registers saved (it waits,
+ * blocked), the callee's loaded (its PKRU: B's keys) — with no CR3 load: the callee runs in A's
+ * page tables, where B's slot is. The first kernel entry in the callee (a page fault: fault.ts)
+ * makes B current, the one lazy kernel switch. EINVAL: the core runs no thread, the callee is not
+ * runnable or its process has exited (the caller gets the error back), or B's slot is not shared
+ * into A.
+ */
+export function rpalCall(kx: Kernel, cpu: Cpu, callee: number): number {
+  const k = kx.v.k;
+  const caller = kx.runs[cpu.id];
+  const t = threadOf(kx, callee);
+  const pb = processOf(kx, t.pid);
+  const a = kx.current[cpu.id];
+  if (caller < 0 || a < 0 || t.state !== THREAD_RUNNABLE || (pb.state !== PROC_RUNNING && pb.state !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
+  if (!sharedSlots(kx, a).includes(slotOf(kx, pb.space))) return kx.err({ code: EINVAL }).code;
+  if (Atomics.compareExchange(k, line(kx, callee) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
+  save(kx, cpu, caller);
+  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_BLOCKED);
+  Atomics.store(k, line(kx, callee) + T_CALLER, caller + 1);
+  cpu.wrpkru(t.pkru);
+  cpu.setMode(t.cpl, t.ac);
+  Atomics.store(k, line(kx, callee) + T_CORE, cpu.id);
+  kx.runs[cpu.id] = callee;
+  kx.lazy[cpu.id] = pb.space;
+  return OK;
+}
+
+/**
+ * The callee cpu runs returns to its caller: its registers saved (runnable again), the caller's
+ * loaded, and the caller's address space current again if the callee's kernel entry switched
+ * away. EINVAL when the thread cpu runs was not called.
+ */
+export function rpalReturn(kx: Kernel, cpu: Cpu): number {
+  const k = kx.v.k;
+  const callee = kx.runs[cpu.id];
+  const caller = callee >= 0 ? Atomics.load(k, line(kx, callee) + T_CALLER) - 1 : -1;
+  if (caller < 0 || Atomics.load(k, line(kx, caller) + T_STATE) !== THREAD_BLOCKED) return kx.err({ code: EINVAL }).code;
+  save(kx, cpu, callee);
+  Atomics.store(k, line(kx, callee) + T_CALLER, 0);
+  kx.lazy[cpu.id] = -1;
+  const back = threadOf(kx, caller);
+  const s = processOf(kx, back.pid).space;
+  if (kx.current[cpu.id] !== s) switchTo(kx, cpu, s);
+  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_RUNNING);
+  Atomics.store(k, line(kx, caller) + T_CORE, cpu.id);
+  cpu.wrpkru(back.pkru);
+  cpu.setMode(back.cpl, back.ac);
+  kx.runs[cpu.id] = caller;
   return OK;
 }
