@@ -70,6 +70,8 @@ export const S_RPAL_SHARERS = 3;
 export const S_RPAL_SHARED = 4;
 /** Protection keys the space has allocated (bit k: key k, 1-15). Written: pkeyAlloc (Atomics.or); a fork copies it. */
 export const S_PKEYS = 5;
+/** 1 while the space is an mshare region's host (mshare.ts). Written: mshareCreate. */
+export const S_MSHARE_HOST = 6;
 /**
  * Space lock (like Linux's mmap_lock): the number of mapping changes in flight, or -1 while a
  * fork snapshots the space. Written: cores (CAS). S_FORKING: a fork waits for the lock (new

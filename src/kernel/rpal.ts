@@ -65,8 +65,16 @@ export function enterSlot(kx: Kernel, s: number, n: number, cpu?: Cpu): number {
  * half first). EINVAL: a or b not an RPAL space, a === b, or B already shared into A.
  */
 export function share(kx: Kernel, a: number, b: number): number {
-  const { k, klayout, mem } = kx.v;
   if (a === b || !isRpal(kx, a) || !isRpal(kx, b)) return kx.err({ code: EINVAL }).code;
+  return link(kx, a, b);
+}
+
+/**
+ * Links space b's slot into space a (share, and mshare's attach): b's top-level entry copied into
+ * every replica of a, high half first, and the masks set. EINVAL when it is linked already.
+ */
+export function link(kx: Kernel, a: number, b: number): number {
+  const { k, klayout, mem } = kx.v;
   const bit = 1 << b;
   if ((Atomics.or(k, klayout.spaceBase(a) + S_RPAL_SHARED, bit) & bit) !== 0) return kx.err({ code: EINVAL }).code;
   const slot = slotOf(kx, b);

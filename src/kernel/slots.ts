@@ -59,6 +59,13 @@ export function sharedSlots(kx: Kernel, s: number): number[] {
   return out;
 }
 
+/** Whether [va, va + bytes) overlaps a slot linked into space s (not the space's to map: an RPAL share or an mshare region). */
+export function overlapsLinked(kx: Kernel, s: number, va: number, bytes: number): boolean {
+  if (s >= RPAL_SPACES || Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SHARED) === 0) return false;
+  for (const slot of sharedSlots(kx, s)) if (va < (slot + 1) * SLOT_BYTES && va + bytes > slot * SLOT_BYTES) return true;
+  return false;
+}
+
 /**
  * The space whose slot holds address va in space s, when it is not s's own: the owner of a slot
  * shared into s (its faults are handled there), else -1.

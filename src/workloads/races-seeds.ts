@@ -7,6 +7,7 @@ import { BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH } from '../kernel/context.js';
 import { EINVAL, OK } from '../kernel/ops.js';
 import * as khalf from '../kernel/khalf.js';
 import * as rpal from '../kernel/rpal.js';
+import * as ms from '../kernel/mshare.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import * as procs from '../kernel/proc.js';
@@ -294,6 +295,44 @@ const unionShootdown: Scenario = {
 };
 
 /**
+ * mshare-fault-reroute — an mshare region (a host address space of its own) attached by A and B:
+ * core 0, running A, writes a demand-zero page of the region; the fault is handled in the host's
+ * space, so core 1, running B, reads the value; then core 0 unmaps the page from the host, and
+ * the shootdown reaches every attached process's cores: core 1's next read faults.
+ */
+export function mshareRerouteRace(): Promise<RaceOutcome> {
+  return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB' }, async (r) => {
+    const k = r.m.kernel;
+    const a = r.space();
+    const b = r.space();
+    const h = ms.mshareCreate(k, 5);
+    r.expect(h >= 0, 'a region over slot 5, hosted by an address space of its own');
+    const base = 5 * rpal.SLOT_BYTES;
+    const Z = base + 0x40_0000;
+    r.expect(vm.mapZero(k, 0, h, vaHi(Z), vaLo(Z), R_USER | R_WRITE).code === OK, 'the host maps a demand-zero page');
+    r.expect(ms.mshareAttach(k, a, h, base) === OK && ms.mshareAttach(k, b, h, base) === OK, 'A and B attach the region');
+    const done = r.run({
+      0: [{ op: 'switch', space: a }, { op: 'store', va: Z, value: 0x77n }, { op: 'ping', target: 1 }, { op: 'awaitPings', count: 1 }, { op: 'unmap', space: h, va: Z }, { op: 'ping', target: 1 }],
+      1: [{ op: 'switch', space: b }, { op: 'awaitPings', count: 1 }, { op: 'load', va: Z }, { op: 'ping', target: 0 }, { op: 'awaitPings', count: 2 }, { op: 'load', va: Z }],
+    }, { record: true });
+    r.step('core 0 (A) writes the page; core 1 (B) reads it; core 0 unmaps it from the host; core 1 reads again');
+    const res = await done;
+    r.expect(res.every((x) => x.ok), 'both cores finished');
+    const c1 = res.find((x) => x.core === 1) as CoreResult;
+    r.expect(c1.values?.[0] === '0x77', `B read A's write (${c1.values?.[0]}): the fault was filled in the host's space, which both see`);
+    r.expect(c1.faults === 1 && c1.staleAccesses === 0, `B's read after the unmap faulted: the host's shootdown reached B's core (faults ${c1.faults}, stale ${c1.staleAccesses})`);
+    r.expect(vm.resolve(k, 0, h, vaHi(Z), vaLo(Z)).code !== OK, 'the host maps the page no more');
+    r.expect(vm.entries(k, 0, a).length === 0 && vm.entries(k, 0, b).length === 0, 'A and B never mapped it themselves');
+  });
+}
+
+const mshareReroute: Scenario = {
+  name: 'mshare-fault-reroute',
+  models: "mshare: a fault in a region is handled in its host's address space; the host's changes shoot down every attached process",
+  run: () => mshareRerouteRace(),
+};
+
+/**
  * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
  * a space created while that update is in flight (parked after the master changed, before the
  * spaces are written) still gets the entry: a new space copies the master after it became visible
@@ -364,4 +403,4 @@ function dataFrames(r: RaceApi): number {
 }
 
 /** The scenarios of this file, in the order `nrvm race --list` shows them. */
-export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown];
+export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown, mshareReroute];
