@@ -33,6 +33,11 @@ export function topWord(kx: Kernel, s: number, r: number, i: number): number {
   return kx.vspace(s).root(r) * FRAME_WORDS + i * 2;
 }
 
+/**
+ * Takes space b's slot out of space a: the entry cleared in every replica of a, the masks cleared,
+ * then a's cores flush a's PCID — shot down from cpu, or, without one (the controller), none may
+ * run a (a panic names them) and a's TLB generation makes cores flush when they switch in.
+ */
 export function unlink(kx: Kernel, a: number, b: number, cpu: Cpu | undefined): void {
   const { k, klayout, mem } = kx.v;
   const slot = slotOf(kx, b);
