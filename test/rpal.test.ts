@@ -23,6 +23,7 @@ import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
 import { unionShootdownRace } from '../src/workloads/races-seeds.js';
+import { describe } from '../src/machine/dump.js';
 
 const RW = R_USER | R_WRITE;
 const SLOT = rpal.SLOT_BYTES;
@@ -189,6 +190,23 @@ R('behaviour 27: keys are allocated per process (1-15), put on a mapping in ever
   assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X), vaLo(X), 16), EINVAL, 'key 16');
   assert.is(rpal.pkeyMprotect(k, c0, b, vaHi(X), vaLo(X), 3), EINVAL, 'a key B did not allocate (B has only key ' + bk + ')');
   assert.is(rpal.pkeyMprotect(k, c0, a, vaHi(X + 4096), vaLo(X + 4096), 7), NOT_MAPPED, 'no mapping based there');
+});
+
+R('a dump of a space lists the slots shared into it, and its root shows the owner\'s mappings there', async () => {
+  const { m, a, b } = await boot();
+  const k = m.kernel;
+  const X = 2 * SLOT + 0x40_0000;
+  assert.is(vm.mapAnon(k, 0, b, vaHi(X), vaLo(X), 1, RW), OK);
+  assert.is(rpal.share(k, a, b), OK);
+  spaces.syncAll(k, b);
+  const roots = [0, 1].map((r) => ({ label: `a${r}`, cr3: BigInt(k.vspace(a).root(r)) * 4096n, la57: false, space: a }));
+  const d = describe(m, [...roots, { label: 'b0', cr3: BigInt(k.vspace(b).root(0)) * 4096n, la57: false, space: b }]);
+  for (const r of d.roots.slice(0, 2)) {
+    assert.equal(r.shared, [{ slot: 2, owner: b }], `${r.label} lists B's slot`);
+    assert.equal(r.mappings.filter((x) => BigInt(x.va) >= BigInt(2 * SLOT) && BigInt(x.va) < BigInt(3 * SLOT)).map((x) => [x.va, x.pa]),
+      d.roots[2].mappings.filter((x) => BigInt(x.va) >= BigInt(2 * SLOT) && BigInt(x.va) < 0x8000_0000_0000n).map((x) => [x.va, x.pa]), "the same mappings as B's replica there");
+  }
+  assert.is(d.roots[2].shared, undefined, 'B has nothing shared into it');
 });
 
 R.run();

@@ -9,6 +9,7 @@ import { enumerateMappings, type Mapping } from '../hw/pagetable.js';
 import { enumerate32, enumeratePae } from '../hw/legacy.js';
 import { STATE_NAMES, stateOf } from '../kernel/mhstate.js';
 import { entries } from '../kernel/vm.js';
+import { SLOT_BYTES, ownerIn, sharedSlots } from '../kernel/slots.js';
 
 /** The paging modes a dumped root can be walked in (SDM 4.1.1). */
 export type DumpPaging = '32bit' | 'pae' | '4level' | '5level';
@@ -48,6 +49,11 @@ export interface DumpJson {
     la57: boolean;
     /** 32-bit paging: CR4.PSE as the root was described with. */
     pse?: boolean;
+    /**
+     * The RPAL slots or mshare regions linked into the root's space: top-level entry `slot`
+     * points at space `owner`'s tables (its mappings are listed with the root's: a walker sees them).
+     */
+    shared?: { slot: number; owner: number }[];
     mappings: {
       va: string; pa: string; size: number; write: boolean; user: boolean; nx: boolean;
       global: boolean; accessed: boolean; dirty: boolean; pkey: number; pcd: boolean; pwt: boolean;
@@ -100,6 +106,8 @@ export function describe(m: Machine, roots: DumpRoot[]): DumpJson {
         mode,
         la57: mode === '5level',
         ...(mode === '32bit' ? { pse } : {}),
+        ...(r.space !== undefined && m.kernel.isLive(r.space) && sharedSlots(m.kernel, r.space).length > 0
+          ? { shared: sharedSlots(m.kernel, r.space).map((slot) => ({ slot, owner: ownerIn(m.kernel, r.space as number, slot * SLOT_BYTES) })) } : {}),
         mappings: withStates(found.map(mappingJson), m.kernel.mh && r.space !== undefined && m.kernel.isLive(r.space) ? mhStates(m, r.space) : null),
       };
     }),
