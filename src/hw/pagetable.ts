@@ -88,6 +88,24 @@ export function pieceShiftAt(vlo: number, pfn: number, pages: number, idx: numbe
   return -1;
 }
 
+/**
+ * Calls fn(word, vhi, vlo) for the leaf entry of every piece (pieceShift's) of the mapping of
+ * `pages` pages at vhi:vlo / frame pfn under a 4-level root, in address order; word < 0 when a
+ * table on the way is missing. A closure per call: for cold paths (the replicas' hot applies
+ * walk their pieces inline).
+ */
+export function forEachLeaf(
+  mem: Int32Array, root: number, hi: number, lo: number, pfn: number, pages: number, fn: (word: number, vhi: number, vlo: number) => void,
+): void {
+  for (let off = 0; off < pages;) {
+    const vhi = addHi(hi, lo, off * 4096);
+    const vlo = addLo(lo, off * 4096);
+    const shift = pieceShift(vlo, pfn + off, pages - off);
+    fn(walkTo(mem, root, false, vhi, vlo, shift, null, 0), vhi, vlo);
+    off += 2 ** (shift - 12);
+  }
+}
+
 /** Low half of a leaf for frame pfn, page size 2^shift, with `flags` (PTE_RW, PTE_US, PTE_G, PTE_A, PTE_D): present, PS above 4 KiB. */
 export function leafLo(pfn: number, shift: number, flags: number): number {
   return makeLo(pfn, flags | PTE_P | (shift !== 12 ? PTE_PS : 0));

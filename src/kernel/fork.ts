@@ -12,14 +12,14 @@
 // is undone whole, before it holds any reference.
 
 import type { Cpu } from '../hw/cpu.js';
-import { pieceShift, walkTo } from '../hw/pagetable.js';
-import { addHi, addLo, vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
+import { forEachLeaf } from '../hw/pagetable.js';
+import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
 import type { MapEntry } from './mapdb.js';
 import { copyUserTables, notShared } from './forkcopy.js';
 import { sharedSlots } from './slots.js';
 import { S_FORKS, S_LOCK_PROGRESS, S_PKEYS, SR_TABLES } from './layout.js';
-import { OUT_OF_MEMORY, PAGE, R_ZERO, RS_FORK_NARROWED, VS_FORK } from './ops.js';
+import { OUT_OF_MEMORY, R_ZERO, RS_FORK_NARROWED, VS_FORK } from './ops.js';
 import { addRef, ownerAdd } from './refs.js';
 import { SHOOTDOWN_FULL_FLUSH_PAGES, shootdown } from './shootdown.js';
 import { createSpace, destroySpace, lockExclusive, unlockExclusive } from './space.js';
@@ -126,17 +126,10 @@ function buildChild(kx: Kernel, cpu: Cpu, parent: number, child: number, progres
 
 /** Clears the leaves of mapping e under root (the child's copy of a mapping it does not inherit). */
 function clearLeaves(mem: Int32Array, root: number, e: MapEntry): void {
-  const hi = vaHi(e.va);
-  const lo = vaLo(e.va);
-  for (let off = 0; off < e.pages;) {
-    const vhi = addHi(hi, lo, off * PAGE);
-    const vlo = addLo(lo, off * PAGE);
-    const shift = pieceShift(vlo, e.pfn + off, e.pages - off);
-    const word = walkTo(mem, root, false, vhi, vlo, shift, null, 0);
+  forEachLeaf(mem, root, vaHi(e.va), vaLo(e.va), e.pfn, e.pages, (word) => {
     if (word >= 0) {
       mem[word] = 0;
       mem[word + 1] = 0;
     }
-    off += 2 ** (shift - 12);
-  }
+  });
 }

@@ -7,10 +7,10 @@
 
 import type { MapDb, MapEntry } from './mapdb.js';
 import { HI_PKEY_MASK, HI_PKEY_SHIFT } from '../hw/pte.js';
-import { pieceShift, walkTo } from '../hw/pagetable.js';
+import { forEachLeaf } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
-import { addHi, addLo, vaJoin } from '../hw/vaddr.js';
-import { NOT_MAPPED, OK, PAGE, R_KEY_MASK, R_KEY_SHIFT, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE } from './ops.js';
+import { vaJoin } from '../hw/vaddr.js';
+import { NOT_MAPPED, OK, R_KEY_MASK, R_KEY_SHIFT, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE } from './ops.js';
 
 const found: MapEntry = { va: 0, pfn: 0, pages: 0, rights: 0 };
 
@@ -22,15 +22,10 @@ export function applyPkey(mem: Int32Array, db: MapDb, root: number, hi: number, 
   }
   const rights = (found.rights & ~R_KEY_MASK) | (key << R_KEY_SHIFT);
   db.setRights(hi, lo, rights);
-  for (let off = 0; off < found.pages;) {
-    const vhi = addHi(hi, lo, off * PAGE);
-    const vlo = addLo(lo, off * PAGE);
-    const shift = pieceShift(vlo, found.pfn + off, found.pages - off);
-    const word = walkTo(mem, root, false, vhi, vlo, shift, null, 0);
+  forEachLeaf(mem, root, hi, lo, found.pfn, found.pages, (word, vhi, vlo) => {
     if (word < 0) panic(`keys.applyPkey: mapping at 0x${vaJoin(vhi, vlo).toString(16)} has no leaf`);
     Atomics.store(mem, word + 1, (mem[word + 1] & ~HI_PKEY_MASK) | (key << HI_PKEY_SHIFT));
-    off += 2 ** (shift - 12);
-  }
+  });
   resp[ro + RS_CODE] = OK;
   resp[ro + RS_ADJ_PAGES] = found.pages;
   resp[ro + RS_ADJ_OLD] = found.rights;
