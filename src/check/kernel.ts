@@ -18,12 +18,14 @@ import type { CoreResult } from '../machine/executor.js';
 import { enumerateMappings } from '../hw/pagetable.js';
 import { tableFrames } from '../hw/pagetable.js';
 import { SR_COUNT } from '../kernel/layout.js';
+import { sharedSlots } from '../kernel/slots.js';
 import * as refs from '../kernel/refs.js';
 import * as spaces from '../kernel/space.js';
 
 export interface KernelViolation {
   kind: 'stale-tlb' | 'isolation' | 'replica-divergence' | 'nr-invariant' | 'frame-conservation' | 'frame-leak' | 'core-failure' |
-    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device' | 'kernel-half-divergence' | 'teardown-failure';
+    'mh-transition' | 'mh-state' | 'dma-frame-owner' | 'device' | 'kernel-half-divergence' | 'teardown-failure' |
+    'key-isolation' | 'foreign-write' | 'cross-fault' | 'mshare-lifetime';
   detail: string;
 }
 
@@ -85,9 +87,11 @@ function leafKey(m: Machine, root: number, kernel = false): string[] {
 export function checkConvergence(m: Machine): KernelViolation[] {
   const out: KernelViolation[] = [];
   if (m.kernel.lockMode) return out; // the lock baseline keeps a single copy: nothing to converge
+  // Every space synced before any is compared: a slot linked in (RPAL, mshare) is walked in its
+  // owner's replicas.
+  for (let s = 0; s < m.kernel.maxSpaces; s++) if (m.kernel.isLive(s)) spaces.syncAll(m.kernel, s);
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
-    spaces.syncAll(m.kernel, s);
     const vs = m.kernel.vspace(s);
     const db0 = JSON.stringify(vs.db(0).entries());
     const leaves0 = leafKey(m, vs.root(0));
@@ -144,8 +148,15 @@ export function frameAccount(m: Machine): { total: number; free: number; data: n
   let pools = 0;
   for (let s = 0; s < m.kernel.maxSpaces; s++) {
     if (!m.kernel.isLive(s)) continue;
+    // A slot linked in (RPAL share, mshare attach) holds another space's tables: counted there.
+    const linked = sharedSlots(m.kernel, s);
     for (let r = 0; r < m.config.nodes; r++) {
-      tables += tableFrames(m.mem, m.layout.totalFrames, m.kernel.vspace(s).root(r)).length;
+      const root = m.kernel.vspace(s).root(r);
+      if (linked.length === 0) tables += tableFrames(m.mem, m.layout.totalFrames, root).length;
+      else {
+        tables++;
+        for (let i = 0; i < 256; i++) if (!linked.includes(i)) tables += tableFrames(m.mem, m.layout.totalFrames, root, i, i + 1).length - 1;
+      }
       pools += k[m.kernel.v.klayout.replicaBase(s, r) + SR_COUNT];
     }
   }

@@ -28,6 +28,9 @@ export const MACHINE_HELP = `Machine options:
                       default), switch (copied when a space is switched in), lazy (copied from the
                       master on a kernel page fault; cannot remove: kunmap of a last mapping is refused)
   --psc               give each core a paging-structure cache (a PDE cache, SDM 4.10.3; off by default)
+  --mshare-flush WHOM a change in an mshare region shoots down the cores of the processes attached
+                      to it (attached, default) or makes every core flush all its non-global
+                      translations (all: what the mshare patches do when the set is unknown)
 `;
 
 /** A usage mistake: printed as "nrvm: message" with exit code 2. */
@@ -46,6 +49,7 @@ export const machineOptions = {
   'device-pages': { type: 'string' },
   khalf: { type: 'string' },
   psc: { type: 'boolean' },
+  'mshare-flush': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -104,6 +108,11 @@ export function machineFrom(values: Record<string, unknown>): MachineOptions {
   if (values.khalf !== undefined) {
     if (values.khalf !== 'eager' && values.khalf !== 'switch' && values.khalf !== 'lazy') throw new UsageError(`--khalf must be eager, switch or lazy, got '${String(values.khalf)}'`);
     o.kernel = { ...(o.kernel ?? {}), khalf: values.khalf };
+  }
+  const flush = values['mshare-flush'] as string | undefined;
+  if (flush !== undefined) {
+    if (flush !== 'attached' && flush !== 'all') throw new UsageError(`--mshare-flush must be attached or all, got '${flush}'`);
+    o.kernel = { ...(o.kernel ?? {}), mshareFlush: flush };
   }
   const dev = int(values['device-pages'] as string | undefined, 'device-pages', 0, 64);
   // The device is driven only by MH's operations (I/O mappings, exports, DMA, register accesses).

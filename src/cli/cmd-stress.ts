@@ -5,9 +5,10 @@ import type { DumpPaging } from '../machine/dump.js';
 import { HW_INJECTIONS } from '../hw/config.js';
 import { ALL_INJECTIONS, MACHINE_INJECTIONS } from '../machine/config.js';
 import { DEFAULT_STRESS_MIX, STRESS_MIX_KINDS, type StressMix } from '../workloads/hwstress.js';
-import { MH_MIX_KINDS, VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
+import { MH_MIX_KINDS, SHARE_MIX_KINDS, VM_MIX_KINDS, type VmMix } from '../workloads/sources.js';
+import { THREADS_PER_PROCESS } from '../kernel/layout.js';
 import { formatReport, runStress } from './stress.js';
-import { DEFAULT_MH_MIX, DEFAULT_VM_MIX, formatVmReport, runVmStress } from './vmstress.js';
+import { DEFAULT_MH_MIX, DEFAULT_MSHARE_MIX, DEFAULT_RPAL_MIX, DEFAULT_VM_MIX, MAX_RPAL_PROCESSES, MSHARE_REGIONS, formatVmReport, runVmStress } from './vmstress.js';
 import { MACHINE_HELP, UsageError, checkOutput, int, machineFrom, machineOptions, outputFailures, parse, parseMix, replayCommand, secondsArg } from './args.js';
 
 export const STRESS_HELP = `Usage: nrvm stress [options]
@@ -30,6 +31,20 @@ method; the kinds kmap, kunmap (not under --khalf lazy) and kaccess (a superviso
 it, and kernel-half-divergence (after a round, a top-level kernel entry the method does not allow)
 checks it; stale-tlb covers kernel frames too.
 
+With --share the processes share memory (issue 12; RPAL's seed and mshare), each with --threads
+threads, and there are no forks or exits. --share rpal: process s lives in the 512 GiB slot s + 1
+with protection keys 2s + 1 and 2s + 2 (at most ${MAX_RPAL_PROCESSES} processes), every slot starts shared into
+every process, and the kinds share, unshare, pkey (pkey_mprotect), call (an RPAL call: the callee
+writes its own slot through the caller's page tables until its first kernel entry switches
+lazily) and grant (a thread takes another process's keys and writes its mailbox) run beside the
+others; access loads go to any process's slot. Oracles: key-isolation (an access succeeded in a
+slot whose keys the thread was not granted), foreign-write (a slot holds a value another
+process's thread wrote), cross-fault (a granted write faulted: the fault was not handled in the
+owner's space). --share mshare: ${MSHARE_REGIONS} regions, each a host address space of its own, attached by
+every process; share and unshare attach and detach (never a region's last attachment, until
+the end: mshare-lifetime checks that the last detach destroys the host); half of the mapping
+changes and accesses go to a region.
+
 Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
 replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
 ctail <= tail), isolation (a core reads back something other than what it wrote to its own
@@ -51,6 +66,11 @@ Run options:
   --json              print the report as one JSON object instead of text
   --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
   --trace FILE        record per-core events and write Chrome trace JSON (Perfetto, chrome://tracing)
+  --share MODE        rpal or mshare: processes that share address-space parts (see above);
+                      default mixes ${Object.entries(DEFAULT_RPAL_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')}
+                      and ${Object.entries(DEFAULT_MSHARE_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')}
+  --threads N         threads per process under --share, 1-${THREADS_PER_PROCESS} (default 2); switch runs a thread
+                      of any process (its PKRU restored; no CR3 load within a process)
   --hw                the hardware-level stress instead: accesses, INVLPG, IPIs, entry rewrites
                       by break-before-make and A/D races over shared tables; its --mix kinds are
                       ${STRESS_MIX_KINDS.join(', ')}
@@ -64,6 +84,9 @@ Examples:
   nrvm stress --khalf lazy --seconds 10
   nrvm stress --kernel mh --seconds 10
   nrvm stress --kernel mh --seconds 5 --inject unwired-dma
+  nrvm stress --share rpal --cores 4 --processes 4 --threads 3 --seconds 10
+  nrvm stress --share rpal --seconds 5 --inject pkru-not-switched
+  nrvm stress --share mshare --mshare-flush all --seconds 10
   nrvm stress --hw --cores 8 --seconds 10
   nrvm stress --hw --paging 32bit --seconds 5
 `;
@@ -84,6 +107,8 @@ export async function stress(args: string[]): Promise<number> {
     hw: { type: 'boolean' },
     paging: { type: 'string' },
     trace: { type: 'string' },
+    share: { type: 'string' },
+    threads: { type: 'string' },
   }, 'stress');
   if (values.help) {
     process.stdout.write(STRESS_HELP);
@@ -121,6 +146,7 @@ export async function stress(args: string[]): Promise<number> {
     if (values.cow !== undefined) throw new UsageError('--cow does not apply to --hw (the hardware-level stress has no kernel)');
     if (values.kernel !== undefined) throw new UsageError('--kernel does not apply to --hw (the hardware-level stress has no kernel)');
     if (values.khalf !== undefined) throw new UsageError('--khalf does not apply to --hw (the hardware-level stress has no kernel)');
+    if (values.share !== undefined || values.threads !== undefined) throw new UsageError('--share and --threads do not apply to --hw (the hardware-level stress has no kernel)');
     const opsPerRound = int(values.ops, 'ops', 1, 1e9) ?? 200_000;
     const paging = values.paging ?? '4level';
     if (!(PAGINGS as readonly string[]).includes(paging)) throw new UsageError(`--paging must be one of ${PAGINGS.join(', ')}, got '${paging}'`);
@@ -137,17 +163,31 @@ export async function stress(args: string[]): Promise<number> {
     const processes = int(values.processes, 'processes', 1, 4096) ?? 2;
     const mhKernel = machine.kernel?.personality === 'mh';
     const lazy = machine.kernel?.khalf === 'lazy';
-    const mix: VmMix = values.mix === undefined ? { ...(mhKernel ? DEFAULT_MH_MIX : DEFAULT_VM_MIX), ...(lazy ? { kunmap: 0 } : {}) } : parseMix(values.mix, VM_MIX_KINDS);
+    const share = values.share;
+    if (share !== undefined && share !== 'rpal' && share !== 'mshare') throw new UsageError(`--share must be rpal or mshare, got '${share}'`);
+    if (share === undefined && values.threads !== undefined) throw new UsageError('--threads applies with --share (threads of processes that share; the other runs switch processes)');
+    if (share === undefined && values['mshare-flush'] !== undefined) throw new UsageError('--mshare-flush applies with --share mshare');
+    const threads = int(values.threads, 'threads', 1, THREADS_PER_PROCESS) ?? 2;
+    if (share !== undefined && mhKernel) throw new UsageError('--share does not apply with --kernel mh (MH has no demand-zero pages for stacks and mailboxes; its run is its own)');
+    if (share === 'rpal' && processes > MAX_RPAL_PROCESSES) throw new UsageError(`--share rpal: at most ${MAX_RPAL_PROCESSES} processes (two of the fifteen protection keys each), got ${processes}`);
+    if (share === 'rpal' && values['mshare-flush'] !== undefined) throw new UsageError('--mshare-flush applies with --share mshare');
+    if (share === 'mshare' && processes + MSHARE_REGIONS > 32) throw new UsageError(`--share mshare: at most ${32 - MSHARE_REGIONS} processes (sharing covers address spaces 0-31), got ${processes}`);
+    const defaults = share === 'rpal' ? DEFAULT_RPAL_MIX : share === 'mshare' ? DEFAULT_MSHARE_MIX : { ...(mhKernel ? DEFAULT_MH_MIX : DEFAULT_VM_MIX), ...(lazy ? { kunmap: 0 } : {}) };
+    const mix: VmMix = values.mix === undefined ? defaults : parseMix(values.mix, VM_MIX_KINDS);
     if (lazy && mix.kunmap > 0) {
       throw new UsageError('--mix kunmap: the lazy method cannot remove a top-level kernel entry from the spaces that copied it (os5); with --khalf lazy kunmap must be 0 (the default mix leaves it out)');
     }
     const mhOnly = MH_MIX_KINDS.filter((k) => mix[k] > 0);
     if (!mhKernel && mhOnly.length > 0) throw new UsageError(`--mix ${mhOnly.join(', ')}: MH's operations need --kernel mh`);
-    const rpalInject = inject.filter((i) => i === 'owner-only-shootdown' || i === 'fault-in-wrong-space');
-    if (rpalInject.length > 0) throw new UsageError(`--inject ${rpalInject.join(', ')} concerns RPAL sharing, which the stress run does not do yet: the race union-shootdown and test/rpal.test.ts show it`);
+    const shareOnly = SHARE_MIX_KINDS.filter((k) => mix[k] > 0 && (share === undefined || (share === 'mshare' && k !== 'share' && k !== 'unshare')));
+    if (shareOnly.length > 0) throw new UsageError(`--mix ${shareOnly.join(', ')}: ${share === undefined ? 'sharing operations need --share' : "RPAL's operations need --share rpal"}`);
+    const noShare = (['fork', 'exit', 'kmap', 'kunmap', 'kaccess'] as const).filter((k) => share !== undefined && mix[k] > 0);
+    if (noShare.length > 0) throw new UsageError(`--mix ${noShare.join(', ')}: not under --share (its processes neither fork nor exit, and the kernel half is not its subject)`);
+    const rpalInject = inject.filter((i) => i === 'owner-only-shootdown' || i === 'fault-in-wrong-space' || i === 'pkru-not-switched');
+    if (rpalInject.length > 0 && share !== 'rpal') throw new UsageError(`--inject ${rpalInject.join(', ')} concerns RPAL sharing: it needs --share rpal`);
     const mhInject = inject.filter((i) => i === 'skip-wire-check' || i === 'unwired-dma');
     if (!mhKernel && mhInject.length > 0) throw new UsageError(`--inject ${mhInject.join(', ')} applies to --kernel mh only (no other kernel wires pages)`);
-    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress }, replay);
+    const report = await runVmStress({ machine, seconds, seed, processes, opsPerRound, slots: 64, mix, dump: values.dump, trace: values.trace, progress, share, threads }, replay);
     if (tty) process.stderr.write('\n');
     process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatVmReport(report) + '\n');
     if (outputFailures(report.outputErrors)) return 2;

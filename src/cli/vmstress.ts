@@ -21,6 +21,14 @@ import * as spaces from '../kernel/space.js';
 import { checkDma, checkMhEvents, checkMhState, mhTransitions } from '../check/mh.js';
 import { checkKernelHalf } from '../check/khalf.js';
 import { REG_ACCESSES, REG_DMA_DONE, REG_DMA_ERRORS } from '../hw/device.js';
+import { checkShare, detachAllAndCheck } from '../check/share.js';
+import { MAILBOX_PAGES, MAILBOX_VA, rpalKeys, rpalPkru } from '../machine/shareops.js';
+import { vaHi, vaLo } from '../hw/vaddr.js';
+import { EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, RESULT_NAMES } from '../kernel/ops.js';
+import * as mshare from '../kernel/mshare.js';
+import * as rpal from '../kernel/rpal.js';
+import * as threads from '../kernel/thread.js';
+import * as vm from '../kernel/vm.js';
 
 /**
  * An end-of-run check that may meet state an injected (or real) bug corrupted — a DMA into a frame
@@ -42,12 +50,22 @@ function checkDevice(res: CoreResult[]): KernelViolation[] {
 
 export const DEFAULT_VM_MIX: VmMix = {
   map: 10, unmap: 8, adjust: 4, access: 64, resolve: 5, switch: 2, fork: 0.01, exit: 0.01, check: 5, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
-  kmap: 0.5, kunmap: 0.5, kaccess: 2,
+  kmap: 0.5, kunmap: 0.5, kaccess: 2, share: 0, unshare: 0, pkey: 0, call: 0, grant: 0,
 };
 /** The default mix under --kernel mh: MH's operations too, and forks often enough that pages go RO-Shared and back. */
 export const DEFAULT_MH_MIX: VmMix = {
   map: 10, unmap: 7, adjust: 5, access: 55, resolve: 3, switch: 2, fork: 0.05, exit: 0.03, check: 5, export: 4, unexport: 3, dma: 1, devreg: 2, move: 2,
-  kmap: 0.5, kunmap: 0.5, kaccess: 2,
+  kmap: 0.5, kunmap: 0.5, kaccess: 2, share: 0, unshare: 0, pkey: 0, call: 0, grant: 0,
+};
+/** The default mix under --share rpal: thread switches, shares, key changes, calls and grants; no forks or exits (README). */
+export const DEFAULT_RPAL_MIX: VmMix = {
+  map: 8, unmap: 6, adjust: 3, access: 50, resolve: 3, switch: 6, fork: 0, exit: 0, check: 6, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
+  kmap: 0, kunmap: 0, kaccess: 0, share: 2, unshare: 1.5, pkey: 2, call: 6, grant: 4,
+};
+/** The default mix under --share mshare: attaches and detaches, half of the mapping changes and accesses in the regions. */
+export const DEFAULT_MSHARE_MIX: VmMix = {
+  map: 10, unmap: 8, adjust: 4, access: 55, resolve: 3, switch: 4, fork: 0, exit: 0, check: 6, export: 0, unexport: 0, dma: 0, devreg: 0, move: 0,
+  kmap: 0, kunmap: 0, kaccess: 0, share: 2, unshare: 2, pkey: 0, call: 0, grant: 0,
 };
 
 export interface VmStressOptions {
@@ -62,7 +80,16 @@ export interface VmStressOptions {
   /** Write a Chrome trace of the run here (the machine records trace events). */
   trace?: string;
   progress?: (line: string) => void;
+  /** Address-space sharing: RPAL slots or mshare regions (issue 12), with `threads` threads per process. */
+  share?: 'rpal' | 'mshare';
+  threads?: number;
 }
+
+/** mshare regions of a --share mshare run, in slots MSHARE_SLOT, MSHARE_SLOT + 1... */
+export const MSHARE_REGIONS = 2;
+const MSHARE_SLOT = 100;
+/** RPAL processes have two keys each of the fifteen. */
+export const MAX_RPAL_PROCESSES = 7;
 
 export interface VmStressReport {
   seed: number;
@@ -92,6 +119,11 @@ export interface VmStressReport {
   trace?: string;
   /** Outputs (--dump, --trace) that could not be written; the report itself is whole. */
   outputErrors: string[];
+  /** Under --share: the mode, threads per process, and what the sharing operations did. */
+  share?: {
+    mode: 'rpal' | 'mshare'; threads: number; regions: number; switches: number; shares: number; unshares: number; calls: number; lazySwitches: number;
+    grants: number; pkeys: number; ownLoads: number; otherLoads: number; deniedLoads: number;
+  };
   /** Under --kernel mh: MH's figures and the state transitions the run took ("from|to|operation|outcome" -> count, outcome empty for Ok). */
   mh?: {
     userFaults: number; userCopies: number; exports: number; unexports: number; moves: number;
@@ -111,6 +143,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const s = spaces.createSpace(m.kernel);
       if (s < 0 || procs.spawn(m.kernel, s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
     }
+    const hosts = o.share ? setUpSharing(m, o.share, o.threads ?? 2) : [];
     await m.warmUp();
     const violations: VmStressReport['violations'] = [];
     const sum: Record<string, number> = {};
@@ -142,12 +175,12 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
           kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
-          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt, allRights: mhRun,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt, allRights: mhRun, share: o.share,
         };
         return { core: c, program };
       });
       const res: CoreResult[] = await ticking(m.run(jobs), 1000, () => o.progress?.(line(round, true)));
-      const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkLogs(m)];
+      const found = [...checkCoreFailures(res), ...checkStale(res), ...checkIsolation(res), ...checkShare(res), ...checkLogs(m)];
       let failed = found.some((v) => v.kind === 'core-failure');
       if (!failed) {
         // Reaping frees the zombies' tables: a table a bug corrupted can make that panic (a finding).
@@ -194,6 +227,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       dump = await keep(outputErrors, '--dump', o.dump, () => writeDump(m, o.dump as string, roots));
     }
     const trace = o.trace ? await keep(outputErrors, '--trace', o.trace, () => writeChromeTrace(m, o.trace as string, violationInstants(violations))) : undefined;
+    if (!stopped && hosts.length > 0) for (const v of endCheck(() => detachAllAndCheck(m, hosts))) violations.push({ ...v, round: 'end' });
     if (!stopped) for (const v of endCheck(() => destroyAllAndCheck(m))) violations.push({ ...v, round: 'end' });
     const k = m.sumCounters();
     const accesses = k.loads + k.stores;
@@ -231,6 +265,11 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       dump,
       trace,
       outputErrors,
+      share: o.share ? {
+        mode: o.share, threads: o.threads ?? 2, regions: hosts.length, switches: outcomes['switch:Ok'] ?? 0, shares: outcomes['share:Ok'] ?? 0,
+        unshares: outcomes['unshare:Ok'] ?? 0, calls: outcomes['call:Ok'] ?? 0, lazySwitches: outcomes['call:LazySwitch'] ?? 0, grants: outcomes['grant:Ok'] ?? 0,
+        pkeys: outcomes['pkey:Ok'] ?? 0, ownLoads: outcomes['xaccess:Own'] ?? 0, otherLoads: outcomes['xaccess:Ok'] ?? 0, deniedLoads: outcomes['xaccess:Fault'] ?? 0,
+      } : undefined,
       mh: mhRun ? {
         userFaults: sum.userFaults ?? 0, userCopies: sum.userCopies ?? 0, exports: sum.exports ?? 0, unexports: sum.unexports ?? 0, moves: sum.moves ?? 0,
         dma: { done: m.device?.peek(REG_DMA_DONE) ?? 0, errors: m.device?.peek(REG_DMA_ERRORS) ?? 0 }, deviceAccesses: m.device?.peek(REG_ACCESSES) ?? 0,
@@ -240,6 +279,49 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
   } finally {
     await m.shutdown();
   }
+}
+
+/**
+ * The set-up of a --share run, before any core runs. RPAL: process s (space s) enters slot s + 1
+ * with keys 2s + 1 (its slot's) and 2s + 2, maps its mailbox (MAILBOX_PAGES demand-zero pages),
+ * gets its threads (PKRU: its keys and 0 only), and every process shares every other's slot.
+ * mshare: MSHARE_REGIONS regions, each attached by every process, and the threads. Returns the
+ * regions' hosts.
+ */
+function setUpSharing(m: Machine, mode: 'rpal' | 'mshare', nthreads: number): number[] {
+  const kx = m.kernel;
+  const live = procs.liveSpaces(kx);
+  const fail = (what: string, code: number): never => {
+    throw new SetupError(`--share ${mode}: ${what} failed (${RESULT_NAMES[code] ?? code}); give the machine more --memory`);
+  };
+  const hosts: number[] = [];
+  if (mode === 'rpal') {
+    for (const s of live) {
+      let c = rpal.enterSlot(kx, s, s + 1);
+      if (c !== OK) fail(`slot ${s + 1} for space ${s}`, c);
+      for (const key of rpalKeys(s)) if (rpal.pkeyAlloc(kx, s, key) !== key) fail(`key ${key} for space ${s}`, EINVAL);
+      if ((c = rpal.setSlotKey(kx, s, rpalKeys(s)[0])) !== OK) fail(`the slot key of space ${s}`, c);
+      for (let j = 0; j < MAILBOX_PAGES; j++) {
+        const va = (s + 1) * rpal.SLOT_BYTES + MAILBOX_VA + j * 4096;
+        if ((c = vm.mapZero(kx, 0, s, vaHi(va), vaLo(va), R_USER | R_WRITE).code) !== OK) fail(`the mailbox of space ${s}`, c);
+      }
+    }
+    for (const a of live) for (const b of live) if (a !== b && rpal.share(kx, a, b) !== OK) fail(`sharing space ${b}'s slot into ${a}`, EINVAL);
+  } else {
+    for (let j = 0; j < MSHARE_REGIONS; j++) {
+      const h = mshare.mshareCreate(kx, MSHARE_SLOT + j);
+      if (h < 0) fail(`region ${j}`, -1 - h);
+      hosts.push(h);
+      for (const a of live) {
+        const c = mshare.mshareAttach(kx, a, h, (MSHARE_SLOT + j) * rpal.SLOT_BYTES);
+        if (c !== OK) fail(`attaching region ${j} to space ${a}`, c);
+      }
+    }
+  }
+  for (const s of live) {
+    for (let t = 0; t < nthreads; t++) if (threads.spawnThread(kx, procs.pidOf(kx, s), undefined, mode === 'rpal' ? rpalPkru(s) : 0) < 0) fail(`thread ${t} of space ${s}`, OUT_OF_MEMORY);
+  }
+  return hosts;
 }
 
 /** The human summary. */
@@ -273,6 +355,15 @@ export function formatVmReport(r: VmStressReport): string {
         `${fmt(r.mh.unexports)} unexports, ${fmt(r.mh.moves)} moves, DMA ${fmt(r.mh.dma.done)} done / ${fmt(r.mh.dma.errors)} refused, ${fmt(r.mh.deviceAccesses)} device register accesses`,
       `  states      ${Object.keys(r.mh.transitions).length} kinds of transition; the most taken: ${top.join('; ')}`,
     );
+  }
+  if (r.share) {
+    const sh = r.share;
+    lines.push(sh.mode === 'rpal'
+      ? `  RPAL        ${r.config.processes} processes in slots, ${sh.threads} threads each: ${fmt(sh.switches)} thread switches, ${fmt(sh.shares)} shares, ${fmt(sh.unshares)} unshares, ` +
+        `${fmt(sh.pkeys)} key changes, ${fmt(sh.calls)} calls (${fmt(sh.lazySwitches)} lazy kernel switches), ${fmt(sh.grants)} granted writes, ` +
+        `loads in the process's own slot ${fmt(sh.ownLoads)}, in other slots ${fmt(sh.otherLoads)} done (each a key-isolation violation) / ${fmt(sh.deniedLoads)} faulted (keys denied, or not shared)`
+      : `  mshare      ${sh.regions} regions, ${sh.threads} threads per process: ${fmt(sh.switches)} thread switches, ${fmt(sh.shares)} attaches, ${fmt(sh.unshares)} detaches, ` +
+        `region loads ${fmt(sh.otherLoads)} done / ${fmt(sh.deniedLoads)} faulted (not attached or not mapped)`);
   }
   if (r.dump) lines.push(`  dump        ${r.dump}/phys.bin, ${r.dump}/machine.json`);
   if (r.trace) lines.push(`  trace       ${r.trace} (Chrome trace events: open in Perfetto or chrome://tracing)`);

@@ -49,6 +49,12 @@ export function getVa(words: Int32Array, at: number): number {
   return words[at] * TWO32 + (words[at + 1] >>> 0);
 }
 
+/** Writes numeric address va (user half, >= 0) into words[at] (high half) and words[at + 1] (low half). */
+export function putVa(words: Int32Array, at: number, va: number): void {
+  words[at] = vaHi(va);
+  words[at + 1] = vaLo(va);
+}
+
 /** The 4 KiB page number of a numeric address. */
 export function pageNumber(va: number): number {
   return Math.floor(va / 4096);

@@ -74,6 +74,8 @@ export interface KernelViews {
   device?: Device;
   /** How the kernel half is kept in sync (config kernel.khalf). */
   khalf?: 'eager' | 'switch' | 'lazy';
+  /** Whom a change in an mshare region shoots down (config kernel.mshareFlush). */
+  mshareFlush?: 'attached' | 'all';
 }
 
 /** Per-thread statistics, merged by the controller. */
@@ -143,6 +145,10 @@ export class Kernel implements LockWaiter {
   readonly ownerOnlyShootdown: boolean;
   /** Injected (RPAL): a fault in a shared slot is handled in the accessing space, not the owner's. */
   readonly faultInWrongSpace: boolean;
+  /** Injected (RPAL threads): switching threads leaves the previous thread's PKRU in the core. */
+  readonly pkruNotSwitched: boolean;
+  /** A change in an mshare region flushes every core's non-global translations (config kernel.mshareFlush 'all'). */
+  readonly mshareFlushAll: boolean;
   /** Injected MH bugs: unmap of a wired page succeeds; export does not wire. */
   readonly skipWireCheck: boolean;
   readonly unwiredDma: boolean;
@@ -174,6 +180,8 @@ export class Kernel implements LockWaiter {
     this.skipTableFlush = v.inject.includes('free-table-without-flush');
     this.ownerOnlyShootdown = v.inject.includes('owner-only-shootdown');
     this.faultInWrongSpace = v.inject.includes('fault-in-wrong-space');
+    this.pkruNotSwitched = v.inject.includes('pkru-not-switched');
+    this.mshareFlushAll = v.mshareFlush === 'all';
     this.skipWireCheck = v.inject.includes('skip-wire-check');
     this.unwiredDma = v.inject.includes('unwired-dma');
     this.mh = v.personality === 'mh';

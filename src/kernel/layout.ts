@@ -72,6 +72,10 @@ export const S_RPAL_SHARED = 4;
 export const S_PKEYS = 5;
 /** 1 while the space is an mshare region's host (mshare.ts). Written: mshareCreate. */
 export const S_MSHARE_HOST = 6;
+/** RPAL: the key (1-15) every later mapping in the space's slot takes, or 0. Written: setSlotKey. */
+export const S_RPAL_KEY = 7;
+/** RPAL: a sequence count of the links into this space made and undone (share/attach, unshare/detach), odd while one is under way: an oracle reads it around an access. Written: link, unlink (the space's lock held alone). */
+export const S_RPAL_LINKSEQ = 8;
 /**
  * Space lock (like Linux's mmap_lock): the number of mapping changes in flight, or -1 while a
  * fork snapshots the space. Written: cores (CAS). S_FORKING: a fork waits for the lock (new

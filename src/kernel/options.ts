@@ -3,7 +3,7 @@
 // lock baseline), and the kernel faults a run can inject to prove that an oracle catches them.
 
 /** Named kernel faults a run can inject (hardware ones: hw/config.ts HW_INJECTIONS). */
-export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy', 'skip-wire-check', 'unwired-dma', 'free-table-without-flush', 'owner-only-shootdown', 'fault-in-wrong-space'] as const;
+export const KERNEL_INJECTIONS = ['skip-shootdown', 'skip-replica-sync', 'skip-cow-copy', 'skip-wire-check', 'unwired-dma', 'free-table-without-flush', 'owner-only-shootdown', 'fault-in-wrong-space', 'pkru-not-switched'] as const;
 
 /** Sizes of the kernel's shared state: address spaces, their mapping databases and NR logs. */
 export interface KernelOptions {
@@ -37,7 +37,13 @@ export interface KernelOptions {
    * the master on a kernel page fault; can only add).
    */
   khalf: 'eager' | 'switch' | 'lazy';
+  /**
+   * Whom a change in an mshare region shoots down: 'attached' (the cores of every attached
+   * process, from the host's sharer mask) or 'all' (every core flushes all its non-global
+   * translations, as the mshare patches do when the set of attached processes is unknown).
+   */
+  mshareFlush: 'attached' | 'all';
 }
 
-export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr', personality: 'default', khalf: 'eager' };
+export const DEFAULT_KERNEL: KernelOptions = { maxSpaces: 8, maxMappings: 8192, logEntries: 1024, maxBatch: 32, ptPoolFrames: 4096, cow: 'default', mode: 'nr', personality: 'default', khalf: 'eager', mshareFlush: 'attached' };
 

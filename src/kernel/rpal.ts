@@ -17,11 +17,11 @@ import { missingTables } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
 import type { Kernel } from './context.js';
-import { S_PKEYS, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT } from './layout.js';
+import { S_PKEYS, S_RPAL_KEY, S_RPAL_LINKSEQ, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT } from './layout.js';
 import { A_KEY, A_RESERVED, A_VA, EINVAL, OK, OUT_OF_MEMORY, RS_ADJ_NEW, RS_ADJ_OLD, RS_ADJ_PAGES, RS_CODE, VS_PKEY, VS_TOP, keyOf } from './ops.js';
-import { shootdown } from './shootdown.js';
+import { shootdown, syncForLink } from './shootdown.js';
 import { MAX_SLOT, RPAL_SPACES, SLOT_BYTES, inSlot, slotOf, topWord, unlink } from './slots.js';
-import { lockShared, syncAll, unlockShared } from './space.js';
+import { lockExclusive, lockShared, syncAll, unlockExclusive, unlockShared } from './space.js';
 
 export { MAX_SLOT, RPAL_SPACES, SLOT_BYTES, inSlot, ownerIn, sharedSlots, slotOf } from './slots.js';
 
@@ -62,22 +62,39 @@ export function enterSlot(kx: Kernel, s: number, n: number, cpu?: Cpu): number {
 
 /**
  * share(A, B): B's slot appears in A — B's top-level entry copied into every replica of A (high
- * half first). EINVAL: a or b not an RPAL space, a === b, or B already shared into A.
+ * half first), with A's lock held alone (A's maps see the link or not, never half of it; two
+ * shares or unshares of A take turns). EINVAL: a or b not an RPAL space, a === b, or B already
+ * shared into A.
  */
-export function share(kx: Kernel, a: number, b: number): number {
+export function share(kx: Kernel, a: number, b: number, cpu?: Cpu): number {
   if (a === b || !isRpal(kx, a) || !isRpal(kx, b)) return kx.err({ code: EINVAL }).code;
-  return link(kx, a, b);
+  lockExclusive(kx, a, cpu);
+  try {
+    return link(kx, a, b, cpu);
+  } finally {
+    unlockExclusive(kx, a);
+  }
 }
 
 /**
- * Links space b's slot into space a (share, and mshare's attach): b's top-level entry copied into
- * every replica of a, high half first, and the masks set. EINVAL when it is linked already.
+ * Links space b's slot into space a (share, and mshare's attach): the masks set (b's shootdowns
+ * reach a's cores from here on), b's replicas brought up to date where a's cores run (from cpu;
+ * without one, all of them), then b's top-level entry copied into every replica of a, high half
+ * first. EINVAL when it is linked already.
  */
-export function link(kx: Kernel, a: number, b: number): number {
+export function link(kx: Kernel, a: number, b: number, cpu?: Cpu): number {
   const { k, klayout, mem } = kx.v;
   const bit = 1 << b;
-  if ((Atomics.or(k, klayout.spaceBase(a) + S_RPAL_SHARED, bit) & bit) !== 0) return kx.err({ code: EINVAL }).code;
+  if ((Atomics.load(k, klayout.spaceBase(a) + S_RPAL_SHARED) & bit) !== 0) return kx.err({ code: EINVAL }).code;
+  // Odd while the link is under way (the callers hold a's lock alone; slots.ts unlink does the same).
+  Atomics.add(k, klayout.spaceBase(a) + S_RPAL_LINKSEQ, 1);
+  Atomics.or(k, klayout.spaceBase(a) + S_RPAL_SHARED, bit);
   const slot = slotOf(kx, b);
+  // b's shootdowns reach a's cores from before the first entry is written: a core of a may cache
+  // b's pages as soon as it can walk there — in b's replica on its node, brought up to date first.
+  Atomics.or(k, klayout.spaceBase(b) + S_RPAL_SHARERS, 1 << a);
+  if (cpu) syncForLink(kx, cpu, a, b);
+  else syncAll(kx, b);
   for (let r = 0; r < klayout.config.nodes; r++) {
     const from = topWord(kx, b, r, slot);
     const to = topWord(kx, a, r, slot);
@@ -85,7 +102,7 @@ export function link(kx: Kernel, a: number, b: number): number {
     Atomics.store(mem, to + 1, Atomics.load(mem, from + 1));
     Atomics.store(mem, to, Atomics.load(mem, from));
   }
-  Atomics.or(k, klayout.spaceBase(b) + S_RPAL_SHARERS, 1 << a);
+  Atomics.add(k, klayout.spaceBase(a) + S_RPAL_LINKSEQ, 1);
   return OK;
 }
 
@@ -96,11 +113,15 @@ export function link(kx: Kernel, a: number, b: number): number {
  */
 export function unshare(kx: Kernel, a: number, b: number, cpu?: Cpu): number {
   const { k, klayout } = kx.v;
-  if (a < 0 || a >= RPAL_SPACES || b < 0 || b >= RPAL_SPACES || (Atomics.load(k, klayout.spaceBase(a) + S_RPAL_SHARED) & (1 << b)) === 0) {
-    return kx.err({ code: EINVAL }).code;
+  if (!Number.isInteger(a) || a < 0 || a >= RPAL_SPACES || !Number.isInteger(b) || b < 0 || b >= RPAL_SPACES) return kx.err({ code: EINVAL }).code;
+  lockExclusive(kx, a, cpu);
+  try {
+    if ((Atomics.load(k, klayout.spaceBase(a) + S_RPAL_SHARED) & (1 << b)) === 0) return kx.err({ code: EINVAL }).code;
+    unlink(kx, a, b, cpu);
+    return OK;
+  } finally {
+    unlockExclusive(kx, a);
   }
-  unlink(kx, a, b, cpu);
-  return OK;
 }
 
 function isRpal(kx: Kernel, s: number): boolean {
@@ -108,19 +129,37 @@ function isRpal(kx: Kernel, s: number): boolean {
 }
 
 /**
- * pkey_alloc: a protection key (1-15) of space s's own, or -1 - OUT_OF_MEMORY when all fifteen
- * are taken (Linux's ENOSPC). Key 0 is every page's default and never allocated.
+ * pkey_alloc: a protection key (1-15) of space s's own — the lowest free one, or `want` (an RPAL
+ * kernel hands each process of a group keys no other has) — or -1 - OUT_OF_MEMORY when all
+ * fifteen are taken (Linux's ENOSPC), -1 - EINVAL when `want` is not 1-15 or is taken. Key 0 is
+ * every page's default and never allocated.
  */
-export function pkeyAlloc(kx: Kernel, s: number): number {
+export function pkeyAlloc(kx: Kernel, s: number, want = 0): number {
   kx.checkSpace(s);
+  if (want !== 0 && (!Number.isInteger(want) || want < 1 || want > 15)) return -1 - kx.err({ code: EINVAL }).code;
   const word = kx.v.klayout.spaceBase(s) + S_PKEYS;
   for (;;) {
     const m = Atomics.load(kx.v.k, word);
-    let key = 1;
-    while (key < 16 && ((m >>> key) & 1) !== 0) key++;
+    let key = want === 0 ? 1 : want;
+    if (want === 0) while (key < 16 && ((m >>> key) & 1) !== 0) key++;
+    else if (((m >>> key) & 1) !== 0) return -1 - kx.err({ code: EINVAL }).code;
     if (key === 16) return -1 - kx.err({ code: OUT_OF_MEMORY }).code;
     if (Atomics.compareExchange(kx.v.k, word, m, m | (1 << key)) === m) return key;
   }
+}
+
+/**
+ * RPAL: every mapping space s makes in its slot from now on takes key `key` (one s allocated;
+ * EINVAL otherwise, or when s is not in RPAL mode): the slot's pages carry the owner's key, so
+ * that a thread of another process whose PKRU denies it cannot touch them though the slot is
+ * shared (behaviour 27). Mappings made before keep theirs (pkeyMprotect changes them).
+ */
+export function setSlotKey(kx: Kernel, s: number, key: number): number {
+  if (!isRpal(kx, s) || !Number.isInteger(key) || key < 1 || key > 15 || ((Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_PKEYS) >>> key) & 1) === 0) {
+    return kx.err({ code: EINVAL }).code;
+  }
+  Atomics.store(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_KEY, key);
+  return OK;
 }
 
 /**

@@ -10,14 +10,14 @@
 
 import { type Cpu } from '../hw/cpu.js';
 import { IPI_OK, IPI_TARGET_OFFLINE, WAIT_OK, describeWait } from '../hw/apic.js';
-import { CR4_PCIDE, cr3Hi, cr3Lo } from '../hw/regs.js';
+import { CR4_PCIDE, CR4_PKE, cr3Hi, cr3Lo } from '../hw/regs.js';
 import { PH_BEGIN, PH_END, PH_INSTANT, TR_SHOOTDOWN, TR_SWITCH } from '../hw/trace.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import { must, panic } from '../hw/panic.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { zeroPage } from './refs.js';
 import { BP_BEFORE_EXIT_LEAVE, BP_BEFORE_RECEIVER_SYNC, BP_BEFORE_SHOOTDOWN_IPIS, type Kernel, type KernelStats } from './context.js';
-import { S_ACTIVE, S_RPAL_SHARERS, S_TLBGEN } from './layout.js';
+import { S_ACTIVE, S_MSHARE_HOST, S_PKEYS, S_RPAL_SHARED, S_RPAL_SHARERS, S_TLBGEN } from './layout.js';
 import { IPI_EXIT, IPI_REPLICA_ADVANCE, IPI_SHOOTDOWN, PAGE, IPI_KSHOOTDOWN } from './ops.js';
 import * as khalf from './khalf.js';
 
@@ -51,8 +51,16 @@ export function switchTo(kx: Kernel, cpu: Cpu, s: number): void {
     if ((cpu.regs.cr3lo & 0xfff) !== 0) must(cpu.id, cpu.movCr3(cpu.regs.cr3hi, cpu.regs.cr3lo & ~0xfff), 'clearing CR3[11:0]');
     must(cpu.id, cpu.movCr4(cpu.regs.cr4 | CR4_PCIDE), 'setting CR4.PCIDE');
   }
+  // Protection keys (SDM 4.6.2) are enabled on a core the first time it runs a space that
+  // allocated one (RPAL, rpal.ts); until then every page's key 0 and PKRU 0 would change nothing.
+  if (!cpu.regs.pke && s < 32 && Atomics.load(k, klayout.spaceBase(s) + S_PKEYS) !== 0) must(cpu.id, cpu.movCr4(cpu.regs.cr4 | CR4_PKE), 'setting CR4.PKE');
   Atomics.or(k, maskWord(kx, s, cpu.id), 1 << (cpu.id & 31));
   kx.sync(s, cpu.id, cpu);
+  // The slots linked into s (RPAL shares, mshare regions) are walked in their owners' replicas:
+  // those come up to date too, after joining s's mask (an owner's change that missed this core
+  // is applied here; a later one sends it a shootdown, which syncs the owner's replica).
+  const linked = s < 32 ? Atomics.load(k, klayout.spaceBase(s) + S_RPAL_SHARED) : 0;
+  if (linked !== 0) for (let b = 0; b < 32; b++) if (((linked >>> b) & 1) !== 0 && kx.isLive(b)) kx.sync(b, cpu.id, cpu);
   const gen = Atomics.load(k, klayout.spaceBase(s) + S_TLBGEN);
   if (Atomics.load(k, klayout.coreGen(cpu.id, s)) !== gen) {
     invpcidOf(cpu, 1, pcid(s), 0, 0);
@@ -122,7 +130,8 @@ export function shootdown(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: numbe
     // RPAL (rpal.ts, behaviour 29): the spaces s's slot is shared into translate its pages too;
     // their cores refill from s's tables, so they bring s's replica up to date first.
     const sharers = Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SHARERS);
-    if (sharers !== 0 && !kx.ownerOnlyShootdown) {
+    if (kx.mshareFlushAll && sharers !== 0 && Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_MSHARE_HOST) === 1) flushEverywhere(kx, cpu, s, progress);
+    else if (sharers !== 0 && !kx.ownerOnlyShootdown) {
       for (let a = 0; a < 32; a++) if (((sharers >>> a) & 1) !== 0 && kx.isLive(a)) shootdownTraced(kx, cpu, a, hi, lo, pages, progress, s);
     }
   } finally {
@@ -154,6 +163,57 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
   const r = cpu.apic.waitAcks(progress);
   if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${describeWait(cpu, r)}`);
 }
+
+/**
+ * Before space `owner`'s slot is linked into space a (rpal.ts link): every core running a brings
+ * owner's replica on its node up to date (a shootdown of no page that names the owner), this core
+ * too — a core of a may walk owner's tables as soon as the entry is written, and owner's changes
+ * made before a joined its sharers reached none of a's cores.
+ */
+export function syncForLink(kx: Kernel, cpu: Cpu, a: number, owner: number): void {
+  const { k, klayout } = kx.v;
+  const base = klayout.spaceBase(a) + S_ACTIVE;
+  for (let w = 0; w < klayout.maskWords; w++) {
+    const m = Atomics.load(k, base + w);
+    for (let b = 0; b < 32; b++) {
+      const c = w * 32 + b;
+      if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
+      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, a, 0, 0, 0, owner + 1);
+      if (r === IPI_TARGET_OFFLINE) continue;
+      if (r !== IPI_OK) panic(`rpal: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
+    }
+  }
+  kx.sync(owner, cpu.id, cpu);
+  const r = cpu.apic.waitAcks();
+  if (r !== WAIT_OK) panic(`rpal: core ${cpu.id} (linking space ${owner}'s slot into ${a}, targets ${otherActive(kx, a, cpu.id)}): ${describeWait(cpu, r)}`);
+}
+
+/**
+ * mshare's "flush all" (config kernel.mshareFlush 'all'): a change in host s's region, made
+ * without knowing who attached it — every other online core flushes all its non-global
+ * translations (INVPCID type 3) after syncing s's replica, this core too, and every space's
+ * generation moves so that cores not running now flush when they switch in.
+ */
+function flushEverywhere(kx: Kernel, cpu: Cpu, s: number, progress: (() => void) | undefined): void {
+  const { k, klayout } = kx.v;
+  kx.stats.shootdowns++;
+  for (let t = 0; t < kx.maxSpaces; t++) if (kx.isLive(t)) Atomics.add(k, klayout.spaceBase(t) + S_TLBGEN, 1);
+  for (let c = 0; c < klayout.config.cores; c++) {
+    if (c === cpu.id) continue;
+    const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, 0, 0, FLUSH_EVERYTHING, s + 1);
+    if (r === IPI_TARGET_OFFLINE) continue;
+    if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send a flush-all to core ${c}: ${describeWait(cpu, r)}`);
+    kx.stats.shootdownIpis++;
+    if (progress !== undefined) progress();
+  }
+  must(cpu.id, cpu.mmu.invpcid(3, 0, 0, 0), 'INVPCID 3');
+  kx.stats.fullFlushes++;
+  const r = cpu.apic.waitAcks(progress);
+  if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (flush-all for mshare region ${s}): ${describeWait(cpu, r)}`);
+}
+
+/** The pages argument of a shootdown IPI that asks for every non-global translation to go (flushEverywhere). */
+const FLUSH_EVERYTHING = -1;
 
 /** The cores running s other than `me`, as "1,2,3" (for a message; no closure in shootdownTraced). */
 function otherActive(kx: Kernel, s: number, me: number): string {
@@ -210,6 +270,11 @@ export function installHandlers(kx: Kernel, cpu: Cpu): void {
     if (!kx.skipReplicaSync) kx.sync(s, c.id, c);
     // A sharer's core (RPAL): the pages are the owner's, in the owner's tables.
     if (owner > 0 && !kx.skipReplicaSync && kx.isLive(owner - 1)) kx.sync(owner - 1, c.id, c);
+    if (pages === FLUSH_EVERYTHING) {
+      must(c.id, c.mmu.invpcid(3, 0, 0, 0), 'INVPCID 3');
+      kx.stats.fullFlushes++;
+      return;
+    }
     invalidateRange(c, pcid(s), hi, lo, pages, kx.stats);
   };
 }

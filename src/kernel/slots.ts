@@ -8,7 +8,8 @@ import type { Cpu } from '../hw/cpu.js';
 import { FRAME_WORDS } from '../hw/pte.js';
 import { panic } from '../hw/panic.js';
 import type { Kernel } from './context.js';
-import { S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT, S_TLBGEN } from './layout.js';
+import { S_RPAL_KEY, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT, S_RPAL_LINKSEQ, S_TLBGEN } from './layout.js';
+import { R_KEY_MASK, R_KEY_SHIFT } from './ops.js';
 import { SHOOTDOWN_FULL_FLUSH_PAGES, activeCores, shootdown } from './shootdown.js';
 
 /** The spaces sharing can involve: 0-31. */
@@ -23,6 +24,12 @@ export function slotOf(kx: Kernel, s: number): number {
   return Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SLOT) - 1;
 }
 
+/** Rights with the key of space s's slot (setSlotKey) in place of theirs, when the slot has one. */
+export function withSlotKey(kx: Kernel, s: number, rights: number): number {
+  const key = Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_KEY);
+  return key === 0 ? rights : (rights & ~R_KEY_MASK) | (key << R_KEY_SHIFT);
+}
+
 /** Whether [va, va + bytes) lies inside slot n. */
 export function inSlot(n: number, va: number, bytes: number): boolean {
   return va >= n * SLOT_BYTES && va + bytes <= (n + 1) * SLOT_BYTES;
@@ -34,26 +41,32 @@ export function topWord(kx: Kernel, s: number, r: number, i: number): number {
 }
 
 /**
- * Takes space b's slot out of space a: the entry cleared in every replica of a, the masks cleared,
- * then a's cores flush a's PCID — shot down from cpu, or, without one (the controller), none may
- * run a (a panic names them) and a's TLB generation makes cores flush when they switch in.
+ * Takes space b's slot out of space a: the entry cleared in every replica of a, then a's cores
+ * flush a's PCID — shot down from cpu, or, without one (the controller), none may run a (a panic
+ * names them) and a's TLB generation makes cores flush when they switch in — and only then the
+ * masks cleared: until every core of a has flushed, a's cores may still hold b's translations,
+ * so b's shootdowns must still reach them, and the oracles still count b's frames as a's to reach.
  */
 export function unlink(kx: Kernel, a: number, b: number, cpu: Cpu | undefined): void {
   const { k, klayout, mem } = kx.v;
   const slot = slotOf(kx, b);
+  // The links' sequence count, odd while an unlink (or a link, rpal.ts) is under way: a reader that
+  // saw it even and unchanged around an access knows that a's links stayed as they were meanwhile.
+  Atomics.add(k, klayout.spaceBase(a) + S_RPAL_LINKSEQ, 1);
   for (let r = 0; r < klayout.config.nodes; r++) {
     const w = topWord(kx, a, r, slot);
     Atomics.store(mem, w, 0);
     Atomics.store(mem, w + 1, 0);
   }
-  Atomics.and(k, klayout.spaceBase(b) + S_RPAL_SHARERS, ~(1 << a));
-  Atomics.and(k, klayout.spaceBase(a) + S_RPAL_SHARED, ~(1 << b));
   if (cpu) shootdown(kx, cpu, a, 0, 0, SHOOTDOWN_FULL_FLUSH_PAGES + 1);
   else {
     const running = activeCores(kx, a);
     if (running.length > 0) panic(`rpal: space ${b}'s slot leaves space ${a} while cores ${running.join(',')} run it, and no core was given to shoot them down`);
     Atomics.add(k, klayout.spaceBase(a) + S_TLBGEN, 1);
   }
+  Atomics.and(k, klayout.spaceBase(b) + S_RPAL_SHARERS, ~(1 << a));
+  Atomics.and(k, klayout.spaceBase(a) + S_RPAL_SHARED, ~(1 << b));
+  Atomics.add(k, klayout.spaceBase(a) + S_RPAL_LINKSEQ, 1);
 }
 
 /** The top-level indices of the slots shared into space s (fork copies none of them). */

@@ -10,7 +10,7 @@ import { tableFrames } from '../hw/pagetable.js';
 import { panic } from '../hw/panic.js';
 import type { Kernel } from './context.js';
 import {
-  S_ACTIVE, S_FORKING, S_GEN, S_LOCK_PROGRESS, S_MSHARE_HOST, S_PKEYS, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
+  S_ACTIVE, S_FORKING, S_GEN, S_LOCK_PROGRESS, S_MSHARE_HOST, S_PKEYS, S_RPAL_KEY, S_RPAL_SHARED, S_RPAL_SHARERS, S_RPAL_SLOT, S_RWLOCK, S_STATE, S_TLBGEN, SPACE_CREATING, SPACE_FREE, SPACE_LIVE, SR_COUNT, SR_FRAMES, SR_ROOT,
 } from './layout.js';
 import { ALREADY_MAPPED, OUT_OF_MEMORY } from './ops.js';
 import { activeCores, forget } from './shootdown.js';
@@ -68,6 +68,7 @@ function createIn(kx: Kernel, s: number): number {
     k[b + S_RPAL_SHARERS] = 0;
     k[b + S_PKEYS] = 0;
     k[b + S_MSHARE_HOST] = 0;
+    k[b + S_RPAL_KEY] = 0;
     // The roots are set, so an eager update of the kernel half reaches this space from now on;
     // copying the master after that misses no update (both hold the space's kernel-half lock).
     if (s !== kx.kernelSpace) syncSpace(kx, s);

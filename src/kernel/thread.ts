@@ -59,12 +59,12 @@ export function threadsOf(kx: Kernel, pid: number): number[] {
 }
 
 /**
- * A new thread of live process pid (runnable, user mode, PKRU 0): its stack is one demand-zero
+ * A new thread of live process pid (runnable, user mode, PKRU `pkru`, 0 unless given): its stack is one demand-zero
  * page of the process's space, at the top of the user half or of the process's RPAL slot, one
  * STACK_SPAN below the next thread's. Returns its tid, or -1 - EINVAL (no such process, or
  * THREADS_PER_PROCESS threads already) or -1 - OUT_OF_MEMORY (no room to map the stack).
  */
-export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu): number {
+export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu, pkru = 0): number {
   const p = processOf(kx, pid);
   if (p.state !== PROC_RUNNING && p.state !== PROC_SLEEPING) return -1 - kx.err({ code: EINVAL }).code;
   const k = kx.v.k;
@@ -82,7 +82,7 @@ export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu): number {
     }
     Atomics.store(k, b + T_PID, pid);
     Atomics.store(k, b + T_CORE, -1);
-    Atomics.store(k, b + T_PKRU, 0);
+    Atomics.store(k, b + T_PKRU, pkru | 0);
     Atomics.store(k, b + T_CPL, 3);
     Atomics.store(k, b + T_AC, 0);
     Atomics.store(k, b + T_CALLER, 0);
@@ -109,11 +109,20 @@ export function switchThread(kx: Kernel, cpu: Cpu, tid: number): number {
   if (Atomics.compareExchange(k, line(kx, tid) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
   if (cur >= 0) save(kx, cpu, cur);
   if (kx.current[cpu.id] !== p.space) switchTo(kx, cpu, p.space);
-  cpu.wrpkru(t.pkru);
+  // (Injected pkru-not-switched: the previous thread's PKRU stays, and its keys with it.)
+  if (!kx.pkruNotSwitched) cpu.wrpkru(t.pkru);
   cpu.setMode(t.cpl, t.ac);
   Atomics.store(k, line(kx, tid) + T_CORE, cpu.id);
   kx.runs[cpu.id] = tid;
   return OK;
+}
+
+/** The thread cpu runs stops running it (saved, runnable again); the core keeps its address space. Nothing when it runs none. */
+export function parkThread(kx: Kernel, cpu: Cpu): void {
+  const tid = kx.runs[cpu.id];
+  if (tid < 0) return;
+  save(kx, cpu, tid);
+  kx.runs[cpu.id] = -1;
 }
 
 /** Saves cpu's registers into thread tid, which stops running (runnable again); nothing if tid is no longer this core's (its process was reaped). */

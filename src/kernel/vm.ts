@@ -24,7 +24,7 @@ import {
 import { holdNew, refcount, release, zeroPage } from './refs.js';
 import { shootdown } from './shootdown.js';
 import { lockShared, unlockShared } from './space.js';
-import { inSlot, overlapsLinked, slotOf } from './slots.js';
+import { inSlot, overlapsLinked, slotOf, withSlotKey } from './slots.js';
 
 export interface MapResult {
   code: number;
@@ -64,6 +64,8 @@ export function mapLocked(kx: Kernel, c: number, s: number, vhi: number, vlo: nu
   // RPAL: a space in a slot maps inside it only (behaviour 25).
   const slot = slotOf(kx, s);
   if (slot >= 0 && !inSlot(slot, vaJoin(vhi, vlo), Math.max(size, PAGE))) return kx.err({ code: INVALID_BASE });
+  // RPAL: a slot with a key gives it to every mapping made there (the owner's key, behaviour 27).
+  if (slot >= 0) rights = withSlotKey(kx, s, rights);
   // A slot linked in (RPAL share, mshare region) is its owner's to map.
   if (overlapsLinked(kx, s, vaJoin(vhi, vlo), Math.max(size, PAGE))) return kx.err({ code: INVALID_BASE });
   if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE !== 0 || !Number.isSafeInteger(pa) || pa % PAGE !== 0 || pa < 0 ||

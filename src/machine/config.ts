@@ -131,6 +131,7 @@ export function validateConfig(opts: MachineOptions): { config: MachineConfig } 
   if (kernel.cow !== 'default' && kernel.cow !== 'mh') return { error: `kernel.cow must be 'default' or 'mh', got '${String(kernel.cow)}'` };
   if (kernel.mode !== 'nr' && kernel.mode !== 'lock') return { error: `kernel.mode must be 'nr' or 'lock', got '${String(kernel.mode)}'` };
   if (kernel.khalf !== 'eager' && kernel.khalf !== 'switch' && kernel.khalf !== 'lazy') return { error: `kernel.khalf must be 'eager', 'switch' or 'lazy', got '${String(kernel.khalf)}'` };
+  if (kernel.mshareFlush !== 'attached' && kernel.mshareFlush !== 'all') return { error: `kernel.mshareFlush must be 'attached' or 'all', got '${String(kernel.mshareFlush)}'` };
   if (kernel.personality !== 'default' && kernel.personality !== 'mh') return { error: `kernel.personality must be 'default' or 'mh', got '${String(kernel.personality)}'` };
   if (kernel.personality === 'mh') {
     // MH's copy-on-write is its own (the last sharer's page becomes private read-only).

@@ -15,7 +15,7 @@ import {
   OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT,
   OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP, OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG,
   OP_LOAD_SIZED, OP_STORE_SIZED, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING, OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE,
-  OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE, type ProgramSource
+  OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE, OP_K_SHARE, OP_K_UNSHARE, OP_K_PKEY, OP_K_CALL, OP_K_XACCESS, OP_K_GRANT, type ProgramSource
 } from './program.js';
 import * as faults from '../kernel/fault.js';
 import * as runctl from './runctl.js';
@@ -24,6 +24,8 @@ import { MhRun, mhOp } from './mhops.js';
 import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } from './runstate.js';
 import { updateEntry } from './ptwrite.js';
 import * as shootdowns from '../kernel/shootdown.js';
+import * as threads from '../kernel/thread.js';
+import { ShareRun, shareOp, type ShareFind } from './shareops.js';
 
 const CHUNK_OPS = 4096;
 
@@ -67,6 +69,9 @@ export interface CoreResult {
    * GCProfiler), so allocations that died young are counted too.
    */
   heapBytes?: number;
+  /** --share runs: the sharing oracle's finds (the first few of each kind) and how many of each (shareops.ts). */
+  shareFinds?: ShareFind[];
+  shareCounts?: Record<string, number>;
   /** MH personality: the state oracle's record of this core's page changes (mhops.ts EVENT_WORDS per event). */
   mhEvents?: number[];
   /** Latencies in ns of MapFrame and Unmap (with its shootdown): one in LATENCY_EVERY of each, when the program asks (latency: true). */
@@ -104,6 +109,8 @@ export interface ExecOptions {
   durationMs?: number;
   /** End the program at this wall-clock time (Date.now() ms; see ProgramSpec.endsAt). */
   endsAt?: number;
+  /** Address-space sharing (VmMixProgram.share): the operations' addresses are slot or region offsets (shareops.ts), in the program's region. */
+  share?: { mode: 'rpal' | 'mshare'; regionBase: number; pages: number };
 }
 
 /**
@@ -216,6 +223,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   const st = new RunState(opts.stopOnFault);
   if (opts.latency) st.lat = new Latencies();
   if (kernel?.mh) st.mh = new MhRun(cpu);
+  if (kernel && opts.share) st.share = new ShareRun(opts.share.mode, opts.share.regionBase, opts.share.pages);
   if (kernel && opts.checkOwner) {
     st.owner = kernel.v.k;
     st.ownerBase = kernel.v.klayout.ownerBase;
@@ -271,7 +279,10 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
     res.ops = base;
     if (heap) res.heapBytes = heap.stop();
     if (st.lat) res.latencies = st.lat.result();
-    if (kernel) shootdowns.leave(kernel, cpu);
+    if (kernel) {
+      threads.parkThread(kernel, cpu);
+      shootdowns.leave(kernel, cpu);
+    }
     if (opts.barrier) {
       const b = runctl.endBarrier(cpu);
       if (b !== WAIT_OK && !failed) failed = waitFailure('end of run', b);
@@ -295,6 +306,10 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   }
   res.faultLog = st.faultLog;
   if (st.mh) res.mhEvents = st.mh.events;
+  if (st.share) {
+    res.shareFinds = st.share.finds;
+    res.shareCounts = st.share.counts;
+  }
   res.xlates = Object.fromEntries(xl);
   res.elapsedMs = performance.now() - t0;
   cpu.publishCounters();
@@ -456,8 +471,19 @@ function coldOp(
     case OP_K_MOVE:
     case OP_K_KMAP:
     case OP_K_KUNMAP:
-    case OP_K_KACCESS: {
+    case OP_K_KACCESS:
+    case OP_K_SHARE:
+    case OP_K_UNSHARE:
+    case OP_K_PKEY:
+    case OP_K_CALL:
+    case OP_K_XACCESS:
+    case OP_K_GRANT: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
+      if (st.share !== null) {
+        const r = shareOp(cpu, kernel, buf, w, index, res, st, st.share);
+        if (r !== undefined) return r;
+      }
+      if (op >= OP_K_SHARE) return `core ${cpu.id}: op ${index}: a sharing operation (opcode ${op}), but this program is not a --share one`;
       if (op >= OP_K_KMAP) return kernelHalfOp(cpu, kernel, buf, w, index, st, res);
       if (op >= OP_K_EXPORT) return mhOp(cpu, kernel, buf, w, index, st);
       const kind = op === OP_K_MAP ? TR_MAP : op === OP_K_UNMAP ? TR_UNMAP : op === OP_K_ADJUST ? TR_ADJUST : op === OP_K_RESOLVE ? TR_RESOLVE : op === OP_K_FORK ? TR_FORK : -1;

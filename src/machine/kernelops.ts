@@ -91,47 +91,8 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
       st.tally('exit', 'Ok');
       return '';
     }
-    if (buf[w + 3] === 1) {
-      const va = getVa(buf, w + 1);
-      const value = ((cur & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
-      const mhr = st.mh;
-      const before = mhr !== null ? mhr.begin(kernel, cpu, cur, vaHi(va), vaLo(va) & ~4095) : 0;
-      const wr = kernelAccess(cpu, kernel, va, true, value);
-      if (mhr !== null) mhr.end(kernel, cpu, cur, EV_STORE, vaHi(va), vaLo(va) & ~4095, before, wr === 0 ? OK : STORE_FAULT, 0);
-      if (wr === 0) {
-        const sh = st.shadowOf(cur);
-        const key = pageNumber(va);
-        let page = sh.get(key);
-        if (!page) sh.set(key, (page = new Map()));
-        page.set(va, value);
-      }
-      return '';
-    }
-    // A check reads back an address this core wrote in this space (chosen by the op's seed word),
-    // so that every check tests something.
-    const sh = st.shadowOf(cur);
-    if (sh.size === 0) return '';
-    let k = (buf[w + 2] >>> 0) % sh.size;
-    let page: Map<number, number> | undefined;
-    for (const p of sh.values()) if (k-- === 0) page = p;
-    if (!page || page.size === 0) return '';
-    k = (buf[w + 1] >>> 0) % page.size;
-    let at = 0;
-    let want = 0;
-    for (const [a, v] of page) {
-      if (k-- === 0) {
-        at = a;
-        want = v;
-      }
-    }
-    const r = kernelAccess(cpu, kernel, at, false, 0);
-    if (r === 0 && cpu.mmu.valLo !== want) {
-      res.isolation++;
-      if (res.isolationExamples.length < 8) {
-        res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${cur} holds 0x${(cpu.mmu.valLo >>> 0).toString(16)}` +
-          ` (written by space ${cpu.mmu.valLo >>> 24}, core ${(cpu.mmu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
-      }
-    }
+    if (buf[w + 3] === 1) ownWrite(cpu, kernel, st, cur, getVa(buf, w + 1));
+    else ownCheck(cpu, kernel, st, res, cur, buf[w + 1], buf[w + 2], index);
     return '';
   }
   const space = buf[w + 1] === CURRENT_SPACE ? cur : buf[w + 1];
@@ -184,3 +145,57 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
   return `core ${cpu.id}: op ${index}: unknown kernel opcode ${op}`;
 }
 
+
+/**
+ * The isolation oracle's write: a value naming space, core and a sequence number, written at va
+ * through the kernel's fault path as space's, and remembered when it landed. Returns the access's
+ * result (0: done).
+ */
+export function ownWrite(cpu: Cpu, kernel: Kernel, st: RunState, space: number, va: number): number {
+  const value = ((space & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
+  const mhr = st.mh;
+  const before = mhr !== null ? mhr.begin(kernel, cpu, space, vaHi(va), vaLo(va) & ~4095) : 0;
+  const wr = kernelAccess(cpu, kernel, va, true, value);
+  if (mhr !== null) mhr.end(kernel, cpu, space, EV_STORE, vaHi(va), vaLo(va) & ~4095, before, wr === 0 ? OK : STORE_FAULT, 0);
+  if (wr === 0) {
+    const sh = st.shadowOf(space);
+    const key = pageNumber(va);
+    let page = sh.get(key);
+    if (!page) sh.set(key, (page = new Map()));
+    page.set(va, value);
+  }
+  return wr;
+}
+
+/**
+ * The isolation oracle's check: reads back an address this core wrote as space's (chosen by the
+ * two pick words, so that every check tests something); a value other than the one written is
+ * an isolation violation. Returns the address read, or -1 when there was nothing to check or the
+ * read faulted.
+ */
+export function ownCheck(cpu: Cpu, kernel: Kernel, st: RunState, res: CoreResult, space: number, pick1: number, pick2: number, index: number): number {
+  const sh = st.shadowOf(space);
+  if (sh.size === 0) return -1;
+  let k = (pick2 >>> 0) % sh.size;
+  let page: Map<number, number> | undefined;
+  for (const p of sh.values()) if (k-- === 0) page = p;
+  if (!page || page.size === 0) return -1;
+  k = (pick1 >>> 0) % page.size;
+  let at = 0;
+  let want = 0;
+  for (const [a, v] of page) {
+    if (k-- === 0) {
+      at = a;
+      want = v;
+    }
+  }
+  const r = kernelAccess(cpu, kernel, at, false, 0);
+  if (r === 0 && cpu.mmu.valLo !== want) {
+    res.isolation++;
+    if (res.isolationExamples.length < 8) {
+      res.isolationExamples.push(`core ${cpu.id} op ${index}: its slot 0x${at.toString(16)} in space ${space} holds 0x${(cpu.mmu.valLo >>> 0).toString(16)}` +
+        ` (written by space ${cpu.mmu.valLo >>> 24}, core ${(cpu.mmu.valLo >>> 16) & 0xff}), not 0x${(want >>> 0).toString(16)} as it wrote`);
+    }
+  }
+  return r === 0 ? at : -1;
+}

@@ -111,7 +111,7 @@ export class Machine {
     this.kernel = new Kernel({
       klayout, k: new Int32Array(kernel), nrLayout, nrw: new Int32Array(nr), mem: this.mem, frames: this.frames,
       replicaOf: Array.from({ length: config.cores }, (_, c) => this.layout.nodeOfCore(c)), waitLimitMs: config.waitLimitMs,
-      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf,
+      inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf, mshareFlush: config.kernel.mshareFlush,
       device: this.layout.devicePages > 0 ? new Device(this.layout, this.ctl, this.mem) : undefined,
     });
     for (let c = 0; c < config.cores; c++) this.initCore(c);

@@ -85,6 +85,23 @@ export const OP_K_KMAP = 34;
 export const OP_K_KUNMAP = 35;
 /** [OP_K_KACCESS, vaHi, vaLo, write, value] an 8-byte supervisor access (CPL 0 for the one access) to a kernel address. */
 export const OP_K_KACCESS = 36;
+// Address-space sharing (the stress's --share runs, machine/shareops.ts): RPAL slots and mshare regions.
+// (40-48 are OP_STORE_SIZED + size.)
+/** [OP_K_SHARE, 0, pick] RPAL: share another process's slot into the running one; mshare: attach a region. */
+export const OP_K_SHARE = 60;
+/** [OP_K_UNSHARE, 0, pick] RPAL: unshare a slot from the running process; mshare: detach a region (never its last attachment). */
+export const OP_K_UNSHARE = 61;
+/** [OP_K_PKEY, CURRENT_SPACE, pageHi, pageLo, pick] RPAL: pkey_mprotect of one of the process's mappings with one of its two keys. */
+export const OP_K_PKEY = 62;
+/** [OP_K_CALL, pick, pageHi, pageLo | offset, pick2] RPAL: a call into another process's thread, whose body writes and checks its own slot, then returns. */
+export const OP_K_CALL = 63;
+/** [OP_K_XACCESS, pick, pageHi, pageLo | offset] a load in another process's slot (RPAL) or a region (mshare), as the running thread. */
+export const OP_K_XACCESS = 64;
+/** [OP_K_GRANT, pick, page, offset] RPAL: the running thread grants itself another process's keys (WRPKRU) and writes its mailbox page. */
+export const OP_K_GRANT = 65;
+/** Kernel operations of the region (mshare): MapFrame, Unmap, Adjust and Resolve name this space to act on a region the process attached. */
+export const REGION_SPACE = -3;
+
 /** Kernel operations name the space -1 to mean the running one; OP_K_SWITCH to -1 picks a live process (word 2 seeds the pick). */
 export const CURRENT_SPACE = -1;
 

@@ -9,6 +9,7 @@ import { faultError, faultVector } from '../hw/fault.js';
 import { hex64, pageNumber, vaJoin } from '../hw/vaddr.js';
 import { RESULT_NAMES } from '../kernel/ops.js';
 import type { MhRun } from './mhops.js';
+import type { ShareRun } from './shareops.js';
 
 export const FAULT_LOG_LIMIT = 32;
 export interface FaultRecord {
@@ -123,6 +124,8 @@ export class RunState {
   lat: Latencies | null = null;
   /** The MH state oracle's record (kernel personality 'mh'), or null. */
   mh: MhRun | null = null;
+  /** The sharing oracle (--share runs), or null. */
+  share: ShareRun | null = null;
   constructor(readonly stopOnFault: boolean) {}
 
   /**

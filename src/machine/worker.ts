@@ -6,7 +6,8 @@
 import { Cpu } from '../hw/cpu.js';
 import { abortRun } from './runctl.js';
 import { Layout } from '../hw/layout.js';
-import { execute, failedResult, type CoreResult } from './executor.js';
+import { execute, failedResult, type CoreResult, type ExecOptions } from './executor.js';
+import type { VmMixProgram } from '../workloads/sources.js';
 import type { ProgramSource } from './program.js';
 import type { CoreTask } from './machine.js';
 import { Device } from '../hw/device.js';
@@ -41,7 +42,7 @@ function attach(task: CoreTask): Attached {
         klayout, k: new Int32Array(task.shared.kernel), nrLayout, nrw: new Int32Array(task.shared.nr), mem,
         frames: new Frames(layout, ctl, mem),
         replicaOf: Array.from({ length: config.cores }, (_, c) => layout.nodeOfCore(c)),
-        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf,
+        waitLimitMs: config.waitLimitMs, inject: config.inject, cow: config.kernel.cow, mode: config.kernel.mode, personality: config.kernel.personality, khalf: config.kernel.khalf, mshareFlush: config.kernel.mshareFlush,
       device: layout.devicePages > 0 ? new Device(layout, ctl, mem) : undefined,
       }),
     };
@@ -87,8 +88,13 @@ export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult
       heap: task.program.heap === true,
       durationMs: task.program.durationMs,
       endsAt: task.program.endsAt,
+      share: task.program.kind === 'vm-mix' && task.program.share !== undefined ? shareOf(task.program as VmMixProgram) : undefined,
     });
   } finally {
     cpu.detach();
   }
+}
+
+function shareOf(p: VmMixProgram): ExecOptions['share'] {
+  return { mode: p.share as 'rpal' | 'mshare', regionBase: p.regionBase, pages: p.cores * p.slots };
 }

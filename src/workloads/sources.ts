@@ -17,10 +17,11 @@ import { KPERCORE_VA } from '../kernel/khalf.js';
 import {
   BufferSource, CURRENT_SPACE, OP_FETCH, OP_INVLPG, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXIT, OP_K_EXPORT, OP_K_FORK, OP_K_MAP,
   OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_OWN, OP_K_RESOLVE, OP_K_UNEXPORT,
-  OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING,
+  OP_K_SWITCH, OP_K_UNMAP, OP_LOAD, OP_PING, OP_K_SHARE, OP_K_UNSHARE, OP_K_PKEY, OP_K_CALL, OP_K_XACCESS, OP_K_GRANT, REGION_SPACE,
   OP_PTE_TOGGLE, OP_PTE_WRITE, OP_STORE, OP_WORDS, OP_XLATE, PROGRAM_KINDS, ProgramError,
   type ProgramSource, type ProgramSpec,
 } from '../machine/program.js';
+import { MAILBOX_PAGES } from '../machine/shareops.js';
 import { Rng } from './rng.js';
 
 export interface Region {
@@ -227,7 +228,11 @@ class HwMixSource implements ProgramSource {
 
 export const VM_MIX_KINDS = [
   'map', 'unmap', 'adjust', 'access', 'resolve', 'switch', 'fork', 'exit', 'check', 'export', 'unexport', 'dma', 'devreg', 'move', 'kmap', 'kunmap', 'kaccess',
+  'share', 'unshare', 'pkey', 'call', 'grant',
 ] as const;
+/** The kinds only the --share runs run (share and unshare attach and detach under mshare; pkey, call and grant are RPAL's). */
+export const SHARE_MIX_KINDS = ['share', 'unshare', 'pkey', 'call', 'grant'] as const;
+
 /** The stress run's kernel region: 4 top-level entries (the 512 GiB from 0xffff_9000_0000_0000 on), KERNEL_SLOTS pages at the start of each. */
 export const KSTRESS_VA = -0x7000_0000_0000;
 export const KERNEL_TOPS = 4;
@@ -250,6 +255,12 @@ export interface VmMixProgram extends ProgramSpec {
   freshMaps?: boolean;
   /** Protection changes of every kind (read-only or read-write, executable or not) and read-only maps too (the MH run). */
   allRights?: boolean;
+  /**
+   * Address-space sharing (machine/shareops.ts): 'rpal' — addresses are offsets in the running
+   * thread's process's slot, loads go to other processes' slots, calls and grants; 'mshare' — half
+   * of the mapping operations and accesses go to a region the process attached.
+   */
+  share?: 'rpal' | 'mshare';
 }
 
 /** Rights the stress uses: user read-write or user read-only. */
@@ -273,6 +284,7 @@ class VmMixSource implements ProgramSource {
     this.left = countOf(p);
     need(Number.isSafeInteger(p.slots) && p.slots > 0 && Number.isSafeInteger(p.cores) && p.cores > 0, "program 'vm-mix': cores and slots must be > 0");
     need(p.regionBase % 4096 === 0 && p.regionBase + p.cores * p.slots * 4096 <= 2 ** 47, "program 'vm-mix': the region must be page-aligned and below 2^47");
+    need(p.share === undefined || p.share === 'rpal' || p.share === 'mshare', "program 'vm-mix': share must be 'rpal' or 'mshare'");
     const w = VM_MIX_KINDS.map((k) => p.mix?.[k] ?? 0);
     need(w.every((x) => Number.isFinite(x) && x >= 0) && w.some((x) => x > 0), "program 'vm-mix': mix weights must be >= 0, not all 0");
     const total = w.reduce((a, b) => a + b, 0);
@@ -294,6 +306,7 @@ class VmMixSource implements ProgramSource {
       this.hot[this.hotAt++ % this.hot.length] = page;
       return page;
     };
+    const region = p.share === 'mshare';
     for (let i = 0, w = 0; i < n; i++, w += OP_WORDS) {
       buf.fill(0, w, w + OP_WORDS);
       const kind = this.started ? VM_MIX_KINDS[this.pick()] : 'switch';
@@ -304,6 +317,7 @@ class VmMixSource implements ProgramSource {
           buf[w + 1] = CURRENT_SPACE;
           putPage(buf, w + 2, p.freshMaps === true ? regionPage + this.core * p.slots + (this.nextSlot++ % p.slots) : own());
           buf[w + 4] = ((p.allRights === true && rng.below(4) === 0 ? VM_RO : VM_RW) << 24) | 1; // rights << 24 | pages
+          if (region && rng.below(2) === 0) buf[w + 1] = REGION_SPACE;
           break;
         case 'unmap':
         case 'adjust':
@@ -312,6 +326,7 @@ class VmMixSource implements ProgramSource {
           buf[w + 1] = CURRENT_SPACE;
           putPage(buf, w + 2, kind === 'resolve' ? any() : own());
           buf[w + 4] = (rng.below(2) === 0 ? VM_RW : VM_RO) | (p.allRights === true && rng.below(4) === 0 ? VM_NX : 0);
+          if (region && rng.below(2) === 0) buf[w + 1] = REGION_SPACE;
           break;
         case 'export':
           buf[w] = OP_K_EXPORT;
@@ -367,6 +382,13 @@ class VmMixSource implements ProgramSource {
             putPage(buf, w + 1, own());
             buf[w + 2] |= rng.below(512) * 8;
             buf[w + 3] = 1;
+            if (region && rng.below(2) === 0) buf[w + 4] = 1;
+          } else if (p.share !== undefined) {
+            // Another process's slot, or a region: the shared paths, as the running thread.
+            buf[w] = OP_K_XACCESS;
+            buf[w + 1] = rng.next();
+            putPage(buf, w + 2, any());
+            buf[w + 3] |= rng.below(512) * 8;
           } else {
             buf[w] = OP_LOAD;
             putPage(buf, w + 1, any());
@@ -379,6 +401,32 @@ class VmMixSource implements ProgramSource {
           buf[w + 1] = rng.next();
           buf[w + 2] = rng.next();
           buf[w + 3] = 0;
+          if (region && rng.below(2) === 0) buf[w + 4] = 1;
+          break;
+        case 'share':
+        case 'unshare':
+          buf[w] = kind === 'share' ? OP_K_SHARE : OP_K_UNSHARE;
+          buf[w + 2] = rng.next();
+          break;
+        case 'pkey':
+          buf[w] = OP_K_PKEY;
+          buf[w + 1] = CURRENT_SPACE;
+          putPage(buf, w + 2, own());
+          buf[w + 4] = rng.next();
+          break;
+        case 'call':
+          buf[w] = OP_K_CALL;
+          buf[w + 1] = rng.next();
+          putPage(buf, w + 2, own());
+          buf[w + 3] |= rng.below(512) * 8;
+          buf[w + 4] = rng.next();
+          break;
+        case 'grant':
+          buf[w] = OP_K_GRANT;
+          buf[w + 1] = rng.next();
+          buf[w + 2] = rng.below(MAILBOX_PAGES);
+          buf[w + 3] = rng.below(512) * 8;
+          buf[w + 4] = rng.next();
           break;
         case 'switch':
           buf[w] = OP_K_SWITCH;
