@@ -114,6 +114,8 @@ export class KernelStats {
   kunmaps = 0;
   kernelEntryCopies = 0;
   kernelFaults = 0;
+  /** RPAL calls ended at their caller's recovery point because the callee's process had exited (thread.ts recoverCall). */
+  rpalRecoveries = 0;
   kernelShootdowns = 0;
 }
 

@@ -13,6 +13,7 @@ import { FRAME_WORDS } from '../hw/pte.js';
 import { PH_BEGIN, PH_END, TR_FAULT } from '../hw/trace.js';
 import { vaJoin } from '../hw/vaddr.js';
 import { BP_BEFORE_COW_COPY, BP_BEFORE_RESOLVE, type Kernel } from './context.js';
+import { S_RPAL_SHARED } from './layout.js';
 import { OK, PAGE, R_COW, R_IO, R_NX, R_USER, R_WAS_COW, R_WIRED, R_WRITE, R_ZERO, leafWritable } from './ops.js';
 import { userFault } from './mrg.js';
 import { kernelFault } from './khalf.js';
@@ -33,10 +34,14 @@ export const FAULT_RETRIES = 3;
 export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc: number, code: number): boolean {
   // RPAL: the first kernel entry of a callee (thread.ts rpalCall) makes its process current — the
   // one lazy kernel switch — and the fault is then its own.
+  // A callee whose process exited has had its slot taken out of the caller's space (proc.ts): no
+  // switch then, and the fault goes to the program, whose call ends at its recovery point
+  // (thread.ts recoverCall).
   if (kx.lazy[cpu.id] >= 0) {
     const s = kx.lazy[cpu.id];
     kx.lazy[cpu.id] = -1;
-    if (kx.isLive(s)) switchTo(kx, cpu, s);
+    const cur0 = kx.current[cpu.id];
+    if (kx.isLive(s) && cur0 >= 0 && cur0 < 32 && ((Atomics.load(kx.v.k, kx.v.klayout.spaceBase(cur0) + S_RPAL_SHARED) >>> s) & 1) !== 0) switchTo(kx, cpu, s);
   }
   const cur = kx.current[cpu.id];
   if (cur < 0 || faultVector(code) !== VEC_PF) return false;

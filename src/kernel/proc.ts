@@ -3,6 +3,7 @@
 // space and drops its frames' references). Any thread may read it; spawning, state changes and
 // reaping are Atomics on the line.
 
+import { unshare } from './rpal.js';
 import type { Kernel } from './context.js';
 import { K_LINE, P_PARENT, P_SPACE, P_STATE, PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, S_RPAL_SHARERS, T_STATE, THREAD_FREE, THREADS_PER_PROCESS } from './layout.js';
 import { releaseMapping } from './refs.js';
@@ -67,6 +68,10 @@ export function pidOf(kx: Kernel, s: number): number {
 export function exitProcess(kx: Kernel, cpu: Cpu, pid: number, next: number): void {
   const s = processOf(kx, pid).space;
   setProcessState(kx, pid, PROC_TERMINATED);
+  // RPAL: the process's slot leaves every space it was shared into (their cores shot down), so
+  // that a caller's thread touching it faults and returns to its recovery point (behaviour 30).
+  const sharers = s < 32 ? Atomics.load(kx.v.k, kx.v.klayout.spaceBase(s) + S_RPAL_SHARERS) : 0;
+  for (let a = 0; a < 32; a++) if (((sharers >>> a) & 1) !== 0 && kx.isLive(a)) unshare(kx, a, s, cpu);
   let sent = false;
   for (const c of activeCores(kx, s)) {
     if (c === cpu.id) continue;

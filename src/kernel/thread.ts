@@ -209,3 +209,33 @@ export function rpalReturn(kx: Kernel, cpu: Cpu): number {
   kx.runs[cpu.id] = caller;
   return OK;
 }
+
+/**
+ * Behaviour 30's recovery point: when the thread cpu runs is an RPAL callee whose process has
+ * exited (a fault was delivered to it: its slot left the caller's space at the exit), the call
+ * ends — the callee thread is exited, the caller runs again with its own registers (PKRU: its
+ * keys) in its own space — and the caller gets the error (EINVAL) instead of faulting forever.
+ * Returns OK when there was nothing to recover (no call, or the callee's process lives).
+ */
+export function recoverCall(kx: Kernel, cpu: Cpu): number {
+  const k = kx.v.k;
+  const callee = kx.runs[cpu.id];
+  const caller = callee >= 0 ? Atomics.load(k, line(kx, callee) + T_CALLER) - 1 : -1;
+  if (caller < 0) return OK;
+  const p = processOf(kx, threadOf(kx, callee).pid);
+  if (p.state === PROC_RUNNING || p.state === PROC_SLEEPING) return OK;
+  Atomics.store(k, line(kx, callee) + T_CALLER, 0);
+  Atomics.store(k, line(kx, callee) + T_CORE, -1);
+  Atomics.store(k, line(kx, callee) + T_STATE, THREAD_EXITED);
+  kx.lazy[cpu.id] = -1;
+  const back = threadOf(kx, caller);
+  const s = processOf(kx, back.pid).space;
+  if (kx.current[cpu.id] !== s) switchTo(kx, cpu, s);
+  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_RUNNING);
+  Atomics.store(k, line(kx, caller) + T_CORE, cpu.id);
+  cpu.wrpkru(back.pkru);
+  cpu.setMode(back.cpl, back.ac);
+  kx.runs[cpu.id] = caller;
+  kx.stats.rpalRecoveries++;
+  return EINVAL;
+}

@@ -15,7 +15,7 @@ import {
   OP_AWAIT_PINGS, OP_K_ADJUST, OP_K_DEVREG, OP_K_DMA, OP_K_EXPORT, OP_K_KACCESS, OP_K_KMAP, OP_K_KUNMAP, OP_K_MOVE, OP_K_UNEXPORT, OP_K_EXIT,
   OP_K_FORK, OP_K_MAP, OP_K_OWN, OP_K_RESOLVE, OP_K_SWITCH, OP_K_UNMAP, OP_FETCH, OP_HALT, OP_IMPLICIT_LOAD, OP_IMPLICIT_STORE, OP_INVLPG,
   OP_LOAD_SIZED, OP_STORE_SIZED, OP_INVPCID, OP_LOAD, OP_MOV_CR0, OP_MOV_CR3, OP_MOV_CR4, OP_PING, OP_PTE_TOGGLE, OP_PTE_WRITE, OP_SET_MODE,
-  OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE, OP_K_SHARE, OP_K_UNSHARE, OP_K_PKEY, OP_K_CALL, OP_K_XACCESS, OP_K_GRANT, type ProgramSource
+  OP_STORE, OP_WORDS, OP_WREFER, OP_WRPKRU, OP_XLATE, OP_K_SHARE, OP_K_UNSHARE, OP_K_PKEY, OP_K_CALL, OP_K_XACCESS, OP_K_GRANT, OP_K_THREAD, OP_K_RCALL, OP_K_RRET, type ProgramSource
 } from './program.js';
 import * as faults from '../kernel/fault.js';
 import * as runctl from './runctl.js';
@@ -25,7 +25,7 @@ import { HeapMeter, Latencies, RunState, type FaultRecord, type StaleAccess } fr
 import { updateEntry } from './ptwrite.js';
 import * as shootdowns from '../kernel/shootdown.js';
 import * as threads from '../kernel/thread.js';
-import { ShareRun, shareOp, type ShareFind } from './shareops.js';
+import { ShareRun, afterDeliveredFault, shareOp, threadOp, type ShareFind } from './shareops.js';
 
 const CHUNK_OPS = 4096;
 
@@ -343,6 +343,7 @@ function coldOp(
       r = kernel
         ? faults.access(kernel, cpu, acc, buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4])
         : op === OP_LOAD ? cpu.mmu.load64(buf[w + 1], buf[w + 2]) : op === OP_STORE ? cpu.mmu.store64(buf[w + 1], buf[w + 2], buf[w + 3], buf[w + 4]) : cpu.mmu.fetch64(buf[w + 1], buf[w + 2]);
+      if (r !== 0 && kernel) afterDeliveredFault(cpu, kernel, st);
       // The stale-tlb oracle, as in the hot loop: the frame the access reached must be its space's.
       if (r === 0 && op !== OP_FETCH) st.checkOwner(index, buf[w + 1], buf[w + 2], cpu.mmu.lastWord, kernel ? kernel.current[cpu.id] : -1);
       if (op === OP_STORE) break;
@@ -477,12 +478,16 @@ function coldOp(
     case OP_K_PKEY:
     case OP_K_CALL:
     case OP_K_XACCESS:
-    case OP_K_GRANT: {
+    case OP_K_GRANT:
+    case OP_K_THREAD:
+    case OP_K_RCALL:
+    case OP_K_RRET: {
       if (!kernel) return `core ${cpu.id}: op ${index}: a kernel operation, but this run has no kernel`;
       if (st.share !== null) {
         const r = shareOp(cpu, kernel, buf, w, index, res, st, st.share);
         if (r !== undefined) return r;
       }
+      if (op >= OP_K_THREAD) return threadOp(cpu, kernel, buf, w, st);
       if (op >= OP_K_SHARE) return `core ${cpu.id}: op ${index}: a sharing operation (opcode ${op}), but this program is not a --share one`;
       if (op >= OP_K_KMAP) return kernelHalfOp(cpu, kernel, buf, w, index, st, res);
       if (op >= OP_K_EXPORT) return mhOp(cpu, kernel, buf, w, index, st);

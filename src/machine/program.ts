@@ -99,6 +99,12 @@ export const OP_K_CALL = 63;
 export const OP_K_XACCESS = 64;
 /** [OP_K_GRANT, pick, page, offset] RPAL: the running thread grants itself another process's keys (WRPKRU) and writes its mailbox page. */
 export const OP_K_GRANT = 65;
+/** [OP_K_THREAD, tid] run thread tid on this core (thread.ts switchThread). */
+export const OP_K_THREAD = 66;
+/** [OP_K_RCALL, tid] an RPAL call from the running thread into thread tid. */
+export const OP_K_RCALL = 67;
+/** [OP_K_RRET] the running callee returns to its caller. */
+export const OP_K_RRET = 68;
 /** Kernel operations of the region (mshare): MapFrame, Unmap, Adjust and Resolve name this space to act on a region the process attached. */
 export const REGION_SPACE = -3;
 
@@ -139,6 +145,10 @@ export type Op =
   | { op: 'fork' }
   /** The running process exits (unless it is the last); the core switches to another live one, picked by `next` modulo their number. */
   | { op: 'exit'; next?: number }
+  /** Threads (kernel/thread.ts): run thread tid; an RPAL call into thread tid; the callee's return. Outcomes are tallied (thread, rpalCall, rpalReturn). */
+  | { op: 'thread'; tid: number }
+  | { op: 'rpalCall'; tid: number }
+  | { op: 'rpalReturn' }
   /** MH: export the one-page mapping at va of the space to the device (wires it). */
   | { op: 'export'; space: number; va: bigint | number | string }
   /** MH: end one of this core's exports in the running space (picked by `pick` modulo their number). */
@@ -263,6 +273,9 @@ export function encodeOps(ops: Op[]): Int32Array {
       case 'resolve': put(OP_K_RESOLVE, o.space, ...va2(o.va, at)); break;
       case 'awaitPings': put(OP_AWAIT_PINGS, o.count); break;
       case 'fork': put(OP_K_FORK); break;
+      case 'thread': put(OP_K_THREAD, o.tid); break;
+      case 'rpalCall': put(OP_K_RCALL, o.tid); break;
+      case 'rpalReturn': put(OP_K_RRET); break;
       case 'exit': put(OP_K_EXIT, 0, o.next ?? 0); break;
       case 'export': put(OP_K_EXPORT, o.space, ...va2(o.va, at)); break;
       case 'unexport': put(OP_K_UNEXPORT, 0, o.pick ?? 0); break;

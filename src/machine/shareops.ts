@@ -29,7 +29,7 @@ import type { CoreResult } from './executor.js';
 import { ownCheck, ownWrite, kernelOp } from './kernelops.js';
 import {
   OP_K_ADJUST, OP_K_CALL, OP_K_GRANT, OP_K_MAP, OP_K_OWN, OP_K_PKEY, OP_K_RESOLVE, OP_K_SHARE, OP_K_SWITCH, OP_K_UNMAP, OP_K_UNSHARE,
-  OP_K_XACCESS, REGION_SPACE,
+  OP_K_XACCESS, OP_K_THREAD, OP_K_RCALL, REGION_SPACE,
 } from './program.js';
 import type { RunState } from './runstate.js';
 
@@ -328,4 +328,18 @@ function grant(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index: number, 
       `(mapped, never unmapped; the slot stayed shared): #PF error 0x${faultError(r).toString(16)} (vector ${faultVector(r)}) was not handled in space ${b}'s address space`);
   }
   return '';
+}
+
+/** The explicit thread operations (any kernel run): thread switches, RPAL calls and returns, tallied by outcome. */
+export function threadOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, st: RunState): string {
+  const op = buf[w];
+  if (op === OP_K_THREAD) st.tally('thread', name(threads.switchThread(kx, cpu, buf[w + 1])));
+  else if (op === OP_K_RCALL) st.tally('rpalCall', name(threads.rpalCall(kx, cpu, buf[w + 1])));
+  else st.tally('rpalReturn', name(threads.rpalReturn(kx, cpu)));
+  return '';
+}
+
+/** After a fault delivered to the program: an RPAL call whose callee's process exited ends at its recovery point (tallied rpal:Recovered). */
+export function afterDeliveredFault(cpu: Cpu, kx: Kernel, st: RunState): void {
+  if (kx.runs[cpu.id] >= 0 && threads.recoverCall(kx, cpu) !== 0) st.tally('rpal', 'Recovered');
 }

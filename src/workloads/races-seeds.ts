@@ -11,6 +11,8 @@ import * as ms from '../kernel/mshare.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import * as procs from '../kernel/proc.js';
+import * as threads from '../kernel/thread.js';
+import { THREAD_BLOCKED, THREAD_EXITED } from '../kernel/layout.js';
 import * as refs from '../kernel/refs.js';
 import * as vm from '../kernel/vm.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
@@ -333,6 +335,52 @@ const mshareReroute: Scenario = {
 };
 
 /**
+ * callee-exits — behaviour 30: core 0 runs a thread of A, which calls a thread of B (whose slot A
+ * shares; keys: A 1, B 2, each thread's PKRU denying the other's); the callee reads its own page
+ * through A's tables; then B exits on core 1, which takes B's slot out of A (a shootdown of A's
+ * cores). The callee's next read faults, and instead of faulting forever the call ends at the
+ * caller's recovery point: the caller's thread runs again, with its own PKRU, and reads A's page.
+ */
+export function calleeExitsRace(): Promise<RaceOutcome> {
+  return RaceApi.session({ cores: 2, nodes: 1, memory: '16MiB' }, async (r) => {
+    const k = r.m.kernel;
+    const a = r.space();
+    const b = r.space();
+    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK, 'A takes slot 1, B slot 2');
+    r.expect(rpal.pkeyAlloc(k, a, 1) === 1 && rpal.setSlotKey(k, a, 1) === OK && rpal.pkeyAlloc(k, b, 2) === 2 && rpal.setSlotKey(k, b, 2) === OK, "A's pages carry key 1, B's key 2");
+    r.expect(rpal.share(k, a, b) === OK, "B's slot is shared into A");
+    const X = 2 * rpal.SLOT_BYTES + 0x40_0000;
+    const Y = 1 * rpal.SLOT_BYTES + 0x40_0000;
+    r.mapPage(0, b, X);
+    r.m.mem[k.anonFrame * 1024] = 0xb;
+    r.mapPage(0, a, Y);
+    r.m.mem[k.anonFrame * 1024] = 0xa;
+    const ta = threads.spawnThread(k, procs.pidOf(k, a), undefined, 0b11 << 4); // denies key 2
+    const tb = threads.spawnThread(k, procs.pidOf(k, b), undefined, 0b11 << 2); // denies key 1
+    r.expect(ta >= 0 && tb >= 0, "a thread of A and one of B");
+    const done = r.run({
+      0: [{ op: 'thread', tid: ta }, { op: 'rpalCall', tid: tb }, { op: 'load', va: X }, { op: 'ping', target: 1 }, { op: 'awaitPings', count: 1 }, { op: 'load', va: X }, { op: 'load', va: Y }],
+      1: [{ op: 'switch', space: b }, { op: 'awaitPings', count: 1 }, { op: 'exit' }, { op: 'ping', target: 0 }],
+    }, { record: true });
+    r.step("core 0: A's thread calls B's; the callee reads its page X; core 1 (running B) exits B; the callee reads X again, then the code after the call reads A's page Y");
+    const res = await done;
+    r.expect(res.every((x) => x.ok), 'both cores finished');
+    const c0 = res.find((x) => x.core === 0) as CoreResult;
+    r.expect(c0.outcomes['rpalCall:Ok'] === 1 && c0.values?.[0] === '0xb', `the callee read its page through A's tables (${c0.values?.[0]})`);
+    r.expect(c0.values?.[1] === 'fault' && c0.outcomes['rpal:Recovered'] === 1, `its read after B's exit faulted once and the call ended at the recovery point (${c0.values?.[1]}, ${JSON.stringify(c0.outcomes)})`);
+    r.expect(c0.values?.[2] === '0xa', `the caller ran again with its own PKRU: A's page (key 1) read ${c0.values?.[2]}`);
+    r.expect(threads.threadOf(k, tb).state === THREAD_EXITED && threads.threadOf(k, ta).state !== THREAD_BLOCKED, "B's thread exited, A's is no longer blocked");
+    r.expect(rpal.ownerIn(k, a, X) === -1, "B's slot is no longer in A");
+  });
+}
+
+const calleeExits: Scenario = {
+  name: 'callee-exits',
+  models: "RPAL: the callee's process exits during a call: the caller returns to its recovery point with an error, instead of faulting forever",
+  run: () => calleeExitsRace(),
+};
+
+/**
  * eager-vs-fork — the eager method writes a new top-level kernel entry into every address space;
  * a space created while that update is in flight (parked after the master changed, before the
  * spaces are written) still gets the entry: a new space copies the master after it became visible
@@ -403,4 +451,4 @@ function dataFrames(r: RaceApi): number {
 }
 
 /** The scenarios of this file, in the order `nrvm race --list` shows them. */
-export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown, mshareReroute];
+export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown, mshareReroute, calleeExits];
