@@ -1,4 +1,4 @@
-// `nrvm bench micro|fork|scale|shootdown`: the benchmarks of src/bench, as tables or JSON.
+// `nrvm bench micro|fork|scale|shootdown|khalf|share`: the benchmarks of src/bench, as tables or JSON.
 
 import { writeFile } from 'node:fs/promises';
 import { formatMicro, runMicro } from '../bench/micro.js';
@@ -7,6 +7,7 @@ import { formatShootdown, runShootdownBench } from '../bench/shootdown.js';
 import { SCALE_WORKLOADS, formatScale, runScale, type ScaleWorkload } from '../bench/scale.js';
 import { khalfPlotSvg, scalePlotSvg } from '../bench/plot.js';
 import { formatKhalf, runKhalfBench } from '../bench/khalf.js';
+import { formatShare, runShareBench } from '../bench/share.js';
 import { MAX_SPACES } from '../machine/config.js';
 import { UsageError, checkOutput, int, parse, secondsArg } from './args.js';
 
@@ -15,6 +16,7 @@ export const BENCH_HELP = `Usage: nrvm bench micro [--json] [--time MS]
        nrvm bench scale [--cores 1,2,4] [--nodes N] [--workload NAME] [--seconds S] [--baseline lock] [--json] [--plot FILE.svg] [--trace FILE.json]
        nrvm bench shootdown [--targets 1,2,3] [--samples N] [--json] [--trace FILE.json]
        nrvm bench khalf [--spaces 8,64,512,4096] [--reps K] [--json] [--plot FILE.svg]
+       nrvm bench share [--json] [--time MS]
 
 Measures, with tinybench, on this machine:
   a load through a TLB hit vs a plain typed-array load, same addresses (4 KiB and 2 MiB pages)
@@ -54,8 +56,14 @@ it (lazy cannot), the cost of a switch into a space after a change, kernel fault
 and the top-level entries (and bytes) written into address spaces per change. At most 4096
 address spaces (kernel.maxSpaces). --plot draws the costs as SVG.
 
+share: RPAL's costs on one core (no IPIs): a call and its return (a user-context switch, no
+CR3 load) against a process switch and back (two CR3 loads, PCIDs kept), and an unmap + map of
+a page in a slot shared into another space against one nobody shares (the sharer's part of the
+shootdown path). --time MS per task (default 500).
+
 Examples:
   nrvm bench micro --json
+  nrvm bench share
   nrvm bench khalf --spaces 8,64,512 --plot khalf.svg
   nrvm bench fork --pages 10000
   nrvm bench scale --cores 1,2,4 --nodes 2 --workload resolve --seconds 2 --baseline lock --plot scale.svg
@@ -120,6 +128,16 @@ export async function bench(args: string[]): Promise<number> {
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatShootdown(r) + '\n');
     return 0;
   }
+  if (which === 'share') {
+    const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
+    if (values.help) {
+      process.stdout.write(BENCH_HELP);
+      return 0;
+    }
+    const r = await runShareBench({ timeMs: int(values.time, 'time', 10, 60_000) ?? 500 });
+    process.stdout.write(values.json ? JSON.stringify(r, null, 2) + '\n' : formatShare(r) + '\n');
+    return 0;
+  }
   if (which === 'khalf') {
     const { values } = parse(rest, { json: { type: 'boolean' }, spaces: { type: 'string' }, reps: { type: 'string' }, plot: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
     if (values.help) {
@@ -139,7 +157,7 @@ export async function bench(args: string[]): Promise<number> {
     }
     return 0;
   }
-  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale, shootdown, khalf)`);
+  if (which !== 'micro') throw new UsageError(`bench: unknown benchmark '${which}' (known: micro, fork, scale, shootdown, khalf, share)`);
   const { values } = parse(rest, { json: { type: 'boolean' }, time: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, 'bench');
   if (values.help) {
     process.stdout.write(BENCH_HELP);

@@ -9,7 +9,7 @@ import { faultError, faultVector } from '../hw/fault.js';
 import { hex64, pageNumber, vaJoin } from '../hw/vaddr.js';
 import { RESULT_NAMES } from '../kernel/ops.js';
 import type { MhRun } from './mhops.js';
-import type { ShareRun } from './shareops.js';
+import type { ShareFind, ShareRun } from './shareops.js';
 
 export const FAULT_LOG_LIMIT = 32;
 export interface FaultRecord {
@@ -174,3 +174,64 @@ export class HeapMeter {
     return Math.max(0, used1 - this.used0 + reclaimed);
   }
 }
+
+/** How the failure of a core that stopped because another core of its run failed ends (reports list the causes first). */
+export const FOLLOWED_FAILURE = 'stopped because another core of the run failed';
+
+export interface CoreResult {
+  core: number;
+  /** False when the run failed on this core (a wait past its bound, an abort, a panic). */
+  ok: boolean;
+  error?: string;
+  ops: number;
+  faults: number;
+  faultLog: FaultRecord[];
+  /** Sum of every loaded and fetched 32-bit half, modulo 2^32: a cheap fingerprint of what was read. */
+  checksum: number;
+  /** Every loaded/fetched value as hex, when the program records. */
+  values?: string[];
+  pingsSentTo: number[];
+  pingSumTo: number[];
+  pingsRecvFrom: number[];
+  pingSumFrom: number[];
+  /** OP_XLATE outcomes: "pfn:flags" or "fault:vector:error" -> count. */
+  xlates: Record<string, number>;
+  /** OP_PTE_TOGGLE count per entry word. */
+  toggles: Record<string, number>;
+  /** Accesses through stale translations (checked mode), and the first of them. */
+  staleAccesses: number;
+  staleExamples: StaleAccess[];
+  /** Reads of this core's own slots that returned another value than it last wrote there (copy-on-write isolation). */
+  isolation: number;
+  isolationExamples: string[];
+  /** Kernel counters of this run on this core (maps, shootdowns, spurious faults...). */
+  kernel: Record<string, number>;
+  /** Kernel operation outcomes by name ("map:Ok", "unmap:NotMapped"...). */
+  outcomes: Record<string, number>;
+  /**
+   * Bytes this worker allocated on its heap while the program ran (asked with heap: true): the
+   * growth of the used heap plus what every garbage collection in between reclaimed (v8's
+   * GCProfiler), so allocations that died young are counted too.
+   */
+  heapBytes?: number;
+  /** --share runs: the sharing oracle's finds (the first few of each kind) and how many of each (shareops.ts). */
+  shareFinds?: ShareFind[];
+  shareCounts?: Record<string, number>;
+  /** MH personality: the state oracle's record of this core's page changes (mhops.ts EVENT_WORDS per event). */
+  mhEvents?: number[];
+  /** Latencies in ns of MapFrame and Unmap (with its shootdown): one in LATENCY_EVERY of each, when the program asks (latency: true). */
+  latencies?: { map: number[]; unmap: number[] };
+
+  counters: Record<string, number>;
+  elapsedMs: number;
+}
+
+/** The result of a core that ran nothing: it failed with `error` before or instead of its program. */
+export function failedResult(core: number, error: string): CoreResult {
+  return {
+    core, ok: false, error, ops: 0, faults: 0, faultLog: [], checksum: 0,
+    pingsSentTo: [], pingSumTo: [], pingsRecvFrom: [], pingSumFrom: [], xlates: {}, toggles: {}, staleAccesses: 0, staleExamples: [],
+    isolation: 0, isolationExamples: [], kernel: {}, outcomes: {}, counters: {}, elapsedMs: 0,
+  };
+}
+
