@@ -29,7 +29,7 @@ const bad: [object, RegExp][] = [
   [{ kernel: { mode: 'rcu' } }, /kernel.mode must be 'nr' or 'lock', got 'rcu'/],
   [{ kernel: { cow: 'bsd' } }, /kernel.cow must be 'default' or 'mh', got 'bsd'/],
   [{ kernel: { khalf: 'never' as 'lazy' } }, /kernel.khalf must be 'eager', 'switch' or 'lazy', got 'never'/],
-  [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, free-table-without-flush, owner-only-shootdown, fault-in-wrong-space, core-crash\)/],
+  [{ inject: ['nonsense'] }, /unknown injection 'nonsense' \(known: non-atomic-ad, torn-pte-update, skip-shootdown, skip-replica-sync, skip-cow-copy, skip-wire-check, unwired-dma, free-table-without-flush, owner-only-shootdown, fault-in-wrong-space, pkru-not-switched, core-crash\)/],
   // As the CLI does (issue 15): the wrong type named, unknown keys named, nothing ignored.
   [{ cores: '4' }, /cores must be a whole number, got the string '4'/],
   [{ core: 4 }, /unknown option 'core' \(known: cores, nodes, memory, tlb/],
