@@ -19,6 +19,7 @@ import * as spaces from '../src/kernel/space.js';
 import * as shootdowns from '../src/kernel/shootdown.js';
 import * as threads from '../src/kernel/thread.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
+import { DataType, Pointer, Simulator, ValueType } from '../src/machine/simulator.js';
 
 async function boot(): Promise<{ m: Machine; p: number; q: number }> {
   const m = await Machine.boot({ cores: 2, nodes: 1, memory: '16MiB', kernel: { maxSpaces: 4 } }, { pool: false });
@@ -152,6 +153,48 @@ T('behaviour 30: an RPAL call switches the user context only; the callee\'s firs
   assert.is(threads.rpalCall(k, cpu, q1), EINVAL, 'the callee\'s process exited');
   assert.ok(faults.access(k, cpu, ACC_READ, vaHi(X), vaLo(X)) !== 0, "touching the exited process's slot is a fault returned to the caller, not a fault forever");
   cpu.detach();
+});
+
+T("the seed's Simulator has threads: a main thread per process, spawnThread and switchThread (one memory, no CR3 load within a process), fork copies the forking thread, exit and kill", async () => {
+  const lines: string[] = [];
+  const sim = await Simulator.begin(false, { out: (l) => lines.push(l) });
+  try {
+    const k = sim.machine.kernel;
+    const cpu = () => (sim as unknown as { cpu: { ctr: Int32Array } }).cpu;
+    assert.ok(sim.tid >= 0 && sim.threads().length === 1, 'process 0 starts with its main thread');
+    const x = new Pointer();
+    sim.register(x);
+    sim.write(x, ValueType.UnsignedInt(7));
+    const t2 = sim.spawnThread();
+    assert.ok(t2 >= 0 && sim.threads().length === 2 && threads.threadOf(k, t2).stack !== threads.threadOf(k, sim.tid).stack, 'a second thread, its own stack');
+    const cr3 = cpu().ctr[CTR.cr3Flushes] + cpu().ctr[CTR.cr3NoFlush];
+    sim.switchThread(t2);
+    assert.is(sim.tid, t2);
+    assert.is(sim.read(x, DataType.UnsignedInt)?.getValue(), 7, "the other thread sees the process's memory");
+    assert.is(cpu().ctr[CTR.cr3Flushes] + cpu().ctr[CTR.cr3NoFlush], cr3, 'no CR3 load between threads of one process');
+    const child = sim.fork();
+    assert.ok(child > 0);
+    const ct = sim.threads(child);
+    assert.equal(ct.map((t) => t % 8), [t2 % 8], 'the child has a copy of the forking thread, at its index');
+    assert.is(threads.threadOf(k, ct[0]).stack, threads.threadOf(k, t2).stack, 'on the same stack address (a copy-on-write copy)');
+    sim.switch(child);
+    assert.ok(sim.pid === child && sim.tid === ct[0], "switch runs the child's thread");
+    assert.is(cpu().ctr[CTR.cr3Flushes] + cpu().ctr[CTR.cr3NoFlush], cr3 + 1, 'one CR3 load to another process');
+    sim.exitThread();
+    assert.match(lines.at(-1) ?? '', /Last thread of process 1: kill the process instead/);
+    sim.switchThread(999);
+    assert.match(lines.at(-1) ?? '', /No thread 999/);
+    sim.switchThread(t2);
+    assert.is(sim.pid, 0, "switchThread to a thread of another process switches to it");
+    const main = sim.threads().find((t) => t !== t2) as number;
+    sim.exitThread();
+    assert.ok(sim.tid === main && sim.threads().length === 1, 'an exited thread is gone; the other runs');
+    sim.kill(child);
+    assert.equal(sim.threads(child), [], "a killed process's threads go with it");
+    assert.is(procs.processOf(k, child).state, PROC_TERMINATED);
+  } finally {
+    await sim.end();
+  }
 });
 
 T.run();

@@ -239,3 +239,34 @@ export function recoverCall(kx: Kernel, cpu: Cpu): number {
   kx.stats.rpalRecoveries++;
   return EINVAL;
 }
+
+/**
+ * fork's thread: the child process childPid gets a copy of thread parentTid (the one that
+ * forked) — its registers and its stack, which the fork copied with the rest of the space — at
+ * the same index, as Linux's fork copies only the calling thread. Returns the child's tid, or
+ * -1 - EINVAL (no such thread, or that index taken in the child).
+ */
+export function forkThread(kx: Kernel, parentTid: number, childPid: number): number {
+  const t = threadOf(kx, parentTid);
+  if (t.state === THREAD_FREE || t.state === THREAD_EXITED || !Number.isInteger(childPid) || childPid < 0) return -1 - kx.err({ code: EINVAL }).code;
+  const tid = childPid * THREADS_PER_PROCESS + (parentTid % THREADS_PER_PROCESS);
+  if (tid >= kx.v.klayout.maxThreads) return -1 - kx.err({ code: EINVAL }).code;
+  const k = kx.v.k;
+  const b = line(kx, tid);
+  if (Atomics.compareExchange(k, b + T_STATE, THREAD_FREE, THREAD_RUNNABLE) !== THREAD_FREE) return -1 - kx.err({ code: EINVAL }).code;
+  Atomics.store(k, b + T_PID, childPid);
+  Atomics.store(k, b + T_CORE, -1);
+  Atomics.store(k, b + T_PKRU, t.pkru);
+  Atomics.store(k, b + T_CPL, t.cpl);
+  Atomics.store(k, b + T_AC, t.ac ? 1 : 0);
+  Atomics.store(k, b + T_CALLER, 0);
+  Atomics.store(k, b + T_STACK, vaHi(t.stack));
+  Atomics.store(k, b + T_STACK + 1, vaLo(t.stack));
+  return tid;
+}
+
+/** The threads of process pid go (it was killed: its stacks went with its space); a core running one runs none. */
+export function dropThreads(kx: Kernel, pid: number): void {
+  for (const tid of threadsOf(kx, pid)) Atomics.store(kx.v.k, line(kx, tid) + T_STATE, THREAD_FREE);
+  for (let c = 0; c < kx.runs.length; c++) if (kx.runs[c] >= 0 && Math.floor(kx.runs[c] / THREADS_PER_PROCESS) === pid) kx.runs[c] = -1;
+}

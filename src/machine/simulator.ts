@@ -17,7 +17,7 @@
 import { Machine } from './machine.js';
 import type { Cpu } from '../hw/cpu.js';
 import { OK } from '../kernel/ops.js';
-import { PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED } from '../kernel/layout.js';
+import { PROC_FREE, PROC_RUNNING, PROC_SLEEPING, PROC_TERMINATED, THREAD_EXITED, THREAD_FREE, THREAD_RUNNABLE } from '../kernel/layout.js';
 import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { ACC_READ, ACC_WRITE } from '../hw/fault.js';
 import * as faults from '../kernel/fault.js';
@@ -26,6 +26,7 @@ import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
 import * as spaces from '../kernel/space.js';
+import * as threads from '../kernel/thread.js';
 import * as vm from '../kernel/vm.js';
 import { vaHi, vaJoin, vaLo } from '../hw/vaddr.js';
 
@@ -127,7 +128,9 @@ export class Simulator {
     if (pid < 0) throw new Error('Simulator.begin: the machine has no room for a process');
     procs.setProcessState(m.kernel, pid, PROC_RUNNING);
     sim.current = pid;
-    shootdowns.switchTo(m.kernel, cpu, s);
+    // Process 0's main thread (threads: spawnThread, switchThread).
+    const main = threads.spawnThread(m.kernel, pid, cpu);
+    if (main < 0 || threads.switchThread(m.kernel, cpu, main) !== OK) throw new Error('Simulator.begin: the machine has no room for the first thread');
     return sim;
   }
 
@@ -243,6 +246,9 @@ export class Simulator {
       this.out(child < 0 ? 'Out of memory in fork' : 'No free process slot in fork');
       return -1;
     }
+    // The child's thread is a copy of the one that forked (its stack came with the space).
+    const me = k.runs[this.cpu.id];
+    if (me >= 0) threads.forkThread(k, me, pid);
     return pid;
   }
 
@@ -259,7 +265,79 @@ export class Simulator {
     this.current = n;
     if (p.state === PROC_TERMINATED) return;
     procs.setProcessState(k, n, PROC_RUNNING);
-    shootdowns.switchTo(k, this.cpu, p.space);
+    // The process's first runnable thread runs (its registers with it); one with none runs no thread.
+    const t = threads.threadsOf(k, n).find((tid) => threads.threadOf(k, tid).state === THREAD_RUNNABLE || tid === k.runs[this.cpu.id]);
+    if (t === undefined || threads.switchThread(k, this.cpu, t) !== OK) {
+      threads.parkThread(k, this.cpu);
+      shootdowns.switchTo(k, this.cpu, p.space);
+    }
+  }
+
+  /** The thread the core runs (-1: none). */
+  get tid(): number {
+    return this.machine.kernel.runs[this.cpu.id];
+  }
+
+  /** The threads of process pid (the running one by default) that have not exited, in tid order. */
+  threads(pid = this.current): number[] {
+    const k = this.machine.kernel;
+    return threads.threadsOf(k, pid).filter((t) => threads.threadOf(k, t).state !== THREAD_EXITED);
+  }
+
+  /**
+   * A new thread of the running process, with its own stack page (demand-zero), runnable: its
+   * tid, or -1 ("No room for a thread": eight per process, or no memory for the stack).
+   */
+  spawnThread(): number {
+    if (!this.usable() || !this.running()) return -1;
+    const tid = threads.spawnThread(this.machine.kernel, this.current, this.cpu);
+    if (tid < 0) this.out(`No room for a thread in process ${this.current}`);
+    return tid;
+  }
+
+  /**
+   * Runs thread tid: of the running process, with no CR3 load; of another, a switch to that
+   * process (CR3 loaded, PCID kept). "No thread <tid>" for one that does not exist.
+   */
+  switchThread(tid: number): void {
+    if (!this.usable()) return;
+    const k = this.machine.kernel;
+    const t = threads.threadOf(k, tid);
+    if (t.state === THREAD_FREE || t.state === THREAD_EXITED) {
+      this.out(`No thread ${tid}`);
+      return;
+    }
+    if (tid === k.runs[this.cpu.id]) return;
+    const p = procs.processOf(k, t.pid);
+    if (p.state === PROC_TERMINATED) {
+      this.out(`ZOMBIE ${t.pid}`);
+      return;
+    }
+    if (threads.switchThread(k, this.cpu, tid) !== OK) {
+      this.out(`Thread ${tid} is not runnable`);
+      return;
+    }
+    if (t.pid !== this.current) {
+      if (procs.processOf(k, this.current).state === PROC_RUNNING) procs.setProcessState(k, this.current, PROC_SLEEPING);
+      procs.setProcessState(k, t.pid, PROC_RUNNING);
+      this.current = t.pid;
+    }
+  }
+
+  /**
+   * The running thread exits: its stack page goes. The last thread of a process cannot (kill the
+   * process instead): "Last thread of process <pid>".
+   */
+  exitThread(): void {
+    if (!this.usable() || !this.running()) return;
+    const k = this.machine.kernel;
+    if (this.threads().length <= 1) {
+      this.out(`Last thread of process ${this.current}: kill the process instead`);
+      return;
+    }
+    threads.exitThread(k, this.cpu);
+    const next = this.threads().find((t) => threads.threadOf(k, t).state === THREAD_RUNNABLE);
+    if (next !== undefined) threads.switchThread(k, this.cpu, next);
   }
 
   /** Kills pid n: its frames lose a reference (freed at zero), its page tables are freed. */
@@ -271,6 +349,7 @@ export class Simulator {
     if (p.state === PROC_FREE || p.state === PROC_TERMINATED) return;
     spaces.destroySpace(k, p.space, (pfn, pages, rights) => refs.releaseMapping(k, p.space, pfn, pages, rights), this.cpu);
     procs.setProcessState(k, n, PROC_TERMINATED);
+    threads.dropThreads(k, n);
   }
 
   /** Stops the machine. Later calls print that the simulation has ended. */
