@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { Machine } from '../src/machine/machine.js';
 import type { Cpu } from '../src/hw/cpu.js';
 import { ACC_READ, ACC_WRITE } from '../src/hw/fault.js';
-import { EINVAL, INVALID_BASE, NOT_MAPPED, OK, OUT_OF_MEMORY, R_USER, R_WRITE } from '../src/kernel/ops.js';
+import { keyOf, EINVAL, INVALID_BASE, NOT_MAPPED, OK, OUT_OF_MEMORY, R_USER, R_WRITE } from '../src/kernel/ops.js';
 import { CR4_PAE, CR4_PKE } from '../src/hw/regs.js';
 import { PF_PK, faultError } from '../src/hw/fault.js';
 import { enumerateMappings } from '../src/hw/pagetable.js';
@@ -21,6 +21,7 @@ import * as rpal from '../src/kernel/rpal.js';
 import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
+import * as threads from '../src/kernel/thread.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
 import { unionShootdownRace } from '../src/workloads/races-seeds.js';
 import { describe } from '../src/machine/dump.js';
@@ -152,6 +153,19 @@ R('bad input is an error value that changes nothing', async () => {
   assert.is(rpal.share(k, a, b), EINVAL, 'twice');
   assert.is(rpal.unshare(k, a, b), OK);
   assert.is(rpal.ownerIn(k, a, 2 * SLOT), -1);
+  // Keys asked for by number, and a slot's key.
+  assert.is(rpal.pkeyAlloc(k, a, 5), 5);
+  assert.is(rpal.pkeyAlloc(k, a, 5), -1 - EINVAL, 'a key taken');
+  assert.is(rpal.pkeyAlloc(k, a, 16), -1 - EINVAL, 'key 16');
+  assert.is(rpal.setSlotKey(k, a, 6), EINVAL, 'a key the space does not have');
+  assert.is(rpal.setSlotKey(k, a, 0), EINVAL, 'key 0');
+  assert.is(rpal.setSlotKey(k, c, 5), EINVAL, 'a space not in RPAL mode');
+  assert.is(rpal.setSlotKey(k, a, 5), OK);
+  const X = SLOT + 0x40_0000;
+  assert.is(vm.mapAnon(k, 0, a, vaHi(X), vaLo(X), 1, RW), OK);
+  const rx = vm.resolve(k, 0, a, vaHi(X), vaLo(X));
+  assert.is(rx.code === OK ? keyOf(rx.rights) : -1, 5, "a later mapping in the slot takes the slot's key");
+  assert.is(threads.forkThread(k, 999, 1), -1 - EINVAL, 'fork of a thread that does not exist');
 });
 
 R('behaviour 27: keys are allocated per process (1-15), put on a mapping in every replica, checked against the core\'s PKRU with no flush, and kept by copy-on-write', async () => {
