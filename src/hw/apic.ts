@@ -70,7 +70,7 @@ export type IpiHandler = (cpu: Cpu, sender: number, a0: number, a1: number, a2: 
 const SPINS = 200;
 const SLICE_MS = 2;
 /** HLT sleeps in slices this long (woken by the doorbell). */
-const HALT_SLICE_MS = 50;
+export const HALT_SLICE_MS = 50;
 
 export class Apic {
   readonly handlers: (IpiHandler | undefined)[] = new Array(IPI_TYPES).fill(undefined);
@@ -288,14 +288,15 @@ export class Apic {
    * waits for wakes it; not at all if an interrupt is pending or the awaited word has reached
    * `until` (checked after HALTED is visible: the other side changes the word, then looks at
    * the state, so one of the two sees the other). word < 0: only interrupts end the slice early.
+   * `ms`: the slice; a waiter whose word's writer always wakes it (a barrier) can sleep long.
    */
-  sleepSlice(word = -1, until = 0): void {
+  sleepSlice(word = -1, until = 0, ms = SLICE_MS): void {
     const c = this.ctl;
     const db = this.base + C_DOORBELL;
     const d = Atomics.load(c, db);
     Atomics.store(c, this.base + C_STATE, CORE_HALTED);
     const done = word >= 0 && ((Atomics.load(c, word) - until) | 0) >= 0;
-    if (!done && !this.hasMessage()) Atomics.wait(c, db, d, SLICE_MS);
+    if (!done && !this.hasMessage()) Atomics.wait(c, db, d, ms);
     Atomics.store(c, this.base + C_STATE, CORE_RUNNING);
   }
 

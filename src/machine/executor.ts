@@ -7,6 +7,7 @@ import { Cpu, readCounters } from '../hw/cpu.js';
 import { IPI_OK, IPI_PING, IPI_TARGET_OFFLINE, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, describeWait } from '../hw/apic.js';
 import { ACC_FETCH, ACC_READ, ACC_WRITE, FAULT_NOMEM, faultError, faultVector } from '../hw/fault.js';
 import { CTR, G_ABORT } from '../hw/layout.js';
+import { oversubscribed } from '../hw/wait.js';
 import { hex64 } from '../hw/vaddr.js';
 import { Kernel } from '../kernel/context.js';
 import { S_RPAL_SHARED } from '../kernel/layout.js';
@@ -62,6 +63,9 @@ export interface ExecOptions {
 const CLOCK_EVERY = 64;
 const CLOCK_MS = 1;
 const HOT_SPAN = 1024;
+/** Cores yield at clock reads when they outnumber the host's CPUs YIELD_RATIO times over; for YIELD_MS. */
+const YIELD_RATIO = 8;
+const YIELD_MS = 0.2;
 
 /**
  * The instruction loop for loads, stores, fetches and INVLPG, from operation `from` of the chunk:
@@ -190,8 +194,9 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
       opts.durationMs === undefined ? Infinity : performance.now() + opts.durationMs,
       opts.endsAt === undefined ? Infinity : performance.now() + (opts.endsAt - Date.now()),
     );
-    let clock = CLOCK_EVERY;
-    let every = CLOCK_EVERY;
+    const yieldCpu = oversubscribed(cores / YIELD_RATIO);
+    let clock = 1;
+    let every = 1;
     let lastRead = deadline === Infinity ? 0 : performance.now();
     let timeUp = false;
     // A run another core aborted (or whose worker died) ends here too, not only in a wait.
@@ -209,6 +214,10 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
           every = perStep > 0 ? Math.max(1, Math.min(CLOCK_EVERY, Math.floor(CLOCK_MS / perStep))) : CLOCK_EVERY;
           clock = every;
           lastRead = now;
+          // Far more simulated cores than CPUs: a core gives its CPU up for a moment at every
+          // clock read (about every CLOCK_MS of its work), sleeping on its doorbell, so that the
+          // cores an IPI or a lock waits for get to run; an IPI wakes it at once.
+          if (yieldCpu) cpu.apic.sleepSlice(-1, 0, YIELD_MS);
         }
         if (i >= n || st.stop) break;
         cpu.apic.poll();

@@ -4,7 +4,7 @@
 
 import type { Cpu } from '../hw/cpu.js';
 import { G_ABORT, G_BARRIER, G_PARTICIPANTS, G_STARTED, type Layout } from '../hw/layout.js';
-import { WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, ringDoorbell } from '../hw/apic.js';
+import { HALT_SLICE_MS, WAIT_ABORTED, WAIT_OK, WAIT_TIMEOUT, ringDoorbell } from '../hw/apic.js';
 import { STEP_EXPIRED, STEP_SLEEP } from '../hw/wait.js';
 
 /**
@@ -49,7 +49,10 @@ function barrierOn(cpu: Cpu, word: number, what: string): number {
       cpu.lastWaitWhat = `${what} (${Atomics.load(c, word)} of ${n} cores arrived, none for ${cpu.waitLimitMs} ms)`;
       return WAIT_TIMEOUT;
     }
-    if (st === STEP_SLEEP) apic.sleepSlice(word, n);
+    // The last to arrive wakes the sleepers (above), an IPI or an abort rings the doorbell: the
+    // slice is a safety net, and short ones would have a hundred waiting cores wake thousands
+    // of times a second on a machine of two CPUs, starving the cores still to arrive.
+    if (st === STEP_SLEEP) apic.sleepSlice(word, n, HALT_SLICE_MS);
   }
   apic.poll();
   return WAIT_OK;
