@@ -30,12 +30,14 @@ S('--share rpal runs clean: thread switches, shares and unshares, key changes, c
   const sh = r.share!;
   for (const k of ['switches', 'shares', 'unshares', 'pkeys', 'calls', 'lazySwitches', 'grants', 'ownLoads', 'deniedLoads'] as const) assert.ok(sh[k] > 0, `${k}: ${JSON.stringify(sh)}`);
   assert.is(sh.otherLoads, 0, "no load in another process's slot succeeded");
+  assert.ok(sh.strayWrites > 0 && sh.strayWritesDone === 0, `no stray write landed (${sh.strayWritesDone} of ${sh.strayWrites})`);
   assert.ok(sh.lazySwitches < sh.calls, 'a call whose callee never entered the kernel made no switch');
 });
 
 S('--share rpal: pkru-not-switched is caught by key-isolation, fault-in-wrong-space by cross-fault, owner-only-shootdown by stale-tlb', async () => {
   const pkru = await run('rpal', ['pkru-not-switched'], 2, DEFAULT_RPAL_MIX);
   assert.ok(pkru.violations.some((v) => v.kind === 'key-isolation'), kinds(pkru).slice(0, 3).join('\n'));
+  assert.ok(pkru.violations.some((v) => v.kind === 'foreign-write'), 'stray writes landed, and a later read found them: ' + kinds(pkru).filter((k) => !k.startsWith('key-')).slice(0, 3).join('\n'));
   const wrong = await run('rpal', ['fault-in-wrong-space'], 2, DEFAULT_RPAL_MIX);
   assert.ok(wrong.violations.some((v) => v.kind === 'cross-fault'), kinds(wrong).slice(0, 3).join('\n'));
   // Calls often (their callees' reads leave the owner's pages in the callers' TLBs), unmaps too.

@@ -122,7 +122,7 @@ export interface VmStressReport {
   /** Under --share: the mode, threads per process, and what the sharing operations did. */
   share?: {
     mode: 'rpal' | 'mshare'; threads: number; regions: number; switches: number; shares: number; unshares: number; calls: number; lazySwitches: number;
-    grants: number; pkeys: number; ownLoads: number; otherLoads: number; deniedLoads: number;
+    grants: number; pkeys: number; ownLoads: number; otherLoads: number; deniedLoads: number; strayWrites: number; strayWritesDone: number;
   };
   /** Under --kernel mh: MH's figures and the state transitions the run took ("from|to|operation|outcome" -> count, outcome empty for Ok). */
   mh?: {
@@ -269,6 +269,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
         mode: o.share, threads: o.threads ?? 2, regions: hosts.length, switches: outcomes['switch:Ok'] ?? 0, shares: outcomes['share:Ok'] ?? 0,
         unshares: outcomes['unshare:Ok'] ?? 0, calls: outcomes['call:Ok'] ?? 0, lazySwitches: outcomes['call:LazySwitch'] ?? 0, grants: outcomes['grant:Ok'] ?? 0,
         pkeys: outcomes['pkey:Ok'] ?? 0, ownLoads: outcomes['xaccess:Own'] ?? 0, otherLoads: outcomes['xaccess:Ok'] ?? 0, deniedLoads: outcomes['xaccess:Fault'] ?? 0,
+        strayWrites: (outcomes['xwrite:Ok'] ?? 0) + (outcomes['xwrite:Fault'] ?? 0), strayWritesDone: outcomes['xwrite:Ok'] ?? 0,
       } : undefined,
       mh: mhRun ? {
         userFaults: sum.userFaults ?? 0, userCopies: sum.userCopies ?? 0, exports: sum.exports ?? 0, unexports: sum.unexports ?? 0, moves: sum.moves ?? 0,
@@ -361,7 +362,8 @@ export function formatVmReport(r: VmStressReport): string {
     lines.push(sh.mode === 'rpal'
       ? `  RPAL        ${r.config.processes} processes in slots, ${sh.threads} threads each: ${fmt(sh.switches)} thread switches, ${fmt(sh.shares)} shares, ${fmt(sh.unshares)} unshares, ` +
         `${fmt(sh.pkeys)} key changes, ${fmt(sh.calls)} calls (${fmt(sh.lazySwitches)} lazy kernel switches), ${fmt(sh.grants)} granted writes, ` +
-        `loads in the process's own slot ${fmt(sh.ownLoads)}, in other slots ${fmt(sh.otherLoads)} done (each a key-isolation violation) / ${fmt(sh.deniedLoads)} faulted (keys denied, or not shared)`
+        `loads in the process's own slot ${fmt(sh.ownLoads)}, in other slots ${fmt(sh.otherLoads)} done (each a key-isolation violation) / ${fmt(sh.deniedLoads)} faulted (keys denied, or not shared); ` +
+        `stray writes into other slots ${fmt(sh.strayWritesDone)} done (each a violation) / ${fmt(sh.strayWrites - sh.strayWritesDone)} faulted`
       : `  mshare      ${sh.regions} regions, ${sh.threads} threads per process: ${fmt(sh.switches)} thread switches, ${fmt(sh.shares)} attaches, ${fmt(sh.unshares)} detaches, ` +
         `region loads ${fmt(sh.otherLoads)} done / ${fmt(sh.deniedLoads)} faulted (not attached or not mapped)`);
   }

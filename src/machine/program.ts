@@ -95,7 +95,7 @@ export const OP_K_UNSHARE = 61;
 export const OP_K_PKEY = 62;
 /** [OP_K_CALL, pick, pageHi, pageLo | offset, pick2] RPAL: a call into another process's thread, whose body writes and checks its own slot, then returns. */
 export const OP_K_CALL = 63;
-/** [OP_K_XACCESS, pick, pageHi, pageLo | offset] a load in another process's slot (RPAL) or a region (mshare), as the running thread. */
+/** [OP_K_XACCESS, pick, pageHi, pageLo | offset, pick2] a load in a process's slot (RPAL; in another's, one in four a stray write) or a region (mshare), as the running thread. */
 export const OP_K_XACCESS = 64;
 /** [OP_K_GRANT, pick, page, offset] RPAL: the running thread grants itself another process's keys (WRPKRU) and writes its mailbox page. */
 export const OP_K_GRANT = 65;

@@ -167,6 +167,15 @@ export function shareOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index:
       if (list.length === 0) return '';
       const t = list[(buf[w + 1] >>> 0) % list.length];
       const va = slotBase(kx, t) + getVa(buf, w + 2);
+      if (rpalMode && t !== me && (buf[w + 4] & 3) === 0) {
+        // A stray write into another process's slot: its keys are denied, so it must fault. One
+        // that lands is a key-isolation find now, and a foreign-write find when the page is read.
+        const value = ((me & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
+        const r = faults.access(kx, cpu, ACC_WRITE, vaHi(va), vaLo(va), 0, value);
+        st.tally('xwrite', r === 0 ? 'Ok' : 'Fault');
+        if (r === 0) afterAccess(cpu, kx, st, sr, index, va, me, -1);
+        return '';
+      }
       const r = faults.access(kx, cpu, ACC_READ, vaHi(va), vaLo(va), 0, 0);
       st.tally('xaccess', r === 0 ? (t === me ? 'Own' : 'Ok') : 'Fault');
       if (r !== 0) return '';

@@ -389,6 +389,7 @@ class VmMixSource implements ProgramSource {
             buf[w + 1] = rng.next();
             putPage(buf, w + 2, any());
             buf[w + 3] |= rng.below(512) * 8;
+            buf[w + 4] = rng.next();
           } else {
             buf[w] = OP_LOAD;
             putPage(buf, w + 1, any());
