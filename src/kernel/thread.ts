@@ -198,6 +198,13 @@ export function rpalReturn(kx: Kernel, cpu: Cpu): number {
   if (caller < 0 || Atomics.load(k, line(kx, caller) + T_STATE) !== THREAD_BLOCKED) return kx.err({ code: EINVAL }).code;
   save(kx, cpu, callee);
   Atomics.store(k, line(kx, callee) + T_CALLER, 0);
+  resumeCaller(kx, cpu, caller);
+  return OK;
+}
+
+/** The end of a call (return or recovery): the caller runs again on cpu, in its own space, with its own registers. */
+function resumeCaller(kx: Kernel, cpu: Cpu, caller: number): void {
+  const k = kx.v.k;
   kx.lazy[cpu.id] = -1;
   const back = threadOf(kx, caller);
   const s = processOf(kx, back.pid).space;
@@ -207,7 +214,6 @@ export function rpalReturn(kx: Kernel, cpu: Cpu): number {
   cpu.wrpkru(back.pkru);
   cpu.setMode(back.cpl, back.ac);
   kx.runs[cpu.id] = caller;
-  return OK;
 }
 
 /**
@@ -227,15 +233,7 @@ export function recoverCall(kx: Kernel, cpu: Cpu): number {
   Atomics.store(k, line(kx, callee) + T_CALLER, 0);
   Atomics.store(k, line(kx, callee) + T_CORE, -1);
   Atomics.store(k, line(kx, callee) + T_STATE, THREAD_EXITED);
-  kx.lazy[cpu.id] = -1;
-  const back = threadOf(kx, caller);
-  const s = processOf(kx, back.pid).space;
-  if (kx.current[cpu.id] !== s) switchTo(kx, cpu, s);
-  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_RUNNING);
-  Atomics.store(k, line(kx, caller) + T_CORE, cpu.id);
-  cpu.wrpkru(back.pkru);
-  cpu.setMode(back.cpl, back.ac);
-  kx.runs[cpu.id] = caller;
+  resumeCaller(kx, cpu, caller);
   kx.stats.rpalRecoveries++;
   return EINVAL;
 }
