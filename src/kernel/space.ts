@@ -118,7 +118,7 @@ export function lockShared(kx: Kernel, s: number, cpu?: Cpu): void {
   const b = kx.v.klayout.spaceBase(s);
   const v = Atomics.load(k, b + S_RWLOCK);
   if (v >= 0 && Atomics.load(k, b + S_FORKING) === 0 && Atomics.compareExchange(k, b + S_RWLOCK, v, v + 1) === v) return;
-  kx.beginWait(cpu, `space ${s}'s lock (a fork holds it and made no progress)`);
+  kx.beginWait(cpu, `space ${s}'s lock (a fork, share or attach holds it and made no progress)`);
   let progress = Atomics.load(k, b + S_LOCK_PROGRESS);
   for (;;) {
     const x = Atomics.load(k, b + S_RWLOCK);
@@ -139,11 +139,11 @@ export function unlockShared(kx: Kernel, s: number): void {
   Atomics.sub(kx.v.k, kx.v.klayout.spaceBase(s) + S_RWLOCK, 1);
 }
 
-/** Takes space s's lock alone (a fork): announces itself, then waits for changes in flight to finish. */
+/** Takes space s's lock alone (a fork; RPAL's share and unshare, mshare's attach and detach): announces itself, then waits for changes in flight to finish. */
 export function lockExclusive(kx: Kernel, s: number, cpu?: Cpu): void {
   const k = kx.v.k;
   const b = kx.v.klayout.spaceBase(s);
-  kx.beginWait(cpu, `another fork of space ${s}`);
+  kx.beginWait(cpu, `another holder of space ${s}'s lock alone (a fork, share, unshare, attach or detach)`);
   while (Atomics.compareExchange(k, b + S_FORKING, 0, 1) !== 0) kx.waitStep(0, b + S_FORKING);
   kx.beginWait(cpu, `mapping changes of space ${s} to finish`);
   while (Atomics.compareExchange(k, b + S_RWLOCK, 0, -1) !== 0) kx.waitStep(0, b + S_RWLOCK);
