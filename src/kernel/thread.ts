@@ -8,7 +8,7 @@
 import type { Cpu } from '../hw/cpu.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
-import type { Kernel } from './context.js';
+import { BP_RPAL_CALL_SAVED, type Kernel } from './context.js';
 import {
   K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
   THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
@@ -125,8 +125,8 @@ export function parkThread(kx: Kernel, cpu: Cpu): void {
   kx.runs[cpu.id] = -1;
 }
 
-/** Saves cpu's registers into thread tid, which stops running (runnable again); nothing if tid is no longer this core's (its process was reaped). */
-function save(kx: Kernel, cpu: Cpu, tid: number): void {
+/** Saves cpu's registers into thread tid, which stops running (runnable again, or `next`); nothing if tid is no longer this core's (its process was reaped). */
+function save(kx: Kernel, cpu: Cpu, tid: number, next = THREAD_RUNNABLE): void {
   const k = kx.v.k;
   const b = line(kx, tid);
   if (Atomics.load(k, b + T_CORE) !== cpu.id || Atomics.load(k, b + T_STATE) !== THREAD_RUNNING) return;
@@ -134,7 +134,9 @@ function save(kx: Kernel, cpu: Cpu, tid: number): void {
   Atomics.store(k, b + T_CPL, cpu.regs.cpl);
   Atomics.store(k, b + T_AC, cpu.regs.ac ? 1 : 0);
   Atomics.store(k, b + T_CORE, -1);
-  Atomics.compareExchange(k, b + T_STATE, THREAD_RUNNING, THREAD_RUNNABLE);
+  // Straight to `next`: a caller of an RPAL call goes from running to blocked with no runnable
+  // moment in between, in which another core could take it.
+  Atomics.compareExchange(k, b + T_STATE, THREAD_RUNNING, next);
 }
 
 /**
@@ -175,8 +177,8 @@ export function rpalCall(kx: Kernel, cpu: Cpu, callee: number): number {
   if (caller < 0 || a < 0 || t.state !== THREAD_RUNNABLE || (pb.state !== PROC_RUNNING && pb.state !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
   if (!sharedSlots(kx, a).includes(slotOf(kx, pb.space))) return kx.err({ code: EINVAL }).code;
   if (Atomics.compareExchange(k, line(kx, callee) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
-  save(kx, cpu, caller);
-  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_BLOCKED);
+  save(kx, cpu, caller, THREAD_BLOCKED);
+  cpu.debug.breakpoint(BP_RPAL_CALL_SAVED);
   Atomics.store(k, line(kx, callee) + T_CALLER, caller + 1);
   cpu.wrpkru(t.pkru);
   cpu.setMode(t.cpl, t.ac);

@@ -3,7 +3,7 @@
 // eager update racing a fork). Deterministic as those of races.ts: handshakes and breakpoints.
 
 import type { CoreResult } from '../machine/executor.js';
-import { BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH } from '../kernel/context.js';
+import { BP_BEFORE_USER_MOVE, BP_KHALF_PUBLISH, BP_RPAL_CALL_SAVED } from '../kernel/context.js';
 import { EINVAL, OK } from '../kernel/ops.js';
 import * as khalf from '../kernel/khalf.js';
 import * as rpal from '../kernel/rpal.js';
@@ -12,7 +12,7 @@ import { R_USER, R_WRITE } from '../kernel/ops.js';
 import { IPI_OK, IPI_PING } from '../hw/apic.js';
 import * as procs from '../kernel/proc.js';
 import * as threads from '../kernel/thread.js';
-import { THREAD_BLOCKED, THREAD_EXITED } from '../kernel/layout.js';
+import { THREAD_BLOCKED, THREAD_EXITED, THREAD_RUNNING } from '../kernel/layout.js';
 import * as refs from '../kernel/refs.js';
 import * as vm from '../kernel/vm.js';
 import { vaHi, vaLo } from '../hw/vaddr.js';
@@ -374,6 +374,57 @@ export function calleeExitsRace(): Promise<RaceOutcome> {
   });
 }
 
+/**
+ * call-vs-switch — an RPAL call blocks its caller: core 0's thread of A calls B's thread and is
+ * parked right after saving the caller; core 1 then tries to run the caller, which must be
+ * refused (blocked, not runnable: the call takes it from running to blocked in one step), and
+ * runs another thread of A instead; core 0's call and return then complete.
+ */
+export function callVsSwitchRace(): Promise<RaceOutcome> {
+  return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB' }, async (r) => {
+    const k = r.m.kernel;
+    const a = r.space();
+    const b = r.space();
+    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK && rpal.share(k, a, b) === OK, "A and B in slots, B's shared into A");
+    const [t1, t2] = [threads.spawnThread(k, procs.pidOf(k, a)), threads.spawnThread(k, procs.pidOf(k, a))];
+    const tb = threads.spawnThread(k, procs.pidOf(k, b));
+    r.expect(t1 >= 0 && t2 >= 0 && tb >= 0, 'two threads of A, one of B');
+    r.m.arm(0, BP_RPAL_CALL_SAVED);
+    const done = r.run({
+      0: [{ op: 'thread', tid: t1 }, { op: 'rpalCall', tid: tb }, { op: 'rpalReturn' }],
+      1: [{ op: 'switch', space: a }, { op: 'awaitPings', count: 1 }, { op: 'thread', tid: t1 }, { op: 'thread', tid: t2 }, { op: 'awaitPings', count: 2 }],
+    });
+    await r.m.waitParked(0, BP_RPAL_CALL_SAVED);
+    r.step("core 0 (A's thread t1) called B's thread and is parked after saving t1");
+    const driver = r.m.attachHere(2);
+    const ping = (): void => {
+      while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
+      driver.apic.waitAcks();
+    };
+    try {
+      ping();
+      await r.until(() => threads.threadOf(k, t2).state === THREAD_RUNNING, "core 1 to run A's other thread");
+      r.step('core 1 tried to run t1, then ran t2');
+      r.m.disarm(0, BP_RPAL_CALL_SAVED);
+      r.m.resume(0);
+      ping();
+    } finally {
+      driver.detach();
+    }
+    const res = await done;
+    r.expect(res.every((c) => c.ok), 'every core finished');
+    const [c0, c1] = [res.find((x) => x.core === 0) as CoreResult, res.find((x) => x.core === 1) as CoreResult];
+    r.expect(c1.outcomes['thread:EINVAL'] === 1 && c1.outcomes['thread:Ok'] === 1, `t1 was refused to core 1 while blocked in the call (${JSON.stringify(c1.outcomes)})`);
+    r.expect(c0.outcomes['rpalCall:Ok'] === 1 && c0.outcomes['rpalReturn:Ok'] === 1, `core 0's call and return completed (${JSON.stringify(c0.outcomes)})`);
+  });
+}
+
+const callVsSwitch: Scenario = {
+  name: 'call-vs-switch',
+  models: 'RPAL threads: another core tries to run a caller blocked in a call (a runnable moment between saving and blocking it would let it)',
+  run: () => callVsSwitchRace(),
+};
+
 const calleeExits: Scenario = {
   name: 'callee-exits',
   models: "RPAL: the callee's process exits during a call: the caller returns to its recovery point with an error, instead of faulting forever",
@@ -451,4 +502,4 @@ function dataFrames(r: RaceApi): number {
 }
 
 /** The scenarios of this file, in the order `nrvm race --list` shows them. */
-export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown, mshareReroute, calleeExits];
+export const SEED_RACES: Scenario[] = [dmaVsUnmap, userCowRace, lazyKernelRemoval, freeTableWithoutFlush, eagerVsFork, unionShootdown, mshareReroute, calleeExits, callVsSwitch];
