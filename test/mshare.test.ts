@@ -17,7 +17,7 @@ import * as shootdowns from '../src/kernel/shootdown.js';
 import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
-import { mshareRerouteRace } from '../src/workloads/races-seeds.js';
+import { mshareRerouteRace } from '../src/workloads/races-share.js';
 
 const RW = R_USER | R_WRITE;
 

@@ -23,7 +23,7 @@ import * as spaces from '../src/kernel/space.js';
 import * as vm from '../src/kernel/vm.js';
 import * as threads from '../src/kernel/thread.js';
 import { vaHi, vaLo } from '../src/hw/vaddr.js';
-import { unionShootdownRace } from '../src/workloads/races-seeds.js';
+import { unionShootdownRace } from '../src/workloads/races-share.js';
 import { describe } from '../src/machine/dump.js';
 
 const RW = R_USER | R_WRITE;

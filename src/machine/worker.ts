@@ -7,8 +7,7 @@ import { Cpu } from '../hw/cpu.js';
 import { abortRun } from './runctl.js';
 import { Layout } from '../hw/layout.js';
 import { execute, failedResult, type CoreResult, type ExecOptions } from './executor.js';
-import type { VmMixProgram } from '../workloads/sources.js';
-import type { ProgramSource } from './program.js';
+import type { ProgramSource, ProgramSpec } from './program.js';
 import type { CoreTask } from './machine.js';
 import { Device } from '../hw/device.js';
 import { Kernel, kernelLayouts } from '../kernel/context.js';
@@ -88,13 +87,14 @@ export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult
       heap: task.program.heap === true,
       durationMs: task.program.durationMs,
       endsAt: task.program.endsAt,
-      share: task.program.kind === 'vm-mix' && task.program.share !== undefined ? shareOf(task.program as VmMixProgram) : undefined,
+      share: task.program.kind === 'vm-mix' && task.program.share !== undefined ? shareOf(task.program) : undefined,
     });
   } finally {
     cpu.detach();
   }
 }
 
-function shareOf(p: VmMixProgram): ExecOptions['share'] {
-  return { mode: p.share as 'rpal' | 'mshare', regionBase: p.regionBase, pages: p.cores * p.slots };
+/** A vm-mix program's sharing (workloads/sources.ts VmMixProgram: its mode and region, read here as plain fields). */
+function shareOf(p: ProgramSpec): ExecOptions['share'] {
+  return { mode: p.share as 'rpal' | 'mshare', regionBase: Number(p.regionBase), pages: Number(p.cores) * Number(p.slots) };
 }

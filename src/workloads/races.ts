@@ -24,6 +24,7 @@ import * as refs from '../kernel/refs.js';
 
 import { RaceApi, type RaceOutcome, type Scenario } from './raceapi.js';
 import { SEED_RACES } from './races-seeds.js';
+import { SHARE_RACES } from './races-share.js';
 
 export { RaceApi, type RaceOutcome, type Scenario };
 
@@ -291,7 +292,7 @@ const exitWhileRunning: Scenario = {
   },
 };
 
-export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, ...SEED_RACES];
+export const SCENARIOS_RACE: Scenario[] = [staleReplicaFault, missingShootdown, receiverWithoutSync, concurrentShootdowns, cowWriteRace, dirtyBitRace, exitWhileRunning, ...SEED_RACES, ...SHARE_RACES];
 
 export function findRace(name: string): Scenario | undefined {
   return SCENARIOS_RACE.find((s) => s.name === name);
