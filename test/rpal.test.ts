@@ -193,6 +193,9 @@ R('behaviour 27: keys are allocated per process (1-15), put on a mapping in ever
   c0.wrpkru(1 << (2 * 7)); // access-disable key 7
   const denied = c0.mmu.load64(vaHi(X), vaLo(X));
   assert.ok(denied < 0 && (faultError(denied) & PF_PK) !== 0, 'PKRU denies key 7: #PF with PK');
+  const [sp0, inv0] = [k.stats.spuriousFaults, k.stats.invalidAccesses];
+  assert.is(faultError(faults.access(k, c0, ACC_READ, vaHi(X), vaLo(X))) & PF_PK, PF_PK, 'through the kernel: delivered to the program');
+  assert.equal([k.stats.spuriousFaults, k.stats.invalidAccesses], [sp0, inv0 + 1], 'at once, not retried as spurious (no mapping change repairs it)');
   c0.wrpkru(0);
   assert.is(c0.mmu.load64(vaHi(X), vaLo(X)), 0, 'WRPKRU grants it again, no flush');
   const child = forks.fork(k, c0, a);

@@ -7,7 +7,7 @@
 // program.
 
 import type { Cpu } from '../hw/cpu.js';
-import { ACC_FETCH, ACC_WRITE, VEC_PF, faultVector } from '../hw/fault.js';
+import { ACC_FETCH, ACC_WRITE, PF_PK, VEC_PF, faultError, faultVector } from '../hw/fault.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { FRAME_WORDS } from '../hw/pte.js';
 import { PH_BEGIN, PH_END, TR_FAULT } from '../hw/trace.js';
@@ -45,6 +45,12 @@ export function onPageFault(kx: Kernel, cpu: Cpu, vhi: number, vlo: number, acc:
   }
   const cur = kx.current[cpu.id];
   if (cur < 0 || faultVector(code) !== VEC_PF) return false;
+  // A protection-key violation (SDM 4.6.2: the entry allows the access, PKRU does not) is the
+  // program's, as Linux's SEGV_PKUERR: no mapping change can repair it, so it is not retried.
+  if ((faultError(code) & PF_PK) !== 0) {
+    kx.stats.invalidAccesses++;
+    return false;
+  }
   // A kernel address: the kernel half's own repair (khalf.ts), never the user-space paths.
   if (vhi < 0) return cpu.regs.cpl === 0 && kernelFault(kx, cpu, cur, vhi, vlo);
   // RPAL (behaviour 28): a fault in another process's slot shared into this one is handled in
