@@ -38,11 +38,13 @@ export const BP_BEFORE_USER_MOVE = 7;
 export const BP_KHALF_PUBLISH = 8;
 /** RPAL: a call has saved (and blocked) its caller; the callee is not loaded yet. */
 export const BP_RPAL_CALL_SAVED = 9;
+/** RPAL: a return has saved its callee (runnable again); the caller is not resumed yet. */
+export const BP_RPAL_RETURN_SAVED = 10;
 export const BREAKPOINTS: Record<string, number> = {
   'after-log-append': NR_BP_AFTER_APPEND, 'before-log-apply': NR_BP_BEFORE_APPLY, 'before-resolve': BP_BEFORE_RESOLVE,
   'before-shootdown-ipis': BP_BEFORE_SHOOTDOWN_IPIS, 'before-receiver-sync': BP_BEFORE_RECEIVER_SYNC, 'before-cow-copy': BP_BEFORE_COW_COPY,
   'before-exit-leave': BP_BEFORE_EXIT_LEAVE, 'before-user-move': BP_BEFORE_USER_MOVE, 'khalf-publish': BP_KHALF_PUBLISH,
-  'rpal-call-saved': BP_RPAL_CALL_SAVED,
+  'rpal-call-saved': BP_RPAL_CALL_SAVED, 'rpal-return-saved': BP_RPAL_RETURN_SAVED,
 };
 
 /** The kernel's and NR's layouts for a machine with these cores, nodes, memory and kernel options. */

@@ -8,7 +8,7 @@
 import type { Cpu } from '../hw/cpu.js';
 import { NO_FRAME } from '../hw/frames.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
-import { BP_RPAL_CALL_SAVED, type Kernel } from './context.js';
+import { BP_RPAL_CALL_SAVED, BP_RPAL_RETURN_SAVED, type Kernel } from './context.js';
 import {
   K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
   THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
@@ -188,6 +188,12 @@ export function rpalCall(kx: Kernel, cpu: Cpu, callee: number): number {
   return OK;
 }
 
+/** The caller of thread tid and its state, when tid runs an RPAL call (for messages). */
+export function callerOf(kx: Kernel, tid: number): { tid: number; info: ThreadInfo | null } {
+  const caller = tid >= 0 && tid < kx.v.klayout.maxThreads ? Atomics.load(kx.v.k, line(kx, tid) + T_CALLER) - 1 : -1;
+  return { tid: caller, info: caller >= 0 ? threadOf(kx, caller) : null };
+}
+
 /**
  * The callee cpu runs returns to its caller: its registers saved (runnable again), the caller's
  * loaded, and the caller's address space current again if the callee's kernel entry switched
@@ -198,8 +204,11 @@ export function rpalReturn(kx: Kernel, cpu: Cpu): number {
   const callee = kx.runs[cpu.id];
   const caller = callee >= 0 ? Atomics.load(k, line(kx, callee) + T_CALLER) - 1 : -1;
   if (caller < 0 || Atomics.load(k, line(kx, caller) + T_STATE) !== THREAD_BLOCKED) return kx.err({ code: EINVAL }).code;
-  save(kx, cpu, callee);
+  // The callee's caller word is cleared before the callee becomes runnable: another core may call
+  // it at once, and its caller word is then that call's.
   Atomics.store(k, line(kx, callee) + T_CALLER, 0);
+  save(kx, cpu, callee);
+  cpu.debug.breakpoint(BP_RPAL_RETURN_SAVED);
   resumeCaller(kx, cpu, caller);
   return OK;
 }

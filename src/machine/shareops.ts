@@ -296,8 +296,12 @@ function call(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index: number, r
   if (kx.current[cpu.id] === b) st.tally('call', 'LazySwitch');
   const back = slotBase(kx, a) + off;
   if (faults.access(kx, cpu, ACC_READ, vaHi(back), vaLo(back), 0, 0) === 0) afterAccess(cpu, kx, st, sr, index, back, b, -1);
+  const callee = kx.runs[cpu.id];
   const r = threads.rpalReturn(kx, cpu);
-  return r === 0 ? '' : `core ${cpu.id}: op ${index}: the RPAL return failed with ${name(r)}`;
+  if (r === 0) return '';
+  const ct = threads.threadOf(kx, callee);
+  return `core ${cpu.id}: op ${index}: the RPAL return failed with ${name(r)} (the core runs thread ${callee}: ${JSON.stringify(ct)}; ` +
+    `its caller ${JSON.stringify(threads.callerOf(kx, callee))})`;
 }
 
 /**

@@ -3,7 +3,7 @@
 // to the host. Deterministic as those of races.ts: handshakes and breakpoints.
 
 import type { CoreResult } from '../machine/executor.js';
-import { BP_RPAL_CALL_SAVED } from '../kernel/context.js';
+import { BP_RPAL_CALL_SAVED, BP_RPAL_RETURN_SAVED } from '../kernel/context.js';
 import { OK, R_USER, R_WRITE } from '../kernel/ops.js';
 import * as rpal from '../kernel/rpal.js';
 import * as ms from '../kernel/mshare.js';
@@ -176,6 +176,59 @@ export function callVsSwitchRace(): Promise<RaceOutcome> {
   });
 }
 
+/**
+ * return-vs-call — core 0's thread of A returns from a call into B's thread Y and is parked right
+ * after Y became runnable again; core 1's other thread of A calls Y at once; core 0 then finishes
+ * its return, and core 1 returns too: each return finds its own caller (Y's caller word was
+ * cleared before Y became runnable, so the second call's word is not cleared by the first return).
+ */
+export function returnVsCallRace(): Promise<RaceOutcome> {
+  return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB' }, async (r) => {
+    const k = r.m.kernel;
+    const a = r.space();
+    const b = r.space();
+    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK && rpal.share(k, a, b) === OK, "A and B in slots, B's shared into A");
+    const [x, w] = [threads.spawnThread(k, procs.pidOf(k, a)), threads.spawnThread(k, procs.pidOf(k, a))];
+    const y = threads.spawnThread(k, procs.pidOf(k, b));
+    r.expect(x >= 0 && w >= 0 && y >= 0, "threads x and w of A, y of B");
+    r.m.arm(0, BP_RPAL_RETURN_SAVED);
+    const done = r.run({
+      0: [{ op: 'thread', tid: x }, { op: 'rpalCall', tid: y }, { op: 'rpalReturn' }],
+      1: [{ op: 'thread', tid: w }, { op: 'awaitPings', count: 1 }, { op: 'rpalCall', tid: y }, { op: 'awaitPings', count: 2 }, { op: 'rpalReturn' }],
+    });
+    await r.m.waitParked(0, BP_RPAL_RETURN_SAVED);
+    r.step('core 0 (x) called y and is returning: parked with y runnable again, x not resumed yet');
+    const driver = r.m.attachHere(2);
+    const ping = (): void => {
+      while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
+      driver.apic.waitAcks();
+    };
+    try {
+      ping();
+      await r.until(() => threads.threadOf(k, y).core === 1, 'core 1 (w) to call y');
+      r.step('core 1 (w) called y');
+      r.m.disarm(0, BP_RPAL_RETURN_SAVED);
+      r.m.resume(0);
+      await r.until(() => threads.threadOf(k, x).state !== THREAD_BLOCKED, "core 0's return to resume x");
+      r.step("core 0's return resumed x; core 1 returns now");
+      ping();
+    } finally {
+      driver.detach();
+    }
+    const res = await done;
+    r.expect(res.every((c) => c.ok), 'every core finished');
+    const [c0, c1] = [res.find((c) => c.core === 0) as CoreResult, res.find((c) => c.core === 1) as CoreResult];
+    r.expect(c0.outcomes['rpalReturn:Ok'] === 1, `core 0's return found x (${JSON.stringify(c0.outcomes)})`);
+    r.expect(c1.outcomes['rpalCall:Ok'] === 1 && c1.outcomes['rpalReturn:Ok'] === 1, `core 1's return found w (${JSON.stringify(c1.outcomes)})`);
+  });
+}
+
+const returnVsCall: Scenario = {
+  name: 'return-vs-call',
+  models: "RPAL threads: a callee called again by another core the moment it is returned from (its caller word must be the new call's)",
+  run: () => returnVsCallRace(),
+};
+
 const callVsSwitch: Scenario = {
   name: 'call-vs-switch',
   models: 'RPAL threads: another core tries to run a caller blocked in a call (a runnable moment between saving and blocking it would let it)',
@@ -188,4 +241,4 @@ const calleeExits: Scenario = {
   run: () => calleeExitsRace(),
 };
 
-export const SHARE_RACES: Scenario[] = [unionShootdown, mshareReroute, calleeExits, callVsSwitch];
+export const SHARE_RACES: Scenario[] = [unionShootdown, mshareReroute, calleeExits, callVsSwitch, returnVsCall];
