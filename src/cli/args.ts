@@ -28,7 +28,8 @@ export const MACHINE_HELP = `Machine options:
                       default), switch (copied when a space is switched in), lazy (copied from the
                       master on a kernel page fault; cannot remove: kunmap of a last mapping is refused)
   --psc               give each core a paging-structure cache (a PDE cache, SDM 4.10.3; off by default)
-  --mshare-flush WHOM a change in an mshare region shoots down the cores of the processes attached
+  --mshare-flush WHOM
+                      a change in an mshare region shoots down the cores of the processes attached
                       to it (attached, default) or makes every core flush all its non-global
                       translations (all: what the mshare patches do when the set is unknown)
 `;

@@ -37,9 +37,10 @@ with protection keys 2s + 1 and 2s + 2 (at most ${MAX_RPAL_PROCESSES} processes)
 every process, and the kinds share, unshare, pkey (pkey_mprotect), call (an RPAL call: the callee
 writes its own slot through the caller's page tables until its first kernel entry switches
 lazily) and grant (a thread takes another process's keys and writes its mailbox) run beside the
-others; access loads go to any process's slot. Oracles: key-isolation (an access succeeded in a
+others; access loads go to any process's slot, and one in four there is a stray write (both must
+fault: the keys are denied). Oracles: key-isolation (an access succeeded in a
 slot whose keys the thread was not granted), foreign-write (a slot holds a value another
-process's thread wrote), cross-fault (a granted write faulted: the fault was not handled in the
+process's thread wrote: a stray write that landed), cross-fault (a granted write faulted: the fault was not handled in the
 owner's space). --share mshare: ${MSHARE_REGIONS} regions, each a host address space of its own, attached by
 every process; share and unshare attach and detach (never a region's last attachment, until
 the end: mshare-lifetime checks that the last detach destroys the host); half of the mapping
@@ -61,7 +62,7 @@ Run options:
   --mix K=W,...       weights of ${VM_MIX_KINDS.join(', ')} (kinds not named get 0;
                       default ${Object.entries(DEFAULT_VM_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')};
                       ${MH_MIX_KINDS.join(', ')} need --kernel mh, whose default is
-                      ${Object.entries(DEFAULT_MH_MIX).map(([k, v]) => `${k}=${v}`).join(',')})
+                      ${Object.entries(DEFAULT_MH_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')})
   --inject NAME       inject a fault to see an oracle catch it: ${ALL_INJECTIONS.join(', ')}
   --json              print the report as one JSON object instead of text
   --dump DIR          at the end, write DIR/phys.bin and DIR/machine.json (a root per replica)
