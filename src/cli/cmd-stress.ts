@@ -32,19 +32,19 @@ it, and kernel-half-divergence (after a round, a top-level kernel entry the meth
 checks it; stale-tlb covers kernel frames too.
 
 With --share the processes share memory (issue 12; RPAL's seed and mshare), each with --threads
-threads, and there are no forks or exits. --share rpal: process s lives in the 512 GiB slot s + 1
-with protection keys 2s + 1 and 2s + 2 (at most ${MAX_RPAL_PROCESSES} processes), every slot starts shared into
-every process, and the kinds share, unshare, pkey (pkey_mprotect), call (an RPAL call: the callee
+threads, and there are no forks or exits. --share rpal: process s lives in the 512 GiB slot s+1
+with protection keys 2s+1 and 2s+2 (at most ${MAX_RPAL_PROCESSES} processes), every slot starts shared into every
+process, and the kinds share, unshare, pkey (pkey_mprotect), call (an RPAL call: the callee
 writes its own slot through the caller's page tables until its first kernel entry switches
 lazily) and grant (a thread takes another process's keys and writes its mailbox) run beside the
 others; access loads go to any process's slot, and one in four there is a stray write (both must
-fault: the keys are denied). Oracles: key-isolation (an access succeeded in a
-slot whose keys the thread was not granted), foreign-write (a slot holds a value another
-process's thread wrote: a stray write that landed), cross-fault (a granted write faulted: the fault was not handled in the
-owner's space). --share mshare: ${MSHARE_REGIONS} regions, each a host address space of its own, attached by
-every process; share and unshare attach and detach (never a region's last attachment, until
-the end: mshare-lifetime checks that the last detach destroys the host); half of the mapping
-changes and accesses go to a region.
+fault: the keys are denied). Oracles: key-isolation (an access succeeded in a slot whose keys
+the thread was not granted), foreign-write (a slot holds a value another process's thread wrote:
+a stray write that landed), cross-fault (a granted write faulted: the fault was not handled in
+the owner's space). --share mshare: ${MSHARE_REGIONS} regions, each a host address space of its own, attached by
+every process; share and unshare attach and detach (never a region's last attachment, until the
+end: mshare-lifetime checks that the last detach destroys the host); half of the mapping changes
+and accesses go to a region.
 
 Checked mode runs the oracles: stale-tlb (an access reached a frame its space no longer owns),
 replica-divergence (replicas differ once synced), nr-invariant (head <= ltail <= tail,
