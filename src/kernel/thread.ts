@@ -10,14 +10,14 @@ import { NO_FRAME } from '../hw/frames.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import { BP_RPAL_CALL_SAVED, BP_RPAL_RETURN_SAVED, type Kernel } from './context.js';
 import {
-  K_LINE, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
+  K_LINE, P_SPACE, P_STATE, S_RPAL_SHARED, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
   THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
 } from './layout.js';
 import { EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
 import { processOf } from './proc.js';
 import { release, zeroPage } from './refs.js';
 import { switchTo } from './shootdown.js';
-import { SLOT_BYTES, sharedSlots, slotOf } from './slots.js';
+import { RPAL_SPACES, SLOT_BYTES, slotOf } from './slots.js';
 import { mapZero, unmap } from './vm.js';
 
 /** Room between two threads' stack pages. */
@@ -171,20 +171,24 @@ export function exitThread(kx: Kernel, cpu: Cpu): number {
 export function rpalCall(kx: Kernel, cpu: Cpu, callee: number): number {
   const k = kx.v.k;
   const caller = kx.runs[cpu.id];
-  const t = threadOf(kx, callee);
-  const pb = processOf(kx, t.pid);
   const a = kx.current[cpu.id];
-  if (caller < 0 || a < 0 || t.state !== THREAD_RUNNABLE || (pb.state !== PROC_RUNNING && pb.state !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
-  if (!sharedSlots(kx, a).includes(slotOf(kx, pb.space))) return kx.err({ code: EINVAL }).code;
-  if (Atomics.compareExchange(k, line(kx, callee) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
+  if (caller < 0 || a < 0 || a >= RPAL_SPACES || !Number.isInteger(callee) || callee < 0 || callee >= kx.v.klayout.maxThreads) return kx.err({ code: EINVAL }).code;
+  // Words, not threadOf/processOf objects: this is the path whose cost `bench share` measures.
+  const tb = line(kx, callee);
+  const pb = kx.v.klayout.procBase + Atomics.load(k, tb + T_PID) * K_LINE;
+  const pstate = Atomics.load(k, pb + P_STATE);
+  const b = Atomics.load(k, pb + P_SPACE);
+  if (Atomics.load(k, tb + T_STATE) !== THREAD_RUNNABLE || (pstate !== PROC_RUNNING && pstate !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
+  if (b < 0 || b >= RPAL_SPACES || ((Atomics.load(k, kx.v.klayout.spaceBase(a) + S_RPAL_SHARED) >>> b) & 1) === 0) return kx.err({ code: EINVAL }).code;
+  if (Atomics.compareExchange(k, tb + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
   save(kx, cpu, caller, THREAD_BLOCKED);
   cpu.debug.breakpoint(BP_RPAL_CALL_SAVED);
-  Atomics.store(k, line(kx, callee) + T_CALLER, caller + 1);
-  cpu.wrpkru(t.pkru);
-  cpu.setMode(t.cpl, t.ac);
-  Atomics.store(k, line(kx, callee) + T_CORE, cpu.id);
+  Atomics.store(k, tb + T_CALLER, caller + 1);
+  cpu.wrpkru(Atomics.load(k, tb + T_PKRU));
+  cpu.setMode(Atomics.load(k, tb + T_CPL), Atomics.load(k, tb + T_AC) !== 0);
+  Atomics.store(k, tb + T_CORE, cpu.id);
   kx.runs[cpu.id] = callee;
-  kx.lazy[cpu.id] = pb.space;
+  kx.lazy[cpu.id] = b;
   return OK;
 }
 
@@ -217,13 +221,13 @@ export function rpalReturn(kx: Kernel, cpu: Cpu): number {
 function resumeCaller(kx: Kernel, cpu: Cpu, caller: number): void {
   const k = kx.v.k;
   kx.lazy[cpu.id] = -1;
-  const back = threadOf(kx, caller);
-  const s = processOf(kx, back.pid).space;
+  const t = line(kx, caller);
+  const s = Atomics.load(k, kx.v.klayout.procBase + Atomics.load(k, t + T_PID) * K_LINE + P_SPACE);
   if (kx.current[cpu.id] !== s) switchTo(kx, cpu, s);
-  Atomics.store(k, line(kx, caller) + T_STATE, THREAD_RUNNING);
-  Atomics.store(k, line(kx, caller) + T_CORE, cpu.id);
-  cpu.wrpkru(back.pkru);
-  cpu.setMode(back.cpl, back.ac);
+  Atomics.store(k, t + T_STATE, THREAD_RUNNING);
+  Atomics.store(k, t + T_CORE, cpu.id);
+  cpu.wrpkru(Atomics.load(k, t + T_PKRU));
+  cpu.setMode(Atomics.load(k, t + T_CPL), Atomics.load(k, t + T_AC) !== 0);
   kx.runs[cpu.id] = caller;
 }
 
