@@ -56,9 +56,10 @@ export interface ExecOptions {
 }
 
 /**
- * With a duration, the clock is read at most every CLOCK_EVERY steps of the loop, a step being
- * one cold operation or a run of at most HOT_SPAN hot ones, and more often when steps are slow
- * (many more simulated cores than CPUs): about every CLOCK_MS.
+ * With a duration, the clock is read at the first step (a deadline may have passed while the
+ * program was dispatched), then at most every CLOCK_EVERY steps of the loop, a step being one cold
+ * operation or a run of at most HOT_SPAN hot ones, and more often when steps are slow (many more
+ * simulated cores than CPUs): about every CLOCK_MS.
  */
 const CLOCK_EVERY = 64;
 const CLOCK_MS = 1;

@@ -23,7 +23,6 @@ export interface FaultRecord {
   cr2: string;
 }
 
-/** What a core reports to the controller after a program. */
 /** An access through a translation to a frame its address space no longer owns. */
 export interface StaleAccess {
   op: number;
@@ -178,6 +177,7 @@ export class HeapMeter {
 /** How the failure of a core that stopped because another core of its run failed ends (reports list the causes first). */
 export const FOLLOWED_FAILURE = 'stopped because another core of the run failed';
 
+/** What a core reports to the controller after a program. */
 export interface CoreResult {
   core: number;
   /** False when the run failed on this core (a wait past its bound, an abort, a panic). */
