@@ -43,7 +43,7 @@ const bad: [string[], RegExp][] = [
   [['stress', '--inject', 'owner-only-shootdown'], /--inject owner-only-shootdown concerns RPAL sharing: it needs --share rpal/],
   [['stress', '--share', 'mshare', '--inject', 'pkru-not-switched'], /--inject pkru-not-switched concerns RPAL sharing: it needs --share rpal/],
   [['stress', '--share', 'dropbox'], /--share must be rpal or mshare, got 'dropbox'/],
-  [['stress', '--threads', '2'], /--threads applies with --share/],
+  [['stress', '--kernel', 'mh', '--threads', '2'], /--threads does not apply with --kernel mh/],
   [['stress', '--share', 'rpal', '--threads', '9'], /--threads must be/],
   [['stress', '--share', 'rpal', '--processes', '8'], /--share rpal: at most 7 processes \(two of the fifteen protection keys each\), got 8/],
   [['stress', '--share', 'rpal', '--mix', 'map=1,fork=1'], /--mix fork: not under --share/],

@@ -57,6 +57,15 @@ S('--share mshare runs clean with either flush policy', async () => {
   assert.equal(kinds(all), []);
 });
 
+S('--threads without --share: cores switch threads of any process; a fork\'s child gets the forking thread and as many more; clean', async () => {
+  const r = await runVmStress({
+    machine: { cores: 2, nodes: 2, memory: '32MiB' }, seconds: 2, seed: 5, processes: 3, opsPerRound: 20_000, slots: 16, threads: 3,
+    mix: { ...DEFAULT_RPAL_MIX, share: 0, unshare: 0, pkey: 0, call: 0, grant: 0, fork: 0.5, exit: 0.3, switch: 6 },
+  }, 'test');
+  assert.equal(kinds(r), []);
+  assert.ok((r.outcomes['switch:Ok'] ?? 0) > 0 && (r.outcomes['fork:Ok'] ?? 0) > 0 && (r.outcomes['exit:Ok'] ?? 0) > 0, JSON.stringify(r.outcomes));
+});
+
 S("mshare-lifetime: the last detach destroys the host, and a host gone before its processes detached is reported", async () => {
   const m = await Machine.boot({ cores: 2, nodes: 2, memory: '32MiB', kernel: { maxSpaces: 8 } }, { pool: false });
   try {

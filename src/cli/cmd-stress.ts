@@ -70,8 +70,10 @@ Run options:
   --share MODE        rpal or mshare: processes that share address-space parts (see above);
                       default mixes ${Object.entries(DEFAULT_RPAL_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')}
                       and ${Object.entries(DEFAULT_MSHARE_MIX).filter(([, v]) => v > 0).map(([k, v]) => `${k}=${v}`).join(',')}
-  --threads N         threads per process under --share, 1-${THREADS_PER_PROCESS} (default 2); switch runs a thread
-                      of any process (its PKRU restored; no CR3 load within a process)
+  --threads N         threads per process, 1-${THREADS_PER_PROCESS} (default 2 under --share, else none: cores
+                      switch processes); switch runs a runnable thread of any process (its PKRU
+                      restored; no CR3 load within a process), a fork's child gets a copy of the
+                      forking thread
   --hw                the hardware-level stress instead: accesses, INVLPG, IPIs, entry rewrites
                       by break-before-make and A/D races over shared tables; its --mix kinds are
                       ${STRESS_MIX_KINDS.join(', ')}
@@ -166,9 +168,9 @@ export async function stress(args: string[]): Promise<number> {
     const lazy = machine.kernel?.khalf === 'lazy';
     const share = values.share;
     if (share !== undefined && share !== 'rpal' && share !== 'mshare') throw new UsageError(`--share must be rpal or mshare, got '${share}'`);
-    if (share === undefined && values.threads !== undefined) throw new UsageError('--threads applies with --share (threads of processes that share; the other runs switch processes)');
     if (share === undefined && values['mshare-flush'] !== undefined) throw new UsageError('--mshare-flush applies with --share mshare');
-    const threads = int(values.threads, 'threads', 1, THREADS_PER_PROCESS) ?? 2;
+    const threads = int(values.threads, 'threads', 1, THREADS_PER_PROCESS) ?? (share !== undefined ? 2 : undefined);
+    if (values.threads !== undefined && mhKernel) throw new UsageError("--threads does not apply with --kernel mh (a thread's stack is a demand-zero page, which MH does not have)");
     if (share !== undefined && mhKernel) throw new UsageError('--share does not apply with --kernel mh (MH has no demand-zero pages for stacks and mailboxes; its run is its own)');
     if (share === 'rpal' && processes > MAX_RPAL_PROCESSES) throw new UsageError(`--share rpal: at most ${MAX_RPAL_PROCESSES} processes (two of the fifteen protection keys each), got ${processes}`);
     if (share === 'rpal' && values['mshare-flush'] !== undefined) throw new UsageError('--mshare-flush applies with --share mshare');

@@ -80,8 +80,9 @@ export interface VmStressOptions {
   /** Write a Chrome trace of the run here (the machine records trace events). */
   trace?: string;
   progress?: (line: string) => void;
-  /** Address-space sharing: RPAL slots or mshare regions (issue 12), with `threads` threads per process. */
+  /** Address-space sharing: RPAL slots or mshare regions (issue 12). */
   share?: 'rpal' | 'mshare';
+  /** Threads per process (default 2 under --share; none otherwise: cores switch processes). */
   threads?: number;
 }
 
@@ -144,6 +145,13 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       if (s < 0 || procs.spawn(m.kernel, s, -1) < 0) throw new SetupError('out of memory creating the address spaces; give the machine more --memory');
     }
     const hosts = o.share ? setUpSharing(m, o.share, o.threads ?? 2) : [];
+    if (!o.share && o.threads !== undefined) {
+      for (const s of procs.liveSpaces(m.kernel)) {
+        for (let t = 0; t < o.threads; t++) {
+          if (threads.spawnThread(m.kernel, procs.pidOf(m.kernel, s)) < 0) throw new SetupError(`out of memory for thread ${t} of space ${s}; give the machine more --memory`);
+        }
+      }
+    }
     await m.warmUp();
     const violations: VmStressReport['violations'] = [];
     const sum: Record<string, number> = {};
@@ -175,7 +183,7 @@ export async function runVmStress(o: VmStressOptions, replay: string): Promise<V
       const jobs: Job[] = [...Array(cores).keys()].map((c) => {
         const program: VmMixProgram = {
           kind: 'vm-mix', seed: (o.seed + round * 0x9e3779b1) | 0, count: o.opsPerRound, cores, slots: o.slots,
-          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt, allRights: mhRun, share: o.share,
+          regionBase: REGION_BASE, mix: o.mix, checkOwner: true, endsAt, allRights: mhRun, share: o.share, threads: o.share ? undefined : o.threads,
         };
         return { core: c, program };
       });

@@ -13,7 +13,7 @@ import {
   K_LINE, P_SPACE, P_STATE, S_RPAL_SHARED, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
   THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
 } from './layout.js';
-import { EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
+import { ALREADY_MAPPED, EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
 import { processOf } from './proc.js';
 import { release, zeroPage } from './refs.js';
 import { switchTo } from './shootdown.js';
@@ -61,7 +61,7 @@ export function threadsOf(kx: Kernel, pid: number): number[] {
 /**
  * A new thread of live process pid (runnable, user mode, PKRU `pkru`, 0 unless given): its stack is one demand-zero
  * page of the process's space, at the top of the user half or of the process's RPAL slot, one
- * STACK_SPAN below the next thread's. Returns its tid, or -1 - EINVAL (no such process, or
+ * STACK_SPAN below the next thread's (a page already mapped there is taken as it is). Returns its tid, or -1 - EINVAL (no such process, or
  * THREADS_PER_PROCESS threads already) or -1 - OUT_OF_MEMORY (no room to map the stack).
  */
 export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu, pkru = 0): number {
@@ -76,7 +76,10 @@ export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu, pkru = 0): numbe
     const top = slot >= 0 ? (slot + 1) * SLOT_BYTES : USER_TOP;
     const stack = top - (i + 1) * STACK_SPAN;
     const c = cpu?.id ?? kx.v.replicaOf.indexOf(0);
-    if (mapZero(kx, c, p.space, vaHi(stack), vaLo(stack), R_USER | R_WRITE, cpu).code !== OK) {
+    // A page the space already maps there is taken as the stack: a fork's copy of the parent's
+    // thread stacks (Linux's child has that memory too, and no thread on it).
+    const mapped = mapZero(kx, c, p.space, vaHi(stack), vaLo(stack), R_USER | R_WRITE, cpu).code;
+    if (mapped !== OK && mapped !== ALREADY_MAPPED) {
       Atomics.store(k, b + T_STATE, THREAD_FREE);
       return -1 - OUT_OF_MEMORY;
     }
@@ -123,6 +126,26 @@ export function parkThread(kx: Kernel, cpu: Cpu): void {
   if (tid < 0) return;
   save(kx, cpu, tid);
   kx.runs[cpu.id] = -1;
+}
+
+/**
+ * A scheduler's pick: runs on cpu a runnable thread of a live process — the pick-th of them
+ * (modulo their number), or the next runnable one after it. OK, or EINVAL when none is runnable
+ * (every thread runs on some core or is blocked in a call).
+ */
+export function switchAny(kx: Kernel, cpu: Cpu, pick: number): number {
+  const all: number[] = [];
+  for (let pid = 0; pid < kx.maxSpaces; pid++) {
+    const st = processOf(kx, pid).state;
+    if (st === PROC_RUNNING || st === PROC_SLEEPING) for (const tid of threadsOf(kx, pid)) all.push(tid);
+  }
+  const cur = kx.runs[cpu.id];
+  for (let i = 0; i < all.length; i++) {
+    const tid = all[((pick >>> 0) + i) % all.length];
+    if (tid === cur) return OK;
+    if (Atomics.load(kx.v.k, line(kx, tid) + T_STATE) === THREAD_RUNNABLE && switchThread(kx, cpu, tid) === OK) return OK;
+  }
+  return kx.err({ code: EINVAL }).code;
 }
 
 /** Saves cpu's registers into thread tid, which stops running (runnable again, or `next`); nothing if tid is no longer this core's (its process was reaped). */

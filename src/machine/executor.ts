@@ -53,6 +53,8 @@ export interface ExecOptions {
   endsAt?: number;
   /** Address-space sharing (VmMixProgram.share): the operations' addresses are slot or region offsets (shareops.ts), in the program's region. */
   share?: { mode: 'rpal' | 'mshare'; regionBase: number; pages: number };
+  /** Threads per process (VmMixProgram.threads): a switch runs a thread of any live process (kernelops.ts). */
+  threads?: number;
 }
 
 /**
@@ -169,6 +171,7 @@ export function execute(cpu: Cpu, src: ProgramSource, opts: ExecOptions): CoreRe
   const st = new RunState(opts.stopOnFault);
   if (opts.latency) st.lat = new Latencies();
   if (kernel?.mh) st.mh = new MhRun(cpu);
+  if (kernel && opts.threads) st.threads = opts.threads;
   if (kernel && opts.share) st.share = new ShareRun(opts.share.mode, opts.share.regionBase, opts.share.pages);
   if (kernel && opts.checkOwner) {
     st.owner = kernel.v.k;

@@ -18,6 +18,7 @@ import * as khalf from '../kernel/khalf.js';
 import * as procs from '../kernel/proc.js';
 import * as refs from '../kernel/refs.js';
 import * as shootdowns from '../kernel/shootdown.js';
+import * as threads from '../kernel/thread.js';
 import * as spaces from '../kernel/space.js';
 import * as vm from '../kernel/vm.js';
 import type { CoreResult } from './executor.js';
@@ -61,6 +62,11 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
   const op = buf[w];
   const cur = kernel.current[cpu.id];
   if (op === OP_K_SWITCH && buf[w + 1] === CURRENT_SPACE) {
+    // With threads (--threads): a thread of any live process, as a scheduler would pick it.
+    if (st.threads > 0) {
+      st.tally('switch', threads.switchAny(kernel, cpu, buf[w + 2]));
+      return '';
+    }
     const live = procs.liveSpaces(kernel);
     if (live.length > 0) shootdowns.switchTo(kernel, cpu, live[(buf[w + 2] >>> 0) % live.length]);
     return '';
@@ -72,6 +78,10 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
       const pid = child < 0 ? -1 : procs.spawn(kernel, child, procs.pidOf(kernel, cur));
       if (child >= 0 && pid < 0) spaces.destroySpace(kernel, child, (pfn, pages, rights) => refs.releaseMapping(kernel, child, pfn, pages, rights));
       st.tally('fork', pid >= 0 ? 'Ok' : 'NoRoom');
+      // The child gets a copy of the forking thread (on the same stack address), and as many more
+      // as a process of the run has (each a stack of its own).
+      if (pid >= 0 && kernel.runs[cpu.id] >= 0) threads.forkThread(kernel, kernel.runs[cpu.id], pid);
+      if (pid >= 0) for (let t = threads.threadsOf(kernel, pid).length; t < st.threads; t++) if (threads.spawnThread(kernel, pid, cpu) < 0) break;
       if (pid >= 0) {
         const copy = new Map<number, Map<number, number>>();
         for (const [page, v] of st.shadowOf(cur)) copy.set(page, new Map(v));
@@ -87,7 +97,11 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
         st.tally('exit', 'Last');
         return '';
       }
+      // Its thread stops here first (its process will never run again); then the core runs
+      // another process's thread, if one is runnable (the space exit switched to otherwise).
+      if (st.threads > 0) threads.parkThread(kernel, cpu);
       procs.exitProcess(kernel, cpu, procs.pidOf(kernel, cur), others[(buf[w + 2] >>> 0) % others.length]);
+      if (st.threads > 0) threads.switchAny(kernel, cpu, buf[w + 2]);
       st.tally('exit', 'Ok');
       return '';
     }

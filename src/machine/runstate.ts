@@ -123,6 +123,8 @@ export class RunState {
   lat: Latencies | null = null;
   /** The MH state oracle's record (kernel personality 'mh'), or null. */
   mh: MhRun | null = null;
+  /** Threads per process the program runs (--threads), or 0: a switch picks a thread, a fork's child gets a copy of the forking one and as many more. */
+  threads = 0;
   /** The sharing oracle (--share runs), or null. */
   share: ShareRun | null = null;
   constructor(readonly stopOnFault: boolean) {}

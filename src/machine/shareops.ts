@@ -120,9 +120,7 @@ export function shareOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index:
   switch (op) {
     case OP_K_SWITCH: {
       // A thread of any live process: no CR3 load within a process, the PCID kept across.
-      const all: number[] = [];
-      for (const s of procs.liveSpaces(kx)) for (const tid of threads.threadsOf(kx, procs.pidOf(kx, s))) all.push(tid);
-      if (all.length > 0) st.tally('switch', name(threads.switchThread(kx, cpu, all[(buf[w + 2] >>> 0) % all.length])));
+      st.tally('switch', name(threads.switchAny(kx, cpu, buf[w + 2])));
       return '';
     }
     case OP_K_MAP:

@@ -88,6 +88,7 @@ export function runCoreTask(task: CoreTask, makeSource: SourceMaker): CoreResult
       durationMs: task.program.durationMs,
       endsAt: task.program.endsAt,
       share: task.program.kind === 'vm-mix' && task.program.share !== undefined ? shareOf(task.program) : undefined,
+      threads: task.program.kind === 'vm-mix' && typeof task.program.threads === 'number' ? task.program.threads : undefined,
     });
   } finally {
     cpu.detach();

@@ -261,6 +261,8 @@ export interface VmMixProgram extends ProgramSpec {
    * of the mapping operations and accesses go to a region the process attached.
    */
   share?: 'rpal' | 'mshare';
+  /** Threads per process: a switch runs a thread of any live process (kernelops.ts). */
+  threads?: number;
 }
 
 /** Rights the stress uses: user read-write or user read-only. */
