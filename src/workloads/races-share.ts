@@ -132,6 +132,35 @@ export function calleeExitsRace(): Promise<RaceOutcome> {
 }
 
 /**
+ * The thread races' set-up: A in slot 1, B in slot 2, B's slot shared into A; two threads of A
+ * and one of B.
+ */
+function callers(r: RaceApi): { a: number; x: number; w: number; y: number } {
+  const k = r.m.kernel;
+  const a = r.space();
+  const b = r.space();
+  r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK && rpal.share(k, a, b) === OK, "A and B in slots, B's shared into A");
+  const [x, w] = [threads.spawnThread(k, procs.pidOf(k, a)), threads.spawnThread(k, procs.pidOf(k, a))];
+  const y = threads.spawnThread(k, procs.pidOf(k, b));
+  r.expect(x >= 0 && w >= 0 && y >= 0, 'threads x and w of A, y of B');
+  return { a, x, w, y };
+}
+
+/** Runs `steps` with the script's own core (core 2) attached, `ping()` telling core 1 to go on. */
+async function withDriver(r: RaceApi, steps: (ping: () => void) => Promise<void>): Promise<void> {
+  const driver = r.m.attachHere(2);
+  const ping = (): void => {
+    while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
+    driver.apic.waitAcks();
+  };
+  try {
+    await steps(ping);
+  } finally {
+    driver.detach();
+  }
+}
+
+/**
  * call-vs-switch — an RPAL call blocks its caller: core 0's thread of A calls B's thread and is
  * parked right after saving the caller; core 1 then tries to run the caller, which must be
  * refused (blocked, not runnable: the call takes it from running to blocked in one step), and
@@ -140,38 +169,26 @@ export function calleeExitsRace(): Promise<RaceOutcome> {
 export function callVsSwitchRace(): Promise<RaceOutcome> {
   return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB' }, async (r) => {
     const k = r.m.kernel;
-    const a = r.space();
-    const b = r.space();
-    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK && rpal.share(k, a, b) === OK, "A and B in slots, B's shared into A");
-    const [t1, t2] = [threads.spawnThread(k, procs.pidOf(k, a)), threads.spawnThread(k, procs.pidOf(k, a))];
-    const tb = threads.spawnThread(k, procs.pidOf(k, b));
-    r.expect(t1 >= 0 && t2 >= 0 && tb >= 0, 'two threads of A, one of B');
+    const { a, x, w, y } = callers(r);
     r.m.arm(0, BP_RPAL_CALL_SAVED);
     const done = r.run({
-      0: [{ op: 'thread', tid: t1 }, { op: 'rpalCall', tid: tb }, { op: 'rpalReturn' }],
-      1: [{ op: 'switch', space: a }, { op: 'awaitPings', count: 1 }, { op: 'thread', tid: t1 }, { op: 'thread', tid: t2 }, { op: 'awaitPings', count: 2 }],
+      0: [{ op: 'thread', tid: x }, { op: 'rpalCall', tid: y }, { op: 'rpalReturn' }],
+      1: [{ op: 'switch', space: a }, { op: 'awaitPings', count: 1 }, { op: 'thread', tid: x }, { op: 'thread', tid: w }, { op: 'awaitPings', count: 2 }],
     });
     await r.m.waitParked(0, BP_RPAL_CALL_SAVED);
-    r.step("core 0 (A's thread t1) called B's thread and is parked after saving t1");
-    const driver = r.m.attachHere(2);
-    const ping = (): void => {
-      while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
-      driver.apic.waitAcks();
-    };
-    try {
+    r.step("core 0 (A's thread x) called B's thread y and is parked after saving x");
+    await withDriver(r, async (ping) => {
       ping();
-      await r.until(() => threads.threadOf(k, t2).state === THREAD_RUNNING, "core 1 to run A's other thread");
-      r.step('core 1 tried to run t1, then ran t2');
+      await r.until(() => threads.threadOf(k, w).state === THREAD_RUNNING, "core 1 to run A's other thread");
+      r.step('core 1 tried to run x, then ran w');
       r.m.disarm(0, BP_RPAL_CALL_SAVED);
       r.m.resume(0);
       ping();
-    } finally {
-      driver.detach();
-    }
+    });
     const res = await done;
     r.expect(res.every((c) => c.ok), 'every core finished');
-    const [c0, c1] = [res.find((x) => x.core === 0) as CoreResult, res.find((x) => x.core === 1) as CoreResult];
-    r.expect(c1.outcomes['thread:EINVAL'] === 1 && c1.outcomes['thread:Ok'] === 1, `t1 was refused to core 1 while blocked in the call (${JSON.stringify(c1.outcomes)})`);
+    const [c0, c1] = [res.find((c) => c.core === 0) as CoreResult, res.find((c) => c.core === 1) as CoreResult];
+    r.expect(c1.outcomes['thread:EINVAL'] === 1 && c1.outcomes['thread:Ok'] === 1, `x was refused to core 1 while blocked in the call (${JSON.stringify(c1.outcomes)})`);
     r.expect(c0.outcomes['rpalCall:Ok'] === 1 && c0.outcomes['rpalReturn:Ok'] === 1, `core 0's call and return completed (${JSON.stringify(c0.outcomes)})`);
   });
 }
@@ -185,12 +202,7 @@ export function callVsSwitchRace(): Promise<RaceOutcome> {
 export function returnVsCallRace(): Promise<RaceOutcome> {
   return RaceApi.session({ cores: 3, nodes: 1, memory: '16MiB' }, async (r) => {
     const k = r.m.kernel;
-    const a = r.space();
-    const b = r.space();
-    r.expect(rpal.enterSlot(k, a, 1) === OK && rpal.enterSlot(k, b, 2) === OK && rpal.share(k, a, b) === OK, "A and B in slots, B's shared into A");
-    const [x, w] = [threads.spawnThread(k, procs.pidOf(k, a)), threads.spawnThread(k, procs.pidOf(k, a))];
-    const y = threads.spawnThread(k, procs.pidOf(k, b));
-    r.expect(x >= 0 && w >= 0 && y >= 0, "threads x and w of A, y of B");
+    const { x, w, y } = callers(r);
     r.m.arm(0, BP_RPAL_RETURN_SAVED);
     const done = r.run({
       0: [{ op: 'thread', tid: x }, { op: 'rpalCall', tid: y }, { op: 'rpalReturn' }],
@@ -198,12 +210,7 @@ export function returnVsCallRace(): Promise<RaceOutcome> {
     });
     await r.m.waitParked(0, BP_RPAL_RETURN_SAVED);
     r.step('core 0 (x) called y and is returning: parked with y runnable again, x not resumed yet');
-    const driver = r.m.attachHere(2);
-    const ping = (): void => {
-      while (driver.apic.sendIpi(1, IPI_PING) !== IPI_OK) driver.apic.poll();
-      driver.apic.waitAcks();
-    };
-    try {
+    await withDriver(r, async (ping) => {
       ping();
       await r.until(() => threads.threadOf(k, y).core === 1, 'core 1 (w) to call y');
       r.step('core 1 (w) called y');
@@ -212,9 +219,7 @@ export function returnVsCallRace(): Promise<RaceOutcome> {
       await r.until(() => threads.threadOf(k, x).state !== THREAD_BLOCKED, "core 0's return to resume x");
       r.step("core 0's return resumed x; core 1 returns now");
       ping();
-    } finally {
-      driver.detach();
-    }
+    });
     const res = await done;
     r.expect(res.every((c) => c.ok), 'every core finished');
     const [c0, c1] = [res.find((c) => c.core === 0) as CoreResult, res.find((c) => c.core === 1) as CoreResult];
