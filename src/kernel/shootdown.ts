@@ -146,19 +146,7 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
   // cores running s now, who get the request.
   Atomics.add(k, klayout.spaceBase(s) + S_TLBGEN, 1);
   cpu.debug.breakpoint(BP_BEFORE_SHOOTDOWN_IPIS);
-  const base = klayout.spaceBase(s) + S_ACTIVE;
-  for (let w = 0; w < klayout.maskWords && !kx.skipShootdown; w++) {
-    const m = Atomics.load(k, base + w);
-    for (let b = 0; b < 32; b++) {
-      const c = w * 32 + b;
-      if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
-      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages, owner + 1);
-      if (r === IPI_TARGET_OFFLINE) continue;
-      if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
-      kx.stats.shootdownIpis++;
-      if (progress !== undefined) progress();
-    }
-  }
+  if (!kx.skipShootdown) kx.stats.shootdownIpis += requestActive(kx, cpu, s, hi, lo, pages, owner, progress);
   invalidateRange(cpu, pcid(s), hi, lo, pages, null);
   const r = cpu.apic.waitAcks(progress);
   if (r !== WAIT_OK) panic(`shootdown: core ${cpu.id} (space ${s}, targets ${otherActive(kx, s, cpu.id)}): ${describeWait(cpu, r)}`);
@@ -171,21 +159,35 @@ function shootdownTraced(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number
  * made before a joined its sharers reached none of a's cores.
  */
 export function syncForLink(kx: Kernel, cpu: Cpu, a: number, owner: number): void {
+  requestActive(kx, cpu, a, 0, 0, 0, owner, undefined);
+  kx.sync(owner, cpu.id, cpu);
+  const r = cpu.apic.waitAcks();
+  if (r !== WAIT_OK) panic(`rpal: core ${cpu.id} (linking space ${owner}'s slot into ${a}, targets ${otherActive(kx, a, cpu.id)}): ${describeWait(cpu, r)}`);
+}
+
+/**
+ * Sends a shootdown request — `pages` pages of space s from hi:lo (none: only the replicas'
+ * syncs), naming `owner` whose replica the receiver syncs too (-1: none) — to every core in s's
+ * active mask but cpu, calling `progress` per request. Returns how many were sent (an offline
+ * core gets none); the caller waits for the acks.
+ */
+function requestActive(kx: Kernel, cpu: Cpu, s: number, hi: number, lo: number, pages: number, owner: number, progress: (() => void) | undefined): number {
   const { k, klayout } = kx.v;
-  const base = klayout.spaceBase(a) + S_ACTIVE;
+  const base = klayout.spaceBase(s) + S_ACTIVE;
+  let sent = 0;
   for (let w = 0; w < klayout.maskWords; w++) {
     const m = Atomics.load(k, base + w);
     for (let b = 0; b < 32; b++) {
       const c = w * 32 + b;
       if (((m >>> b) & 1) === 0 || c === cpu.id) continue;
-      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, a, 0, 0, 0, owner + 1);
+      const r = cpu.apic.sendIpi(c, IPI_SHOOTDOWN, s, hi, lo, pages, owner + 1);
       if (r === IPI_TARGET_OFFLINE) continue;
-      if (r !== IPI_OK) panic(`rpal: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
+      if (r !== IPI_OK) panic(`shootdown: core ${cpu.id} could not send to core ${c}: ${describeWait(cpu, r)}`);
+      sent++;
+      if (progress !== undefined) progress();
     }
   }
-  kx.sync(owner, cpu.id, cpu);
-  const r = cpu.apic.waitAcks();
-  if (r !== WAIT_OK) panic(`rpal: core ${cpu.id} (linking space ${owner}'s slot into ${a}, targets ${otherActive(kx, a, cpu.id)}): ${describeWait(cpu, r)}`);
+  return sent;
 }
 
 /**
