@@ -35,6 +35,11 @@ export function processOf(kx: Kernel, pid: number): { state: number; space: numb
   return { state: Atomics.load(k, b + P_STATE), space: Atomics.load(k, b + P_SPACE), parent: Atomics.load(k, b + P_PARENT) };
 }
 
+/** Whether a process in this state is alive (running or sleeping: neither free nor terminated). */
+export function alive(state: number): boolean {
+  return state === PROC_RUNNING || state === PROC_SLEEPING;
+}
+
 /** Sets a process's state (running, sleeping, terminated, or free to reap it). */
 export function setProcessState(kx: Kernel, pid: number, state: number): void {
   Atomics.store(kx.v.k, kx.v.klayout.procBase + pid * K_LINE + P_STATE, state);
@@ -45,7 +50,7 @@ export function liveSpaces(kx: Kernel): number[] {
   const out: number[] = [];
   for (let pid = 0; pid < kx.maxSpaces; pid++) {
     const p = processOf(kx, pid);
-    if (p.state === PROC_RUNNING || p.state === PROC_SLEEPING) out.push(p.space);
+    if (alive(p.state)) out.push(p.space);
   }
   return out;
 }

@@ -10,11 +10,11 @@ import { NO_FRAME } from '../hw/frames.js';
 import { vaHi, vaLo, vaJoin } from '../hw/vaddr.js';
 import { BP_RPAL_CALL_SAVED, BP_RPAL_RETURN_SAVED, type Kernel } from './context.js';
 import {
-  K_LINE, P_SPACE, P_STATE, S_RPAL_SHARED, PROC_RUNNING, PROC_SLEEPING, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
+  K_LINE, P_SPACE, P_STATE, S_RPAL_SHARED, T_AC, T_CALLER, T_CORE, T_CPL, T_PID, T_PKRU, T_STACK, T_STATE, THREAD_BLOCKED, THREAD_EXITED, THREAD_FREE,
   THREAD_RUNNABLE, THREAD_RUNNING, THREADS_PER_PROCESS,
 } from './layout.js';
 import { ALREADY_MAPPED, EINVAL, OK, OUT_OF_MEMORY, R_USER, R_WRITE, USER_TOP } from './ops.js';
-import { processOf } from './proc.js';
+import { alive, processOf } from './proc.js';
 import { release, zeroPage } from './refs.js';
 import { switchTo } from './shootdown.js';
 import { RPAL_SPACES, SLOT_BYTES, slotOf } from './slots.js';
@@ -36,6 +36,20 @@ export interface ThreadInfo {
 
 function line(kx: Kernel, tid: number): number {
   return kx.v.klayout.threadBase + tid * K_LINE;
+}
+
+/** Writes a new thread's line (its state already taken from THREAD_FREE): process, registers, stack; on no core, called by no one. */
+function fill(kx: Kernel, tid: number, pid: number, pkru: number, cpl: number, ac: boolean, stack: number): void {
+  const k = kx.v.k;
+  const b = line(kx, tid);
+  Atomics.store(k, b + T_PID, pid);
+  Atomics.store(k, b + T_CORE, -1);
+  Atomics.store(k, b + T_PKRU, pkru);
+  Atomics.store(k, b + T_CPL, cpl);
+  Atomics.store(k, b + T_AC, ac ? 1 : 0);
+  Atomics.store(k, b + T_CALLER, 0);
+  Atomics.store(k, b + T_STACK, vaHi(stack));
+  Atomics.store(k, b + T_STACK + 1, vaLo(stack));
 }
 
 /** Thread tid's state, process, core and saved registers (state THREAD_FREE for an unused tid). */
@@ -66,7 +80,7 @@ export function threadsOf(kx: Kernel, pid: number): number[] {
  */
 export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu, pkru = 0): number {
   const p = processOf(kx, pid);
-  if (p.state !== PROC_RUNNING && p.state !== PROC_SLEEPING) return -1 - kx.err({ code: EINVAL }).code;
+  if (!alive(p.state)) return -1 - kx.err({ code: EINVAL }).code;
   const k = kx.v.k;
   for (let i = 0; i < THREADS_PER_PROCESS; i++) {
     const tid = pid * THREADS_PER_PROCESS + i;
@@ -83,14 +97,7 @@ export function spawnThread(kx: Kernel, pid: number, cpu?: Cpu, pkru = 0): numbe
       Atomics.store(k, b + T_STATE, THREAD_FREE);
       return -1 - OUT_OF_MEMORY;
     }
-    Atomics.store(k, b + T_PID, pid);
-    Atomics.store(k, b + T_CORE, -1);
-    Atomics.store(k, b + T_PKRU, pkru | 0);
-    Atomics.store(k, b + T_CPL, 3);
-    Atomics.store(k, b + T_AC, 0);
-    Atomics.store(k, b + T_CALLER, 0);
-    Atomics.store(k, b + T_STACK, vaHi(stack));
-    Atomics.store(k, b + T_STACK + 1, vaLo(stack));
+    fill(kx, tid, pid, pkru | 0, 3, false, stack);
     return tid;
   }
   return -1 - kx.err({ code: EINVAL }).code;
@@ -108,7 +115,7 @@ export function switchThread(kx: Kernel, cpu: Cpu, tid: number): number {
   if (cur === tid) return OK;
   const t = threadOf(kx, tid);
   const p = processOf(kx, t.pid);
-  if (t.state !== THREAD_RUNNABLE || (p.state !== PROC_RUNNING && p.state !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
+  if (t.state !== THREAD_RUNNABLE || !alive(p.state)) return kx.err({ code: EINVAL }).code;
   if (Atomics.compareExchange(k, line(kx, tid) + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
   if (cur >= 0) save(kx, cpu, cur);
   if (kx.current[cpu.id] !== p.space) switchTo(kx, cpu, p.space);
@@ -136,8 +143,7 @@ export function parkThread(kx: Kernel, cpu: Cpu): void {
 export function switchAny(kx: Kernel, cpu: Cpu, pick: number): number {
   const all: number[] = [];
   for (let pid = 0; pid < kx.maxSpaces; pid++) {
-    const st = processOf(kx, pid).state;
-    if (st === PROC_RUNNING || st === PROC_SLEEPING) for (const tid of threadsOf(kx, pid)) all.push(tid);
+    if (alive(processOf(kx, pid).state)) for (const tid of threadsOf(kx, pid)) all.push(tid);
   }
   const cur = kx.runs[cpu.id];
   for (let i = 0; i < all.length; i++) {
@@ -201,7 +207,7 @@ export function rpalCall(kx: Kernel, cpu: Cpu, callee: number): number {
   const pb = kx.v.klayout.procBase + Atomics.load(k, tb + T_PID) * K_LINE;
   const pstate = Atomics.load(k, pb + P_STATE);
   const b = Atomics.load(k, pb + P_SPACE);
-  if (Atomics.load(k, tb + T_STATE) !== THREAD_RUNNABLE || (pstate !== PROC_RUNNING && pstate !== PROC_SLEEPING)) return kx.err({ code: EINVAL }).code;
+  if (Atomics.load(k, tb + T_STATE) !== THREAD_RUNNABLE || !alive(pstate)) return kx.err({ code: EINVAL }).code;
   if (b < 0 || b >= RPAL_SPACES || ((Atomics.load(k, kx.v.klayout.spaceBase(a) + S_RPAL_SHARED) >>> b) & 1) === 0) return kx.err({ code: EINVAL }).code;
   if (Atomics.compareExchange(k, tb + T_STATE, THREAD_RUNNABLE, THREAD_RUNNING) !== THREAD_RUNNABLE) return kx.err({ code: EINVAL }).code;
   save(kx, cpu, caller, THREAD_BLOCKED);
@@ -267,7 +273,7 @@ export function recoverCall(kx: Kernel, cpu: Cpu): number {
   const caller = callee >= 0 ? Atomics.load(k, line(kx, callee) + T_CALLER) - 1 : -1;
   if (caller < 0) return OK;
   const p = processOf(kx, threadOf(kx, callee).pid);
-  if (p.state === PROC_RUNNING || p.state === PROC_SLEEPING) return OK;
+  if (alive(p.state)) return OK;
   Atomics.store(k, line(kx, callee) + T_CALLER, 0);
   Atomics.store(k, line(kx, callee) + T_CORE, -1);
   Atomics.store(k, line(kx, callee) + T_STATE, THREAD_EXITED);
@@ -290,14 +296,7 @@ export function forkThread(kx: Kernel, parentTid: number, childPid: number): num
   const k = kx.v.k;
   const b = line(kx, tid);
   if (Atomics.compareExchange(k, b + T_STATE, THREAD_FREE, THREAD_RUNNABLE) !== THREAD_FREE) return -1 - kx.err({ code: EINVAL }).code;
-  Atomics.store(k, b + T_PID, childPid);
-  Atomics.store(k, b + T_CORE, -1);
-  Atomics.store(k, b + T_PKRU, t.pkru);
-  Atomics.store(k, b + T_CPL, t.cpl);
-  Atomics.store(k, b + T_AC, t.ac ? 1 : 0);
-  Atomics.store(k, b + T_CALLER, 0);
-  Atomics.store(k, b + T_STACK, vaHi(t.stack));
-  Atomics.store(k, b + T_STACK + 1, vaLo(t.stack));
+  fill(kx, tid, childPid, t.pkru, t.cpl, t.ac, t.stack);
   return tid;
 }
 
