@@ -160,13 +160,18 @@ export function kernelOp(cpu: Cpu, kernel: Kernel, buf: Int32Array, w: number, i
 }
 
 
+/** A value the isolation oracles can trace: the writing space (bits 31:24), core (23:16) and this core's sequence number. */
+export function tagged(space: number, core: number, st: RunState): number {
+  return ((space & 0xff) << 24) | ((core & 0xff) << 16) | (st.seq++ & 0xffff);
+}
+
 /**
  * The isolation oracle's write: a value naming space, core and a sequence number, written at va
  * through the kernel's fault path as space's, and remembered when it landed. Returns the access's
  * result (0: done).
  */
 export function ownWrite(cpu: Cpu, kernel: Kernel, st: RunState, space: number, va: number): number {
-  const value = ((space & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
+  const value = tagged(space, cpu.id, st);
   const mhr = st.mh;
   const before = mhr !== null ? mhr.begin(kernel, cpu, space, vaHi(va), vaLo(va) & ~4095) : 0;
   const wr = kernelAccess(cpu, kernel, va, true, value);

@@ -26,7 +26,7 @@ import * as procs from '../kernel/proc.js';
 import * as rpal from '../kernel/rpal.js';
 import * as threads from '../kernel/thread.js';
 import type { CoreResult } from './executor.js';
-import { ownCheck, ownWrite, kernelOp } from './kernelops.js';
+import { ownCheck, ownWrite, kernelOp, tagged } from './kernelops.js';
 import {
   OP_K_ADJUST, OP_K_CALL, OP_K_GRANT, OP_K_MAP, OP_K_OWN, OP_K_PKEY, OP_K_RESOLVE, OP_K_SHARE, OP_K_SWITCH, OP_K_UNMAP, OP_K_UNSHARE,
   OP_K_XACCESS, OP_K_THREAD, OP_K_RCALL, REGION_SPACE,
@@ -168,8 +168,7 @@ export function shareOp(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index:
       if (rpalMode && t !== me && (buf[w + 4] & 3) === 0) {
         // A stray write into another process's slot: its keys are denied, so it must fault. One
         // that lands is a key-isolation find now, and a foreign-write find when the page is read.
-        const value = ((me & 0xff) << 24) | ((cpu.id & 0xff) << 16) | (st.seq++ & 0xffff);
-        const r = faults.access(kx, cpu, ACC_WRITE, vaHi(va), vaLo(va), 0, value);
+        const r = faults.access(kx, cpu, ACC_WRITE, vaHi(va), vaLo(va), 0, tagged(me, cpu.id, st));
         st.tally('xwrite', r === 0 ? 'Ok' : 'Fault');
         if (r === 0) afterAccess(cpu, kx, st, sr, index, va, me, -1);
         return '';
@@ -326,7 +325,7 @@ function grant(cpu: Cpu, kx: Kernel, buf: Int32Array, w: number, index: number, 
   const [k1, k2] = rpalKeys(b);
   cpu.wrpkru(old & ~(3 << (2 * k1)) & ~(3 << (2 * k2)));
   const va = slotBase(kx, b) + MAILBOX_VA + (buf[w + 2] % MAILBOX_PAGES) * 4096 + (buf[w + 3] & 0xff8);
-  const r = faults.access(kx, cpu, ACC_WRITE, vaHi(va), vaLo(va), 0, ((a & 0xff) << 24) | (cpu.id << 16) | (st.seq++ & 0xffff));
+  const r = faults.access(kx, cpu, ACC_WRITE, vaHi(va), vaLo(va), 0, tagged(a, cpu.id, st));
   cpu.wrpkru(old);
   st.tally('grant', r === 0 ? 'Ok' : 'Fault');
   if (r === 0) {
